@@ -1,0 +1,71 @@
+"""Keras callbacks of a training run: stop on NaN with the place it happened, atomic
+whole-model checkpoints, and validation images in TensorBoard."""
+
+import os
+
+import keras
+import numpy as np
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop at the first non-finite loss and remember (epoch, batch), to report why."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.stopped_at = (self._epoch, batch)
+            self.model.stop_training = True
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Save the whole model at each epoch end, or only when `monitor` improves, through
+    a temporary file and a rename, so a killed run never leaves a half-written file."""
+
+    def __init__(self, path, monitor=None, mode="min"):
+        super().__init__()
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.best = -np.inf if mode == "max" else np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None:
+            value = (logs or {}).get(self.monitor)
+            if value is None or not np.isfinite(value):
+                return
+            if not (value > self.best if self.mode == "max" else value < self.best):
+                return
+            self.best = value
+        tmp = f"{self.path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
+
+
+class ImageSummary(keras.callbacks.Callback):
+    """Each epoch, write a few validation examples (the task decides which panels:
+    input, ground truth, prediction) to TensorBoard as images."""
+
+    def __init__(self, task, val_data, log_dir, count=3):
+        super().__init__()
+        self.task, self.log_dir = task, log_dir
+        self.inputs, self.targets = next(iter(val_data.unbatch().batch(count)))
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        images = self.task.summary_images(self.model, self.inputs, self.targets)
+        if not images:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for name, batch in images.items():
+                tf.summary.image(name, batch, step=epoch, max_outputs=len(batch))
+        self._writer.flush()

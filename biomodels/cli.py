@@ -1,0 +1,141 @@
+"""What every command line shares: a quiet TensorFlow start, absl flag parsing whose
+mistakes end in one line and exit status 2, user errors printed as one line with exit
+status 2, and a full log written into the run's directory.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+
+from absl import app, flags
+
+from biomodels.errors import BiomodelsError
+
+FLAGS = flags.FLAGS
+EXIT_USER_ERROR = 2
+
+
+def _requested_verbosity(argv):
+    """The --verbosity/-v value on the command line, read before absl parses it."""
+    for i, arg in enumerate(argv):
+        for prefix in ("--verbosity=", "-v="):
+            if arg.startswith(prefix):
+                return _as_int(arg[len(prefix):])
+        if arg in ("--verbosity", "-v") and i + 1 < len(argv):
+            return _as_int(argv[i + 1])
+    return 0
+
+
+def _as_int(text):
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up messages
+    (CUDA driver probes, oneDNN notices) are written there before any Python
+    logging setting can reach them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow(argv=None):
+    """Import TensorFlow, hiding its C++ start-up chatter unless --verbosity > 0."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    verbose = _requested_verbosity(sys.argv if argv is None else argv) > 0
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with _stderr_silenced():
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe prints when devices are first listed
+        tf.get_logger().setLevel(logging.ERROR)
+    else:
+        import tensorflow as tf
+    return tf
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def run(main):
+    """Run `main(argv)` as a command line: user errors become one line and exit 2."""
+
+    def guarded_main(argv):
+        _log_to_console(FLAGS.verbosity)
+        if len(argv) > 1:
+            print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        try:
+            main(argv)
+        except BiomodelsError as error:
+            logging.getLogger("biomodels").error("%s", error)
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+
+    app.run(guarded_main, flags_parser=_parse_flags)
+
+
+def _log_to_console(verbosity):
+    """biomodels' own log goes to stderr for warnings only (everything with -v 1),
+    and not through absl's root handler, which would print each line twice."""
+    if verbosity <= 0:
+        logging.getLogger("absl").setLevel(logging.WARNING)  # TensorFlow's Python chatter
+    logger = logging.getLogger("biomodels")
+    logger.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
+def log_to_file(path):
+    """Also write the biomodels log, at full detail, to `path` (appending)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logger = logging.getLogger("biomodels")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler
+
+
+def say(message):
+    """Print a line for the user and keep it in the log."""
+    print(message, flush=True)
+    logging.getLogger("biomodels").info("%s", message)
+
+
+def format_table(rows, header):
+    """A plain text table: `rows` are sequences of cells, numbers get 4 decimals."""
+    cells = [[_cell(value) for value in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

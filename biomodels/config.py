@@ -1,0 +1,109 @@
+"""Task configurations: presets, `key=value` overrides typed by the dataclass fields,
+and the `config.json` that makes a model directory self-describing."""
+
+import dataclasses
+import json
+import os
+import typing
+
+from biomodels.errors import ConfigError, InputError
+
+CONFIG_FILE = "config.json"
+
+
+def resolve(task, preset="quick", overrides=()):
+    """The task's preset with `key=value` overrides applied."""
+    presets = task.presets()
+    if preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r} for task {task.name}; choose one of {sorted(presets)}")
+    config = presets[preset]
+    changes = dict(parse_override(type(config), text) for text in overrides)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def parse_override(config_class, text):
+    """('key', typed value) from 'key=value', typed by the config field."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    hints = typing.get_type_hints(config_class)
+    if key not in hints:
+        raise ConfigError(f"--set {key}: unknown setting; known: {', '.join(sorted(hints))}")
+    try:
+        return key, _coerce(raw.strip(), hints[key])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--set {key}={raw}: {error}") from None
+
+
+def _coerce(raw, hint):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:
+        if raw.lower() in ("", "none", "null"):
+            return None
+        return _coerce(raw, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        items = [item for item in raw.strip("()[] ").split(",") if item.strip()]
+        element = args[0] if args else str
+        return tuple(_coerce(item.strip(), element) for item in items)
+    if hint is bool:
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError("expected true or false")
+    if hint is int:
+        return int(raw)
+    if hint is float:
+        return float(raw)
+    if hint is str:
+        return raw
+    raise TypeError(f"cannot set a value of type {hint}")
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def from_dict(task, values):
+    """Rebuild a task's Config from a dict (lists become tuples)."""
+    hints = typing.get_type_hints(task.Config)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown settings for task {task.name}: {', '.join(sorted(unknown))}")
+    fixed = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+    return task.Config(**fixed)
+
+
+def write_run_config(model_dir, task, preset, config, extra=None):
+    """Write model_dir/config.json (atomically): task, preset and the resolved config."""
+    record = {"task": task.name, "preset": preset, "config": to_dict(config), **(extra or {})}
+    path = os.path.join(model_dir, CONFIG_FILE)
+    write_json_atomic(path, record)
+    return record
+
+
+def read_run_config(model_dir):
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise InputError(path, "not found: is this a model directory written by biomodels.train?")
+    return read_json(path)
+
+
+def read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"not valid JSON: {error}") from None
+
+
+def write_json_atomic(path, value):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as handle:
+        json.dump(value, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    os.replace(tmp, path)

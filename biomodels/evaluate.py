@@ -1,0 +1,54 @@
+"""Evaluate a trained model on a split of its prepared data set.
+
+    python -m biomodels.evaluate --task=cryoet --model_dir=DIR [--data_dir=DIR] [--split=test]
+
+Prints the task's metrics and writes model_dir/metrics_<split>.json.
+"""
+
+import os
+
+
+def evaluate(task, model_dir, data_dir=None, split="test"):
+    """The metrics of the run in `model_dir` on `split`."""
+    from biomodels import config as config_lib
+    from biomodels.export.savedmodel import load_trained_model, run_config
+    from biomodels.pipelines import dataset as dataset_lib
+    from biomodels.train import evaluate_split
+
+    config = run_config(task, model_dir)
+    data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
+    manifest = dataset_lib.read_manifest(data_dir)
+    model = load_trained_model(model_dir)
+    return evaluate_split(task, model, config, data_dir, manifest, split, model_dir)
+
+
+def main(argv):
+    from biomodels import cli, tasks
+
+    flags = cli.FLAGS
+    task = tasks.get(flags.task)
+    cli.log_to_file(os.path.join(flags.model_dir, "log.txt"))
+    metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split)
+    header, rows = task.metrics_table(metrics)
+    cli.say(f"{flags.split} split:\n" + cli.format_table(rows, header))
+    cli.say(f"Wrote {os.path.join(flags.model_dir, f'metrics_{flags.split}.json')}")
+
+
+def define_flags():
+    from absl import flags
+
+    from biomodels import tasks
+
+    flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()))
+    flags.DEFINE_string("model_dir", None, "Run directory written by biomodels.train.")
+    flags.DEFINE_string("data_dir", None, "Prepared data set (default: the one the run trained on).")
+    flags.DEFINE_string("split", "test", "Split to evaluate: train, val or test.")
+    flags.mark_flags_as_required(["task", "model_dir"])
+
+
+if __name__ == "__main__":
+    from biomodels import cli
+
+    cli.import_tensorflow()
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,118 @@
+"""Write a task's model as a SavedModel whose signatures carry the preprocessing, so
+TensorFlow Serving or any TensorFlow process runs it without biomodels installed;
+and load either a SavedModel or a training run's directory back as signatures."""
+
+import os
+import shutil
+
+import numpy as np
+
+from biomodels import config as config_lib
+from biomodels.errors import InputError
+
+EXPORT_INFO = "export.json"
+
+
+def export_saved_model(task, model, config, path, metadata=None):
+    """Write the SavedModel of `model` to `path` (through a temporary folder that is
+    renamed when complete); returns `path`."""
+    import tensorflow as tf
+
+    if os.path.exists(path):
+        raise InputError(path, "already exists; choose another export path or version")
+    functions = task.serving_functions(model, config)
+    module = tf.Module()
+    module.model = model
+    for name, function in functions.items():
+        setattr(module, f"signature_{name}", function)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, tmp, signatures={name: fn.get_concrete_function() for name, fn in functions.items()})
+        signatures = {}
+        for name, function in functions.items():
+            concrete = function.get_concrete_function()
+            signatures[name] = {
+                "inputs": {spec.name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for spec in concrete.structured_input_signature[0]},
+                "outputs": {key: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for key, spec in concrete.structured_outputs.items()},
+            }
+        info = {"task": task.name, "config": config_lib.to_dict(config), "signatures": signatures,
+                "tensorflow": tf.__version__, **(metadata or {})}
+        config_lib.write_json_atomic(os.path.join(tmp, EXPORT_INFO), info)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+class Predictor:
+    """Named signatures taking and returning numpy arrays, from an export or a run."""
+
+    def __init__(self, functions, source):
+        self._functions = functions
+        self.source = source
+
+    def signature(self, name):
+        import tensorflow as tf
+
+        if name not in self._functions:
+            raise InputError(self.source, f"has no signature {name!r} (it has {', '.join(sorted(self._functions))})")
+        function = self._functions[name]
+
+        def call(**inputs):
+            tensors = {key: tf.convert_to_tensor(value) for key, value in inputs.items()}
+            return {key: np.asarray(value) for key, value in function(**tensors).items()}
+
+        return call
+
+
+def is_saved_model(path):
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def load_predictor(task, path):
+    """A Predictor from a SavedModel directory or from a training run's model_dir."""
+    import tensorflow as tf
+
+    if not os.path.isdir(path):
+        raise InputError(path, "no such directory: give a model_dir of biomodels.train or an exported SavedModel")
+    if is_saved_model(path):
+        loaded = tf.saved_model.load(path)
+        functions = dict(loaded.signatures)
+        return Predictor({name: _keep_alive(fn, loaded) for name, fn in functions.items()}, path)
+    config = run_config(task, path)
+    model = load_trained_model(path)
+    return Predictor(task.serving_functions(model, config), path)
+
+
+def _keep_alive(function, owner):
+    """Signature functions hold weak references to their SavedModel: keep it alive."""
+
+    def call(**inputs):
+        return function(**inputs)
+
+    call.owner = owner
+    return call
+
+
+def run_config(task, model_dir):
+    """The resolved Config stored in a run's config.json, checked against `task`."""
+    record = config_lib.read_run_config(model_dir)
+    if record.get("task") != task.name:
+        raise InputError(os.path.join(model_dir, config_lib.CONFIG_FILE), f"is a run of task {record.get('task')!r}, not {task.name!r}")
+    return config_lib.from_dict(task, record["config"])
+
+
+def load_trained_model(model_dir):
+    """best.keras of a run, else last.keras."""
+    import keras
+
+    for name in ("best.keras", "last.keras"):
+        path = os.path.join(model_dir, name)
+        if os.path.isfile(path):
+            try:
+                return keras.saving.load_model(path, safe_mode=True)
+            except Exception as error:  # a damaged or foreign file
+                raise InputError(path, f"cannot load the model ({str(error).splitlines()[0]})") from None
+    raise InputError(model_dir, "holds no trained model (best.keras or last.keras): has training finished an epoch?")

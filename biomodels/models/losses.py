@@ -1,0 +1,35 @@
+"""Losses shared by segmentation tasks."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="biomodels")
+class WeightedSparseCategoricalCrossentropy(keras.losses.Loss):
+    """Cross-entropy on probabilities with one weight per class; pixels labelled
+    `ignore_label` (padding) count for nothing. The sum of weighted pixel losses is
+    divided by the sum of their weights, so the loss scale does not depend on the
+    class mix of a batch. Runs in float32 whatever the compute precision."""
+
+    def __init__(self, class_weights, ignore_label=255, name="weighted_crossentropy", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum_over_batch_size", **kwargs)
+        self.class_weights = [float(w) for w in class_weights]
+        self.ignore_label = int(ignore_label)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        y_pred = ops.cast(y_pred, "float32")
+        valid = ops.not_equal(y_true, self.ignore_label)
+        safe_labels = ops.where(valid, y_true, ops.zeros_like(y_true))
+        weights = ops.take(ops.convert_to_tensor(self.class_weights, "float32"), safe_labels)
+        weights = weights * ops.cast(valid, "float32")
+        probability = ops.take_along_axis(y_pred, ops.expand_dims(safe_labels, -1), axis=-1)[..., 0]
+        pixel_loss = -ops.log(ops.clip(probability, 1e-7, 1.0))
+        total = ops.sum(pixel_loss * weights, axis=tuple(range(1, len(pixel_loss.shape))))
+        norm = ops.sum(weights, axis=tuple(range(1, len(weights.shape))))
+        # per-example loss; the batch mean is taken by the reduction
+        return total / ops.maximum(norm, 1e-6)
+
+    def get_config(self):
+        return {"class_weights": self.class_weights, "ignore_label": self.ignore_label, "name": self.name}

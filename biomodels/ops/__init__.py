@@ -1,0 +1,1 @@
+"""Numeric algorithms shared by tasks and command lines: tiling, metrics."""

@@ -1,0 +1,135 @@
+"""Readers and writers for the raw formats (MRC, TIFF, PNG) that check what they read.
+
+Every problem with a user's file becomes an `InputError` naming the file. Writers go
+through a temporary name and a rename, so an interrupted run leaves no half-written file.
+"""
+
+import contextlib
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+
+from biomodels.errors import InputError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    """A 3-D array (Z, Y, X) with its voxel size (x, y, z) in ångström and origin."""
+
+    data: np.ndarray
+    voxel_size: tuple = (1.0, 1.0, 1.0)
+    origin: tuple = (0.0, 0.0, 0.0)
+
+
+def read_mrc(path):
+    """An MRC file as a `Volume`; a 2-D MRC becomes one slice."""
+    import mrcfile
+
+    _require_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, mode="r", permissive=False) as mrc:
+                data = np.asarray(mrc.data).copy()
+                voxel = mrc.voxel_size
+                origin = mrc.header.origin
+                voxel_size = (float(voxel.x), float(voxel.y), float(voxel.z))
+                origin = (float(origin.x), float(origin.y), float(origin.z))
+    except (ValueError, OSError, EOFError) as error:
+        raise InputError(path, f"not a readable MRC file ({_first_line(error)})") from None
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 2-D or 3-D MRC volume, found {data.ndim} dimensions")
+    return Volume(data, voxel_size, origin)
+
+
+def write_mrc(path, data, voxel_size=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
+    """Write `data` (Z, Y, X) as MRC with the given voxel size and origin, atomically."""
+    import mrcfile
+
+    with _atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(data))
+            mrc.voxel_size = tuple(voxel_size)
+            mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = origin
+
+
+def read_image(path):
+    """A TIFF or PNG image as a numpy array (TIFF keeps all its axes)."""
+    _require_file(path)
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            return tifffile.imread(path)
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return np.asarray(image).copy()
+    except Exception as error:  # the libraries raise many kinds for corrupt files
+        raise InputError(path, f"not a readable image ({_first_line(error)})") from None
+    raise InputError(path, f"unsupported image format {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
+def write_tiff(path, data, metadata=None):
+    import tifffile
+
+    with _atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data, metadata=metadata)
+
+
+def write_png(path, data):
+    from PIL import Image
+
+    with _atomic_path(path) as tmp:
+        Image.fromarray(data).save(tmp, format="PNG")
+
+
+def require_finite(path, data):
+    """Raise if `data` holds NaN or Inf values."""
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise InputError(path, f"contains {bad} NaN or Inf values")
+
+
+def require_labels_in_range(path, labels, num_classes):
+    """Raise unless `labels` are integers in 0..num_classes-1."""
+    if not (np.issubdtype(labels.dtype, np.integer) or np.all(np.mod(labels, 1) == 0)):
+        raise InputError(path, "labels must be integers")
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        raise InputError(path, f"labels must lie in 0..{num_classes - 1}, found values from {low:g} to {high:g}")
+
+
+def _require_file(path):
+    if not os.path.exists(path):
+        raise InputError(path, "no such file")
+    if not os.path.isfile(path):
+        raise InputError(path, "not a file")
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _atomic_path(path):
+    """Yield a temporary path beside `path`; rename it onto `path` on success."""
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    stem, suffix = os.path.splitext(name)
+    tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,50 @@
+"""Run a trained or exported model over raw files and write the results beside names
+that say what they are.
+
+    python -m biomodels.predict --task=cryoet --model=PATH --input=FILE_OR_DIR --output=DIR
+
+--model takes a training run's model_dir or an exported SavedModel directory.
+"""
+
+import os
+
+
+def main(argv):
+    from biomodels import cli, tasks
+    from biomodels.export.savedmodel import load_predictor
+
+    flags = cli.FLAGS
+    task = tasks.get(flags.task)
+    if not os.path.exists(flags.input):
+        from biomodels.errors import InputError
+
+        raise InputError(flags.input, "no such file or directory")
+    predictor = load_predictor(task, flags.model)
+    os.makedirs(flags.output, exist_ok=True)
+    options = {"probabilities": flags.probabilities, "tile": flags.tile, "overlap": flags.overlap, "batch_size": flags.batch_size}
+    written = task.predict_files(predictor, flags.input, flags.output, options)
+    cli.say(f"Wrote {len(written)} file(s) to {flags.output}")
+
+
+def define_flags():
+    from absl import flags
+
+    from biomodels import tasks
+
+    flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()))
+    flags.DEFINE_string("model", None, "A model_dir of biomodels.train or an exported SavedModel directory.")
+    flags.DEFINE_string("input", None, "Input file or folder.")
+    flags.DEFINE_string("output", None, "Output folder.")
+    flags.DEFINE_bool("probabilities", False, "Also write per-class probability maps.")
+    flags.DEFINE_integer("tile", 512, "Tile size for tiled inference.", lower_bound=16)
+    flags.DEFINE_integer("overlap", 64, "Overlap between tiles, blended.", lower_bound=0)
+    flags.DEFINE_integer("batch_size", 4, "Tiles per batch.", lower_bound=1)
+    flags.mark_flags_as_required(["task", "model", "input", "output"])
+
+
+if __name__ == "__main__":
+    from biomodels import cli
+
+    cli.import_tensorflow()
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,221 @@
+"""Prepare a data set: raw files (or the task's synthetic generator) to TFRecord shards
+and `dataset.json`.
+
+    python -m biomodels.prepare --task=cryoet --output_dir=DIR (--input=PATH | --synthetic)
+
+The split keeps each group (a tomogram, a cell…) within one split. Everything is
+written into a staging folder first and moved into place only when complete.
+"""
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from biomodels import config as config_lib
+from biomodels.errors import ConfigError, InputError
+from biomodels.pipelines import dataset as dataset_lib
+from biomodels.pipelines import tfrecord
+
+SPLITS = ("train", "val", "test")
+log = logging.getLogger("biomodels")
+
+
+def parse_split(text):
+    """(train, val, test) fractions from '0.8,0.1,0.1'."""
+    try:
+        fractions = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--split={text}: expected three numbers like 0.8,0.1,0.1") from None
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] == 0:
+        raise ConfigError(f"--split={text}: expected three non-negative fractions summing to 1, train > 0")
+    return fractions
+
+
+def assign_groups(groups, fractions, seed):
+    """{group: split}, shuffled with `seed`; every split with a non-zero fraction gets at
+    least one group when there are enough groups."""
+    groups = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(groups))
+    wanted = [i for i, f in enumerate(fractions) if f > 0]
+    counts = [int(round(len(groups) * f)) for f in fractions]
+    for i in wanted[1:]:
+        counts[i] = max(counts[i], 1)
+    counts[0] = len(groups) - sum(counts[1:])
+    names = [SPLITS[i] for i, count in enumerate(counts) for _ in range(count)]
+    return {groups[index]: split for index, split in zip(order, names)}
+
+
+def prepare_dataset(task, config, output_dir, input_path=None, synthetic=False, num_examples=None,
+                    seed=0, fractions=(0.8, 0.1, 0.1), show_progress=True):
+    """Write the prepared data set into `output_dir`; returns its manifest."""
+    if os.path.exists(os.path.join(output_dir, dataset_lib.MANIFEST)):
+        raise InputError(output_dir, "already holds a prepared data set (dataset.json); choose another --output_dir")
+    if synthetic == (input_path is not None):
+        raise ConfigError("give either --input=PATH or --synthetic")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".prepare-", dir=parent)
+    try:
+        if synthetic:
+            raw_dir = os.path.join(staging, "raw")
+            os.makedirs(raw_dir)
+            count = num_examples or task.default_synthetic_examples(config)
+            log.info("generating %d synthetic %s examples (seed %d)", count, task.name, seed)
+            task.write_synthetic(raw_dir, count, seed, config)
+            input_path = raw_dir
+        manifest = _write_shards(task, config, input_path, staging, seed, fractions, show_progress)
+        manifest["synthetic"] = bool(synthetic)
+        shutil.rmtree(os.path.join(staging, "raw"), ignore_errors=True)
+        config_lib.write_json_atomic(os.path.join(staging, dataset_lib.MANIFEST), manifest)
+        _move_into(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _write_shards(task, config, input_path, staging, seed, fractions, show_progress):
+    sources = task.find_sources(input_path, config)
+    groups = [source.group for source in sources]
+    by_group = len(set(groups)) >= sum(1 for f in fractions if f > 0)
+    if by_group:
+        split_of_group = assign_groups(groups, fractions, seed)
+    else:
+        log.warning("only %d group(s) in %s: splitting each one's examples in contiguous blocks", len(set(groups)), input_path)
+    writers = {split: tfrecord.SplitWriter(staging, split) for split in SPLITS}
+    source_records = []
+    bar = _progress(len(sources), "reading sources") if show_progress else None
+    try:
+        feature_spec = None
+        for done, source in enumerate(sources, start=1):
+            info, examples = task.read_source(source, config)
+            examples = list(examples) if not by_group else examples
+            for index, example in enumerate(examples):
+                feature_spec = feature_spec or tfrecord.feature_spec_of(example)
+                if by_group:
+                    split = split_of_group[source.group]
+                else:
+                    split = _contiguous_split(index, len(examples), fractions)
+                writers[split].write(tfrecord.encode_example(example))
+            source_records.append({
+                "name": source.name, "group": source.group, "files": [os.path.abspath(p) for p in source.paths],
+                "split": split_of_group[source.group] if by_group else "all", **info,
+            })
+            if bar:
+                bar.update(done)
+        if feature_spec is None:
+            raise InputError(input_path, "holds no examples")
+        counts = {split: writer.count for split, writer in writers.items()}
+        if counts["train"] == 0:
+            raise InputError(input_path, "no examples fell into the training split")
+        splits = {split: {"count": counts[split], "shards": writers[split].commit()} for split in SPLITS}
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
+    manifest = {
+        "task": task.name,
+        "schema_version": tfrecord.SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "split_fractions": list(fractions),
+        "split_by": "group" if by_group else "contiguous blocks within each group",
+        "splits": splits,
+        "features": feature_spec,
+        "config": config_lib.to_dict(config),
+        "sources": source_records,
+    }
+    train = dataset_lib.examples(staging, manifest, "train").as_numpy_iterator()
+    manifest["statistics"] = task.statistics(train)
+    return manifest
+
+
+def _contiguous_split(index, count, fractions):
+    position = (index + 0.5) / count
+    if position < fractions[0]:
+        return "train"
+    return "val" if position < fractions[0] + fractions[1] else "test"
+
+
+def _move_into(staging, output_dir):
+    os.makedirs(output_dir, exist_ok=True)
+    names = sorted(os.listdir(staging))
+    # the manifest last, so a data set without dataset.json is visibly incomplete
+    names.sort(key=lambda name: name == dataset_lib.MANIFEST)
+    for name in names:
+        os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+
+
+def _progress(total, label):
+    from biomodels.progress import progress_bar
+
+    return progress_bar(total, label)
+
+
+def cache_root():
+    """Where the embedded default data sets are kept: $BIOMODELS_CACHE, else the user's
+    cache directory."""
+    root = os.environ.get("BIOMODELS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "biomodels"
+    )
+    return os.path.join(root, "datasets")
+
+
+def synthetic_dataset(task, config, seed=0):
+    """The embedded default data set for `task`: prepared once, then reused. Its key
+    holds the task, the generator's version, the size and the settings that shape it."""
+    count = task.default_synthetic_examples(config)
+    settings = config_lib.to_dict(config)
+    shaping = json.dumps({field: settings[field] for field in task.data_fields}, sort_keys=True)
+    digest = hashlib.sha1(shaping.encode()).hexdigest()[:8]
+    directory = os.path.join(cache_root(), f"{task.name}-synthetic-v{task.synthetic_version}-n{count}-seed{seed}-{digest}")
+    if not os.path.isfile(os.path.join(directory, dataset_lib.MANIFEST)):
+        from biomodels.cli import say
+
+        say(f"Preparing the built-in synthetic {task.name} data set in {directory} (once)")
+        prepare_dataset(task, config, directory, synthetic=True, num_examples=count, seed=seed)
+    return directory
+
+
+def main(argv):
+    from biomodels import cli, tasks
+
+    flags = cli.FLAGS
+    task = tasks.get(flags.task)
+    config = config_lib.resolve(task, flags.preset, flags.set)
+    if not flags.output_dir:
+        raise ConfigError("--output_dir is required")
+    manifest = prepare_dataset(
+        task, config, flags.output_dir, input_path=flags.input, synthetic=flags.synthetic,
+        num_examples=flags.num_examples, seed=flags.seed, fractions=parse_split(flags.split),
+    )
+    counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
+    cli.say(f"Wrote {flags.output_dir}: {counts} examples")
+
+
+def define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("task", None, "Task name: " + ", ".join(__import__("biomodels.tasks").tasks.names()))
+    flags.DEFINE_string("output_dir", None, "Where the shards and dataset.json go.")
+    flags.DEFINE_string("input", None, "Raw input file or folder.")
+    flags.DEFINE_bool("synthetic", False, "Generate synthetic raw files and prepare those.")
+    flags.DEFINE_integer("num_examples", None, "Synthetic raw examples to generate (task default if unset).")
+    flags.DEFINE_integer("seed", 0, "Seed of the generator and of the split.")
+    flags.DEFINE_string("split", "0.8,0.1,0.1", "train,val,test fractions.")
+    flags.DEFINE_string("preset", "quick", "Configuration preset (tile size and other data settings).")
+    flags.DEFINE_multi_string("set", [], "Override a configuration value: --set key=value.")
+    flags.mark_flag_as_required("task")
+
+
+if __name__ == "__main__":
+    from biomodels import cli
+
+    cli.import_tensorflow()
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,21 @@
+"""The task registry: the command lines look tasks up here by name and never branch
+on a task's name themselves."""
+
+import importlib
+
+from biomodels.errors import ConfigError
+
+_MODULES = {
+    "cryoet": "biomodels.tasks.cryoet",
+}
+
+
+def names():
+    return sorted(_MODULES)
+
+
+def get(name):
+    """The Task instance registered as `name`."""
+    if name not in _MODULES:
+        raise ConfigError(f"unknown task {name!r}; choose one of: {', '.join(names())}")
+    return importlib.import_module(_MODULES[name]).TASK

@@ -1,0 +1,99 @@
+"""The Task contract: everything a study must say so that the shared command lines
+(prepare, train, evaluate, export, predict) can carry it from raw files to a served model.
+"""
+
+import abc
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One raw input unit (a tomogram, an image and its masks…): its name, the group
+    that must stay within one split, and its files."""
+
+    name: str
+    group: str
+    paths: tuple
+
+
+class Task(abc.ABC):
+    name = ""
+    summary = ""
+    Config = None
+    #: version of the synthetic generator; part of the embedded data set's cache key
+    synthetic_version = 1
+    #: what XLA setting measured faster for this task on CPU
+    jit_compile_default = False
+    #: the validation metric that picks best.keras, and whether larger is better
+    checkpoint_monitor = ("val_loss", "min")
+    #: config fields that change the prepared data (they key the synthetic data cache)
+    data_fields = ()
+
+    @classmethod
+    @abc.abstractmethod
+    def presets(cls):
+        """{"quick": Config(...), "paper": Config(...)}"""
+
+    # -- raw data -------------------------------------------------------------
+    @abc.abstractmethod
+    def find_sources(self, input_path, config):
+        """The `Source`s under a user's file or folder; raises InputError if none."""
+
+    @abc.abstractmethod
+    def read_source(self, source, config):
+        """(info dict for the manifest, iterable of examples as dicts of numpy arrays)."""
+
+    @abc.abstractmethod
+    def write_synthetic(self, directory, num_examples, seed, config):
+        """Write `num_examples` raw synthetic inputs, in the real format, to `directory`."""
+
+    def default_synthetic_examples(self, config):
+        return 10
+
+    def statistics(self, examples):
+        """Summary statistics of the training examples for the manifest."""
+        return {}
+
+    # -- model ----------------------------------------------------------------
+    @abc.abstractmethod
+    def build_model(self, config, manifest):
+        """A fresh Keras model."""
+
+    @abc.abstractmethod
+    def compile_arguments(self, config, manifest, steps_per_epoch):
+        """Keyword arguments for `model.compile`: loss, optimizer, metrics."""
+
+    @abc.abstractmethod
+    def preprocess(self, inputs):
+        """TensorFlow ops from raw model input to network input; shared by the training
+        pipeline, evaluation, prediction and the serving graph."""
+
+    @abc.abstractmethod
+    def augment(self, example, seed, config):
+        """A randomly transformed example; `seed` is a stateless [2] int64 seed."""
+
+    @abc.abstractmethod
+    def model_io(self, example, config):
+        """(network inputs, targets) from a decoded example, preprocessing applied."""
+
+    # -- results --------------------------------------------------------------
+    @abc.abstractmethod
+    def evaluate(self, model, dataset, manifest, config):
+        """The study's metrics on a (inputs, targets) dataset, as a flat dict."""
+
+    def metrics_table(self, metrics):
+        """(header, rows) to print the metrics for people."""
+        return ("metric", "value"), sorted(metrics.items())
+
+    def summary_images(self, model, inputs, targets):
+        """{name: uint8 images [N, H, W, 3]} to show in TensorBoard each epoch."""
+        return {}
+
+    @abc.abstractmethod
+    def serving_functions(self, model, config):
+        """{signature name: tf.function with an input signature}, preprocessing inside."""
+
+    @abc.abstractmethod
+    def predict_files(self, predictor, input_path, output_dir, options):
+        """Run `predictor` (an exported or in-memory signature set) over the user's files
+        and write results into `output_dir`; returns the paths written."""

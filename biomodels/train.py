@@ -1,0 +1,213 @@
+"""Train a task's model, then evaluate it on the test split and export it.
+
+    python -m biomodels.train --task=cryoet [--data_dir=DIR] [--model_dir=DIR] [--preset=quick|paper] ...
+
+Without --data_dir the task's built-in synthetic data set is prepared once and reused.
+The run directory holds config.json, TensorBoard logs, best.keras and last.keras,
+BackupAndRestore state (the same command resumes a killed run), metrics_test.json,
+log.txt and the SavedModel in export/.
+"""
+
+import dataclasses
+import datetime
+import logging
+import math
+import os
+
+import numpy as np
+
+from biomodels import config as config_lib
+from biomodels import runtime
+from biomodels.errors import BiomodelsError, InputError
+from biomodels.pipelines import dataset as dataset_lib
+
+log = logging.getLogger("biomodels")
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How to run, as opposed to what to train (the task's Config)."""
+
+    seed: int = 0
+    deterministic: bool = False
+    precision: str = "auto"
+    strategy: str = "auto"
+    jit_compile: str = "auto"
+    init_from: str = ""
+    verbose: str = "auto"
+    export: bool = True
+
+
+def default_model_dir(task):
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", task.name, stamp)
+
+
+def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick"):
+    """Train, evaluate on test and export; returns the test metrics."""
+    import keras
+
+    from biomodels import callbacks as callbacks_lib
+    from biomodels.cli import format_table, say
+
+    runtime.seed_everything(options.seed, options.deterministic)
+    policy = runtime.set_precision(options.precision)
+    strategy = runtime.make_strategy(options.strategy)
+    if not runtime.is_chief(strategy):
+        model_dir = os.path.join(model_dir, f"worker-{strategy.cluster_resolver.task_id}")
+    manifest = dataset_lib.read_manifest(data_dir)
+    if manifest["task"] != task.name:
+        raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"was prepared for task {manifest['task']!r}, not {task.name!r}")
+    os.makedirs(model_dir, exist_ok=True)
+    _check_resumable(model_dir, task, config)
+    config_lib.write_run_config(model_dir, task, preset, config, {"data_dir": os.path.abspath(data_dir), "precision": policy})
+
+    train_count = manifest["splits"]["train"]["count"]
+    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(train_count / config.batch_size))
+    train_data = dataset_lib.training_dataset(task, config, data_dir, manifest, config.batch_size, options.seed)
+    val_data, val_steps = None, None
+    if manifest["splits"]["val"]["count"]:
+        val_steps = math.ceil(manifest["splits"]["val"]["count"] / config.batch_size)
+        val_data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, "val")
+    with strategy.scope():
+        model = task.build_model(config, manifest)
+        if options.init_from:
+            _load_initial_weights(model, options.init_from)
+        model.compile(**task.compile_arguments(config, manifest, steps_per_epoch),
+                      jit_compile=runtime.jit_compile(options.jit_compile, task))
+    say(f"Training {task.name} ({model.count_params():,} parameters, {policy}, {strategy.num_replicas_in_sync} replica(s)) "
+        f"for {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}, into {model_dir}")
+    nan_guard = callbacks_lib.StopOnNaN()
+    callbacks = _callbacks(task, model_dir, val_data, nan_guard)
+    model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data,
+              validation_steps=val_steps, shuffle=False, callbacks=callbacks, verbose=options.verbose)
+    if nan_guard.stopped_at is not None:
+        raise BiomodelsError(
+            f"training stopped: the loss became NaN or infinite at epoch {nan_guard.stopped_at[0] + 1}, "
+            f"batch {nan_guard.stopped_at[1]}; lower the learning rate or check the data in {data_dir}"
+        )
+    best = os.path.join(model_dir, "best.keras")
+    if os.path.isfile(best):
+        model = keras.saving.load_model(best, safe_mode=True)
+    metrics = evaluate_split(task, model, config, data_dir, manifest, "test", model_dir)
+    header, rows = task.metrics_table(metrics)
+    say(f"Test split ({manifest['splits']['test']['count']} examples):\n" + format_table(rows, header))
+    if options.export and runtime.is_chief(strategy):
+        from biomodels.export.savedmodel import export_saved_model
+        import shutil
+
+        export_dir = os.path.join(model_dir, "export")
+        shutil.rmtree(export_dir, ignore_errors=True)
+        export_saved_model(task, model, config, export_dir, {"metrics_test": metrics})
+        say(f"Exported the SavedModel to {export_dir}")
+    return metrics
+
+
+def evaluate_split(task, model, config, data_dir, manifest, split, model_dir):
+    """The task's metrics on one split, also written to model_dir/metrics_<split>.json."""
+    if manifest["splits"].get(split, {}).get("count", 0) == 0:
+        raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"split {split!r} holds no examples")
+    data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, split)
+    metrics = task.evaluate(model, data, manifest, config)
+    config_lib.write_json_atomic(os.path.join(model_dir, f"metrics_{split}.json"), metrics)
+    return metrics
+
+
+def _check_resumable(model_dir, task, config):
+    """A model_dir that holds another run's config must not be silently mixed."""
+    path = os.path.join(model_dir, config_lib.CONFIG_FILE)
+    if not os.path.isfile(path):
+        return
+    previous = config_lib.read_json(path)
+    if previous.get("task") != task.name or previous.get("config") != config_lib.to_dict(config):
+        raise InputError(path, "belongs to a run with another task or configuration; use a new --model_dir to start afresh")
+
+
+def _load_initial_weights(model, path):
+    import keras
+
+    from biomodels.export.savedmodel import load_trained_model
+
+    source = load_trained_model(path) if os.path.isdir(path) else None
+    if source is None:
+        try:
+            source = keras.saving.load_model(path, safe_mode=True)
+        except Exception as error:
+            raise InputError(path, f"cannot load initial weights ({str(error).splitlines()[0]})") from None
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as error:
+        raise InputError(path, f"weights do not fit this model's configuration ({str(error).splitlines()[0]})") from None
+    log.info("initialised weights from %s", path)
+
+
+def _callbacks(task, model_dir, val_data, nan_guard):
+    import keras
+
+    from biomodels.callbacks import AtomicCheckpoint, ImageSummary
+
+    monitor, mode = task.checkpoint_monitor
+    if val_data is None:
+        monitor, mode = "loss", "min"
+    callbacks = [
+        nan_guard,
+        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), double_checkpoint=True, delete_checkpoint=False),
+        AtomicCheckpoint(os.path.join(model_dir, "last.keras")),
+        AtomicCheckpoint(os.path.join(model_dir, "best.keras"), monitor=monitor, mode=mode),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+    ]
+    if val_data is not None:
+        callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images")))
+    return callbacks
+
+
+def main(argv):
+    from biomodels import cli, prepare, tasks
+
+    flags = cli.FLAGS
+    task = tasks.get(flags.task)
+    overrides = list(flags.set)
+    for name in ("epochs", "steps_per_epoch", "batch_size"):
+        if flags[name].value is not None:
+            overrides.append(f"{name}={flags[name].value}")
+    config = config_lib.resolve(task, flags.preset, overrides)
+    model_dir = flags.model_dir or default_model_dir(task)
+    os.makedirs(model_dir, exist_ok=True)
+    cli.log_to_file(os.path.join(model_dir, "log.txt"))
+    data_dir = flags.data_dir or prepare.synthetic_dataset(task, config, seed=flags.seed)
+    options = RunOptions(
+        seed=flags.seed, deterministic=flags.deterministic, precision=flags.precision, strategy=flags.strategy,
+        jit_compile=flags.jit_compile, init_from=flags.init_from or "",
+    )
+    train(task, config, data_dir, model_dir, options, preset=flags.preset)
+
+
+def define_flags():
+    from absl import flags
+
+    from biomodels import tasks
+
+    flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()))
+    flags.DEFINE_string("data_dir", None, "Prepared data set (default: the built-in synthetic one).")
+    flags.DEFINE_string("model_dir", None, "Run directory (default: runs/<task>/<timestamp>).")
+    flags.DEFINE_string("preset", "quick", "quick (minutes on a CPU) or paper (the study's settings).")
+    flags.DEFINE_integer("epochs", None, "Override the preset's epochs.")
+    flags.DEFINE_integer("steps_per_epoch", None, "Override the steps per epoch (0: one pass over train).")
+    flags.DEFINE_integer("batch_size", None, "Override the global batch size.")
+    flags.DEFINE_enum("precision", "auto", list(runtime.PRECISIONS), "Compute precision; auto: mixed_float16 on GPU, float32 on CPU.")
+    flags.DEFINE_enum("strategy", "auto", list(runtime.STRATEGIES), "Distribution strategy; multi_worker reads TF_CONFIG.")
+    flags.DEFINE_multi_string("set", [], "Override a configuration value: --set key=value.")
+    flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation; auto: what measured faster for the task.")
+    flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
+    flags.DEFINE_bool("deterministic", False, "Deterministic kernels: identical runs on CPU.")
+    flags.DEFINE_string("init_from", None, "Start from the weights of a model_dir or .keras file.")
+    flags.mark_flag_as_required("task")
+
+
+if __name__ == "__main__":
+    from biomodels import cli
+
+    cli.import_tensorflow()
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,31 @@
+"""biomodels-keras: five bioimage deep-learning studies in Keras 3 / TensorFlow."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="biomodels-keras",
+    version="0.1.0",
+    description="Five published bioimage deep-learning studies, from raw microscope files to TensorFlow Serving.",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["biomodels", "biomodels.*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "h5py>=3.10",
+        "tifffile>=2024.1.1",
+        "mrcfile>=1.5",
+        "scikit-image>=0.22",
+        "pillow>=10",
+        "tensorboard>=2.21,<2.22",
+        "absl-py>=2.1",
+    ],
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        "test": ["pytest>=8"],
+    },
+)
