@@ -62,7 +62,9 @@ def make_strategy(name):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # every GPU, or else every logical CPU device (tests split the CPU in two)
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     _let_keras_fit_run_multi_worker()
     return tf.distribute.MultiWorkerMirroredStrategy()
 

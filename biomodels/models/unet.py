@@ -17,7 +17,8 @@ from biomodels.models.layers import BilinearUpsample2D
 def _double_conv(x, filters, name):
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        # momentum 0.9 is PyTorch's BatchNorm2d default (0.1 there), the study's framework
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     return x
 

@@ -32,7 +32,7 @@ LABEL_COLOURS = np.array(
 
 @dataclasses.dataclass(frozen=True)
 class CryoETConfig:
-    base_filters: int = 16
+    base_filters: int = 8
     depth: int = 4
     dropout: float = 0.5
     tile_size: int = 256
@@ -41,10 +41,10 @@ class CryoETConfig:
     learning_rate: float = 2e-3
     lr_schedule: str = "cosine"
     batch_size: int = 8
-    epochs: int = 12
+    epochs: int = 8
     steps_per_epoch: int = 0
     noise_augmentation: float = 0.1
-    synthetic_tomograms: int = 10
+    synthetic_tomograms: int = 16
     synthetic_shape: tuple[int, ...] = (24, 256, 256)
 
 

@@ -1,0 +1,102 @@
+"""Is training ever input-bound? Prints the tf.data pipeline's examples per second
+beside the training step's, and TFRecord reading beside np.load of the same arrays.
+
+    python benchmarks/pipeline.py --task=cryoet [--data_dir=DIR] [--batches=N]
+
+Without --data_dir it uses the task's built-in synthetic data set (prepared once).
+The pipeline should be at least 5x faster than training.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from biomodels import cli  # noqa: E402
+
+tf = cli.import_tensorflow()
+
+import numpy as np  # noqa: E402
+
+from biomodels import config as config_lib  # noqa: E402
+from biomodels import prepare, tasks  # noqa: E402
+from biomodels.pipelines import dataset as dataset_lib  # noqa: E402
+
+
+def rate(count, seconds):
+    return count / max(seconds, 1e-9)
+
+
+def pipeline_rate(task, config, data_dir, manifest, batches):
+    data = dataset_lib.training_dataset(task, config, data_dir, manifest, config.batch_size, seed=0)
+    iterator = iter(data)
+    next(iterator)  # warm up: file opening, cache filling starts
+    for _ in range(batches):  # a first pass fills the cache
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return rate(batches * config.batch_size, time.perf_counter() - start)
+
+
+def training_rate(task, config, data_dir, manifest, steps):
+    data = dataset_lib.training_dataset(task, config, data_dir, manifest, config.batch_size, seed=0)
+    batch = next(iter(data))
+    model = task.build_model(config, manifest)
+    model.compile(**task.compile_arguments(config, manifest, steps_per_epoch=100))
+    model.train_on_batch(*batch)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(*batch)
+    return rate(steps * config.batch_size, time.perf_counter() - start)
+
+
+def reading_rates(data_dir, manifest, split="train"):
+    """Raw examples per second: TFRecord decode versus np.load of .npy files."""
+    start = time.perf_counter()
+    arrays = [example for example in dataset_lib.examples(data_dir, manifest, split).as_numpy_iterator()]
+    tfrecord_rate = rate(len(arrays), time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, example in enumerate(arrays):
+            for name, value in example.items():
+                np.save(os.path.join(tmp, f"{i}_{name}.npy"), value)
+        start = time.perf_counter()
+        for i, example in enumerate(arrays):
+            for name in example:
+                np.load(os.path.join(tmp, f"{i}_{name}.npy"), allow_pickle=False)
+        numpy_rate = rate(len(arrays), time.perf_counter() - start)
+    return tfrecord_rate, numpy_rate
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--task", default="cryoet")
+    parser.add_argument("--data_dir")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+
+    task = tasks.get(args.task)
+    config = config_lib.resolve(task, args.preset)
+    data_dir = args.data_dir or prepare.synthetic_dataset(task, config)
+    manifest = dataset_lib.read_manifest(data_dir)
+
+    pipeline = pipeline_rate(task, config, data_dir, manifest, args.batches)
+    training = training_rate(task, config, data_dir, manifest, args.steps)
+    tfrecord_rate, numpy_rate = reading_rates(data_dir, manifest)
+    print(f"task {task.name}, preset {args.preset}, batch {config.batch_size}, example shape "
+          f"{manifest['features']} from {data_dir}")
+    print(cli.format_table([
+        ("input pipeline (decode, augment, batch)", pipeline, "training step", training, pipeline / training),
+        ("TFRecord read + decode", tfrecord_rate, "np.load of .npy files", numpy_rate, tfrecord_rate / numpy_rate),
+    ], ("measured", "examples/s", "reference", "examples/s", "ratio")))
+    verdict = "not input-bound" if pipeline >= 5 * training else "INPUT-BOUND: pipeline under 5x the training rate"
+    print(f"pipeline / training = {pipeline / training:.1f}x ({verdict})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny configurations and tiny raw data in the real formats."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TINY_CRYOET = ["base_filters=4", "depth=3", "tile_size=32", "synthetic_shape=6,64,64", "batch_size=4"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """No test touches the user's cache of built-in data sets."""
+    monkeypatch.setenv("BIOMODELS_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def cryoet_task():
+    from biomodels import tasks
+
+    return tasks.get("cryoet")
+
+
+@pytest.fixture
+def tiny_cryoet_config(cryoet_task):
+    from biomodels import config as config_lib
+
+    return config_lib.resolve(cryoet_task, "quick", TINY_CRYOET)
+
+
+@pytest.fixture
+def tomogram_dir(tmp_path):
+    """Three small synthetic tomograms with their label volumes, as MRC files."""
+    from biomodels.pipelines.synthetic import cryoet
+
+    directory = tmp_path / "tomograms"
+    cryoet.write_dataset(str(directory), count=3, seed=1, shape=(6, 64, 64))
+    return directory
+
+
+@pytest.fixture
+def prepared_cryoet(tmp_path, cryoet_task, tiny_cryoet_config, tomogram_dir):
+    from biomodels.prepare import prepare_dataset
+
+    output = tmp_path / "prepared"
+    prepare_dataset(cryoet_task, tiny_cryoet_config, str(output), input_path=str(tomogram_dir), seed=0, show_progress=False)
+    return output
+
+
+def run_cli(module, *args, cwd=None, timeout=600):
+    """Run `python -m module args…`; returns the CompletedProcess (text)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def error_lines(result):
+    """The stderr lines that are not warnings from libraries."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def random_volume(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)

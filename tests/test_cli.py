@@ -1,0 +1,130 @@
+"""The command lines end to end on a tiny synthetic data set, and their handling of
+user mistakes: one line naming the file or flag, exit status 2, nothing half-written."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from biomodels.pipelines import readers
+from conftest import TINY_CRYOET, error_lines, run_cli
+
+SETS = [arg for item in TINY_CRYOET for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """prepare --synthetic, then train a few steps, through the command lines."""
+    root = tmp_path_factory.mktemp("cli")
+    data_dir, model_dir = root / "data", root / "run"
+    result = run_cli("biomodels.prepare", "--task=cryoet", f"--output_dir={data_dir}", "--synthetic",
+                     "--num_examples=3", "--seed=2", *SETS)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("biomodels.train", "--task=cryoet", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                     "--epochs=2", "--steps_per_epoch=2", *SETS)
+    assert result.returncode == 0, result.stderr
+    return root, data_dir, model_dir, result
+
+
+def test_prepare_writes_shards_and_manifest(trained_run):
+    _, data_dir, _, _ = trained_run
+    names = sorted(os.listdir(data_dir))
+    assert names == ["dataset.json", "test-00000-of-00001.tfrecord", "train-00000-of-00001.tfrecord", "val-00000-of-00001.tfrecord"]
+    manifest = json.loads((data_dir / "dataset.json").read_text())
+    assert manifest["synthetic"] is True and manifest["seed"] == 2
+
+
+def test_train_writes_a_complete_run(trained_run):
+    _, _, model_dir, result = trained_run
+    for name in ("config.json", "best.keras", "last.keras", "metrics_test.json", "log.txt", "history.csv", "export/saved_model.pb"):
+        assert (model_dir / name).exists(), name
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["task"] == "cryoet" and config["config"]["depth"] == 3
+    assert "mean of the 5 features" in result.stdout
+    metrics = json.loads((model_dir / "metrics_test.json").read_text())
+    assert 0.0 <= metrics["mean_iou_features"] <= 1.0
+    events = [f for _, _, files in os.walk(model_dir / "logs") for f in files if "tfevents" in f]
+    assert len(events) >= 2  # scalars and validation images
+    assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr
+
+
+def test_evaluate_export_and_predict(trained_run, tmp_path):
+    root, data_dir, model_dir, _ = trained_run
+    result = run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={model_dir}", "--split=val")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((model_dir / "metrics_val.json").read_text())["pixels"] > 0
+
+    export_dir = tmp_path / "serving"
+    for version in (1, 2):
+        result = run_cli("biomodels.export", "--task=cryoet", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
+        assert result.returncode == 0, result.stderr
+        assert (export_dir / "cryoet" / str(version) / "saved_model.pb").exists()
+
+    volume = np.random.default_rng(0).normal(size=(3, 40, 72)).astype(np.float32)
+    readers.write_mrc(str(tmp_path / "tomo.mrc"), volume, voxel_size=(21.0, 21.0, 21.0), origin=(5.0, 6.0, 7.0))
+    for model in (export_dir / "cryoet" / "1", model_dir):
+        out = tmp_path / f"out_{model.name}"
+        result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model}", f"--input={tmp_path / 'tomo.mrc'}",
+                         f"--output={out}", "--probabilities", "--tile=32", "--overlap=8")
+        assert result.returncode == 0, result.stderr
+        labels = readers.read_mrc(str(out / "tomo_labels.mrc"))
+        assert labels.data.shape == (3, 40, 72) and labels.data.dtype == np.uint8 and labels.data.max() <= 5
+        assert labels.voxel_size == pytest.approx((21.0, 21.0, 21.0)) and labels.origin == pytest.approx((5.0, 6.0, 7.0))
+        ribosome = readers.read_mrc(str(out / "tomo_ribosome.mrc")).data
+        assert ribosome.dtype == np.float32 and 0.0 <= ribosome.min() and ribosome.max() <= 1.0
+    np.testing.assert_array_equal(readers.read_mrc(str(tmp_path / "out_1" / "tomo_labels.mrc")).data,
+                                  readers.read_mrc(str(tmp_path / "out_run" / "tomo_labels.mrc")).data)
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_unknown_task_and_bad_flag():
+    _assert_one_line_error(run_cli("biomodels.train", "--task=nope"), "unknown task 'nope'")
+    _assert_one_line_error(run_cli("biomodels.train", "--task=cryoet", "--precision=float8"), "precision")
+    _assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", "--output_dir=x", "--synthetic", "--no_such_flag"), "no_such_flag")
+
+
+def test_bad_inputs_leave_nothing_behind(tmp_path):
+    raw = tmp_path / "raw"
+    density = np.random.default_rng(0).normal(size=(2, 16, 16)).astype(np.float32)
+    readers.write_mrc(str(raw / "good.mrc"), density)
+    readers.write_mrc(str(raw / "good_labels.mrc"), np.zeros((2, 16, 16), np.uint8))
+    readers.write_mrc(str(raw / "worse.mrc"), density)
+    readers.write_mrc(str(raw / "worse_labels.mrc"), np.full((2, 16, 16), 9, np.uint8))
+    out = tmp_path / "prepared"
+    result = run_cli("biomodels.prepare", "--task=cryoet", f"--input={raw}", f"--output_dir={out}", *SETS)
+    _assert_one_line_error(result, "worse_labels.mrc", "labels must lie in 0..5")
+    assert not out.exists() or os.listdir(out) == []
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".prepare")] == []
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", f"--input={empty}", f"--output_dir={out}"), "empty", "no tomograms")
+
+    truncated = tmp_path / "cut" / "t.mrc"
+    readers.write_mrc(str(truncated), density)
+    readers.write_mrc(str(truncated.parent / "t_labels.mrc"), np.zeros((2, 16, 16), np.uint8))
+    with open(truncated, "r+b") as handle:
+        handle.truncate(1100)
+    _assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", f"--input={truncated.parent}", f"--output_dir={out}"),
+                           "t.mrc", "not a readable MRC")
+
+
+def test_predict_bad_inputs(trained_run, tmp_path):
+    _, _, model_dir, _ = trained_run
+    _assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'absent.mrc'}",
+                                   f"--output={tmp_path / 'o'}"), "absent.mrc", "no such file")
+    nan_volume = np.zeros((1, 16, 16), np.float32)
+    nan_volume[0, 3, 3] = np.nan
+    readers.write_mrc(str(tmp_path / "nan.mrc"), nan_volume)
+    result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'nan.mrc'}", f"--output={tmp_path / 'o'}")
+    _assert_one_line_error(result, "nan.mrc", "NaN or Inf")
+    assert not (tmp_path / "o" / "nan_labels.mrc").exists()
+    _assert_one_line_error(run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={tmp_path}"), "config.json", "not found")

@@ -1,0 +1,127 @@
+"""The cryo-ET task: raw layouts, augmentation, serving graph and evaluation."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from biomodels.errors import InputError
+from biomodels.pipelines import readers
+from biomodels.tasks import cryoet
+
+
+def test_find_sources_pairs_tomograms_with_labels(cryoet_task, tiny_cryoet_config, tomogram_dir):
+    sources = cryoet_task.find_sources(str(tomogram_dir), tiny_cryoet_config)
+    assert [s.name for s in sources] == [f"synthetic_tomogram_{i:03d}" for i in range(3)]
+    assert all(s.paths[1].endswith("_labels.mrc") for s in sources)
+
+
+def test_read_source_tiles_and_pads_with_ignored_labels(cryoet_task, tiny_cryoet_config, tmp_path):
+    density = np.random.default_rng(0).normal(size=(2, 40, 50)).astype(np.float32)
+    labels = np.ones((2, 40, 50), np.uint8)
+    readers.write_mrc(str(tmp_path / "t.mrc"), density)
+    readers.write_mrc(str(tmp_path / "t_labels.mrc"), labels)
+    [source] = cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+    info, examples = cryoet_task.read_source(source, tiny_cryoet_config)
+    examples = list(examples)
+    assert len(examples) == 2 * 2 * 2  # 2 slices, 40x50 padded to 64x64, tiles of 32
+    assert all(e["image"].shape == (32, 32) for e in examples)
+    merged = np.block([[examples[0]["labels"], examples[1]["labels"]], [examples[2]["labels"], examples[3]["labels"]]])
+    assert (merged[:40, :50] == 1).all() and (merged[40:] == cryoet.IGNORE_LABEL).all() and (merged[:, 50:] == 255).all()
+    assert info["mean"] == pytest.approx(float(density.mean()), abs=1e-5)
+
+
+def test_two_dimensional_study_layout(cryoet_task, tiny_cryoet_config, tmp_path):
+    for name in ("a", "b"):
+        readers.write_tiff(str(tmp_path / "Image" / f"{name}.tif"), np.random.rand(32, 32).astype(np.float32))
+        readers.write_png(str(tmp_path / "label" / f"{name}.png"), np.full((32, 32), 2, np.uint8))
+    sources = cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+    assert [s.name for s in sources] == ["a", "b"]
+    _, examples = cryoet_task.read_source(sources[0], tiny_cryoet_config)
+    [example] = list(examples)
+    assert (example["labels"] == 2).all()
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda d, l: (d, l[:, :10]), "differs from the tomogram"),
+    (lambda d, l: (d, l + 6), r"labels must lie in 0\.\.5"),
+    (lambda d, l: (np.where(d > 2, np.inf, d), l), "NaN or Inf"),
+])
+def test_bad_tomograms_are_named(cryoet_task, tiny_cryoet_config, tmp_path, make_bad, message):
+    density = np.random.default_rng(0).normal(size=(2, 16, 16)).astype(np.float32) * 3
+    labels = np.zeros((2, 16, 16), np.uint8)
+    density, labels = make_bad(density, labels)
+    readers.write_mrc(str(tmp_path / "bad.mrc"), density)
+    readers.write_mrc(str(tmp_path / "bad_labels.mrc"), labels)
+    [source] = cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+    with pytest.raises(InputError, match=message) as error:
+        cryoet_task.read_source(source, tiny_cryoet_config)
+    assert "bad" in str(error.value)
+
+
+def test_missing_labels_and_empty_directory(cryoet_task, tiny_cryoet_config, tmp_path):
+    with pytest.raises(InputError, match="no tomograms"):
+        cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+    readers.write_mrc(str(tmp_path / "lonely.mrc"), np.zeros((1, 8, 8), np.float32))
+    with pytest.raises(InputError, match="no label volume lonely_labels.mrc"):
+        cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+
+
+def test_augment_moves_image_and_labels_together(cryoet_task, tiny_cryoet_config):
+    image = np.zeros((8, 8), np.float32)
+    image[1, 5] = 1.0
+    labels = (image * 3).astype(np.uint8)
+    config = tiny_cryoet_config.__class__(**{**tiny_cryoet_config.__dict__, "noise_augmentation": 0.0})
+    for seed in range(8):
+        out = cryoet_task.augment({"image": tf.constant(image), "labels": tf.constant(labels)}, tf.constant([seed, 0], tf.int64), config)
+        bright = np.argwhere(out["image"].numpy() > 0.5)
+        marked = np.argwhere(out["labels"].numpy() == 3)
+        np.testing.assert_array_equal(bright, marked)
+        assert out["labels"].dtype == tf.uint8
+
+
+def test_class_weights_from_frequencies_average_to_one(cryoet_task, tiny_cryoet_config):
+    frequencies = [0.7, 0.1, 0.05, 0.05, 0.05, 0.05]
+    weights = np.array(cryoet_task.class_weights(tiny_cryoet_config, {"statistics": {"class_frequencies": frequencies}}))
+    assert np.dot(weights, frequencies) == pytest.approx(1.0)
+    assert weights[0] < weights[1]
+
+
+def test_serving_function_handles_sizes_that_are_not_multiples(cryoet_task, tiny_cryoet_config):
+    from biomodels.models import CryoETUNet
+
+    model = CryoETUNet(base_filters=4, depth=3)
+    serve = cryoet_task.serving_functions(model, tiny_cryoet_config)["serving_default"]
+    images = np.random.default_rng(0).normal(size=(2, 30, 21, 1)).astype(np.float32)
+    out = serve(images=tf.constant(images))
+    assert out["probabilities"].shape == (2, 30, 21, 6) and out["labels"].dtype == tf.int32
+    np.testing.assert_array_equal(out["labels"].numpy(), np.argmax(out["probabilities"].numpy(), -1))
+    # the graph normalises: scaling and shifting the input changes nothing
+    shifted = serve(images=tf.constant(images * 5.0 + 3.0))
+    np.testing.assert_allclose(shifted["probabilities"], out["probabilities"], atol=1e-4)
+
+
+def test_evaluate_perfect_prediction_scores_one(cryoet_task, tiny_cryoet_config):
+    labels = np.random.default_rng(0).integers(0, 6, (2, 8, 8))
+
+    class Oracle:
+        def __call__(self, inputs, training=False):
+            return tf.one_hot(tf.cast(inputs[..., 0], tf.int32), 6)
+
+    data = tf.data.Dataset.from_tensor_slices((labels[..., None].astype(np.float32), labels)).batch(2)
+    metrics = cryoet_task.evaluate(Oracle(), data, {}, tiny_cryoet_config)
+    assert metrics["mean_iou_features"] == pytest.approx(1.0)
+    assert metrics["f1/ribosome"] == pytest.approx(1.0) and metrics["pixels"] == 128
+
+
+def test_synthetic_tomogram_has_every_feature_class():
+    from biomodels.pipelines.synthetic import cryoet as synthetic
+
+    rng = np.random.default_rng(5)
+    present = set()
+    for _ in range(4):
+        density, labels = synthetic.tomogram(rng, (12, 128, 128))
+        assert density.dtype == np.float32 and labels.dtype == np.uint8 and density.shape == labels.shape
+        present |= set(np.unique(labels).tolist())
+    assert present == set(range(6))

@@ -1,0 +1,88 @@
+"""Architectures and layers: shapes, known values, and .keras / config round trips."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from biomodels.models import CryoETUNet, WeightedSparseCategoricalCrossentropy
+from biomodels.models.layers import BilinearUpsample2D
+
+
+def test_bilinear_upsample_matches_tensorflow_resize():
+    x = np.random.default_rng(0).random((2, 5, 7, 3)).astype("float32")
+    ours = np.asarray(BilinearUpsample2D()(x))
+    reference = tf.image.resize(x, [10, 14], "bilinear").numpy()
+    assert ours.shape == (2, 10, 14, 3)
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_bilinear_upsample_accepts_unknown_sizes_in_a_graph():
+    upsample = tf.function(BilinearUpsample2D(), input_signature=[tf.TensorSpec([None, None, None, 2])])
+    assert upsample(tf.zeros([1, 3, 9, 2])).shape == (1, 6, 18, 2)
+
+
+def test_unet_outputs_probabilities_of_six_classes():
+    model = CryoETUNet(base_filters=4, depth=3)
+    out = np.asarray(model(np.random.rand(2, 32, 48, 1).astype("float32")))
+    assert out.shape == (2, 32, 48, 6)
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
+    assert model.size_multiple == 4
+
+
+def test_unet_paper_widths():
+    model = CryoETUNet()
+    widths = [layer.filters for layer in model.layers if layer.name.endswith("_conv1") and layer.name.startswith("down")]
+    assert widths == [64, 128, 256, 512, 1024]
+    assert [l.name for l in model.layers if isinstance(l, keras.layers.Dropout)] == ["down1_dropout", "down2_dropout"]
+
+
+def test_unet_keras_file_round_trip(tmp_path):
+    model = CryoETUNet(base_filters=4, depth=3, dropout=0.25)
+    x = np.random.rand(1, 16, 16, 1).astype("float32")
+    path = tmp_path / "unet.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, CryoETUNet)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_unet_config_round_trip():
+    model = CryoETUNet(base_filters=4, depth=2, dropout_levels=(1,))
+    clone = CryoETUNet.from_config(model.get_config())
+    assert clone.count_params() == model.count_params()
+
+
+def test_bilinear_layer_in_keras_file(tmp_path):
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, BilinearUpsample2D()(inputs))
+    model.save(tmp_path / "up.keras")
+    loaded = keras.saving.load_model(tmp_path / "up.keras", safe_mode=True)
+    x = np.random.rand(1, 4, 4, 1).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x))
+
+
+def test_weighted_crossentropy_known_answer_and_ignored_pixels():
+    loss = WeightedSparseCategoricalCrossentropy([1.0, 3.0], ignore_label=255)
+    y_pred = np.array([[[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]]], np.float32)  # 1 x 3 pixels x 2 classes
+    y_true = np.array([[0, 1, 255]])
+    expected = (1.0 * -np.log(0.5) + 3.0 * -np.log(0.8)) / (1.0 + 3.0)
+    np.testing.assert_allclose(float(loss(y_true, y_pred)), expected, rtol=1e-6)
+
+
+def test_weighted_crossentropy_round_trip():
+    loss = WeightedSparseCategoricalCrossentropy([0.5, 2.0], ignore_label=7)
+    clone = WeightedSparseCategoricalCrossentropy.from_config(loss.get_config())
+    assert clone.class_weights == [0.5, 2.0] and clone.ignore_label == 7
+
+
+def test_unet_trains_one_step():
+    model = CryoETUNet(base_filters=4, depth=3)
+    model.compile("adam", WeightedSparseCategoricalCrossentropy([1.0] * 6))
+    x = np.random.rand(2, 16, 16, 1).astype("float32")
+    y = np.random.randint(0, 6, (2, 16, 16))
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))

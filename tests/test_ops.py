@@ -1,0 +1,58 @@
+"""Tiling and segmentation metrics on hand-made inputs with known answers."""
+
+import numpy as np
+import pytest
+
+from biomodels.ops.segmentation_metrics import class_scores, confusion_matrix
+from biomodels.ops.tiling import blend_window, predict_tiled, tile_starts
+
+
+def test_tile_starts_cover_the_length_with_overlap():
+    assert tile_starts(100, 40, 10) == [0, 30, 60]
+    assert tile_starts(30, 40, 10) == [0]
+    starts = tile_starts(1000, 512, 64)
+    assert starts[0] == 0 and starts[-1] == 1000 - 512
+    assert all(b - a <= 512 - 64 for a, b in zip(starts, starts[1:]))
+
+
+def test_blend_window_is_positive_and_flat_in_the_middle():
+    window = blend_window(16, 4)
+    assert window.shape == (16, 16) and window.min() > 0
+    assert window[8, 8] == 1.0 and window[0, 0] < window[2, 2]
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (20, 9), (64, 64)])
+def test_predict_tiled_reassembles_a_pixelwise_function_exactly(shape):
+    image = np.random.default_rng(0).random(shape + (1,)).astype(np.float32)
+    calls = []
+
+    def doubled(tiles):
+        calls.append(tiles.shape)
+        return np.concatenate([tiles * 2, tiles + 1], axis=-1)
+
+    out = predict_tiled(image, doubled, tile=32, overlap=8, batch_size=3)
+    assert out.shape == shape + (2,)
+    np.testing.assert_allclose(out[..., 0], image[..., 0] * 2, atol=1e-5)
+    np.testing.assert_allclose(out[..., 1], image[..., 0] + 1, atol=1e-5)
+    assert all(c[1:3] == (32, 32) and c[0] <= 3 for c in calls)
+
+
+def test_confusion_matrix_ignores_the_ignore_label():
+    truth = np.array([0, 0, 1, 1, 255])
+    pred = np.array([0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(confusion_matrix(truth, pred, 2), [[1, 1], [0, 2]])
+
+
+def test_class_scores_known_answer():
+    confusion = np.array([[1, 1], [0, 2]])
+    scores = class_scores(confusion)
+    np.testing.assert_allclose(scores["iou"], [1 / 2, 2 / 3])
+    np.testing.assert_allclose(scores["f1"], [2 / 3, 4 / 5])
+    np.testing.assert_allclose(scores["precision"], [1.0, 2 / 3])
+    np.testing.assert_allclose(scores["recall"], [0.5, 1.0])
+
+
+def test_class_scores_absent_class_is_nan_and_false_positives_count():
+    scores = class_scores(np.array([[3, 1, 0], [0, 0, 0], [0, 0, 0]]))
+    assert scores["iou"][1] == 0.0  # predicted but never true
+    assert np.isnan(scores["iou"][2])  # neither true nor predicted

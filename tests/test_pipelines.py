@@ -1,0 +1,115 @@
+"""Readers, the TFRecord schema, the prepared data set and the tf.data pipelines."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from biomodels.errors import InputError
+from biomodels.pipelines import dataset as dataset_lib
+from biomodels.pipelines import readers, tfrecord
+
+
+def test_mrc_round_trip_keeps_voxel_size_and_origin(tmp_path):
+    data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    path = tmp_path / "v.mrc"
+    readers.write_mrc(str(path), data, voxel_size=(13.5, 13.5, 20.0), origin=(1.0, 2.0, 3.0))
+    volume = readers.read_mrc(str(path))
+    np.testing.assert_array_equal(volume.data, data)
+    assert volume.voxel_size == pytest.approx((13.5, 13.5, 20.0))
+    assert volume.origin == pytest.approx((1.0, 2.0, 3.0))
+    assert not [name for name in os.listdir(tmp_path) if "tmp" in name]
+
+
+def test_truncated_mrc_is_an_input_error(tmp_path):
+    path = tmp_path / "cut.mrc"
+    readers.write_mrc(str(path), np.zeros((4, 16, 16), np.float32))
+    with open(path, "r+b") as handle:
+        handle.truncate(1024 + 500)
+    with pytest.raises(InputError, match="cut.mrc: not a readable MRC"):
+        readers.read_mrc(str(path))
+
+
+def test_missing_and_garbage_files(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        readers.read_mrc(str(tmp_path / "absent.mrc"))
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"not a tiff at all")
+    with pytest.raises(InputError, match="garbage.tif: not a readable image"):
+        readers.read_image(str(garbage))
+
+
+def test_tiff_and_png_round_trip(tmp_path):
+    image = (np.arange(64, dtype=np.uint8).reshape(8, 8))
+    readers.write_tiff(str(tmp_path / "a.tif"), image)
+    readers.write_png(str(tmp_path / "a.png"), image)
+    np.testing.assert_array_equal(readers.read_image(str(tmp_path / "a.tif")), image)
+    np.testing.assert_array_equal(readers.read_image(str(tmp_path / "a.png")), image)
+
+
+def test_finite_and_label_checks():
+    with pytest.raises(InputError, match="1 NaN or Inf"):
+        readers.require_finite("x.mrc", np.array([0.0, np.nan]))
+    with pytest.raises(InputError, match=r"0\.\.5, found values from 0 to 7"):
+        readers.require_labels_in_range("y.mrc", np.array([0, 7]), 6)
+
+
+def test_tfrecord_round_trip(tmp_path):
+    arrays = {"image": np.random.rand(5, 7).astype(np.float32), "labels": np.arange(35, dtype=np.uint8).reshape(5, 7)}
+    writer = tfrecord.SplitWriter(str(tmp_path), "train", examples_per_shard=2)
+    for _ in range(3):
+        writer.write(tfrecord.encode_example(arrays))
+    names = writer.commit()
+    assert names == ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    assert sorted(os.listdir(tmp_path)) == names
+    decode = tfrecord.example_decoder(tfrecord.feature_spec_of(arrays))
+    decoded = [decode(r) for r in tf.data.TFRecordDataset([str(tmp_path / n) for n in names])]
+    assert len(decoded) == 3
+    for example in decoded:
+        np.testing.assert_array_equal(example["image"].numpy(), arrays["image"])
+        np.testing.assert_array_equal(example["labels"].numpy(), arrays["labels"])
+        assert example["labels"].dtype == tf.uint8
+
+
+def test_split_writer_discard_leaves_nothing(tmp_path):
+    writer = tfrecord.SplitWriter(str(tmp_path), "val")
+    writer.write(tfrecord.encode_example({"x": np.zeros(3)}))
+    writer.discard()
+    assert os.listdir(tmp_path) == []
+
+
+def test_prepared_manifest_and_split_by_tomogram(prepared_cryoet):
+    manifest = dataset_lib.read_manifest(str(prepared_cryoet))
+    assert manifest["task"] == "cryoet"
+    splits = {source["name"]: source["split"] for source in manifest["sources"]}
+    assert sorted(splits.values()) == ["test", "train", "val"]  # 3 tomograms, one per split
+    # 6 slices of 64x64 in 32x32 tiles: 24 examples per tomogram
+    assert {name: info["count"] for name, info in manifest["splits"].items()} == {"train": 24, "val": 24, "test": 24}
+    stats = manifest["statistics"]
+    assert stats["class_names"][0] == "background" and len(stats["class_frequencies"]) == 6
+    assert sum(stats["class_frequencies"]) == pytest.approx(1.0)
+
+
+def test_training_dataset_shapes_dtypes_and_seeded_order(prepared_cryoet, cryoet_task, tiny_cryoet_config):
+    manifest = dataset_lib.read_manifest(str(prepared_cryoet))
+
+    def first_batches(seed):
+        data = dataset_lib.training_dataset(cryoet_task, tiny_cryoet_config, str(prepared_cryoet), manifest, 4, seed)
+        return [(x.numpy(), y.numpy()) for x, y in data.take(2)]
+
+    batches = first_batches(3)
+    x, y = batches[0]
+    assert x.shape == (4, 32, 32, 1) and x.dtype == np.float32
+    assert y.shape == (4, 32, 32) and y.dtype == np.int32
+    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)  # preprocessing standardises
+    again = first_batches(3)
+    for (x1, y1), (x2, y2) in zip(batches, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+
+def test_missing_shard_is_reported(prepared_cryoet):
+    os.remove(prepared_cryoet / "val-00000-of-00001.tfrecord")
+    with pytest.raises(InputError, match="val-00000-of-00001.tfrecord: shard of split 'val' is missing"):
+        dataset_lib.read_manifest(str(prepared_cryoet))

@@ -1,0 +1,132 @@
+"""Training runs: resuming a killed run, determinism, precision, and replicas
+(MirroredStrategy over two logical CPUs; two workers on 127.0.0.1)."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from biomodels import runtime
+from biomodels.train import RunOptions, train
+
+
+def _tiny(config, **changes):
+    return config.__class__(**{**config.__dict__, "epochs": 2, "steps_per_epoch": 2, **changes})
+
+
+def test_auto_precision_is_float32_on_cpu_and_jit_follows_the_task(cryoet_task):
+    assert runtime.set_precision("auto") == "float32"
+    assert runtime.jit_compile("auto", cryoet_task) is False
+    assert runtime.jit_compile("true", cryoet_task) is True
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config, monkeypatch):
+    from biomodels import callbacks
+
+    config = _tiny(tiny_cryoet_config)
+    original = callbacks.AtomicCheckpoint.on_epoch_end
+
+    def crash_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0 and self.monitor is None:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(callbacks.AtomicCheckpoint, "on_epoch_end", crash_after_first_epoch)
+    options = RunOptions(export=False, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(cryoet_task, config, str(prepared_cryoet), str(tmp_path / "run"), options)
+    assert (tmp_path / "run" / "last.keras").exists() and not (tmp_path / "run" / "metrics_test.json").exists()
+    monkeypatch.setattr(callbacks.AtomicCheckpoint, "on_epoch_end", original)
+    train(cryoet_task, config, str(prepared_cryoet), str(tmp_path / "run"), options)
+    with open(tmp_path / "run" / "history.csv") as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [0, 1]
+    assert (tmp_path / "run" / "metrics_test.json").exists()
+
+
+def test_a_run_directory_of_another_configuration_is_refused(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config):
+    from biomodels.errors import InputError
+
+    options = RunOptions(export=False, verbose=0)
+    train(cryoet_task, _tiny(tiny_cryoet_config, epochs=1), str(prepared_cryoet), str(tmp_path / "run"), options)
+    with pytest.raises(InputError, match="another task or configuration"):
+        train(cryoet_task, _tiny(tiny_cryoet_config, depth=2), str(prepared_cryoet), str(tmp_path / "run"), options)
+
+
+def test_deterministic_runs_give_identical_metrics(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config):
+    options = RunOptions(seed=4, deterministic=True, export=False, verbose=0)
+    config = _tiny(tiny_cryoet_config)
+    first = train(cryoet_task, config, str(prepared_cryoet), str(tmp_path / "a"), options)
+    second = train(cryoet_task, config, str(prepared_cryoet), str(tmp_path / "b"), options)
+    assert first == second
+
+
+MIRRORED = """
+import sys, json, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from biomodels import config as config_lib, tasks
+from biomodels.train import RunOptions, train
+task = tasks.get("cryoet")
+config = config_lib.resolve(task, "quick", sys.argv[3].split())
+metrics = train(task, config, sys.argv[1], sys.argv[2], RunOptions(strategy="mirrored", export=False, verbose=0))
+print(json.dumps(metrics))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path, prepared_cryoet):
+    from conftest import TINY_CRYOET
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    sets = " ".join(TINY_CRYOET + ["epochs=1", "steps_per_epoch=2"])
+    result = subprocess.run([sys.executable, str(script), str(prepared_cryoet), str(tmp_path / "run"), sets],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stdout
+    assert 0.0 <= json.loads(result.stdout.strip().splitlines()[-1])["mean_iou_features"] <= 1.0
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_train_to_identical_weights(tmp_path, prepared_cryoet):
+    import keras
+
+    from conftest import TINY_CRYOET
+
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    sets = [arg for item in TINY_CRYOET for arg in ("--set", item)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "biomodels.train", "--task=cryoet", f"--data_dir={prepared_cryoet}",
+             f"--model_dir={tmp_path / 'run'}", "--strategy=multi_worker", "--epochs=1", "--steps_per_epoch=3",
+             "--deterministic", *sets],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    chief = keras.saving.load_model(tmp_path / "run" / "last.keras")
+    worker = keras.saving.load_model(tmp_path / "run" / "worker-1" / "last.keras")
+    for a, b in zip(chief.get_weights(), worker.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
+    assert not (tmp_path / "run" / "worker-1" / "export").exists()
