@@ -98,7 +98,9 @@ def _log_to_console(verbosity):
     """biomodels' own log goes to stderr for warnings only (everything with -v 1),
     and not through absl's root handler, which would print each line twice."""
     if verbosity <= 0:
-        logging.getLogger("absl").setLevel(logging.WARNING)  # TensorFlow's Python chatter
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)  # TensorFlow's Python chatter
     logger = logging.getLogger("biomodels")
     logger.propagate = False
     handler = logging.StreamHandler(sys.stderr)

@@ -25,8 +25,11 @@ def evaluate(task, model_dir, data_dir=None, split="test"):
 def main(argv):
     from biomodels import cli, tasks
 
+    from biomodels.export.savedmodel import run_config
+
     flags = cli.FLAGS
     task = tasks.get(flags.task)
+    run_config(task, flags.model_dir)  # a clear error before anything is written
     cli.log_to_file(os.path.join(flags.model_dir, "log.txt"))
     metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split)
     header, rows = task.metrics_table(metrics)

@@ -36,7 +36,7 @@ def define_flags():
     flags.DEFINE_string("input", None, "Input file or folder.")
     flags.DEFINE_string("output", None, "Output folder.")
     flags.DEFINE_bool("probabilities", False, "Also write per-class probability maps.")
-    flags.DEFINE_integer("tile", 512, "Tile size for tiled inference.", lower_bound=16)
+    flags.DEFINE_integer("tile", None, "Tile size for tiled inference (default: the training tile size, else 512).", lower_bound=16)
     flags.DEFINE_integer("overlap", 64, "Overlap between tiles, blended.", lower_bound=0)
     flags.DEFINE_integer("batch_size", 4, "Tiles per batch.", lower_bound=1)
     flags.mark_flags_as_required(["task", "model", "input", "output"])

@@ -201,7 +201,9 @@ def main(argv):
 def define_flags():
     from absl import flags
 
-    flags.DEFINE_string("task", None, "Task name: " + ", ".join(__import__("biomodels.tasks").tasks.names()))
+    from biomodels import tasks
+
+    flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()))
     flags.DEFINE_string("output_dir", None, "Where the shards and dataset.json go.")
     flags.DEFINE_string("input", None, "Raw input file or folder.")
     flags.DEFINE_bool("synthetic", False, "Generate synthetic raw files and prepare those.")

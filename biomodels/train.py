@@ -10,9 +10,11 @@ log.txt and the SavedModel in export/.
 
 import dataclasses
 import datetime
+import json
 import logging
 import math
 import os
+import shutil
 
 import numpy as np
 
@@ -94,7 +96,6 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     say(f"Test split ({manifest['splits']['test']['count']} examples):\n" + format_table(rows, header))
     if options.export and runtime.is_chief(strategy):
         from biomodels.export.savedmodel import export_saved_model
-        import shutil
 
         export_dir = os.path.join(model_dir, "export")
         shutil.rmtree(export_dir, ignore_errors=True)
@@ -119,7 +120,8 @@ def _check_resumable(model_dir, task, config):
     if not os.path.isfile(path):
         return
     previous = config_lib.read_json(path)
-    if previous.get("task") != task.name or previous.get("config") != config_lib.to_dict(config):
+    current = json.loads(json.dumps(config_lib.to_dict(config)))  # tuples as JSON lists, like the file
+    if previous.get("task") != task.name or previous.get("config") != current:
         raise InputError(path, "belongs to a run with another task or configuration; use a new --model_dir to start afresh")
 
 

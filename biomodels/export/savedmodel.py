@@ -49,9 +49,11 @@ def export_saved_model(task, model, config, path, metadata=None):
 class Predictor:
     """Named signatures taking and returning numpy arrays, from an export or a run."""
 
-    def __init__(self, functions, source):
+    def __init__(self, functions, source, config=None):
         self._functions = functions
         self.source = source
+        #: the training configuration as a dict, when the export or run records it
+        self.config = config or {}
 
     def signature(self, name):
         import tensorflow as tf
@@ -79,11 +81,13 @@ def load_predictor(task, path):
         raise InputError(path, "no such directory: give a model_dir of biomodels.train or an exported SavedModel")
     if is_saved_model(path):
         loaded = tf.saved_model.load(path)
-        functions = dict(loaded.signatures)
-        return Predictor({name: _keep_alive(fn, loaded) for name, fn in functions.items()}, path)
+        functions = {name: _keep_alive(fn, loaded) for name, fn in loaded.signatures.items()}
+        info_path = os.path.join(path, EXPORT_INFO)
+        config = config_lib.read_json(info_path).get("config") if os.path.isfile(info_path) else None
+        return Predictor(functions, path, config)
     config = run_config(task, path)
     model = load_trained_model(path)
-    return Predictor(task.serving_functions(model, config), path)
+    return Predictor(task.serving_functions(model, config), path, config_lib.to_dict(config))
 
 
 def _keep_alive(function, owner):

@@ -34,15 +34,15 @@ LABEL_COLOURS = np.array(
 class CryoETConfig:
     base_filters: int = 8
     depth: int = 4
-    dropout: float = 0.5
-    tile_size: int = 256
+    dropout: float = 0.0
+    tile_size: int = 128
     exclude_slices: int = 0
     class_weights: tuple[float, ...] = ()
     learning_rate: float = 2e-3
     lr_schedule: str = "cosine"
     batch_size: int = 8
-    epochs: int = 8
-    steps_per_epoch: int = 0
+    epochs: int = 14
+    steps_per_epoch: int = 80
     noise_augmentation: float = 0.1
     synthetic_tomograms: int = 16
     synthetic_shape: tuple[int, ...] = (24, 256, 256)
@@ -60,8 +60,8 @@ class CryoETTask(Task):
         return {
             "quick": CryoETConfig(),
             "paper": CryoETConfig(
-                base_filters=64, depth=5, tile_size=512, learning_rate=1e-3, lr_schedule="constant",
-                batch_size=4, epochs=50, noise_augmentation=0.0,
+                base_filters=64, depth=5, dropout=0.5, tile_size=512, learning_rate=1e-3, lr_schedule="constant",
+                batch_size=4, epochs=50, steps_per_epoch=0, noise_augmentation=0.0,
             ),
         }
 
@@ -330,6 +330,8 @@ def predict_tomograms(predictor, input_path, output_dir, options):
     for path, volume in volumes:
         readers.require_finite(path, volume.data)
     serve = predictor.signature("serving_default")
+    # tiles the size the model was trained on, so per-image normalisation sees alike images
+    tile = options.get("tile") or predictor.config.get("tile_size", 512)
     written = []
     for path, volume in volumes:
         density, _, _ = normalise_tomogram(volume.data)
@@ -338,7 +340,7 @@ def predict_tomograms(predictor, input_path, output_dir, options):
         for z, image in enumerate(density):
             probabilities[z] = predict_tiled(
                 image[..., np.newaxis], lambda tiles: serve(images=tiles)["probabilities"],
-                tile=options.get("tile", 512), overlap=options.get("overlap", 64), batch_size=options.get("batch_size", 4),
+                tile=tile, overlap=options.get("overlap", 64), batch_size=options.get("batch_size", 4),
             )
             bar.update(z + 1)
         stem = os.path.join(output_dir, os.path.basename(path)[: -len(".mrc")])
