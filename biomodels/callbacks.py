@@ -1,6 +1,7 @@
 """Keras callbacks of a training run: stop on NaN with the place it happened, atomic
 whole-model checkpoints, and validation images in TensorBoard."""
 
+import csv
 import os
 
 import keras
@@ -29,10 +30,10 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     """Save the whole model at each epoch end, or only when `monitor` improves, through
     a temporary file and a rename, so a killed run never leaves a half-written file."""
 
-    def __init__(self, path, monitor=None, mode="min"):
+    def __init__(self, path, monitor=None, mode="min", best=None):
         super().__init__()
         self.path, self.monitor, self.mode = path, monitor, mode
-        self.best = -np.inf if mode == "max" else np.inf
+        self.best = best if best is not None else (-np.inf if mode == "max" else np.inf)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.monitor is not None:
@@ -45,6 +46,19 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         tmp = f"{self.path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
         self.model.save(tmp)
         os.replace(tmp, self.path)
+
+
+def best_in_history(history_csv, monitor, mode):
+    """The best `monitor` value logged so far by CSVLogger, or None: a resumed run
+    must not replace best.keras with a worse model."""
+    if not os.path.isfile(history_csv):
+        return None
+    with open(history_csv, newline="") as handle:
+        values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor) not in (None, "")]
+    values = [value for value in values if np.isfinite(value)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
 
 
 class ImageSummary(keras.callbacks.Callback):

@@ -146,18 +146,20 @@ def _load_initial_weights(model, path):
 def _callbacks(task, model_dir, val_data, nan_guard):
     import keras
 
-    from biomodels.callbacks import AtomicCheckpoint, ImageSummary
+    from biomodels.callbacks import AtomicCheckpoint, ImageSummary, best_in_history
 
     monitor, mode = task.checkpoint_monitor
     if val_data is None:
         monitor, mode = "loss", "min"
+    history = os.path.join(model_dir, "history.csv")
     callbacks = [
         nan_guard,
         keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), double_checkpoint=True, delete_checkpoint=False),
         AtomicCheckpoint(os.path.join(model_dir, "last.keras")),
-        AtomicCheckpoint(os.path.join(model_dir, "best.keras"), monitor=monitor, mode=mode),
+        AtomicCheckpoint(os.path.join(model_dir, "best.keras"), monitor=monitor, mode=mode,
+                         best=best_in_history(history, monitor, mode)),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        keras.callbacks.CSVLogger(history, append=True),
     ]
     if val_data is not None:
         callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images")))

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from biomodels.errors import InputError
+from biomodels.errors import ConfigError, InputError
 from biomodels.pipelines import readers
 from biomodels.tasks.base import Source, Task
 
@@ -38,10 +38,10 @@ class CryoETConfig:
     tile_size: int = 128
     exclude_slices: int = 0
     class_weights: tuple[float, ...] = ()
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     lr_schedule: str = "cosine"
     batch_size: int = 8
-    epochs: int = 14
+    epochs: int = 10
     steps_per_epoch: int = 80
     noise_augmentation: float = 0.1
     synthetic_tomograms: int = 16
@@ -153,8 +153,6 @@ class CryoETTask(Task):
         labels, scaled so an average training pixel weighs 1."""
         if config.class_weights:
             if len(config.class_weights) != NUM_CLASSES:
-                from biomodels.errors import ConfigError
-
                 raise ConfigError(f"class_weights needs {NUM_CLASSES} values, got {len(config.class_weights)}")
             return [float(w) for w in config.class_weights]
         frequencies = np.asarray(manifest["statistics"]["class_frequencies"], np.float64)

@@ -15,14 +15,14 @@ import os
 import numpy as np
 from scipy import ndimage
 
-VERSION = 1
+VERSION = 2
 VOXEL_NM = 2.0
 DEFAULT_SHAPE = (24, 256, 256)
 
 BACKGROUND, MICROTUBULE, RIBOSOME, DOUBLE_MEMBRANE, SINGLE_MEMBRANE, CARBON_EDGE = range(6)
 
 
-def tomogram(rng, shape=DEFAULT_SHAPE, noise=0.7):
+def tomogram(rng, shape=DEFAULT_SHAPE, noise=0.6):
     """One synthetic tomogram: (density float32 (Z, Y, X), labels uint8 (Z, Y, X))."""
     density = np.zeros(shape, np.float32)
     labels = np.zeros(shape, np.uint8)
@@ -100,7 +100,7 @@ def _vesicle(rng, shape):
     box, coords = _grid(shape, centre, axes + 4)
     r = _ellipsoid_distance(coords, axes)
     object_density = 0.9 * _shell(r, radius)
-    object_labels = np.where(np.abs(r - radius) <= 2.0, SINGLE_MEMBRANE, BACKGROUND).astype(np.uint8)
+    object_labels = np.where(np.abs(r - radius) <= 2.5, SINGLE_MEMBRANE, BACKGROUND).astype(np.uint8)
     return box, object_density, object_labels
 
 
