@@ -87,7 +87,7 @@ def run(main):
         try:
             main(argv)
         except BiomodelsError as error:
-            logging.getLogger("biomodels").error("%s", error)
+            logging.getLogger("biomodels").info("stopped: %s", error)  # for log.txt; the console gets one line
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 

@@ -130,6 +130,8 @@ def _load_initial_weights(model, path):
 
     from biomodels.export.savedmodel import load_trained_model
 
+    import biomodels.models  # noqa: F401  registers the custom classes for deserialisation
+
     source = load_trained_model(path) if os.path.isdir(path) else None
     if source is None:
         try:

@@ -69,7 +69,7 @@ def test_evaluate_export_and_predict(trained_run, tmp_path):
                          f"--output={out}", "--probabilities", "--tile=32", "--overlap=8")
         assert result.returncode == 0, result.stderr
         labels = readers.read_mrc(str(out / "tomo_labels.mrc"))
-        assert labels.data.shape == (3, 40, 72) and labels.data.dtype == np.uint8 and labels.data.max() <= 5
+        assert labels.data.shape == (3, 40, 72) and labels.data.dtype == np.int8 and 0 <= labels.data.min() and labels.data.max() <= 5
         assert labels.voxel_size == pytest.approx((21.0, 21.0, 21.0)) and labels.origin == pytest.approx((5.0, 6.0, 7.0))
         ribosome = readers.read_mrc(str(out / "tomo_ribosome.mrc")).data
         assert ribosome.dtype == np.float32 and 0.0 <= ribosome.min() and ribosome.max() <= 1.0

@@ -108,6 +108,8 @@ def _free_ports(count):
 def test_two_workers_train_to_identical_weights(tmp_path, prepared_cryoet):
     import keras
 
+    import biomodels.models  # noqa: F401  registers the classes in last.keras
+
     from conftest import TINY_CRYOET
 
     ports = _free_ports(2)

@@ -112,6 +112,8 @@ def load_trained_model(model_dir):
     """best.keras of a run, else last.keras."""
     import keras
 
+    import biomodels.models  # noqa: F401  registers the custom classes for deserialisation
+
     for name in ("best.keras", "last.keras"):
         path = os.path.join(model_dir, name)
         if os.path.isfile(path):

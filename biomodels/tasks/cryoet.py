@@ -313,7 +313,7 @@ def _tiled_examples(density, labels, tile):
 
 
 def predict_tomograms(predictor, input_path, output_dir, options):
-    """Label every MRC tomogram under `input_path`; write NAME_labels.mrc (uint8) and,
+    """Label every MRC tomogram under `input_path`; write NAME_labels.mrc (8-bit) and,
     with options["probabilities"], NAME_<class>.mrc per feature class."""
     from biomodels.ops.tiling import predict_tiled
     from biomodels.progress import progress_bar
@@ -342,7 +342,8 @@ def predict_tomograms(predictor, input_path, output_dir, options):
             )
             bar.update(z + 1)
         stem = os.path.join(output_dir, os.path.basename(path)[: -len(".mrc")])
-        outputs = {f"{stem}_labels.mrc": np.argmax(probabilities, axis=-1).astype(np.uint8)}
+        # MRC mode 0 (8-bit): labels 0..5 read the same whether a tool takes it as signed or not
+        outputs = {f"{stem}_labels.mrc": np.argmax(probabilities, axis=-1).astype(np.int8)}
         if options.get("probabilities"):
             for index in FEATURE_CLASSES:
                 outputs[f"{stem}_{CLASS_NAMES[index]}.mrc"] = probabilities[..., index]

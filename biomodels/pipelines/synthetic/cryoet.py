@@ -54,7 +54,7 @@ def write_dataset(directory, count, seed, shape=DEFAULT_SHAPE):
         density, labels = tomogram(rng, shape)
         name = f"synthetic_tomogram_{index:03d}"
         write_mrc(os.path.join(directory, f"{name}.mrc"), density, voxel_angstrom)
-        write_mrc(os.path.join(directory, f"{name}_labels.mrc"), labels, voxel_angstrom)
+        write_mrc(os.path.join(directory, f"{name}_labels.mrc"), labels.astype(np.int8), voxel_angstrom)
         names.append(name)
     return names
 
