@@ -128,7 +128,10 @@ def test_two_workers_train_to_identical_weights(tmp_path, prepared_cryoet):
         assert process.returncode == 0, err[-3000:]
     chief = keras.saving.load_model(tmp_path / "run" / "last.keras")
     worker = keras.saving.load_model(tmp_path / "run" / "worker-1" / "last.keras")
-    for a, b in zip(chief.get_weights(), worker.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    # trainable weights are updated from all-reduced gradients, so they agree exactly;
+    # batch-norm moving averages are each worker's own statistics and may differ
+    assert len(chief.trainable_weights) == len(worker.trainable_weights) > 0
+    for a, b in zip(chief.trainable_weights, worker.trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
     assert not (tmp_path / "run" / "worker-1" / "export").exists()
