@@ -27,6 +27,7 @@ def trained_run(tmp_path_factory):
     return root, data_dir, model_dir, result
 
 
+@pytest.mark.slow
 def test_prepare_writes_shards_and_manifest(trained_run):
     _, data_dir, _, _ = trained_run
     names = sorted(os.listdir(data_dir))
@@ -35,6 +36,7 @@ def test_prepare_writes_shards_and_manifest(trained_run):
     assert manifest["synthetic"] is True and manifest["seed"] == 2
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run(trained_run):
     _, _, model_dir, result = trained_run
     for name in ("config.json", "best.keras", "last.keras", "metrics_test.json", "log.txt", "history.csv", "export/saved_model.pb"):
@@ -49,6 +51,7 @@ def test_train_writes_a_complete_run(trained_run):
     assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_export_and_predict(trained_run, tmp_path):
     root, data_dir, model_dir, _ = trained_run
     result = run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={model_dir}", "--split=val")
@@ -85,12 +88,14 @@ def _assert_one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_task_and_bad_flag():
     _assert_one_line_error(run_cli("biomodels.train", "--task=nope"), "unknown task 'nope'")
     _assert_one_line_error(run_cli("biomodels.train", "--task=cryoet", "--precision=float8"), "precision")
     _assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", "--output_dir=x", "--synthetic", "--no_such_flag"), "no_such_flag")
 
 
+@pytest.mark.slow
 def test_bad_inputs_leave_nothing_behind(tmp_path):
     raw = tmp_path / "raw"
     density = np.random.default_rng(0).normal(size=(2, 16, 16)).astype(np.float32)
@@ -117,6 +122,7 @@ def test_bad_inputs_leave_nothing_behind(tmp_path):
                            "t.mrc", "not a readable MRC")
 
 
+@pytest.mark.slow
 def test_predict_bad_inputs(trained_run, tmp_path):
     _, _, model_dir, _ = trained_run
     _assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'absent.mrc'}",

@@ -11,6 +11,7 @@ from biomodels.pipelines import readers
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 
+@pytest.mark.slow
 def test_use_in_keras_example():
     result = subprocess.run([sys.executable, os.path.join(EXAMPLES, "use_in_keras.py"), "--steps=2", "--size=16"],
                             capture_output=True, text=True, timeout=300)

@@ -26,6 +26,7 @@ def test_auto_precision_is_float32_on_cpu_and_jit_follows_the_task(cryoet_task):
     assert runtime.jit_compile("true", cryoet_task) is True
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config, monkeypatch):
     from biomodels import callbacks
 
@@ -50,6 +51,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, prepared_cryoet, cryoet
     assert (tmp_path / "run" / "metrics_test.json").exists()
 
 
+@pytest.mark.slow
 def test_a_run_directory_of_another_configuration_is_refused(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config):
     from biomodels.errors import InputError
 
@@ -59,6 +61,7 @@ def test_a_run_directory_of_another_configuration_is_refused(tmp_path, prepared_
         train(cryoet_task, _tiny(tiny_cryoet_config, depth=2), str(prepared_cryoet), str(tmp_path / "run"), options)
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_metrics(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config):
     options = RunOptions(seed=4, deterministic=True, export=False, verbose=0)
     config = _tiny(tiny_cryoet_config)
