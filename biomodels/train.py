@@ -98,8 +98,9 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
         from biomodels.export.savedmodel import export_saved_model
 
         export_dir = os.path.join(model_dir, "export")
-        shutil.rmtree(export_dir, ignore_errors=True)
-        export_saved_model(task, model, config, export_dir, {"metrics_test": metrics})
+        fresh = export_saved_model(task, model, config, f"{export_dir}.new-{os.getpid()}", {"metrics_test": metrics})
+        shutil.rmtree(export_dir, ignore_errors=True)  # an earlier export of this run, replaced once the new one is whole
+        os.replace(fresh, export_dir)
         say(f"Exported the SavedModel to {export_dir}")
     return metrics
 

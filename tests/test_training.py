@@ -138,3 +138,46 @@ def test_two_workers_train_to_identical_weights(tmp_path, prepared_cryoet):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
     assert not (tmp_path / "run" / "worker-1" / "export").exists()
+
+
+def test_stop_on_nan_remembers_where():
+    import keras
+
+    from biomodels.callbacks import StopOnNaN
+
+    guard = StopOnNaN()
+    guard.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(5, {"loss": 0.3})
+    assert guard.stopped_at is None and not guard.model.stop_training
+    guard.on_train_batch_end(6, {"loss": float("nan")})
+    assert guard.stopped_at == (2, 6) and guard.model.stop_training
+
+
+def test_best_in_history_reads_the_csv_log(tmp_path):
+    from biomodels.callbacks import best_in_history
+
+    history = tmp_path / "history.csv"
+    assert best_in_history(str(history), "val_feature_iou", "max") is None
+    history.write_text("epoch,val_feature_iou,val_loss\n0,0.2,1.5\n1,0.4,1.1\n2,0.3,nan\n")
+    assert best_in_history(str(history), "val_feature_iou", "max") == 0.4
+    assert best_in_history(str(history), "val_loss", "min") == 1.1
+
+
+@pytest.mark.slow
+def test_init_from_a_run_copies_its_weights(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config):
+    import keras
+
+    from biomodels.errors import InputError
+    from biomodels.train import _load_initial_weights
+
+    options = RunOptions(export=False, verbose=0)
+    train(cryoet_task, _tiny(tiny_cryoet_config, epochs=1), str(prepared_cryoet), str(tmp_path / "first"), options)
+    source = keras.saving.load_model(tmp_path / "first" / "best.keras")
+    fresh = cryoet_task.build_model(tiny_cryoet_config, None)
+    _load_initial_weights(fresh, str(tmp_path / "first"))
+    for a, b in zip(fresh.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = cryoet_task.build_model(_tiny(tiny_cryoet_config, depth=2), None)
+    with pytest.raises(InputError, match="do not fit this model"):
+        _load_initial_weights(other, str(tmp_path / "first"))
