@@ -147,6 +147,7 @@ def test_stop_on_nan_remembers_where():
 
     guard = StopOnNaN()
     guard.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    guard.model.stop_training = False  # as model.fit sets it
     guard.on_epoch_begin(2)
     guard.on_train_batch_end(5, {"loss": 0.3})
     assert guard.stopped_at is None and not guard.model.stop_training
