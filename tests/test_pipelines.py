@@ -113,3 +113,24 @@ def test_missing_shard_is_reported(prepared_cryoet):
     os.remove(prepared_cryoet / "val-00000-of-00001.tfrecord")
     with pytest.raises(InputError, match="val-00000-of-00001.tfrecord: shard of split 'val' is missing"):
         dataset_lib.read_manifest(str(prepared_cryoet))
+
+
+def test_a_single_tomogram_is_split_in_contiguous_blocks(tmp_path, cryoet_task, tiny_cryoet_config):
+    from biomodels.pipelines.synthetic import cryoet as synthetic
+    from biomodels.prepare import prepare_dataset
+
+    synthetic.write_dataset(str(tmp_path / "raw"), count=1, seed=0, shape=(10, 32, 32))
+    manifest = prepare_dataset(cryoet_task, tiny_cryoet_config, str(tmp_path / "out"), input_path=str(tmp_path / "raw"),
+                               show_progress=False)
+    assert manifest["split_by"] == "contiguous blocks within each group"
+    assert {name: info["count"] for name, info in manifest["splits"].items()} == {"train": 8, "val": 1, "test": 1}
+
+
+def test_assign_groups_gives_every_split_a_group_and_is_seeded():
+    from biomodels.prepare import assign_groups
+
+    groups = [f"tomo{i}" for i in range(10)]
+    first = assign_groups(groups, (0.8, 0.1, 0.1), seed=3)
+    assert sorted(first.values()).count("train") == 8 and set(first.values()) == {"train", "val", "test"}
+    assert assign_groups(groups, (0.8, 0.1, 0.1), seed=3) == first
+    assert set(assign_groups(groups[:3], (0.8, 0.1, 0.1), seed=0).values()) == {"train", "val", "test"}
