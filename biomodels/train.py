@@ -179,6 +179,8 @@ def main(argv):
         if flags[name].value is not None:
             overrides.append(f"{name}={flags[name].value}")
     config = config_lib.resolve(task, flags.preset, overrides)
+    if flags.data_dir:
+        dataset_lib.read_manifest(flags.data_dir)  # a clear error before the run directory exists
     model_dir = flags.model_dir or default_model_dir(task)
     os.makedirs(model_dir, exist_ok=True)
     cli.log_to_file(os.path.join(model_dir, "log.txt"))

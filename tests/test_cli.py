@@ -96,6 +96,13 @@ def test_unknown_task_and_bad_flag():
 
 
 @pytest.mark.slow
+def test_train_on_a_missing_data_set_writes_nothing(tmp_path):
+    result = run_cli("biomodels.train", "--task=cryoet", f"--data_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path / 'run'}")
+    _assert_one_line_error(result, "nowhere/dataset.json", "not found")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_bad_inputs_leave_nothing_behind(tmp_path):
     raw = tmp_path / "raw"
     density = np.random.default_rng(0).normal(size=(2, 16, 16)).astype(np.float32)
