@@ -97,6 +97,7 @@ def test_serving_function_handles_sizes_that_are_not_multiples(cryoet_task, tiny
     out = serve(images=tf.constant(images))
     assert out["probabilities"].shape == (2, 30, 21, 6) and out["labels"].dtype == tf.int32
     np.testing.assert_array_equal(out["labels"].numpy(), np.argmax(out["probabilities"].numpy(), -1))
+    assert serve(images=tf.zeros([1, 3, 2, 1]) + 1.0)["labels"].shape == (1, 3, 2)
     # the graph normalises: scaling and shifting the input changes nothing
     shifted = serve(images=tf.constant(images * 5.0 + 3.0))
     np.testing.assert_allclose(shifted["probabilities"], out["probabilities"], atol=1e-4)

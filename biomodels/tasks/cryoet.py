@@ -259,9 +259,10 @@ class CryoETTask(Task):
             height, width = tf.shape(images)[1], tf.shape(images)[2]
             pad_h = (multiple - height % multiple) % multiple
             pad_w = (multiple - width % multiple) % multiple
-            # normalise before padding, so the padding does not shift the statistics
+            # normalise before padding, so the padding does not shift the statistics; pad with
+            # the mean (0), which works for images of any size, even smaller than the padding
             x = self.preprocess(images)
-            x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="SYMMETRIC")
+            x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
             probabilities = tf.cast(model(x, training=False), tf.float32)[:, :height, :width, :]
             return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
