@@ -42,11 +42,12 @@ def pipeline_rate(task, config, data_dir, manifest, batches):
     return rate(batches * config.batch_size, time.perf_counter() - start)
 
 
-def training_rate(task, config, data_dir, manifest, steps):
+def training_rate(task, config, data_dir, manifest, steps, jit_compile=False):
+    """Examples per second of the training step on one fixed batch (after a warm-up step)."""
     data = dataset_lib.training_dataset(task, config, data_dir, manifest, config.batch_size, seed=0)
     batch = next(iter(data))
     model = task.build_model(config, manifest)
-    model.compile(**task.compile_arguments(config, manifest, steps_per_epoch=100))
+    model.compile(**task.compile_arguments(config, manifest, steps_per_epoch=100), jit_compile=jit_compile)
     model.train_on_batch(*batch)
     start = time.perf_counter()
     for _ in range(steps):
