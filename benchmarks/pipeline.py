@@ -72,20 +72,25 @@ def reading_rates(data_dir, manifest, split="train"):
     return tfrecord_rate, numpy_rate
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+def benchmark_setup(description, **extra_arguments):
+    """Parse --task/--data_dir/--preset (plus integer `extra_arguments` with their
+    defaults); returns (args, task, config, data_dir, manifest). Without --data_dir
+    the task's built-in synthetic data set is used."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--task", default="cryoet")
     parser.add_argument("--data_dir")
     parser.add_argument("--preset", default="quick")
-    parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=5)
+    for name, default in extra_arguments.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
     args = parser.parse_args()
-
     task = tasks.get(args.task)
     config = config_lib.resolve(task, args.preset)
     data_dir = args.data_dir or prepare.synthetic_dataset(task, config)
-    manifest = dataset_lib.read_manifest(data_dir)
+    return args, task, config, data_dir, dataset_lib.read_manifest(data_dir)
 
+
+def main():
+    args, task, config, data_dir, manifest = benchmark_setup(__doc__, batches=30, steps=5)
     pipeline = pipeline_rate(task, config, data_dir, manifest, args.batches)
     training = training_rate(task, config, data_dir, manifest, args.steps)
     tfrecord_rate, numpy_rate = reading_rates(data_dir, manifest)

@@ -5,27 +5,16 @@ follows what this measured.
     python benchmarks/xla.py --task=cryoet [--preset=quick] [--steps=N]
 """
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline import cli, config_lib, dataset_lib, prepare, tasks, training_rate  # noqa: E402
+from pipeline import benchmark_setup, cli, training_rate  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--task", default="cryoet")
-    parser.add_argument("--data_dir")
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--steps", type=int, default=10)
-    args = parser.parse_args()
-
-    task = tasks.get(args.task)
-    config = config_lib.resolve(task, args.preset)
-    data_dir = args.data_dir or prepare.synthetic_dataset(task, config)
-    manifest = dataset_lib.read_manifest(data_dir)
+    args, task, config, data_dir, manifest = benchmark_setup(__doc__, steps=10)
     with_xla = training_rate(task, config, data_dir, manifest, args.steps, jit_compile=True)
     without = training_rate(task, config, data_dir, manifest, args.steps, jit_compile=False)
     print(f"task {task.name}, preset {args.preset}, batch {config.batch_size}, task default jit_compile={task.jit_compile_default}")
