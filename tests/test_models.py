@@ -86,3 +86,17 @@ def test_unet_trains_one_step():
     loss = model.train_on_batch(x, y)
     assert np.isfinite(loss)
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_unet_under_mixed_precision_keeps_float32_probabilities():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = CryoETUNet(base_filters=4, depth=3)
+        model.compile(keras.optimizers.Adam(1e-3), WeightedSparseCategoricalCrossentropy([1.0] * 6))
+        x = np.random.rand(2, 16, 16, 1).astype("float32")
+        loss = model.train_on_batch(x, np.random.randint(0, 6, (2, 16, 16)))
+        assert np.isfinite(loss)
+        assert model(x).dtype == "float32"
+        assert model.get_layer("down0_conv1").compute_dtype == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
