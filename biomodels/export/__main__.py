@@ -1,30 +1,30 @@
 """Export a training run as a versioned SavedModel for TensorFlow Serving.
 
-    python -m biomodels.export --task=cryoet --model_dir=DIR --export_dir=DIR [--version=N]
+    python -m biomodels.export --task=cryoet --model_dir=DIR --export_dir=DIR [--version=N] [--warmup=N] [--overwrite]
 
-Writes export_dir/<task>/<version>/ (the next free version number by default).
+Writes export_dir/<task>/<version>/ (the next free version number by default) with
+warmup requests in assets.extra/, and regenerates export_dir/models.config and
+export_dir/batching.config for every task exported there.
 """
 
 import os
 
 
-def next_version(task_dir):
-    versions = [int(name) for name in os.listdir(task_dir) if name.isdigit()] if os.path.isdir(task_dir) else []
-    return max(versions, default=0) + 1
-
-
 def main(argv):
     from biomodels import cli, tasks
-    from biomodels.export.savedmodel import export_saved_model, load_trained_model, run_config
+    from biomodels import config as config_lib
+    from biomodels.export.savedmodel import load_trained_model, run_config
+    from biomodels.export.serving import export_version
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
     config = run_config(task, flags.model_dir)
     model = load_trained_model(flags.model_dir)
-    task_dir = os.path.join(flags.export_dir, task.name)
-    version = flags.version or next_version(task_dir)
-    path = export_saved_model(task, model, config, os.path.join(task_dir, str(version)))
-    cli.say(f"Exported {task.name} version {version} to {path}")
+    metrics_path = os.path.join(flags.model_dir, "metrics_test.json")
+    metadata = {"metrics_test": config_lib.read_json(metrics_path)} if os.path.isfile(metrics_path) else {}
+    path = export_version(task, model, config, flags.export_dir, version=flags.version, warmup=flags.warmup,
+                          overwrite=flags.overwrite, metadata=metadata)
+    cli.say(f"Exported {task.name} to {path}; server configuration in {flags.export_dir}")
 
 
 def define_flags():
@@ -36,6 +36,8 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "Run directory written by biomodels.train.")
     flags.DEFINE_string("export_dir", None, "Root of the TF Serving model tree.")
     flags.DEFINE_integer("version", None, "Version number (default: next free).", lower_bound=1)
+    flags.DEFINE_integer("warmup", 1, "Warmup requests to record (0 for none, at most 1000).", lower_bound=0, upper_bound=1000)
+    flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
     flags.mark_flags_as_required(["task", "model_dir", "export_dir"])
 
 

@@ -13,9 +13,10 @@ from biomodels.errors import InputError
 EXPORT_INFO = "export.json"
 
 
-def export_saved_model(task, model, config, path, metadata=None):
+def export_saved_model(task, model, config, path, metadata=None, before_publish=None):
     """Write the SavedModel of `model` to `path` (through a temporary folder that is
-    renamed when complete); returns `path`."""
+    renamed when complete; `before_publish(folder)` may add files to it first);
+    returns `path`."""
     import tensorflow as tf
 
     if os.path.exists(path):
@@ -36,9 +37,14 @@ def export_saved_model(task, model, config, path, metadata=None):
                 "inputs": {spec.name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for spec in concrete.structured_input_signature[0]},
                 "outputs": {key: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for key, spec in concrete.structured_outputs.items()},
             }
+        import biomodels
+
         info = {"task": task.name, "config": config_lib.to_dict(config), "signatures": signatures,
+                "preprocessing": task.preprocess.__doc__.strip(), "biomodels": biomodels.__version__,
                 "tensorflow": tf.__version__, **(metadata or {})}
         config_lib.write_json_atomic(os.path.join(tmp, EXPORT_INFO), info)
+        if before_publish is not None:
+            before_publish(tmp)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         os.replace(tmp, path)
     finally:

@@ -94,6 +94,11 @@ class Task(abc.ABC):
         """{signature name: tf.function with an input signature}, preprocessing inside."""
 
     @abc.abstractmethod
+    def warmup_inputs(self, config):
+        """[(signature name, {input name: array})] of representative shapes, replayed
+        by TF Serving when it loads the model."""
+
+    @abc.abstractmethod
     def predict_files(self, predictor, input_path, output_dir, options):
         """Run `predictor` (an exported or in-memory signature set) over the user's files
         and write results into `output_dir`; returns the paths written."""

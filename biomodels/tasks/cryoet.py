@@ -268,6 +268,11 @@ class CryoETTask(Task):
 
         return {"serving_default": serve}
 
+    def warmup_inputs(self, config):
+        rng = np.random.default_rng(0)
+        tile = config.tile_size
+        return [("serving_default", {"images": rng.normal(size=(n, tile, tile, 1)).astype(np.float32)}) for n in (1, 4)]
+
     def predict_files(self, predictor, input_path, output_dir, options):
         return predict_tomograms(predictor, input_path, output_dir, options)
 

@@ -1,0 +1,75 @@
+"""The TF Serving layout: versioned exports, warmup requests a server can replay,
+models.config and batching.config, and what saved_model_cli shows."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from biomodels.errors import InputError
+from biomodels.export import serving
+from biomodels.models import CryoETUNet
+
+
+@pytest.fixture
+def exported(tmp_path, cryoet_task, tiny_cryoet_config):
+    model = CryoETUNet(base_filters=4, depth=3)
+    export_dir = tmp_path / "serving"
+    path = serving.export_version(cryoet_task, model, tiny_cryoet_config, str(export_dir), warmup=3)
+    return export_dir, path, model
+
+
+def test_versions_and_server_configs(exported, cryoet_task, tiny_cryoet_config):
+    export_dir, path, model = exported
+    assert path == str(export_dir / "cryoet" / "1")
+    second = serving.export_version(cryoet_task, model, tiny_cryoet_config, str(export_dir), warmup=0)
+    assert second == str(export_dir / "cryoet" / "2") and serving.versions(str(export_dir / "cryoet")) == [1, 2]
+    assert not [name for name in os.listdir(export_dir / "cryoet") if name.startswith(".")]
+
+    config = text_format.Parse((export_dir / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    [entry] = config.model_config_list.config
+    assert (entry.name, entry.base_path, entry.model_platform) == ("cryoet", "/models/cryoet", "tensorflow")
+    batching = dict(line.split(" { value: ") for line in (export_dir / "batching.config").read_text().splitlines())
+    assert set(batching) == {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"}
+    assert all(value.endswith(" }") and int(value[:-2]) > 0 for value in batching.values())
+
+
+def test_existing_version_needs_overwrite(exported, cryoet_task, tiny_cryoet_config):
+    export_dir, path, model = exported
+    with pytest.raises(InputError, match="this version exists"):
+        serving.export_version(cryoet_task, model, tiny_cryoet_config, str(export_dir), version=1)
+    serving.export_version(cryoet_task, model, tiny_cryoet_config, str(export_dir), version=1, overwrite=True, warmup=0)
+    assert not os.path.exists(os.path.join(path, serving.WARMUP_FILE))  # replaced by the export without warmup
+
+
+def test_warmup_records_replay_against_the_signatures(exported):
+    _, path, _ = exported
+    loaded = tf.saved_model.load(path)
+    records = list(tf.data.TFRecordDataset(os.path.join(path, serving.WARMUP_FILE)).as_numpy_iterator())
+    assert len(records) == 3
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        assert request.model_spec.name == "cryoet"
+        signature = loaded.signatures[request.model_spec.signature_name]
+        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        outputs = signature(**inputs)
+        assert outputs["probabilities"].shape == inputs["images"].shape[:3] + (6,)
+
+
+def test_saved_model_cli_lists_the_signature(exported):
+    _, path, _ = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    assert "signature_def['serving_default']" in text
+    assert "inputs['images'] tensor_info:" in text and "shape: (-1, -1, -1, 1)" in text
+    assert "outputs['labels'] tensor_info:" in text and "dtype: DT_INT32" in text
+    assert "outputs['probabilities'] tensor_info:" in text and "shape: (-1, -1, -1, 6)" in text
