@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import shutil
 
 import numpy as np
 
@@ -95,12 +94,9 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     header, rows = task.metrics_table(metrics)
     say(f"Test split ({manifest['splits']['test']['count']} examples):\n" + format_table(rows, header))
     if options.export and runtime.is_chief(strategy):
-        from biomodels.export.savedmodel import export_saved_model
+        from biomodels.export.savedmodel import replace_saved_model
 
-        export_dir = os.path.join(model_dir, "export")
-        fresh = export_saved_model(task, model, config, f"{export_dir}.new-{os.getpid()}", {"metrics_test": metrics})
-        shutil.rmtree(export_dir, ignore_errors=True)  # an earlier export of this run, replaced once the new one is whole
-        os.replace(fresh, export_dir)
+        export_dir = replace_saved_model(task, model, config, os.path.join(model_dir, "export"), {"metrics_test": metrics})
         say(f"Exported the SavedModel to {export_dir}")
     return metrics
 

@@ -52,6 +52,17 @@ def export_saved_model(task, model, config, path, metadata=None, before_publish=
     return path
 
 
+def replace_saved_model(task, model, config, path, metadata=None, before_publish=None):
+    """Export beside `path`, then put the new SavedModel in place of whatever was at
+    `path`; the old one is removed only once the new one is whole."""
+    directory, name = os.path.split(os.path.abspath(path))
+    staged = export_saved_model(task, model, config, os.path.join(directory, f".{name}.new-{os.getpid()}"),
+                                metadata, before_publish)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(staged, path)
+    return path
+
+
 class Predictor:
     """Named signatures taking and returning numpy arrays, from an export or a run."""
 

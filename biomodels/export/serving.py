@@ -11,12 +11,11 @@ server polling export_dir never loads a half-written model.
 
 import logging
 import os
-import shutil
 
 import numpy as np
 
 from biomodels.errors import InputError
-from biomodels.export.savedmodel import export_saved_model, is_saved_model
+from biomodels.export.savedmodel import is_saved_model, replace_saved_model
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
@@ -49,12 +48,8 @@ def export_version(task, model, config, export_dir, version=None, warmup=1, over
     path = os.path.join(task_dir, str(version))
     if os.path.exists(path) and not overwrite:
         raise InputError(path, "this version exists; pass --overwrite to replace it or choose another --version")
-    staged = export_saved_model(
-        task, model, config, os.path.join(task_dir, f".{version}.new-{os.getpid()}"), metadata,
-        before_publish=lambda folder: write_warmup_requests(folder, task, config, warmup),
-    )
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(staged, path)
+    replace_saved_model(task, model, config, path, metadata,
+                        before_publish=lambda folder: write_warmup_requests(folder, task, config, warmup))
     write_server_configs(export_dir)
     return path
 
