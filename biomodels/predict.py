@@ -32,7 +32,7 @@ def define_flags():
     from biomodels import tasks
 
     flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()))
-    flags.DEFINE_string("model", None, "A model_dir of biomodels.train or an exported SavedModel directory.")
+    flags.DEFINE_string("model", None, "A model_dir of biomodels.train, an exported SavedModel directory, or a TF Serving address (http://host:8501/v1/models/NAME, grpc://host:8500).")
     flags.DEFINE_string("input", None, "Input file or folder.")
     flags.DEFINE_string("output", None, "Output folder.")
     flags.DEFINE_bool("probabilities", False, "Also write per-class probability maps.")

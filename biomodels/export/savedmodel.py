@@ -91,9 +91,14 @@ def is_saved_model(path):
 
 
 def load_predictor(task, path):
-    """A Predictor from a SavedModel directory or from a training run's model_dir."""
+    """A Predictor from a SavedModel directory, a training run's model_dir, or the
+    address of a TF Serving server (http://host:8501/v1/models/NAME, grpc://host:8500)."""
     import tensorflow as tf
 
+    if path.startswith(("http://", "https://", "grpc://")):
+        from biomodels.export.client import ServingClient
+
+        return ServingClient(path, model=task.name)
     if not os.path.isdir(path):
         raise InputError(path, "no such directory: give a model_dir of biomodels.train or an exported SavedModel")
     if is_saved_model(path):
