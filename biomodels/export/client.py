@@ -149,8 +149,8 @@ class ServingClient:
                 return call()
             except _Unavailable as error:
                 last = str(error)
-            except Exception as error:  # grpc.RpcError, imported lazily
-                code = getattr(error, "code", lambda: None)()
+            except Exception as error:  # grpc.RpcError (imported lazily) has a code() method
+                code = error.code() if callable(getattr(error, "code", None)) else None
                 if code is None or code.name not in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"):
                     if code is not None:
                         raise ServingError(f"{self.url}: the server refused the request ({code.name}): {error.details()}") from None
