@@ -3,6 +3,7 @@ user mistakes: one line naming the file or flag, exit status 2, nothing half-wri
 
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -60,9 +61,13 @@ def test_evaluate_export_and_predict(trained_run, tmp_path):
 
     export_dir = tmp_path / "serving"
     for version in (1, 2):
-        result = run_cli("biomodels.export", "--task=cryoet", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
+        result = run_cli("biomodels.export", "--task=cryoet", f"--model_dir={model_dir}", f"--export_dir={export_dir}", "--bioimageio")
         assert result.returncode == 0, result.stderr
         assert (export_dir / "cryoet" / str(version) / "saved_model.pb").exists()
+    with zipfile.ZipFile(export_dir / "cryoet" / "2.bioimageio.zip") as archive:
+        rdf = json.loads(archive.read("rdf.yaml"))
+    assert rdf["inputs"][0]["axes"][1]["scale"] == 20.0  # the synthetic tomograms' 2 nm voxels, in ångström
+    assert "cryoet" in (export_dir / "models.config").read_text()
 
     volume = np.random.default_rng(0).normal(size=(3, 40, 72)).astype(np.float32)
     readers.write_mrc(str(tmp_path / "tomo.mrc"), volume, voxel_size=(21.0, 21.0, 21.0), origin=(5.0, 6.0, 7.0))

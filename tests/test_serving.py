@@ -73,3 +73,24 @@ def test_saved_model_cli_lists_the_signature(exported):
     assert "inputs['images'] tensor_info:" in text and "shape: (-1, -1, -1, 1)" in text
     assert "outputs['labels'] tensor_info:" in text and "dtype: DT_INT32" in text
     assert "outputs['probabilities'] tensor_info:" in text and "shape: (-1, -1, -1, 6)" in text
+
+
+def test_bioimageio_package_validates(exported, cryoet_task, tiny_cryoet_config, tmp_path):
+    import json
+    import zipfile
+
+    from bioimageio.spec import load_description
+
+    from biomodels.export.bioimageio import write_package
+
+    _, path, _ = exported
+    package = write_package(cryoet_task, path, tiny_cryoet_config, str(tmp_path / "1.bioimageio.zip"), pixel_size=20.0)
+    with zipfile.ZipFile(package) as archive:
+        names = set(archive.namelist())
+        rdf = json.loads(archive.read("rdf.yaml"))
+    assert {"rdf.yaml", "README.md", "saved_model.zip", "test_input_images.npy", "test_output_probabilities.npy"} <= names
+    assert rdf["inputs"][0]["axes"][1] == {"type": "space", "id": "y", "size": {"min": 4, "step": 4}, "unit": "angstrom", "scale": 20.0}
+    description = load_description(package, perform_io_checks=True)
+    summary = description.validation_summary
+    errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
+    assert summary.status in ("passed", "valid-format"), errors

@@ -1,6 +1,6 @@
 """Export a training run as a versioned SavedModel for TensorFlow Serving.
 
-    python -m biomodels.export --task=cryoet --model_dir=DIR --export_dir=DIR [--version=N] [--warmup=N] [--overwrite]
+    python -m biomodels.export --task=cryoet --model_dir=DIR --export_dir=DIR [--version=N] [--warmup=N] [--overwrite] [--bioimageio]
 
 Writes export_dir/<task>/<version>/ (the next free version number by default) with
 warmup requests in assets.extra/, and regenerates export_dir/models.config and
@@ -25,6 +25,26 @@ def main(argv):
     path = export_version(task, model, config, flags.export_dir, version=flags.version, warmup=flags.warmup,
                           overwrite=flags.overwrite, metadata=metadata)
     cli.say(f"Exported {task.name} to {path}; server configuration in {flags.export_dir}")
+    if flags.bioimageio:
+        from biomodels.export.bioimageio import write_package
+
+        package = write_package(task, path, config, f"{path}.bioimageio.zip", training_pixel_size(flags.model_dir),
+                                flags.license)
+        cli.say(f"Wrote the bioimage.io package {package}")
+
+
+def training_pixel_size(model_dir):
+    """The median pixel size (x) of the run's training sources, when their files had one."""
+    import numpy as np
+
+    from biomodels import config as config_lib
+    from biomodels.pipelines import dataset as dataset_lib
+
+    data_dir = config_lib.read_run_config(model_dir).get("data_dir")
+    if not data_dir or not os.path.isfile(os.path.join(data_dir, dataset_lib.MANIFEST)):
+        return None
+    sizes = [source["voxel_size"][0] for source in dataset_lib.read_manifest(data_dir)["sources"] if source.get("voxel_size")]
+    return float(np.median(sizes)) if sizes else None
 
 
 def define_flags():
@@ -38,6 +58,8 @@ def define_flags():
     flags.DEFINE_integer("version", None, "Version number (default: next free).", lower_bound=1)
     flags.DEFINE_integer("warmup", 1, "Warmup requests to record (0 for none, at most 1000).", lower_bound=0, upper_bound=1000)
     flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
+    flags.DEFINE_bool("bioimageio", False, "Also write export_dir/<task>/<version>.bioimageio.zip for the bioimage.io model zoo.")
+    flags.DEFINE_string("license", "CC-BY-4.0", "SPDX licence of the bioimage.io package.")
     flags.mark_flags_as_required(["task", "model_dir", "export_dir"])
 
 

@@ -99,6 +99,12 @@ class Task(abc.ABC):
         by TF Serving when it loads the model."""
 
     @abc.abstractmethod
+    def bioimageio_description(self, config, pixel_size=None):
+        """The bioimage.io rdf fields of this task's `serving_default` model: name,
+        description, tags, cite, and inputs/outputs with their axes (ids as in the
+        signature, without test tensors); `pixel_size` scales the space axes."""
+
+    @abc.abstractmethod
     def predict_files(self, predictor, input_path, output_dir, options):
         """Run `predictor` (an exported or in-memory signature set) over the user's files
         and write results into `output_dir`; returns the paths written."""

@@ -105,9 +105,10 @@ class CryoETTask(Task):
 
     def read_source(self, source, config):
         image_path, label_path = source.paths
+        voxel_size = None
         if image_path.endswith(".mrc"):
             volume = readers.read_mrc(image_path)
-            density, labels = volume.data, readers.read_mrc(label_path).data
+            density, labels, voxel_size = volume.data, readers.read_mrc(label_path).data, list(volume.voxel_size)
         else:
             density, labels = _as_slices(image_path), _as_slices(label_path)
         if density.shape != labels.shape:
@@ -117,7 +118,8 @@ class CryoETTask(Task):
         density, mean, std = normalise_tomogram(density)
         labels = labels.astype(np.uint8)
         keep = slice(config.exclude_slices, density.shape[0] - config.exclude_slices)
-        info = {"mean": mean, "std": std, "shape": list(density.shape), "slices_used": len(range(*keep.indices(density.shape[0])))}
+        info = {"mean": mean, "std": std, "shape": list(density.shape), "voxel_size": voxel_size,
+                "slices_used": len(range(*keep.indices(density.shape[0])))}
         return info, _tiled_examples(density[keep], labels[keep], config.tile_size)
 
     def write_synthetic(self, directory, num_examples, seed, config):
@@ -272,6 +274,33 @@ class CryoETTask(Task):
         rng = np.random.default_rng(0)
         tile = config.tile_size
         return [("serving_default", {"images": rng.normal(size=(n, tile, tile, 1)).astype(np.float32)}) for n in (1, 4)]
+
+    def bioimageio_description(self, config, pixel_size=None):
+        """Space axes in ångström, as MRC voxel sizes are."""
+        multiple = 2 ** (config.depth - 1)
+
+        def space(axis, of_input=False):
+            size = {"tensor_id": "images", "axis_id": axis} if of_input else {"min": multiple, "step": multiple}
+            return {"type": "space", "id": axis, "size": size, "unit": "angstrom", "scale": float(pixel_size or 1.0)}
+
+        return {
+            "name": "biomodels cryoet U-Net",
+            "description": "2-D U-Net that labels cellular cryo-electron tomogram slices: background, microtubule, "
+                           "ribosome, double membrane, single membrane, carbon edge.",
+            "tags": ["cryo-electron-tomography", "semantic-segmentation", "2d", "tensorflow", "biomodels"],
+            "cite": [{"text": "Chen et al., Convolutional neural networks for automated annotation of cellular "
+                              "cryo-electron tomograms, Nature Methods 14, 983-985 (2017)", "doi": "10.1038/nmeth.4405"}],
+            "inputs": [{
+                "id": "images", "description": "tomogram slices, any intensity scale",
+                "axes": [{"type": "batch"}, space("y"), space("x"), {"type": "channel", "channel_names": ["density"]}],
+                "preprocessing": [{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x", "channel"]}}],
+            }],
+            "outputs": [
+                {"id": "probabilities", "axes": [{"type": "batch"}, space("y", True), space("x", True),
+                                                 {"type": "channel", "channel_names": list(CLASS_NAMES)}]},
+                {"id": "labels", "axes": [{"type": "batch"}, space("y", True), space("x", True)], "data": {"type": "int32"}},
+            ],
+        }
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return predict_tomograms(predictor, input_path, output_dir, options)
