@@ -38,6 +38,8 @@ def test_versions_and_server_configs(exported, cryoet_task, tiny_cryoet_config):
     batching = dict(line.split(" { value: ") for line in (export_dir / "batching.config").read_text().splitlines())
     assert set(batching) == {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"}
     assert all(value.endswith(" }") and int(value[:-2]) > 0 for value in batching.values())
+    per_model = (export_dir / "cryoet" / "1" / serving.BATCHING_PARAMS_FILE).read_text()
+    assert "max_batch_size { value: 4 }" in per_model
 
 
 def test_existing_version_needs_overwrite(exported, cryoet_task, tiny_cryoet_config):

@@ -23,8 +23,15 @@ log = logging.getLogger("biomodels")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
-#: server-wide batching: small batches of large images, so a short wait and few threads
+BATCHING_PARAMS_FILE = os.path.join("assets.extra", "batching_params.pbtxt")
+#: server-wide batching defaults; each version also carries its task's own in
+#: assets.extra/batching_params.pbtxt (read with --enable_per_model_batching_params)
 BATCHING_PARAMETERS = {"max_batch_size": 8, "batch_timeout_micros": 5000, "max_enqueued_batches": 64, "num_batch_threads": 4}
+
+
+def batching_text(parameters):
+    """A BatchingParameters text proto."""
+    return "".join(f"{key} {{ value: {value} }}\n" for key, value in parameters.items())
 
 
 def versions(task_dir):
@@ -48,8 +55,11 @@ def export_version(task, model, config, export_dir, version=None, warmup=1, over
     path = os.path.join(task_dir, str(version))
     if os.path.exists(path) and not overwrite:
         raise InputError(path, "this version exists; pass --overwrite to replace it or choose another --version")
-    replace_saved_model(task, model, config, path, metadata,
-                        before_publish=lambda folder: write_warmup_requests(folder, task, config, warmup))
+    def add_serving_assets(folder):
+        write_warmup_requests(folder, task, config, warmup)
+        _write_text(os.path.join(folder, BATCHING_PARAMS_FILE), batching_text(task.serving_batching))
+
+    replace_saved_model(task, model, config, path, metadata, before_publish=add_serving_assets)
     write_server_configs(export_dir)
     return path
 
@@ -92,11 +102,11 @@ def write_server_configs(export_dir, base_path="/models"):
         for name in tasks
     )
     _write_text(os.path.join(export_dir, MODELS_CONFIG), f"model_config_list {{\n{entries}}}\n")
-    batching = "".join(f"{key} {{ value: {value} }}\n" for key, value in BATCHING_PARAMETERS.items())
-    _write_text(os.path.join(export_dir, BATCHING_CONFIG), batching)
+    _write_text(os.path.join(export_dir, BATCHING_CONFIG), batching_text(BATCHING_PARAMETERS))
 
 
 def _write_text(path, text):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as handle:
         handle.write(text)

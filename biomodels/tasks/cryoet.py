@@ -54,6 +54,8 @@ class CryoETTask(Task):
     Config = CryoETConfig
     checkpoint_monitor = ("val_feature_iou", "max")
     data_fields = ("tile_size", "exclude_slices", "synthetic_tomograms", "synthetic_shape")
+    # a request is a few large slices: small batches, a short wait
+    serving_batching = {"max_batch_size": 4, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
 
     @classmethod
     def presets(cls):
