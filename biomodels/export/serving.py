@@ -57,7 +57,7 @@ def export_version(task, model, config, export_dir, version=None, warmup=1, over
         raise InputError(path, "this version exists; pass --overwrite to replace it or choose another --version")
     def add_serving_assets(folder):
         write_warmup_requests(folder, task, config, warmup)
-        _write_text(os.path.join(folder, BATCHING_PARAMS_FILE), batching_text(task.serving_batching))
+        _write_text(os.path.join(folder, BATCHING_PARAMS_FILE), batching_text(task.serving_batching or BATCHING_PARAMETERS))
 
     replace_saved_model(task, model, config, path, metadata, before_publish=add_serving_assets)
     write_server_configs(export_dir)

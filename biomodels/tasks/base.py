@@ -28,8 +28,9 @@ class Task(abc.ABC):
     checkpoint_monitor = ("val_loss", "min")
     #: config fields that change the prepared data (they key the synthetic data cache)
     data_fields = ()
-    #: TF Serving batching for this task's exports (BatchingParameters fields)
-    serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 5000, "max_enqueued_batches": 64, "num_batch_threads": 4}
+    #: TF Serving batching for this task's exports (BatchingParameters fields); None
+    #: means the server-wide defaults of biomodels.export.serving
+    serving_batching = None
 
     @classmethod
     @abc.abstractmethod
