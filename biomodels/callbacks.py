@@ -7,6 +7,8 @@ import os
 import keras
 import numpy as np
 
+from biomodels.atomic import atomic_path
+
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stop at the first non-finite loss and remember (epoch, batch), to report why."""
@@ -43,9 +45,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             if not (value > self.best if self.mode == "max" else value < self.best):
                 return
             self.best = value
-        tmp = f"{self.path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
 
 
 def best_in_history(history_csv, monitor, mode):

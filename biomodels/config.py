@@ -6,6 +6,7 @@ import json
 import os
 import typing
 
+from biomodels.atomic import write_text_atomic
 from biomodels.errors import ConfigError, InputError
 
 CONFIG_FILE = "config.json"
@@ -102,8 +103,4 @@ def read_json(path):
 
 
 def write_json_atomic(path, value):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as handle:
-        json.dump(value, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(value, indent=2) + "\n")

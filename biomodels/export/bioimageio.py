@@ -15,6 +15,8 @@ import zipfile
 
 import numpy as np
 
+from biomodels.atomic import atomic_path
+
 FORMAT_VERSION = "0.5.4"
 PROJECT_AUTHORS = [{"name": "biomodels contributors"}]
 
@@ -47,11 +49,9 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
         }
         with open(os.path.join(staging, "rdf.yaml"), "w") as handle:
             json.dump(rdf, handle, indent=2)
-        tmp = f"{zip_path}.tmp-{os.getpid()}"
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in sorted(os.listdir(staging)):
                 archive.write(os.path.join(staging, name), name)
-        os.replace(tmp, zip_path)
     return zip_path
 
 

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from biomodels.atomic import write_text_atomic
 from biomodels.errors import InputError
 from biomodels.export.savedmodel import is_saved_model, replace_saved_model
 
@@ -55,9 +56,10 @@ def export_version(task, model, config, export_dir, version=None, warmup=1, over
     path = os.path.join(task_dir, str(version))
     if os.path.exists(path) and not overwrite:
         raise InputError(path, "this version exists; pass --overwrite to replace it or choose another --version")
+
     def add_serving_assets(folder):
         write_warmup_requests(folder, task, config, warmup)
-        _write_text(os.path.join(folder, BATCHING_PARAMS_FILE), batching_text(task.serving_batching or BATCHING_PARAMETERS))
+        write_text_atomic(os.path.join(folder, BATCHING_PARAMS_FILE), batching_text(task.serving_batching or BATCHING_PARAMETERS))
 
     replace_saved_model(task, model, config, path, metadata, before_publish=add_serving_assets)
     write_server_configs(export_dir)
@@ -87,8 +89,8 @@ def write_warmup_requests(saved_model_dir, task, config, count):
             request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=task.name, signature_name=signature))
             for name, array in inputs.items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(array)))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
+            record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(record.SerializeToString())
     return path
 
 
@@ -101,13 +103,6 @@ def write_server_configs(export_dir, base_path="/models"):
         f'  config {{\n    name: "{name}"\n    base_path: "{base_path}/{name}"\n    model_platform: "tensorflow"\n  }}\n'
         for name in tasks
     )
-    _write_text(os.path.join(export_dir, MODELS_CONFIG), f"model_config_list {{\n{entries}}}\n")
-    _write_text(os.path.join(export_dir, BATCHING_CONFIG), batching_text(BATCHING_PARAMETERS))
+    write_text_atomic(os.path.join(export_dir, MODELS_CONFIG), f"model_config_list {{\n{entries}}}\n")
+    write_text_atomic(os.path.join(export_dir, BATCHING_CONFIG), batching_text(BATCHING_PARAMETERS))
 
-
-def _write_text(path, text):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

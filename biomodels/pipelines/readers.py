@@ -4,13 +4,13 @@ Every problem with a user's file becomes an `InputError` naming the file. Writer
 through a temporary name and a rename, so an interrupted run leaves no half-written file.
 """
 
-import contextlib
 import dataclasses
 import os
 import warnings
 
 import numpy as np
 
+from biomodels.atomic import atomic_path
 from biomodels.errors import InputError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -52,7 +52,7 @@ def write_mrc(path, data, voxel_size=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
     """Write `data` (Z, Y, X) as MRC with the given voxel size and origin, atomically."""
     import mrcfile
 
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(np.ascontiguousarray(data))
             mrc.voxel_size = tuple(voxel_size)
@@ -81,14 +81,14 @@ def read_image(path):
 def write_tiff(path, data, metadata=None):
     import tifffile
 
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, metadata=metadata)
 
 
 def write_png(path, data):
     from PIL import Image
 
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         Image.fromarray(data).save(tmp, format="PNG")
 
 
@@ -118,18 +118,3 @@ def _require_file(path):
 def _first_line(error):
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-
-
-@contextlib.contextmanager
-def _atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` on success."""
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    stem, suffix = os.path.splitext(name)
-    tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
