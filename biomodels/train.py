@@ -15,7 +15,6 @@ import logging
 import math
 import os
 
-import numpy as np
 
 from biomodels import config as config_lib
 from biomodels import runtime
