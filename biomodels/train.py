@@ -15,7 +15,6 @@ import logging
 import math
 import os
 
-
 from biomodels import config as config_lib
 from biomodels import runtime
 from biomodels.errors import BiomodelsError, InputError
