@@ -55,7 +55,8 @@ class ServingClient:
             self._local = _load_local(url)
         if self.transport != "local" and not self.model:
             raise ServingError(f"{url}: name the model (model=... or /v1/models/NAME in the URL)")
-        self.config = {}
+        #: the training configuration, known only for a local SavedModel with its export.json
+        self.config = self._local.config if self.transport == "local" else {}
 
     # -- the Predictor interface used by biomodels.predict -----------------------
     def signature(self, name):
@@ -86,7 +87,7 @@ class ServingClient:
             request.metadata_field.append("signature_def")
             response = self._with_retries(lambda: self._stub().GetModelMetadata(request, timeout=self.timeout_seconds))
             return json_format.MessageToDict(response)
-        return {"signature_def": sorted(self._local.signatures)}
+        return {"signature_def": self._local.signature_names}
 
     def _predict_once(self, inputs):
         if self.transport == "rest":
@@ -102,10 +103,7 @@ class ServingClient:
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             response = self._with_retries(lambda: self._stub().Predict(request, timeout=self.timeout_seconds))
             return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-        import tensorflow as tf
-
-        function = self._local.signatures[self.signature_name]
-        return {name: value.numpy() for name, value in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        return self._local.signature(self.signature_name)(**inputs)
 
     def _rest_model_url(self):
         version = f"/versions/{self.version}" if self.version else ""
@@ -174,13 +172,11 @@ def _server_message(error):
 
 
 def _load_local(path):
-    import tensorflow as tf
-
-    from biomodels.export.savedmodel import is_saved_model
+    from biomodels.export.savedmodel import is_saved_model, saved_model_predictor
 
     if not is_saved_model(path):
         raise ServingError(f"{path}: not a SavedModel folder nor an http://, https:// or grpc:// address")
-    return tf.saved_model.load(path)
+    return saved_model_predictor(path)
 
 
 def _to_json(value):

@@ -72,6 +72,10 @@ class Predictor:
         #: the training configuration as a dict, when the export or run records it
         self.config = config or {}
 
+    @property
+    def signature_names(self):
+        return sorted(self._functions)
+
     def signature(self, name):
         import tensorflow as tf
 
@@ -93,8 +97,6 @@ def is_saved_model(path):
 def load_predictor(task, path):
     """A Predictor from a SavedModel directory, a training run's model_dir, or the
     address of a TF Serving server (http://host:8501/v1/models/NAME, grpc://host:8500)."""
-    import tensorflow as tf
-
     if path.startswith(("http://", "https://", "grpc://")):
         from biomodels.export.client import ServingClient
 
@@ -102,14 +104,22 @@ def load_predictor(task, path):
     if not os.path.isdir(path):
         raise InputError(path, "no such directory: give a model_dir of biomodels.train or an exported SavedModel")
     if is_saved_model(path):
-        loaded = tf.saved_model.load(path)
-        functions = {name: _keep_alive(fn, loaded) for name, fn in loaded.signatures.items()}
-        info_path = os.path.join(path, EXPORT_INFO)
-        config = config_lib.read_json(info_path).get("config") if os.path.isfile(info_path) else None
-        return Predictor(functions, path, config)
+        return saved_model_predictor(path)
     config = run_config(task, path)
     model = load_trained_model(path)
     return Predictor(task.serving_functions(model, config), path, config_lib.to_dict(config))
+
+
+def saved_model_predictor(path):
+    """A Predictor over the signatures of the SavedModel in `path`, with the training
+    configuration from its export.json when there is one."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    functions = {name: _keep_alive(fn, loaded) for name, fn in loaded.signatures.items()}
+    info_path = os.path.join(path, EXPORT_INFO)
+    config = config_lib.read_json(info_path).get("config") if os.path.isfile(info_path) else None
+    return Predictor(functions, path, config)
 
 
 def _keep_alive(function, owner):
