@@ -256,7 +256,7 @@ class CryoETTask(Task):
     def serving_functions(self, model, config):
         import tensorflow as tf
 
-        multiple = 2 ** (config.depth - 1)
+        multiple = size_multiple(config)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
         def serve(images):
@@ -279,7 +279,7 @@ class CryoETTask(Task):
 
     def bioimageio_description(self, config, pixel_size=None):
         """Space axes in ångström, as MRC voxel sizes are."""
-        multiple = 2 ** (config.depth - 1)
+        multiple = size_multiple(config)
 
         def space(axis, of_input=False):
             size = {"tensor_id": "images", "axis_id": axis} if of_input else {"min": multiple, "step": multiple}
@@ -306,6 +306,11 @@ class CryoETTask(Task):
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return predict_tomograms(predictor, input_path, output_dir, options)
+
+
+def size_multiple(config):
+    """Image height and width must be multiples of this for the U-Net of `config`."""
+    return 2 ** (config.depth - 1)
 
 
 def normalise_tomogram(density):
