@@ -1,6 +1,7 @@
 """Pure Keras architectures, layers and losses: no file I/O, importable in any Keras code."""
 
-from biomodels.models.losses import WeightedSparseCategoricalCrossentropy
+from biomodels.models.losses import BalancedBinaryCrossentropy, WeightedSparseCategoricalCrossentropy
+from biomodels.models.traces import TraceFeatureNet, TraceNet
 from biomodels.models.unet import CryoETUNet
 
-__all__ = ["CryoETUNet", "WeightedSparseCategoricalCrossentropy"]
+__all__ = ["BalancedBinaryCrossentropy", "CryoETUNet", "TraceFeatureNet", "TraceNet", "WeightedSparseCategoricalCrossentropy"]

@@ -33,3 +33,26 @@ class WeightedSparseCategoricalCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {"class_weights": self.class_weights, "ignore_label": self.ignore_label, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="biomodels")
+class BalancedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy on probabilities with separate weights for positive and
+    negative examples (for rare positives: 0.5/p and 0.5/(1-p), so both classes weigh
+    the same in total). Runs in float32."""
+
+    def __init__(self, positive_weight=1.0, negative_weight=1.0, name="balanced_crossentropy", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum_over_batch_size", **kwargs)
+        self.positive_weight = float(positive_weight)
+        self.negative_weight = float(negative_weight)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+        y_pred = ops.clip(ops.reshape(ops.cast(y_pred, "float32"), (-1,)), 1e-7, 1.0 - 1e-7)
+        positive = -y_true * ops.log(y_pred) * self.positive_weight
+        negative = -(1.0 - y_true) * ops.log(1.0 - y_pred) * self.negative_weight
+        return positive + negative
+
+    def get_config(self):
+        return {"positive_weight": self.positive_weight, "negative_weight": self.negative_weight, "name": self.name}

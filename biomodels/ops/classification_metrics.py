@@ -1,0 +1,87 @@
+"""Binary classification scores that stay honest under class imbalance: ROC-AUC,
+PR-AUC (average precision), balanced accuracy, the threshold that keeps a chosen
+recall, and the same scores for the majority-class answer to compare against."""
+
+import math
+
+import numpy as np
+
+
+def roc_auc(labels, scores):
+    """Area under the ROC curve: the chance that a random positive scores above a
+    random negative (ties count half). NaN without both classes."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, np.float64)
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)  # ties share their mean rank
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def average_precision(labels, scores):
+    """Area under the precision-recall curve as the mean of the precision at each
+    positive's rank (tied scores ranked together). NaN without positives."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, np.float64)
+    if not labels.any():
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    # evaluate precision at the last index of each group of tied scores
+    last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    true_positives = np.cumsum(sorted_labels)[last_of_tie]
+    predicted = (np.flatnonzero(last_of_tie) + 1).astype(np.float64)
+    recall_gain = np.diff(np.r_[0, true_positives]) / labels.sum()
+    return float(np.sum(recall_gain * true_positives / predicted))
+
+
+def threshold_for_recall(positive_scores, target_recall):
+    """The highest threshold at which `score >= threshold` still finds at least
+    `target_recall` of the given positives' scores."""
+    scores = np.sort(np.asarray(positive_scores, np.float64))[::-1]
+    if scores.size == 0:
+        raise ValueError("no positive examples to set a recall threshold on")
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target recall {target_recall} is not in (0, 1]")
+    needed = max(1, math.ceil(target_recall * scores.size - 1e-9))
+    return float(scores[needed - 1])
+
+
+def scores_at_threshold(labels, scores, threshold):
+    """Accuracy, balanced accuracy, precision, recall, specificity and the flagged
+    fraction when `score >= threshold` is called positive."""
+    labels = np.asarray(labels).astype(bool)
+    called = np.asarray(scores, np.float64) >= threshold
+    true_positive = np.sum(called & labels)
+    positives, negatives = labels.sum(), (~labels).sum()
+    recall = true_positive / positives if positives else float("nan")
+    specificity = np.sum(~called & ~labels) / negatives if negatives else float("nan")
+    return {
+        "accuracy": float(np.mean(called == labels)),
+        "balanced_accuracy": float((recall + specificity) / 2),
+        "precision": float(true_positive / called.sum()) if called.any() else 0.0,
+        "recall": float(recall),
+        "specificity": float(specificity),
+        "flagged_fraction": float(called.mean()),
+    }
+
+
+def classification_report(labels, scores, threshold=0.5):
+    """Threshold scores plus ROC-AUC and PR-AUC."""
+    report = scores_at_threshold(labels, scores, threshold)
+    report["roc_auc"] = roc_auc(labels, scores)
+    report["pr_auc"] = average_precision(labels, scores)
+    return report
+
+
+def majority_baseline(labels):
+    """The same report for always answering the training's majority class (negative
+    when positives are the minority): what an accuracy must be compared against."""
+    labels = np.asarray(labels).astype(bool)
+    majority = labels.mean() > 0.5
+    constant = np.full(labels.shape, 1.0 if majority else 0.0)
+    return classification_report(labels, constant, threshold=0.5)
+

@@ -1,0 +1,443 @@
+"""Readers and writers for clathrin-coated-pit tracks: cmeAnalysis output and CSV.
+
+    ProcessedTracks.mat   MATLAB v5 struct array `tracks` (scipy): per track A, c, pval_Ar
+                          (channels × frames; channel 0 clathrin, 1 auxilin), x, y, f,
+                          startBuffer/endBuffer, MotionAnalysis, catIdx, lifetime_s
+    lifetimeData.mat      MATLAB v7.3 (HDF5, h5py): struct `lftData` (or the root) with
+                          A, and optionally c, pval_Ar, x, y, sbA, ebA as
+                          tracks × frames × channels (NaN after each track's end),
+                          lifetime_s, catIdx, framerate
+    *.csv                 one row per track: `cell`, `track`, `label`, `frame_interval_s`,
+                          `lifetime_s`; per-frame columns clathrin_0…, auxilin_0…,
+                          background_0…, auxilin_pval_0…, x_0…, y_0… (empty after the end);
+                          and/or the 11 feature columns of biomodels.ops.tracks
+
+Each reader returns (tracks, skipped): `Track`s, and {reason: count} for the tracks it
+left out (shorter than 2 frames, no finite clathrin or auxilin value), so nothing is
+dropped without being counted. A file that is not what it claims to be raises an
+`InputError` naming it.
+"""
+
+import collections
+import csv
+import dataclasses
+import os
+import re
+
+import numpy as np
+
+from biomodels.atomic import atomic_path
+from biomodels.errors import InputError
+from biomodels.ops.tracks import FEATURE_NAMES
+
+MIN_FRAMES = 2
+PER_FRAME = ("clathrin", "auxilin", "background", "auxilin_pval", "x", "y")
+PER_FRAME_COLUMN = re.compile(r"^(clathrin|auxilin|auxilin_pval|background|x|y)_(\d+)$")
+LABEL_WORDS = {"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0, "aux+": 1, "aux-": 0,
+               "positive": 1, "negative": 0}
+MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 2026 HDF5 schema 1.00 ."
+
+
+@dataclasses.dataclass
+class Track:
+    """One track. Per-frame arrays have one value per frame of the track; optional
+    fields are None when the source does not record them."""
+
+    cell: str
+    track_id: str
+    clathrin: np.ndarray = None
+    auxilin: np.ndarray = None
+    background: np.ndarray = None
+    auxilin_pval: np.ndarray = None
+    positions: np.ndarray = None          # (T, 2): x, y in pixels
+    frame_interval_s: float = None
+    lifetime_s: float = None
+    label: int = None
+    features: np.ndarray = None           # given features (CSV), in FEATURE_NAMES order
+    start_buffer: np.ndarray = None       # clathrin amplitudes before the track
+    end_buffer: np.ndarray = None
+    total_displacement: float = None      # the tracker's motion analysis
+    msd: np.ndarray = None
+    category: int = None
+
+    @property
+    def frames(self):
+        return 0 if self.clathrin is None else len(self.clathrin)
+
+
+def is_hdf5(path):
+    """MATLAB v7.3 files are HDF5 files (after a 512-byte text header)."""
+    import h5py
+
+    return h5py.is_hdf5(path)
+
+
+# -- cmeAnalysis ProcessedTracks.mat (MATLAB v5) ---------------------------------------
+def read_processed_tracks(path, cell):
+    """The tracks of a cmeAnalysis ProcessedTracks.mat (MATLAB v5)."""
+    import scipy.io
+
+    _require_file(path)
+    if is_hdf5(path):
+        raise InputError(path, "is a MATLAB v7.3 file; ProcessedTracks.mat is read as MATLAB v5 (save it with "
+                               "-v7), or give the cell's lifetimeData.mat or a CSV instead")
+    try:
+        contents = scipy.io.loadmat(path, simplify_cells=True)
+    except Exception as error:  # scipy raises several types for damaged files
+        raise InputError(path, f"not a readable MATLAB file ({str(error).splitlines()[0]})") from None
+    if "tracks" not in contents:
+        raise InputError(path, "has no 'tracks' struct array (expected cmeAnalysis ProcessedTracks.mat)")
+    records = contents["tracks"]
+    records = [records] if isinstance(records, dict) else list(np.atleast_1d(records))
+    tracks, skipped = [], collections.Counter()
+    for index, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or "A" not in record:
+            raise InputError(path, f"track {index} has no field 'A' (intensity per channel)")
+        frames = np.size(record.get("f", [])) or None
+        amplitude = _channels_by_frames(record["A"], frames)
+        if amplitude.shape[0] < 2:
+            raise InputError(path, f"track {index}: field 'A' has {amplitude.shape[0]} channel(s); need clathrin and auxilin")
+        frames = amplitude.shape[1]
+        background = _optional_channels(record.get("c"), frames)
+        pvalues = _optional_channels(record.get("pval_Ar"), frames)
+        x, y = _optional_channels(record.get("x"), frames), _optional_channels(record.get("y"), frames)
+        motion = record.get("MotionAnalysis")
+        lifetime_s = _scalar(record.get("lifetime_s"))
+        track = Track(
+            cell=cell, track_id=str(index), clathrin=amplitude[0], auxilin=amplitude[1],
+            background=None if background is None else background[0],
+            auxilin_pval=None if pvalues is None or pvalues.shape[0] < 2 else pvalues[1],
+            positions=None if x is None or y is None else np.stack([x[0], y[0]], axis=1),
+            lifetime_s=lifetime_s, frame_interval_s=lifetime_s / frames if lifetime_s else None,
+            start_buffer=_buffer(record.get("startBuffer")), end_buffer=_buffer(record.get("endBuffer")),
+            total_displacement=_scalar(motion.get("totalDisplacement")) if isinstance(motion, dict) else None,
+            msd=np.asarray(motion.get("MSD"), np.float64).ravel() if isinstance(motion, dict) and "MSD" in motion else None,
+            category=_scalar(record.get("catIdx")),
+        )
+        _keep_or_count(track, tracks, skipped)
+    return tracks, dict(skipped)
+
+
+def _channels_by_frames(value, frames):
+    array = np.asarray(value, np.float64)
+    if array.ndim == 1:
+        array = array.reshape(-1, frames) if frames and array.size % frames == 0 else array[:, np.newaxis]
+    return array
+
+
+def _optional_channels(value, frames):
+    if value is None or np.size(value) == 0:
+        return None
+    array = _channels_by_frames(value, frames)
+    return array if array.shape[1] == frames else None
+
+
+def _buffer(value):
+    """Clathrin amplitudes of a start or end buffer struct, or None."""
+    if not isinstance(value, dict) or "A" not in value or np.size(value["A"]) == 0:
+        return None
+    amplitude = np.asarray(value["A"], np.float64)
+    return amplitude[0] if amplitude.ndim == 2 else amplitude.ravel()
+
+
+def _scalar(value):
+    if value is None or np.size(value) == 0:
+        return None
+    return float(np.asarray(value, np.float64).ravel()[0])
+
+
+# -- cmeAnalysis lifetimeData.mat (MATLAB v7.3 / HDF5) --------------------------------------
+def read_lifetime_data(path, cell):
+    """The tracks of a cmeAnalysis lifetimeData.mat (MATLAB v7.3, HDF5)."""
+    import h5py
+
+    _require_file(path)
+    if not is_hdf5(path):
+        raise InputError(path, "is not a MATLAB v7.3 (HDF5) file; lifetimeData.mat is read with h5py")
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle["lftData"] if "lftData" in handle else handle
+            if "A" not in group:
+                raise InputError(path, "has no dataset 'A' (tracks × frames × channels) in lftData")
+            # MATLAB writes column-major: h5py sees the axes reversed
+            fields = {name: np.asarray(group[name], np.float64).T for name in group
+                      if isinstance(group[name], h5py.Dataset)}
+    except OSError as error:
+        raise InputError(path, f"not a readable HDF5 file ({str(error).splitlines()[0]})") from None
+    amplitude = fields["A"]
+    if amplitude.ndim != 3 or amplitude.shape[2] < 2 or amplitude.shape[2] > 8:
+        raise InputError(path, f"dataset 'A' has shape {amplitude.shape} (as MATLAB sees it); expected tracks × frames × channels with 2 or more channels")
+    count = amplitude.shape[0]
+    per_track = {name: fields[name].ravel() for name in ("lifetime_s", "catIdx", "label")
+                 if name in fields and fields[name].size == count}
+    frame_rate = _scalar(fields.get("framerate", fields.get("frameRate")))
+    tracks, skipped = [], collections.Counter()
+    for index in range(count):
+        frames = _last_finite(amplitude[index, :, 0]) + 1
+        pick = lambda name, channel: fields[name][index, :frames, channel] if name in fields and fields[name].shape == amplitude.shape else None  # noqa: E731
+        x, y = pick("x", 0), pick("y", 0)
+        lifetime_s = float(per_track["lifetime_s"][index]) if "lifetime_s" in per_track else None
+        track = Track(
+            cell=cell, track_id=str(index + 1), clathrin=amplitude[index, :frames, 0], auxilin=amplitude[index, :frames, 1],
+            background=pick("c", 0), auxilin_pval=pick("pval_Ar", 1),
+            positions=None if x is None or y is None else np.stack([x, y], axis=1),
+            lifetime_s=lifetime_s, frame_interval_s=frame_rate,
+            start_buffer=_finite(fields["sbA"][index, :, 0]) if "sbA" in fields and fields["sbA"].ndim == 3 else None,
+            end_buffer=_finite(fields["ebA"][index, :, 0]) if "ebA" in fields and fields["ebA"].ndim == 3 else None,
+            label=int(per_track["label"][index]) if "label" in per_track else None,
+            category=int(per_track["catIdx"][index]) if "catIdx" in per_track else None,
+        )
+        _keep_or_count(track, tracks, skipped)
+    return tracks, dict(skipped)
+
+
+def _last_finite(values):
+    finite = np.flatnonzero(np.isfinite(values))
+    return int(finite[-1]) if finite.size else -1
+
+
+def _finite(values):
+    values = values[np.isfinite(values)]
+    return values if values.size else None
+
+
+# -- CSV ---------------------------------------------------------------------------------
+def read_track_csv(path, cell=None):
+    """The tracks of a CSV with one row per track; `cell` keeps only that cell's rows
+    (the `cell` column, else the file's name)."""
+    _require_file(path)
+    default_cell = os.path.splitext(os.path.basename(path))[0]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(path, f"not a readable CSV file ({str(error).splitlines()[0]})") from None
+    if not rows:
+        raise InputError(path, "is empty")
+    header = [name.strip() for name in rows[0]]
+    per_frame = {name: {} for name in PER_FRAME}
+    for column, name in enumerate(header):
+        match = PER_FRAME_COLUMN.match(name)
+        if match:
+            per_frame[match[1]][int(match[2])] = column
+    per_frame = {name: [columns[i] for i in sorted(columns)] for name, columns in per_frame.items() if columns}
+    has_traces = "clathrin" in per_frame and "auxilin" in per_frame
+    has_features = all(name in header for name in FEATURE_NAMES)
+    if not has_traces and not has_features:
+        missing = [name for name in FEATURE_NAMES if name not in header]
+        raise InputError(path, "has neither trace columns (clathrin_0…, auxilin_0…) nor all feature columns "
+                               f"(missing {', '.join(missing)})")
+    scalar = {name: header.index(name) for name in ("cell", "track", "label", "frame_interval_s", "lifetime_s") if name in header}
+    feature_columns = [header.index(name) for name in FEATURE_NAMES] if has_features else None
+    tracks, skipped = [], collections.Counter()
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(value.strip() for value in row):
+            continue
+        row = row + [""] * (len(header) - len(row))
+        row_cell = row[scalar["cell"]].strip() if "cell" in scalar else default_cell
+        if cell is not None and row_cell != cell:
+            continue
+        arrays = {name: _numbers(path, line, row, columns) for name, columns in per_frame.items()}
+        frames = _last_finite(arrays["clathrin"]) + 1 if has_traces else 0
+        cut = lambda name: arrays[name][:frames] if name in arrays and frames else None  # noqa: E731
+        x, y = cut("x"), cut("y")
+        track = Track(
+            cell=row_cell, track_id=row[scalar["track"]].strip() if "track" in scalar else str(line - 1),
+            clathrin=cut("clathrin"), auxilin=cut("auxilin"), background=cut("background"),
+            auxilin_pval=cut("auxilin_pval"), positions=None if x is None or y is None else np.stack([x, y], axis=1),
+            frame_interval_s=_optional_number(path, line, row, scalar.get("frame_interval_s")),
+            lifetime_s=_optional_number(path, line, row, scalar.get("lifetime_s")),
+            label=_label(path, line, row[scalar["label"]]) if "label" in scalar else None,
+            features=_numbers(path, line, row, feature_columns).astype(np.float32) if has_features else None,
+        )
+        if has_features and not np.all(np.isfinite(track.features)):
+            skipped["features not finite"] += 1
+            continue
+        if has_traces:
+            _keep_or_count(track, tracks, skipped)
+        else:
+            tracks.append(track)
+    return tracks, dict(skipped)
+
+
+def csv_cells(path):
+    """The distinct values of a track CSV's `cell` column in order of appearance, or
+    [file stem] without that column."""
+    _require_file(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            if "cell" not in header:
+                return [os.path.splitext(os.path.basename(path))[0]]
+            column = header.index("cell")
+            return list(dict.fromkeys(row[column].strip() for row in reader if len(row) > column and row[column].strip()))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(path, f"not a readable CSV file ({str(error).splitlines()[0]})") from None
+
+
+def _numbers(path, line, row, columns):
+    try:
+        return np.array([float(row[c]) if row[c].strip() else np.nan for c in columns], np.float64)
+    except ValueError:
+        bad = next(row[c] for c in columns if not _is_number(row[c]))
+        raise InputError(path, f"line {line}: {bad!r} is not a number") from None
+
+
+def _optional_number(path, line, row, column):
+    if column is None or not row[column].strip():
+        return None
+    return float(_numbers(path, line, row, [column])[0])
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return not text.strip()
+
+
+def _label(path, line, text):
+    word = text.strip().lower()
+    if word in ("", "nan"):
+        return None
+    try:
+        return int(float(word) > 0.5)
+    except ValueError:
+        pass
+    if word not in LABEL_WORDS:
+        raise InputError(path, f"line {line}: label {text!r} is not one of 0/1, true/false, aux+/aux-, positive/negative")
+    return LABEL_WORDS[word]
+
+
+# -- shared checks -------------------------------------------------------------------------
+def _keep_or_count(track, tracks, skipped):
+    """Append `track`, or count why it is left out."""
+    if track.frames < MIN_FRAMES:
+        skipped["shorter than 2 frames"] += 1
+    elif not np.isfinite(track.clathrin).any() or not np.isfinite(track.auxilin).any():
+        skipped["clathrin or auxilin all NaN"] += 1
+    else:
+        track.clathrin = _fill_gaps(track.clathrin)
+        track.auxilin = _fill_gaps(track.auxilin)
+        tracks.append(track)
+
+
+def _fill_gaps(values):
+    """Linear interpolation over non-finite frames inside a track (tracker gaps)."""
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    positions = np.arange(len(values))
+    return np.interp(positions, positions[finite], values[finite])
+
+
+def _require_file(path):
+    if not os.path.isfile(path):
+        raise InputError(path, "no such file")
+
+
+# -- writers (synthetic data, tests, and people converting their data) -------------------------
+def write_track_csv(path, tracks):
+    """Tracks as a CSV in the layout `read_track_csv` reads (traces, no features)."""
+    length = max(track.frames for track in tracks)
+    optional = [name for name in ("background", "auxilin_pval") if all(getattr(t, name) is not None for t in tracks)]
+    with_positions = all(track.positions is not None for track in tracks)
+    columns = ["clathrin", "auxilin", *optional] + (["x", "y"] if with_positions else [])
+    header = ["cell", "track", "frame_interval_s"] + (["label"] if all(t.label is not None for t in tracks) else [])
+    header += [f"{name}_{i}" for name in columns for i in range(length)]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for track in tracks:
+            values = {"clathrin": track.clathrin, "auxilin": track.auxilin, "background": track.background,
+                      "auxilin_pval": track.auxilin_pval}
+            if with_positions:
+                values["x"], values["y"] = track.positions[:, 0], track.positions[:, 1]
+            row = [track.cell, track.track_id, _text(track.frame_interval_s or 1.0)]
+            if "label" in header:
+                row.append(str(track.label))
+            for name in columns:
+                row += [_text(v) for v in values[name]] + [""] * (length - track.frames)
+            writer.writerow(row)
+    return path
+
+
+def _text(value):
+    return f"{value:.6g}"
+
+
+def write_lifetime_data(path, tracks, frames=None):
+    """Tracks as a MATLAB v7.3 lifetimeData.mat: HDF5 after MATLAB's 512-byte header,
+    struct `lftData` with A, c, pval_Ar, x, y (tracks × frames × 2 as MATLAB sees
+    them, NaN after each end), lifetime_s and framerate."""
+    import h5py
+
+    frames = frames or max(track.frames for track in tracks)
+    shape = (len(tracks), frames, 2)
+    fields = {name: np.full(shape, np.nan) for name in ("A", "c", "pval_Ar", "x", "y")}
+    for index, track in enumerate(tracks):
+        n = track.frames
+        fields["A"][index, :n] = np.stack([track.clathrin, track.auxilin], axis=1)
+        if track.background is not None:
+            fields["c"][index, :n] = track.background[:, np.newaxis]
+        if track.auxilin_pval is not None:
+            fields["pval_Ar"][index, :n, 1] = track.auxilin_pval
+            fields["pval_Ar"][index, :n, 0] = 0.0
+        if track.positions is not None:
+            fields["x"][index, :n] = track.positions[:, :1]
+            fields["y"][index, :n] = track.positions[:, 1:]
+    fields["lifetime_s"] = np.array([[t.lifetime_s or t.frames * (t.frame_interval_s or 1.0) for t in tracks]])
+    fields["framerate"] = np.array([[tracks[0].frame_interval_s or 1.0]])
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=512) as handle:
+            group = handle.create_group("lftData")
+            group.attrs["MATLAB_class"] = np.bytes_("struct")
+            for name, array in fields.items():
+                dataset = group.create_dataset(name, data=np.asarray(array, np.float64).T)
+                dataset.attrs["MATLAB_class"] = np.bytes_("double")
+        with open(tmp, "r+b") as handle:
+            handle.write(MATLAB_HEADER.ljust(116) + b"\x00" * 8 + b"\x00\x02IM" + b"\x00" * 384)
+    return path
+
+
+def write_processed_tracks(path, tracks):
+    """Tracks as a MATLAB v5 ProcessedTracks.mat struct array (scipy)."""
+    import scipy.io
+
+    names = ("A", "c", "pval_Ar", "x", "y", "f", "lifetime_s", "catIdx", "startBuffer", "endBuffer", "MotionAnalysis")
+    records = np.empty((1, len(tracks)), dtype=[(name, object) for name in names])
+    for index, track in enumerate(tracks):
+        n = track.frames
+        x, y = (None, None) if track.positions is None else (track.positions[:, 0], track.positions[:, 1])
+        pvalues = None if track.auxilin_pval is None else (np.zeros(n), track.auxilin_pval)
+        records[0, index] = (
+            _two_channels(track.clathrin, track.auxilin),
+            _two_channels(track.background, track.background),
+            _two_channels(*(pvalues or (None, None))),
+            _two_channels(x, x),
+            _two_channels(y, y),
+            np.arange(1, n + 1, dtype=np.float64)[np.newaxis],
+            float(track.lifetime_s or n * (track.frame_interval_s or 1.0)),
+            float(track.category or 1),
+            _buffer_struct(track.start_buffer), _buffer_struct(track.end_buffer),
+            np.zeros((0, 0)),
+        )
+    with atomic_path(path) as tmp:
+        scipy.io.savemat(tmp, {"tracks": records}, format="5", do_compression=True, appendmat=False)
+    return path
+
+
+def _two_channels(first, second):
+    """A channels × frames array, or MATLAB's empty [] when a field is not recorded."""
+    return np.zeros((0, 0)) if first is None else np.stack([first, second])
+
+
+def _buffer_struct(values):
+    if values is None:
+        return np.zeros((0, 0))
+    record = np.empty((1, 1), dtype=[("A", object)])
+    record[0, 0] = (np.stack([values, np.zeros_like(values)]),)
+    return record
