@@ -10,6 +10,7 @@ from biomodels.atomic import write_text_atomic
 from biomodels.errors import ConfigError, InputError
 
 CONFIG_FILE = "config.json"
+CALIBRATION_FILE = "calibration.json"
 
 
 def resolve(task, preset="quick", overrides=()):
@@ -90,6 +91,12 @@ def read_run_config(model_dir):
     if not os.path.isfile(path):
         raise InputError(path, "not found: is this a model directory written by biomodels.train?")
     return read_json(path)
+
+
+def read_calibration(model_dir):
+    """What the task fitted on the validation split after training ({} if nothing)."""
+    path = os.path.join(model_dir, CALIBRATION_FILE)
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 def read_json(path):

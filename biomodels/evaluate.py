@@ -19,7 +19,7 @@ def evaluate(task, model_dir, data_dir=None, split="test"):
     data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
     manifest = dataset_lib.read_manifest(data_dir)
     model = load_trained_model(model_dir)
-    return evaluate_split(task, model, config, data_dir, manifest, split, model_dir)
+    return evaluate_split(task, model, config, data_dir, manifest, split, model_dir, config_lib.read_calibration(model_dir))
 
 
 def main(argv):

@@ -21,7 +21,8 @@ def main(argv):
         raise InputError(flags.input, "no such file or directory")
     predictor = load_predictor(task, flags.model)
     os.makedirs(flags.output, exist_ok=True)
-    options = {"probabilities": flags.probabilities, "tile": flags.tile, "overlap": flags.overlap, "batch_size": flags.batch_size}
+    options = {"probabilities": flags.probabilities, "tile": flags.tile, "overlap": flags.overlap, "batch_size": flags.batch_size,
+               "target_recall": flags.target_recall, "threshold": flags.threshold}
     written = task.predict_files(predictor, flags.input, flags.output, options)
     cli.say(f"Wrote {len(written)} file(s) to {flags.output}")
 
@@ -39,6 +40,8 @@ def define_flags():
     flags.DEFINE_integer("tile", None, "Tile size for tiled inference (default: the training tile size, else 512).", lower_bound=16)
     flags.DEFINE_integer("overlap", 64, "Overlap between tiles, blended.", lower_bound=0)
     flags.DEFINE_integer("batch_size", 4, "Tiles per batch.", lower_bound=1)
+    flags.DEFINE_float("target_recall", None, "ccp: flag for review the tracks above the threshold that keeps this recall on the validation split (default: the run's target_recall).", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("threshold", None, "ccp: flag the tracks with a probability at or above this instead.", lower_bound=0.0, upper_bound=1.0)
     flags.mark_flags_as_required(["task", "model", "input", "output"])
 
 

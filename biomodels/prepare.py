@@ -3,8 +3,9 @@ and `dataset.json`.
 
     python -m biomodels.prepare --task=cryoet --output_dir=DIR (--input=PATH | --synthetic)
 
-The split keeps each group (a tomogram, a cell…) within one split. Everything is
-written into a staging folder first and moved into place only when complete.
+The split keeps each group (a tomogram, a cell…) within one split, or, for tasks that
+split example by example (tracks), is stratified by class. Everything is written into a
+staging folder first and moved into place only when complete.
 """
 
 import datetime
@@ -52,8 +53,10 @@ def assign_groups(groups, fractions, seed):
 
 
 def prepare_dataset(task, config, output_dir, input_path=None, synthetic=False, num_examples=None,
-                    seed=0, fractions=(0.8, 0.1, 0.1), show_progress=True):
-    """Write the prepared data set into `output_dir`; returns its manifest."""
+                    seed=0, fractions=None, show_progress=True):
+    """Write the prepared data set into `output_dir`; returns its manifest. `fractions`
+    default to the task's split."""
+    fractions = tuple(fractions or task.default_split)
     if os.path.exists(os.path.join(output_dir, dataset_lib.MANIFEST)):
         raise InputError(output_dir, "already holds a prepared data set (dataset.json); choose another --output_dir")
     if synthetic == (input_path is not None):
@@ -79,37 +82,60 @@ def prepare_dataset(task, config, output_dir, input_path=None, synthetic=False, 
     return manifest
 
 
+def stratified_assignment(strata, fractions, seed):
+    """The split of each example: every stratum (class) is shuffled with `seed` and cut
+    by `fractions`, so each split keeps the class mix of the whole."""
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(strata), dtype=object)
+    for value in np.unique(strata):
+        members = rng.permutation(np.flatnonzero(strata == value))
+        val_count = int(round(len(members) * fractions[1]))
+        test_count = int(round(len(members) * fractions[2]))
+        train_count = len(members) - val_count - test_count
+        for split, chosen in zip(SPLITS, np.split(members, [train_count, train_count + val_count])):
+            assignment[chosen] = split
+    return assignment.tolist()
+
+
 def _write_shards(task, config, input_path, staging, seed, fractions, show_progress):
     sources = task.find_sources(input_path, config)
     groups = [source.group for source in sources]
-    by_group = len(set(groups)) >= sum(1 for f in fractions if f > 0)
+    by_example = task.split_by_example(config)
+    by_group = not by_example and len(set(groups)) >= sum(1 for f in fractions if f > 0)
     if by_group:
         split_of_group = assign_groups(groups, fractions, seed)
-    else:
+    elif not by_example:
         log.warning("only %d group(s) in %s: splitting each one's examples in contiguous blocks", len(set(groups)), input_path)
     writers = {split: tfrecord.SplitWriter(staging, split) for split in SPLITS}
     source_records = []
+    held = []  # (source index, example) while splitting by example
     bar = _progress(len(sources), "reading sources") if show_progress else None
     try:
         feature_spec = None
         for done, source in enumerate(sources, start=1):
             info, examples = task.read_source(source, config)
             examples = list(examples) if not by_group else examples
+            record = {"name": source.name, "group": source.group, "files": [os.path.abspath(p) for p in source.paths],
+                      "split": split_of_group[source.group] if by_group else "all", **info}
             for index, example in enumerate(examples):
                 feature_spec = feature_spec or tfrecord.feature_spec_of(example)
-                if by_group:
-                    split = split_of_group[source.group]
-                else:
-                    split = _contiguous_split(index, len(examples), fractions)
+                if by_example:
+                    held.append((len(source_records), example))
+                    continue
+                split = split_of_group[source.group] if by_group else _contiguous_split(index, len(examples), fractions)
                 writers[split].write(tfrecord.encode_example(example))
-            source_records.append({
-                "name": source.name, "group": source.group, "files": [os.path.abspath(p) for p in source.paths],
-                "split": split_of_group[source.group] if by_group else "all", **info,
-            })
+            source_records.append(record)
             if bar:
                 bar.update(done)
         if feature_spec is None:
             raise InputError(input_path, "holds no examples")
+        if by_example:
+            assignment = stratified_assignment([task.stratum(example) for _, example in held], fractions, seed)
+            for (source_index, example), split in zip(held, assignment):
+                writers[split].write(tfrecord.encode_example(example))
+                examples_per_split = source_records[source_index].setdefault("examples", dict.fromkeys(SPLITS, 0))
+                examples_per_split[split] += 1
         counts = {split: writer.count for split, writer in writers.items()}
         if counts["train"] == 0:
             raise InputError(input_path, "no examples fell into the training split")
@@ -124,15 +150,25 @@ def _write_shards(task, config, input_path, staging, seed, fractions, show_progr
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
         "split_fractions": list(fractions),
-        "split_by": "group" if by_group else "contiguous blocks within each group",
+        "split_by": "example, stratified" if by_example else "group" if by_group else "contiguous blocks within each group",
         "splits": splits,
         "features": feature_spec,
         "config": config_lib.to_dict(config),
         "sources": source_records,
+        "skipped": _skipped_totals(source_records),
     }
     train = dataset_lib.examples(staging, manifest, "train").as_numpy_iterator()
     manifest["statistics"] = task.statistics(train)
     return manifest
+
+
+def _skipped_totals(source_records):
+    """{reason: count} over the sources' own `skipped` reports."""
+    totals = {}
+    for record in source_records:
+        for reason, count in (record.get("skipped") or {}).items():
+            totals[reason] = totals.get(reason, 0) + count
+    return totals
 
 
 def _contiguous_split(index, count, fractions):
@@ -192,10 +228,13 @@ def main(argv):
         raise ConfigError("--output_dir is required")
     manifest = prepare_dataset(
         task, config, flags.output_dir, input_path=flags.input, synthetic=flags.synthetic,
-        num_examples=flags.num_examples, seed=flags.seed, fractions=parse_split(flags.split),
+        num_examples=flags.num_examples, seed=flags.seed, fractions=parse_split(flags.split) if flags.split else None,
     )
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     cli.say(f"Wrote {flags.output_dir}: {counts} examples")
+    if manifest["skipped"]:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in manifest["skipped"].items())
+        cli.say(f"Left out: {reasons} (per source in dataset.json)")
 
 
 def define_flags():
@@ -209,7 +248,7 @@ def define_flags():
     flags.DEFINE_bool("synthetic", False, "Generate synthetic raw files and prepare those.")
     flags.DEFINE_integer("num_examples", None, "Synthetic raw examples to generate (task default if unset).")
     flags.DEFINE_integer("seed", 0, "Seed of the generator and of the split.")
-    flags.DEFINE_string("split", "0.8,0.1,0.1", "train,val,test fractions.")
+    flags.DEFINE_string("split", None, "train,val,test fractions, like 0.8,0.1,0.1 (default: the task's split).")
     flags.DEFINE_string("preset", "quick", "Configuration preset (tile size and other data settings).")
     flags.DEFINE_multi_string("set", [], "Override a configuration value: --set key=value.")
     flags.mark_flag_as_required("task")

@@ -88,23 +88,27 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     best = os.path.join(model_dir, "best.keras")
     if os.path.isfile(best):
         model = keras.saving.load_model(best, safe_mode=True)
-    metrics = evaluate_split(task, model, config, data_dir, manifest, "test", model_dir)
+    calibration = task.calibrate(model, val_data, manifest, config) if val_data is not None else {}
+    if calibration:
+        config_lib.write_json_atomic(os.path.join(model_dir, config_lib.CALIBRATION_FILE), calibration)
+    metrics = evaluate_split(task, model, config, data_dir, manifest, "test", model_dir, calibration)
     header, rows = task.metrics_table(metrics)
     say(f"Test split ({manifest['splits']['test']['count']} examples):\n" + format_table(rows, header))
     if options.export and runtime.is_chief(strategy):
         from biomodels.export.savedmodel import replace_saved_model
 
-        export_dir = replace_saved_model(task, model, config, os.path.join(model_dir, "export"), {"metrics_test": metrics})
+        export_dir = replace_saved_model(task, model, config, os.path.join(model_dir, "export"),
+                                         {"metrics_test": metrics, "calibration": calibration})
         say(f"Exported the SavedModel to {export_dir}")
     return metrics
 
 
-def evaluate_split(task, model, config, data_dir, manifest, split, model_dir):
+def evaluate_split(task, model, config, data_dir, manifest, split, model_dir, calibration=None):
     """The task's metrics on one split, also written to model_dir/metrics_<split>.json."""
     if manifest["splits"].get(split, {}).get("count", 0) == 0:
         raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"split {split!r} holds no examples")
     data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, split)
-    metrics = task.evaluate(model, data, manifest, config)
+    metrics = task.evaluate(model, data, manifest, config, calibration or {})
     config_lib.write_json_atomic(os.path.join(model_dir, f"metrics_{split}.json"), metrics)
     return metrics
 

@@ -22,6 +22,9 @@ def main(argv):
     model = load_trained_model(flags.model_dir)
     metrics_path = os.path.join(flags.model_dir, "metrics_test.json")
     metadata = {"metrics_test": config_lib.read_json(metrics_path)} if os.path.isfile(metrics_path) else {}
+    metadata["calibration"] = config_lib.read_calibration(flags.model_dir)
+    if flags.bioimageio:
+        task.bioimageio_description(config)  # a task without an image model says so before anything is written
     path = export_version(task, model, config, flags.export_dir, version=flags.version, warmup=flags.warmup,
                           overwrite=flags.overwrite, metadata=metadata)
     cli.say(f"Exported {task.name} to {path}; server configuration in {flags.export_dir}")

@@ -55,8 +55,10 @@ class ServingClient:
             self._local = _load_local(url)
         if self.transport != "local" and not self.model:
             raise ServingError(f"{url}: name the model (model=... or /v1/models/NAME in the URL)")
-        #: the training configuration, known only for a local SavedModel with its export.json
+        #: the training configuration and validation calibration, known only for a local
+        #: SavedModel with its export.json
         self.config = self._local.config if self.transport == "local" else {}
+        self.calibration = self._local.calibration if self.transport == "local" else {}
 
     # -- the Predictor interface used by biomodels.predict -----------------------
     def signature(self, name):

@@ -66,11 +66,13 @@ def replace_saved_model(task, model, config, path, metadata=None, before_publish
 class Predictor:
     """Named signatures taking and returning numpy arrays, from an export or a run."""
 
-    def __init__(self, functions, source, config=None):
+    def __init__(self, functions, source, config=None, calibration=None):
         self._functions = functions
         self.source = source
         #: the training configuration as a dict, when the export or run records it
         self.config = config or {}
+        #: what the task fitted on the validation split (Task.calibrate), when recorded
+        self.calibration = calibration or {}
 
     @property
     def signature_names(self):
@@ -107,7 +109,7 @@ def load_predictor(task, path):
         return saved_model_predictor(path)
     config = run_config(task, path)
     model = load_trained_model(path)
-    return Predictor(task.serving_functions(model, config), path, config_lib.to_dict(config))
+    return Predictor(task.serving_functions(model, config), path, config_lib.to_dict(config), config_lib.read_calibration(path))
 
 
 def saved_model_predictor(path):
@@ -118,8 +120,8 @@ def saved_model_predictor(path):
     loaded = tf.saved_model.load(path)
     functions = {name: _keep_alive(fn, loaded) for name, fn in loaded.signatures.items()}
     info_path = os.path.join(path, EXPORT_INFO)
-    config = config_lib.read_json(info_path).get("config") if os.path.isfile(info_path) else None
-    return Predictor(functions, path, config)
+    info = config_lib.read_json(info_path) if os.path.isfile(info_path) else {}
+    return Predictor(functions, path, info.get("config"), info.get("calibration"))
 
 
 def _keep_alive(function, owner):

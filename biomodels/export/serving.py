@@ -31,8 +31,10 @@ BATCHING_PARAMETERS = {"max_batch_size": 8, "batch_timeout_micros": 5000, "max_e
 
 
 def batching_text(parameters):
-    """A BatchingParameters text proto."""
-    return "".join(f"{key} {{ value: {value} }}\n" for key, value in parameters.items())
+    """A BatchingParameters text proto: numbers go in their wrapper messages, booleans
+    (pad_variable_length_inputs) are plain fields."""
+    return "".join(f"{key}: {str(value).lower()}\n" if isinstance(value, bool) else f"{key} {{ value: {value} }}\n"
+                   for key, value in parameters.items())
 
 
 def versions(task_dir):

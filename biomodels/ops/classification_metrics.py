@@ -38,16 +38,28 @@ def average_precision(labels, scores):
     return float(np.sum(recall_gain * true_positives / predicted))
 
 
-def threshold_for_recall(positive_scores, target_recall):
-    """The highest threshold at which `score >= threshold` still finds at least
-    `target_recall` of the given positives' scores."""
-    scores = np.sort(np.asarray(positive_scores, np.float64))[::-1]
-    if scores.size == 0:
+def threshold_for_recall(positive_scores, target_recall, confidence=0.0):
+    """The highest threshold at which `score >= threshold` finds at least
+    `target_recall` of the given positives.
+
+    With `confidence` > 0 the recall is kept on new data of the same kind, not only
+    on these positives: the threshold lets through only as many misses m that the
+    Clopper-Pearson upper bound of the miss rate (Beta(m+1, n-m) at `confidence`)
+    stays within 1 - target_recall; with few positives that is the lowest score.
+    """
+    from scipy.stats import beta
+
+    scores = np.sort(np.asarray(positive_scores, np.float64))
+    count = scores.size
+    if count == 0:
         raise ValueError("no positive examples to set a recall threshold on")
     if not 0 < target_recall <= 1:
         raise ValueError(f"target recall {target_recall} is not in (0, 1]")
-    needed = max(1, math.ceil(target_recall * scores.size - 1e-9))
-    return float(scores[needed - 1])
+    misses = count - max(1, math.ceil(target_recall * count - 1e-9))
+    if confidence > 0:
+        while misses > 0 and beta.ppf(confidence, misses + 1, count - misses) > 1 - target_recall:
+            misses -= 1
+    return float(scores[misses])
 
 
 def scores_at_threshold(labels, scores, threshold):

@@ -54,7 +54,7 @@ def training_dataset(task, config, data_dir, manifest, batch_size, seed, split="
         return task.model_io(task.augment(example, element_seed, config), config)
 
     data = data.map(augment_and_split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _shard_by_example(data.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return _shard_by_example(task.batch(data, batch_size, training=True).prefetch(tf.data.AUTOTUNE))
 
 
 def evaluation_dataset(task, config, data_dir, manifest, batch_size, split):
@@ -63,7 +63,7 @@ def evaluation_dataset(task, config, data_dir, manifest, batch_size, split):
 
     data = examples(data_dir, manifest, split)
     data = data.map(lambda example: task.model_io(example, config), num_parallel_calls=tf.data.AUTOTUNE)
-    return _shard_by_example(data.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return _shard_by_example(task.batch(data, batch_size, training=False).prefetch(tf.data.AUTOTUNE))
 
 
 def _shard_by_example(data):

@@ -6,6 +6,7 @@ import importlib
 from biomodels.errors import ConfigError
 
 _MODULES = {
+    "ccp": "biomodels.tasks.ccp",
     "cryoet": "biomodels.tasks.cryoet",
 }
 

@@ -31,6 +31,8 @@ class Task(abc.ABC):
     #: TF Serving batching for this task's exports (BatchingParameters fields); None
     #: means the server-wide defaults of biomodels.export.serving
     serving_batching = None
+    #: (train, val, test) fractions when the user gives none
+    default_split = (0.8, 0.1, 0.1)
 
     @classmethod
     @abc.abstractmethod
@@ -57,6 +59,16 @@ class Task(abc.ABC):
         """Summary statistics of the training examples for the manifest."""
         return {}
 
+    def split_by_example(self, config):
+        """True: examples go to the splits one by one, stratified by `stratum` (the
+        data set is held in memory while it is split); False: every group of sources
+        stays within one split."""
+        return False
+
+    def stratum(self, example):
+        """What an example is stratified by when split by example (its class)."""
+        return 0
+
     # -- model ----------------------------------------------------------------
     @abc.abstractmethod
     def build_model(self, config, manifest):
@@ -79,9 +91,21 @@ class Task(abc.ABC):
     def model_io(self, example, config):
         """(network inputs, targets) from a decoded example, preprocessing applied."""
 
+    def batch(self, data, batch_size, training):
+        """Batches of a tf.data set of `model_io` elements; tasks whose examples differ
+        in size pad them here. Training batches are whole."""
+        return data.batch(batch_size, drop_remainder=training)
+
     # -- results --------------------------------------------------------------
+    def calibrate(self, model, dataset, manifest, config):
+        """Settings fitted on the validation split once training ends (a decision
+        threshold, say), as a JSON-ready dict. They are kept in the run
+        (calibration.json) and the export (export.json), and handed to `evaluate` and
+        to prediction."""
+        return {}
+
     @abc.abstractmethod
-    def evaluate(self, model, dataset, manifest, config):
+    def evaluate(self, model, dataset, manifest, config, calibration=None):
         """The study's metrics on a (inputs, targets) dataset, as a flat dict."""
 
     def metrics_table(self, metrics):

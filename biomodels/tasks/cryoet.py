@@ -216,7 +216,7 @@ class CryoETTask(Task):
         return image, tf.cast(example["labels"], tf.int32)
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, manifest, config):
+    def evaluate(self, model, dataset, manifest, config, calibration=None):
         import tensorflow as tf
 
         from biomodels.ops.segmentation_metrics import class_scores, confusion_matrix

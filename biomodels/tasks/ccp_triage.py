@@ -1,0 +1,164 @@
+"""The ccp triage list: every track of the user's files ranked by the model's
+probability, the ones to review flagged, cells ranked by their share of flagged tracks.
+
+    triage.csv             rank, cell, track, file, frames, lifetime_s, probability, review,
+                           label (given, or by the auxilin rule when p-values are present)
+    cells.csv              per cell: tracks, flagged, flagged fraction, mean probability,
+                           tracks left out; cells with the most flagged first
+    triage_examples.png    clathrin and auxilin traces from the top, the borderline and the
+                           bottom of the list
+    triage_summary.json    the threshold and how it was set, counts, tracks left out and why
+
+The review threshold keeps `--target_recall` of the validation split's positives (the
+probabilities kept at training time), or is `--threshold` when given.
+"""
+
+import collections
+import csv
+import os
+
+import numpy as np
+
+from biomodels import config as config_lib
+from biomodels.atomic import atomic_path
+from biomodels.errors import InputError
+
+EXAMPLES_PER_ROW = 4
+
+
+def write_triage(task, predictor, input_path, output_dir, options):
+    """Rank the tracks under `input_path`; returns the paths written."""
+    from biomodels.cli import say
+    from biomodels.progress import progress_bar
+    from biomodels.tasks.ccp import served_model_kind
+
+    config = config_lib.from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]
+    kind = served_model_kind(predictor)
+    sources = task.find_sources(input_path, config)
+    threshold, basis = review_threshold(predictor, config, options)
+    tracks, files, skipped = [], [], collections.Counter()
+    skipped_by_cell = collections.Counter()
+    bar = progress_bar(len(sources), "reading tracks")
+    for done, source in enumerate(sources, start=1):
+        found, left_out = task.read_tracks(source)
+        left_out = collections.Counter(left_out)
+        for track in found:
+            if kind == "traces" and track.clathrin is None:
+                left_out["features only (no traces)"] += 1
+                continue
+            tracks.append(track)
+            files.append(source.paths[0])
+        skipped.update(left_out)
+        skipped_by_cell[source.group] += sum(left_out.values())
+        bar.update(done)
+    if not tracks:
+        raise InputError(input_path, f"no tracks to rank (left out: {dict(skipped) or 'none'})")
+    probabilities = score_tracks(task, predictor, kind, tracks, config)
+    order = np.argsort(-probabilities, kind="stable")
+    review = probabilities >= threshold
+    written = [
+        _write_track_table(os.path.join(output_dir, "triage.csv"), task, config, tracks, files, probabilities, review, order),
+        _write_cell_table(os.path.join(output_dir, "cells.csv"), tracks, probabilities, review, skipped_by_cell),
+    ]
+    if kind == "traces":
+        written.append(_write_examples(os.path.join(output_dir, "triage_examples.png"), tracks, probabilities, order, threshold))
+    summary = {
+        "model": str(getattr(predictor, "source", getattr(predictor, "url", ""))), "model_kind": kind,
+        "threshold": threshold, "threshold_basis": basis, "tracks": len(tracks), "cells": len(set(t.cell for t in tracks)),
+        "flagged_for_review": int(review.sum()), "left_out": dict(skipped),
+    }
+    written.append(os.path.join(output_dir, "triage_summary.json"))
+    config_lib.write_json_atomic(written[-1], summary)
+    left = f"; left out {sum(skipped.values())} ({', '.join(f'{n} {why}' for why, n in skipped.items())})" if skipped else ""
+    say(f"Ranked {len(tracks)} tracks of {summary['cells']} cell(s): {int(review.sum())} flagged for review at "
+        f"probability >= {threshold:.4f} ({basis}){left}")
+    return written
+
+
+def review_threshold(predictor, config, options):
+    """(threshold, how it was set) from --threshold, else from the validation
+    probabilities the model carries and the target recall."""
+    from biomodels.ops.classification_metrics import threshold_for_recall
+
+    if options.get("threshold") is not None:
+        return float(options["threshold"]), "given threshold"
+    target = options.get("target_recall") or config.target_recall
+    positives = predictor.calibration.get("validation_positive_probabilities")
+    if not positives:
+        source = getattr(predictor, "source", getattr(predictor, "url", "the model"))
+        raise InputError(str(source), "carries no validation probabilities to set a threshold for a target recall "
+                                      "(trained without a validation split, or served remotely); pass --threshold")
+    if not 0 < target <= 1:
+        raise InputError(str(target), "--target_recall must be in (0, 1]")
+    confidence = config.triage_confidence
+    return (threshold_for_recall(positives, target, confidence),
+            f"recall {target:g} at {confidence:.0%} confidence from the validation split")
+
+
+def score_tracks(task, predictor, kind, tracks, config, batch_size=256):
+    """The model's probability for every track, in order. Traces go in batches of
+    similar lengths, padded to the longest of each batch."""
+    from biomodels.tasks.ccp import trace_array
+
+    serve = predictor.signature("serving_default")
+    probabilities = np.zeros(len(tracks), np.float64)
+    if kind == "features":
+        features = np.stack([task.features(track, config) for track in tracks]).astype(np.float32)
+        for start in range(0, len(tracks), batch_size):
+            probabilities[start:start + batch_size] = serve(features=features[start:start + batch_size])["probability"]
+        return probabilities
+    lengths = np.array([track.frames for track in tracks], np.int32)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        batch = np.zeros((len(chosen), lengths[chosen].max(), 2), np.float32)
+        for row, index in enumerate(chosen):
+            batch[row, :lengths[index]] = trace_array(tracks[index])
+        probabilities[chosen] = serve(traces=batch, lengths=lengths[chosen])["probability"]
+    return probabilities
+
+
+def _write_track_table(path, task, config, tracks, files, probabilities, review, order):
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "cell", "track", "file", "frames", "lifetime_s", "probability", "review", "label"])
+        for rank, index in enumerate(order, start=1):
+            track = tracks[index]
+            label = task.label(track, config)
+            lifetime = track.lifetime_s or (track.frames * (track.frame_interval_s or config.frame_interval_s) or None)
+            writer.writerow([rank, track.cell, track.track_id, files[index], track.frames,
+                             "" if lifetime is None else f"{lifetime:g}", f"{probabilities[index]:.6f}",
+                             int(review[index]), "" if label is None else label])
+    return path
+
+
+def _write_cell_table(path, tracks, probabilities, review, skipped_by_cell):
+    cells = collections.defaultdict(list)
+    for index, track in enumerate(tracks):
+        cells[track.cell].append(index)
+    rows = []
+    for cell, indices in cells.items():
+        flagged = int(review[indices].sum())
+        rows.append((cell, len(indices), flagged, flagged / len(indices), float(probabilities[indices].mean()),
+                     skipped_by_cell.get(cell, 0)))
+    rows.sort(key=lambda row: (-row[3], row[0]))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "cell", "tracks", "flagged_for_review", "flagged_fraction", "mean_probability", "left_out"])
+        for rank, (cell, count, flagged, fraction, mean, left_out) in enumerate(rows, start=1):
+            writer.writerow([rank, cell, count, flagged, f"{fraction:.4f}", f"{mean:.4f}", left_out])
+    return path
+
+
+def _write_examples(path, tracks, probabilities, order, threshold):
+    """Traces of the top, the borderline (nearest the threshold) and the bottom tracks."""
+    from biomodels.pipelines.trace_plots import draw_trace_grid
+
+    nearest = np.argsort(np.abs(probabilities - threshold), kind="stable")[:EXAMPLES_PER_ROW]
+    groups = [("top", order[:EXAMPLES_PER_ROW]), ("borderline", nearest), ("bottom", order[::-1][:EXAMPLES_PER_ROW])]
+    rows = []
+    for label, indices in groups:
+        panels = [(f"{tracks[i].cell} #{tracks[i].track_id}  p={probabilities[i]:.3f}", tracks[i].clathrin, tracks[i].auxilin)
+                  for i in indices]
+        rows.append((label, panels))
+    return draw_trace_grid(rows, path)
