@@ -58,6 +58,44 @@ def run_cli(module, *args, cwd=None, timeout=600):
                           cwd=cwd, env=env, timeout=timeout)
 
 
+FRESH_PROCESS = r"""
+import importlib.abc, json, sys
+class NoBiomodels(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "biomodels" or name.startswith("biomodels."):
+            raise ImportError("biomodels is hidden from this process")
+sys.meta_path.insert(0, NoBiomodels())
+try:
+    import biomodels
+    raise SystemExit("biomodels was importable")
+except ImportError:
+    pass
+import numpy as np, tensorflow as tf
+saved_model, signature, folder = sys.argv[1:]
+inputs = np.load(folder + "/inputs.npz")
+outputs = tf.saved_model.load(saved_model).signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+np.savez(folder + "/outputs.npz", **{k: v.numpy() for k, v in outputs.items()})
+print(json.dumps({k: v.dtype.name for k, v in outputs.items()}))
+"""
+
+
+def run_without_biomodels(tmp_path, saved_model, inputs, signature="serving_default"):
+    """Call a SavedModel's signature in a fresh Python process where biomodels cannot be
+    imported; returns ({output name: array}, {output name: dtype name})."""
+    import json
+
+    folder = tmp_path / "fresh"
+    folder.mkdir(exist_ok=True)
+    np.savez(folder / "inputs.npz", **inputs)
+    (folder / "fresh.py").write_text(FRESH_PROCESS)
+    result = subprocess.run([sys.executable, str(folder / "fresh.py"), str(saved_model), signature, str(folder)],
+                            capture_output=True, text=True, cwd=folder, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(folder / "outputs.npz") as outputs:
+        arrays = {name: outputs[name] for name in outputs.files}
+    return arrays, json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def error_lines(result):
     """The stderr lines that are not warnings from libraries."""
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -1,0 +1,313 @@
+"""ccp: track features and the auxilin rule on hand-made tracks, classification scores
+with known answers, the three track readers on files written here, the stratified
+split, and masking in the trace network."""
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+from biomodels import config as config_lib
+from biomodels.errors import ConfigError, InputError
+from biomodels.ops import classification_metrics as scores
+from biomodels.ops.tracks import FEATURE_NAMES, auxilin_positive, displacement_statistics, track_features
+from biomodels.pipelines import tracks as track_io
+from biomodels.prepare import prepare_dataset, stratified_assignment
+
+TINY_CCP = ["synthetic_cells=2", "synthetic_tracks_per_cell=80", "batch_size=8", "filters=4", "gru_units=4",
+            "dense_units=4", "conv_layers=1"]
+
+
+@pytest.fixture
+def ccp_task():
+    from biomodels import tasks
+
+    return tasks.get("ccp")
+
+
+@pytest.fixture
+def tiny_ccp_config(ccp_task):
+    return config_lib.resolve(ccp_task, "quick", TINY_CCP)
+
+
+def hand_made_track(**changes):
+    values = dict(cell="c", track_id="1", clathrin=np.array([0.0, 2, 5, 3, 3, 1]), auxilin=np.zeros(6),
+                  background=np.arange(10.0, 16.0), auxilin_pval=np.ones(6),
+                  positions=np.stack([np.arange(6.0), np.zeros(6)], axis=1), frame_interval_s=2.0, label=None)
+    values.update(changes)
+    return track_io.Track(**values)
+
+
+# -- features and the auxilin rule ---------------------------------------------------------
+def test_features_of_a_hand_made_track():
+    track = hand_made_track()
+    features = dict(zip(FEATURE_NAMES, track_features(track.clathrin, track.background, track.positions,
+                                                      frame_interval_s=2.0)))
+    # steps 2, 3, -2, 0, -2; second differences 1, -5, 2, -2
+    expected = {"lifetime": 12.0, "max_intensity": 5.0, "background": 12.0, "totaldisp": 5.0, "max_msd": 9.0,
+                "avg_rise": 5 / 3, "avg_dec": -2.0, "risevsdec": 1.5, "avg_mom_rise": 1.5, "avg_mom_dec": -3.5,
+                "risevsdec_mom": 1.0}
+    assert features == pytest.approx(expected, rel=1e-6)
+
+
+def test_features_use_buffers_lifetime_and_the_trackers_motion_analysis():
+    values = track_features([1.0, 4.0], lifetime_s=7.5, start_buffer=[0.0], end_buffer=[2.0, 2.0],
+                            total_displacement=3.0, msd=[0.5, 1.25])
+    features = dict(zip(FEATURE_NAMES, values))
+    # extended trace 0, 1, 4, 2, 2: steps 1, 3, -2, 0; no background given
+    assert features["lifetime"] == 7.5 and features["background"] == 0.0
+    assert (features["totaldisp"], features["max_msd"]) == (3.0, 1.25)
+    assert features["avg_rise"] == pytest.approx(4 / 3) and features["avg_dec"] == -2.0 and features["risevsdec"] == 3.0
+    # a flat trace has no falling steps: the ratio is 0, not a division by zero
+    assert dict(zip(FEATURE_NAMES, track_features([3.0, 3.0, 3.0])))["risevsdec"] == 0.0
+
+
+def test_displacement_skips_missing_positions():
+    positions = np.array([[0, 0], [1, 0], [1, 1], [np.nan, np.nan], [3, 1.0]])
+    total, max_msd = displacement_statistics(positions)
+    assert total == pytest.approx(np.sqrt(10)) and max_msd == pytest.approx(3.0)  # lag 2: (2 + 4) / 2
+    assert displacement_statistics(np.array([[0.0, 0.0]])) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("pvalues, expected", [
+    ([1, 1, 1, 1, 0.01, 0.01, 0.01, 1], True),        # run starts at frame 4 of 8: second half
+    ([1, 1, 1, 0.01, 0.01, 0.01, 1, 1], False),       # starts at frame 3: first half
+    ([1, 1, 1, 1, 0.05, 0.05, 0.05, 1], True),        # the cutoff itself counts
+    ([1, 1, 1, 1, 0.01, 0.01, 1, 0.01], False),       # two in a row only
+    ([1, 1, 1, 1, 0.01, np.nan, 0.01, 0.01], False),  # NaN breaks a run
+    ([0.01, 0.01], False),                            # shorter than the run
+])
+def test_auxilin_rule(pvalues, expected):
+    assert auxilin_positive(pvalues) is expected
+
+
+def test_auxilin_rule_thresholds_are_configurable():
+    pvalues = [1, 1, 1, 1, 0.02, 0.02, 1, 1]
+    assert not auxilin_positive(pvalues)
+    assert auxilin_positive(pvalues, consecutive=2)
+    assert auxilin_positive(pvalues, short_track_frames=20)  # the study's code: one frame fewer below 20 frames
+    assert not auxilin_positive(pvalues, cutoff=0.01, consecutive=2)
+
+
+# -- scores --------------------------------------------------------------------------------
+def test_scores_known_answers():
+    labels, probabilities = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
+    assert scores.roc_auc(labels, probabilities) == pytest.approx(0.75)
+    assert scores.average_precision(labels, probabilities) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert scores.roc_auc([0, 1, 1], [0.5, 0.5, 0.9]) == pytest.approx(0.75)  # a tie counts half
+    report = scores.scores_at_threshold(labels, probabilities, 0.38)
+    assert report == pytest.approx({"accuracy": 0.5, "balanced_accuracy": 0.5, "precision": 0.5, "recall": 0.5,
+                                    "specificity": 0.5, "flagged_fraction": 0.5})
+    baseline = scores.majority_baseline([0] * 9 + [1])
+    assert baseline["accuracy"] == pytest.approx(0.9) and baseline["balanced_accuracy"] == 0.5
+    assert baseline["roc_auc"] == 0.5 and baseline["pr_auc"] == pytest.approx(0.1) and baseline["recall"] == 0.0
+
+
+def test_threshold_for_recall():
+    positives = np.linspace(0.1, 1.0, 10)
+    assert scores.threshold_for_recall(positives, 0.8) == pytest.approx(0.3)  # 8 of 10 at or above
+    assert scores.threshold_for_recall(positives, 1.0) == pytest.approx(0.1)
+    # with 10 positives, 90% confidence in 80% recall allows no miss
+    assert scores.threshold_for_recall(positives, 0.8, confidence=0.9) == pytest.approx(0.1)
+    many = np.linspace(0, 1, 1001)
+    assert 0.0 < scores.threshold_for_recall(many, 0.9, confidence=0.9) < scores.threshold_for_recall(many, 0.9)
+    with pytest.raises(ValueError):
+        scores.threshold_for_recall([], 0.9)
+
+
+def test_stratified_assignment_keeps_the_class_mix():
+    strata = [1] * 50 + [0] * 450
+    assignment = stratified_assignment(strata, (0.6, 0.2, 0.2), seed=3)
+    assert assignment == stratified_assignment(strata, (0.6, 0.2, 0.2), seed=3)
+    for split, size in (("train", 300), ("val", 100), ("test", 100)):
+        chosen = [s for s, a in zip(strata, assignment) if a == split]
+        assert len(chosen) == size and sum(chosen) == size // 10
+
+
+# -- readers ---------------------------------------------------------------------------------
+def random_tracks(count=4, seed=0):
+    rng = np.random.default_rng(seed)
+    tracks = []
+    for index in range(count):
+        frames = 3 + 4 * index
+        tracks.append(track_io.Track(
+            cell="Cell1", track_id=str(index + 1), clathrin=rng.random(frames) * 100, auxilin=rng.random(frames),
+            background=rng.random(frames) + 5, auxilin_pval=rng.random(frames), positions=rng.random((frames, 2)),
+            frame_interval_s=1.0, label=index % 2, start_buffer=rng.random(3), end_buffer=rng.random(3)))
+    return tracks
+
+
+@pytest.mark.parametrize("writer, reader, name", [
+    (track_io.write_track_csv, track_io.read_track_csv, "Cell1/tracks.csv"),
+    (track_io.write_lifetime_data, track_io.read_lifetime_data, "Cell1/TagRFP/Analysis/lifetimeData.mat"),
+    (track_io.write_processed_tracks, track_io.read_processed_tracks, "Cell1/TagRFP/Tracking/ProcessedTracks.mat"),
+])
+def test_readers_round_trip(tmp_path, writer, reader, name):
+    tracks = random_tracks()
+    path = str(tmp_path / name)
+    writer(path, tracks)
+    read, skipped = reader(path, "Cell1")
+    assert skipped == {} and [t.track_id for t in read] == ["1", "2", "3", "4"]
+    for original, copy in zip(tracks, read):
+        assert copy.cell == "Cell1" and copy.frames == original.frames
+        for field in ("clathrin", "auxilin", "background", "auxilin_pval", "positions"):
+            np.testing.assert_allclose(getattr(copy, field), getattr(original, field), rtol=1e-5, err_msg=field)
+    if name.endswith("ProcessedTracks.mat"):
+        np.testing.assert_allclose(read[0].start_buffer, tracks[0].start_buffer)
+    if name.endswith(".csv"):
+        assert [t.label for t in read] == [0, 1, 0, 1]
+
+
+def test_lifetime_data_is_a_matlab_v73_file(tmp_path):
+    path = str(tmp_path / "lifetimeData.mat")
+    track_io.write_lifetime_data(path, random_tracks(), frames=30)
+    with open(path, "rb") as handle:
+        assert handle.read(19) == b"MATLAB 7.3 MAT-file"
+    with pytest.raises(NotImplementedError):  # scipy sends v7.3 files to HDF5 readers
+        scipy.io.loadmat(path)
+    with h5py.File(path, "r") as handle:
+        assert handle["lftData/A"].shape == (2, 30, 4)  # MATLAB's tracks × frames × channels, reversed
+
+
+def test_short_and_empty_tracks_are_counted(tmp_path):
+    tracks = random_tracks()
+    tracks[1].auxilin = np.full(tracks[1].frames, np.nan)
+    tracks[2].clathrin, tracks[2].auxilin = tracks[2].clathrin[:1], tracks[2].auxilin[:1]
+    tracks[2].background, tracks[2].auxilin_pval, tracks[2].positions = None, None, None
+    path = str(tmp_path / "tracks.csv")
+    for track in tracks:
+        track.background = track.auxilin_pval = track.positions = None
+    track_io.write_track_csv(path, tracks)
+    read, skipped = track_io.read_track_csv(path)
+    assert [t.track_id for t in read] == ["1", "4"]
+    assert skipped == {"clathrin or auxilin all NaN": 1, "shorter than 2 frames": 1}
+
+
+def test_tracker_gaps_are_interpolated(tmp_path):
+    track = random_tracks(1)[0]
+    track.clathrin = np.array([1.0, np.nan, 3.0])
+    path = str(tmp_path / "lifetimeData.mat")
+    track_io.write_lifetime_data(path, [track])
+    [read], _ = track_io.read_lifetime_data(path, "c")
+    np.testing.assert_allclose(read.clathrin, [1.0, 2.0, 3.0])
+
+
+def test_reader_errors_name_the_file(tmp_path):
+    no_tracks = str(tmp_path / "ProcessedTracks.mat")
+    scipy.io.savemat(no_tracks, {"something": np.zeros(3)})
+    with pytest.raises(InputError, match="ProcessedTracks.mat: has no 'tracks' struct array"):
+        track_io.read_processed_tracks(no_tracks, "c")
+    no_amplitude = str(tmp_path / "lifetimeData.mat")
+    with h5py.File(no_amplitude, "w") as handle:
+        handle.create_dataset("lftData/c", data=np.zeros((2, 5, 3)))
+    with pytest.raises(InputError, match="has no dataset 'A'"):
+        track_io.read_lifetime_data(no_amplitude, "c")
+    with pytest.raises(InputError, match="is not a MATLAB v7.3"):
+        track_io.read_lifetime_data(no_tracks, "c")
+    columns = tmp_path / "columns.csv"
+    columns.write_text("cell,lifetime,max_intensity\nc,3,4\n")
+    with pytest.raises(InputError, match=r"columns.csv: has neither trace columns .*missing background"):
+        track_io.read_track_csv(str(columns))
+    bad_number = tmp_path / "bad.csv"
+    bad_number.write_text("clathrin_0,clathrin_1,auxilin_0,auxilin_1\n1,2,3,x\n")
+    with pytest.raises(InputError, match=r"bad.csv: line 2: 'x' is not a number"):
+        track_io.read_track_csv(str(bad_number))
+    bad_label = tmp_path / "label.csv"
+    bad_label.write_text("label,clathrin_0,clathrin_1,auxilin_0,auxilin_1\nmaybe,1,2,3,4\n")
+    with pytest.raises(InputError, match="label 'maybe'"):
+        track_io.read_track_csv(str(bad_label))
+
+
+def test_feature_only_csv_trains_only_the_features_model(tmp_path, ccp_task, tiny_ccp_config):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "features.csv"
+    rows = [",".join(["label", *FEATURE_NAMES])]
+    rows += [",".join([str(i % 4 == 0), *map(str, rng.random(len(FEATURE_NAMES)))]) for i in range(40)]
+    path.write_text("\n".join(rows) + "\n")
+    data_dir = tmp_path / "prepared"
+    manifest = prepare_dataset(ccp_task, tiny_ccp_config, str(data_dir), input_path=str(path), show_progress=False)
+    assert manifest["statistics"]["tracks_without_traces"] == manifest["splits"]["train"]["count"]
+    with pytest.raises(ConfigError, match="features but no traces"):
+        ccp_task.build_model(tiny_ccp_config, manifest)
+    features_config = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "model=features"])
+    assert ccp_task.build_model(features_config, manifest).count_params() == (11 * 10 + 10) + (10 * 10 + 10) + (10 + 1)
+
+
+def test_unlabelled_tracks_cannot_be_prepared(tmp_path, ccp_task, tiny_ccp_config):
+    tracks = random_tracks()
+    for track in tracks:
+        track.auxilin_pval, track.label = None, None
+    track_io.write_track_csv(str(tmp_path / "raw" / "tracks.csv"), tracks)
+    with pytest.raises(InputError, match="has no label and no auxilin p-values"):
+        prepare_dataset(ccp_task, tiny_ccp_config, str(tmp_path / "out"), input_path=str(tmp_path / "raw"), show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+# -- prepared data and models ------------------------------------------------------------------
+def test_synthetic_data_through_every_reader_split_by_label_or_by_cell(tmp_path, ccp_task, tiny_ccp_config):
+    manifest = prepare_dataset(ccp_task, tiny_ccp_config, str(tmp_path / "by_track"), synthetic=True, num_examples=3,
+                               show_progress=False)
+    assert manifest["split_by"] == "example, stratified" and manifest["split_fractions"] == [0.6, 0.2, 0.2]
+    kinds = sorted(source["files"][0].rsplit("/", 1)[-1] for source in manifest["sources"])
+    assert kinds == ["ProcessedTracks.mat", "lifetimeData.mat", "tracks.csv"]
+    positives = sum(source["positives"] for source in manifest["sources"])
+    total = sum(source["tracks"] for source in manifest["sources"])
+    assert 0.08 < positives / total < 0.2
+    assert manifest["skipped"].get("shorter than 2 frames", 0) > 0  # the 1-frame detections, counted
+    counts = {split: info["count"] for split, info in manifest["splits"].items()}
+    assert counts["train"] == pytest.approx(0.6 * total, abs=2) and counts["test"] == pytest.approx(0.2 * total, abs=2)
+    assert manifest["statistics"]["positive_fraction"] == pytest.approx(positives / total, abs=0.02)
+
+    by_cell = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "group_split=true"])
+    manifest = prepare_dataset(ccp_task, by_cell, str(tmp_path / "by_cell"), synthetic=True, num_examples=3,
+                               show_progress=False)
+    assert manifest["split_by"] == "group"
+    assert sorted(source["split"] for source in manifest["sources"]) == ["test", "train", "val"]
+
+
+def test_padding_does_not_change_a_prediction():
+    from biomodels.models import TraceNet
+
+    model = TraceNet([50.0, 1.0], [400.0, 4.0], filters=8, conv_layers=2, gru_units=8, dense_units=8)
+    rng = np.random.default_rng(0)
+    lengths = np.array([2, 17, 40], np.int32)
+    traces = rng.normal(size=(3, 40, 2)).astype(np.float32) * 20
+    batch = model({"traces": traces, "lengths": lengths}, training=False).numpy().ravel()
+    alone = [model({"traces": traces[i:i + 1, :n], "lengths": lengths[i:i + 1]}, training=False).numpy().item()
+             for i, n in enumerate(lengths)]
+    junk = np.concatenate([traces, rng.normal(size=(3, 25, 2)).astype(np.float32) * 1e3], axis=1)
+    padded = model({"traces": junk, "lengths": lengths}, training=False).numpy().ravel()
+    np.testing.assert_allclose(batch, alone, atol=1e-5)
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+    assert np.ptp(alone) > 1e-4  # different tracks, different answers
+
+
+def test_trace_models_round_trip_through_keras_files(tmp_path):
+    import keras
+
+    from biomodels.models import TraceFeatureNet, TraceNet
+
+    rng = np.random.default_rng(1)
+    cases = [
+        (TraceNet([5.0, 1.0], [4.0, 2.0], filters=4, gru_units=4, dense_units=4),
+         {"traces": rng.normal(size=(2, 9, 2)).astype(np.float32), "lengths": np.array([9, 4], np.int32)}),
+        (TraceFeatureNet(rng.normal(size=11), rng.random(11) + 0.5), {"features": rng.normal(size=(3, 11)).astype(np.float32)}),
+    ]
+    for model, inputs in cases:
+        path = str(tmp_path / f"{model.name}.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path, safe_mode=True)
+        np.testing.assert_allclose(loaded(inputs, training=False), model(inputs, training=False), atol=1e-6)
+        assert loaded.get_config() == model.get_config()
+
+
+def test_balanced_loss_weighs_both_classes_equally(ccp_task, tiny_ccp_config):
+    from biomodels.models import BalancedBinaryCrossentropy
+
+    positive_weight, negative_weight = ccp_task.class_weights(tiny_ccp_config, {"statistics": {"positive_fraction": 0.1}})
+    assert (positive_weight, negative_weight) == pytest.approx((5.0, 0.5 / 0.9))
+    loss = BalancedBinaryCrossentropy(positive_weight, negative_weight)
+    labels = np.array([[1.0]] + [[0.0]] * 9)
+    probabilities = np.full((10, 1), 0.5, np.float32)
+    # one positive and nine negatives at p=0.5 contribute ln 2 · (5 + 9 · 0.5/0.9) / 10
+    assert float(loss(labels, probabilities)) == pytest.approx(np.log(2) * (5 + 5) / 10, rel=1e-5)
