@@ -101,5 +101,14 @@ def error_lines(result):
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+def assert_one_line_error(result, *fragments):
+    """Exit status 2 and one `error:` line holding every fragment."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 def random_volume(shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)

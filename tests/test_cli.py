@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from biomodels.pipelines import readers
-from conftest import TINY_CRYOET, error_lines, run_cli
+from conftest import TINY_CRYOET, assert_one_line_error, run_cli
 
 SETS = [arg for item in TINY_CRYOET for arg in ("--set", item)]
 
@@ -85,25 +85,17 @@ def test_evaluate_export_and_predict(trained_run, tmp_path):
                                   readers.read_mrc(str(tmp_path / "out_run" / "tomo_labels.mrc")).data)
 
 
-def _assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = error_lines(result)
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.mark.slow
 def test_unknown_task_and_bad_flag():
-    _assert_one_line_error(run_cli("biomodels.train", "--task=nope"), "unknown task 'nope'")
-    _assert_one_line_error(run_cli("biomodels.train", "--task=cryoet", "--precision=float8"), "precision")
-    _assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", "--output_dir=x", "--synthetic", "--no_such_flag"), "no_such_flag")
+    assert_one_line_error(run_cli("biomodels.train", "--task=nope"), "unknown task 'nope'")
+    assert_one_line_error(run_cli("biomodels.train", "--task=cryoet", "--precision=float8"), "precision")
+    assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", "--output_dir=x", "--synthetic", "--no_such_flag"), "no_such_flag")
 
 
 @pytest.mark.slow
 def test_train_on_a_missing_data_set_writes_nothing(tmp_path):
     result = run_cli("biomodels.train", "--task=cryoet", f"--data_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path / 'run'}")
-    _assert_one_line_error(result, "nowhere/dataset.json", "not found")
+    assert_one_line_error(result, "nowhere/dataset.json", "not found")
     assert not (tmp_path / "run").exists()
 
 
@@ -117,32 +109,32 @@ def test_bad_inputs_leave_nothing_behind(tmp_path):
     readers.write_mrc(str(raw / "worse_labels.mrc"), np.full((2, 16, 16), 9, np.uint8))
     out = tmp_path / "prepared"
     result = run_cli("biomodels.prepare", "--task=cryoet", f"--input={raw}", f"--output_dir={out}", *SETS)
-    _assert_one_line_error(result, "worse_labels.mrc", "labels must lie in 0..5")
+    assert_one_line_error(result, "worse_labels.mrc", "labels must lie in 0..5")
     assert not out.exists() or os.listdir(out) == []
     assert [name for name in os.listdir(tmp_path) if name.startswith(".prepare")] == []
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    _assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", f"--input={empty}", f"--output_dir={out}"), "empty", "no tomograms")
+    assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", f"--input={empty}", f"--output_dir={out}"), "empty", "no tomograms")
 
     truncated = tmp_path / "cut" / "t.mrc"
     readers.write_mrc(str(truncated), density)
     readers.write_mrc(str(truncated.parent / "t_labels.mrc"), np.zeros((2, 16, 16), np.uint8))
     with open(truncated, "r+b") as handle:
         handle.truncate(1100)
-    _assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", f"--input={truncated.parent}", f"--output_dir={out}"),
+    assert_one_line_error(run_cli("biomodels.prepare", "--task=cryoet", f"--input={truncated.parent}", f"--output_dir={out}"),
                            "t.mrc", "not a readable MRC")
 
 
 @pytest.mark.slow
 def test_predict_bad_inputs(trained_run, tmp_path):
     _, _, model_dir, _ = trained_run
-    _assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'absent.mrc'}",
+    assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'absent.mrc'}",
                                    f"--output={tmp_path / 'o'}"), "absent.mrc", "no such file")
     nan_volume = np.zeros((1, 16, 16), np.float32)
     nan_volume[0, 3, 3] = np.nan
     readers.write_mrc(str(tmp_path / "nan.mrc"), nan_volume)
     result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'nan.mrc'}", f"--output={tmp_path / 'o'}")
-    _assert_one_line_error(result, "nan.mrc", "NaN or Inf")
+    assert_one_line_error(result, "nan.mrc", "NaN or Inf")
     assert not (tmp_path / "o" / "nan_labels.mrc").exists()
-    _assert_one_line_error(run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={tmp_path}"), "config.json", "not found")
+    assert_one_line_error(run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={tmp_path}"), "config.json", "not found")
