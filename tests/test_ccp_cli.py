@@ -61,6 +61,7 @@ def test_evaluate_export_and_triage(ccp_run, tmp_path):
     assert result.returncode == 0, result.stderr
     batching = (export_dir / "ccp" / "1" / "assets.extra" / "batching_params.pbtxt").read_text()
     assert "pad_variable_length_inputs: true" in batching
+    _replay_warmup_records(export_dir / "ccp" / "1")
 
     outputs = {}
     for name, model in (("export", export_dir / "ccp" / "1"), ("run", model_dir)):
@@ -96,6 +97,22 @@ def test_evaluate_export_and_triage(ccp_run, tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "triage_summary.json").read_text())
     assert summary["threshold_basis"] == "given threshold" and summary["flagged_for_review"] == summary["tracks"]
+
+
+def _replay_warmup_records(saved_model):
+    """The warmup requests parse as PredictionLog and run against the signature."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from biomodels.export.serving import WARMUP_FILE
+
+    signature = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    records = list(tf.data.TFRecordDataset(str(saved_model / WARMUP_FILE)).as_numpy_iterator())
+    assert len(records) == 2
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        assert signature(**inputs)["probability"].shape == inputs["lengths"].shape
 
 
 @pytest.mark.slow
