@@ -112,7 +112,7 @@ def read_processed_tracks(path, cell):
             start_buffer=_buffer(record.get("startBuffer")), end_buffer=_buffer(record.get("endBuffer")),
             total_displacement=_scalar(motion.get("totalDisplacement")) if isinstance(motion, dict) else None,
             msd=np.asarray(motion.get("MSD"), np.float64).ravel() if isinstance(motion, dict) and "MSD" in motion else None,
-            category=_scalar(record.get("catIdx")),
+            category=None if _scalar(record.get("catIdx")) is None else int(_scalar(record.get("catIdx"))),
         )
         _keep_or_count(track, tracks, skipped)
     return tracks, dict(skipped)
