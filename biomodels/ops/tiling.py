@@ -1,5 +1,7 @@
-"""Tiled inference over images larger than memory allows, with overlapping tiles
-blended by a window that fades towards tile edges, so seams do not show."""
+"""Tiled inference over images or volumes larger than memory allows, with overlapping
+tiles blended by a window that fades towards tile edges, so seams do not show."""
+
+import itertools
 
 import numpy as np
 
@@ -14,38 +16,52 @@ def tile_starts(length, tile, overlap):
     return starts
 
 
-def blend_window(tile, overlap):
-    """A (tile, tile) weight map: 1 in the middle, ramping down over `overlap` pixels."""
+def _ramp(tile, overlap):
     ramp = np.ones(tile, np.float32)
     if overlap > 0:
         edge = np.linspace(0.0, 1.0, overlap + 2, dtype=np.float32)[1:-1]
         ramp[:overlap] = edge
         ramp[-overlap:] = edge[::-1]
-    return np.outer(ramp, ramp)
+    return ramp
+
+
+def blend_window(tile, overlap):
+    """A weight map of shape `tile` (an int means a square): 1 in the middle, ramping
+    down over `overlap` pixels (an int, or one per axis) towards each edge."""
+    tiles = (tile, tile) if np.isscalar(tile) else tuple(tile)
+    overlaps = (overlap,) * len(tiles) if np.isscalar(overlap) else tuple(overlap)
+    window = np.ones((), np.float32)
+    for size, margin in zip(tiles, overlaps):
+        window = np.multiply.outer(window, _ramp(size, margin))
+    return window
 
 
 def predict_tiled(image, predict_batch, tile=512, overlap=64, batch_size=4):
-    """Apply `predict_batch` (N, t, t, C) -> (N, t, t, K) over `image` (H, W, C).
+    """Apply `predict_batch` (N, *tile, C) -> (N, *tile, K) over `image` (*spatial, C),
+    2-D or 3-D; `tile` and `overlap` are an int for every axis or one per axis.
 
-    Images smaller than a tile are padded by reflection; the result is (H, W, K).
+    Axes shorter than a tile are padded by reflection; the result is (*spatial, K).
     """
-    height, width = image.shape[:2]
-    pad_y, pad_x = max(0, tile - height), max(0, tile - width)
-    if pad_y or pad_x:
-        image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="reflect" if min(height, width) > 1 else "edge")
-    full_h, full_w = image.shape[:2]
-    overlap = min(overlap, tile // 2)
-    window = blend_window(tile, overlap)[..., np.newaxis]
-    corners = [(y, x) for y in tile_starts(full_h, tile, overlap) for x in tile_starts(full_w, tile, overlap)]
+    spatial = image.shape[:-1]
+    tiles = (tile,) * len(spatial) if np.isscalar(tile) else tuple(tile)
+    overlaps = (overlap,) * len(spatial) if np.isscalar(overlap) else tuple(overlap)
+    overlaps = tuple(min(o, t // 2) for o, t in zip(overlaps, tiles))
+    padding = [(0, max(0, t - n)) for t, n in zip(tiles, spatial)]
+    if any(after for _, after in padding):
+        mode = "reflect" if min(spatial) > 1 else "edge"
+        image = np.pad(image, padding + [(0, 0)], mode=mode)
+    full = image.shape[:-1]
+    window = blend_window(tiles, overlaps)[..., np.newaxis]
+    corners = list(itertools.product(*(tile_starts(n, t, o) for n, t, o in zip(full, tiles, overlaps))))
     total = None
-    weight = np.zeros((full_h, full_w, 1), np.float32)
+    weight = np.zeros(full + (1,), np.float32)
     for first in range(0, len(corners), batch_size):
         batch_corners = corners[first:first + batch_size]
-        tiles = np.stack([image[y:y + tile, x:x + tile] for y, x in batch_corners])
-        outputs = np.asarray(predict_batch(tiles), np.float32)
+        regions = [tuple(slice(c, c + t) for c, t in zip(corner, tiles)) for corner in batch_corners]
+        outputs = np.asarray(predict_batch(np.stack([image[region] for region in regions])), np.float32)
         if total is None:
-            total = np.zeros((full_h, full_w, outputs.shape[-1]), np.float32)
-        for (y, x), output in zip(batch_corners, outputs):
-            total[y:y + tile, x:x + tile] += output * window
-            weight[y:y + tile, x:x + tile] += window
-    return (total / weight)[:height, :width]
+            total = np.zeros(full + (outputs.shape[-1],), np.float32)
+        for region, output in zip(regions, outputs):
+            total[region] += output * window
+            weight[region] += window
+    return (total / weight)[tuple(slice(0, n) for n in spatial)]

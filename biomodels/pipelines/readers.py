@@ -118,3 +118,42 @@ def _require_file(path):
 def _first_line(error):
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def read_tiff_volume(path):
+    """(Z, Y, X) array, voxel size (x, y, z) in µm or None) of a TIFF stack; the voxel
+    size comes from the X/Y resolution tags and ImageJ's `spacing`, when in µm."""
+    import tifffile
+
+    _require_file(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            page = tif.pages[0]
+            imagej = tif.imagej_metadata or {}
+            resolution = page.tags.get("XResolution"), page.tags.get("YResolution")
+            unit = str(imagej.get("unit", "")).lower().replace("\\u00b5", "µ")
+            voxel_size = None
+            if all(resolution) and unit in ("um", "µm", "micron", "microns"):
+                x, y = (tag.value[1] / tag.value[0] for tag in resolution)
+                voxel_size = (float(x), float(y), float(imagej.get("spacing", x)))
+    except Exception as error:  # tifffile raises many kinds for corrupt files
+        raise InputError(path, f"not a readable TIFF ({_first_line(error)})") from None
+    if data.ndim == 2:
+        raise InputError(path, f"is a 2-D image {data.shape}; expected a Z×Y×X volume")
+    if data.ndim != 3:
+        raise InputError(path, f"expected a Z×Y×X volume, found shape {data.shape}")
+    return data, voxel_size
+
+
+def write_tiff_volume(path, data, voxel_size=None):
+    """Write a (Z, Y, X) volume as an ImageJ TIFF stack, with the voxel size (x, y, z) in
+    µm when given, atomically."""
+    import tifffile
+
+    kwargs = {}
+    if voxel_size is not None:
+        kwargs = {"resolution": (1.0 / voxel_size[0], 1.0 / voxel_size[1]),
+                  "metadata": {"spacing": voxel_size[2], "unit": "um", "axes": "ZYX"}}
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, np.ascontiguousarray(data), imagej=True, **kwargs)

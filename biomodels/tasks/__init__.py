@@ -8,6 +8,7 @@ from biomodels.errors import ConfigError
 _MODULES = {
     "ccp": "biomodels.tasks.ccp",
     "cryoet": "biomodels.tasks.cryoet",
+    "deepis": "biomodels.tasks.deepis",
 }
 
 

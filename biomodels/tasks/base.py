@@ -79,9 +79,9 @@ class Task(abc.ABC):
         """Keyword arguments for `model.compile`: loss, optimizer, metrics."""
 
     @abc.abstractmethod
-    def preprocess(self, inputs):
-        """TensorFlow ops from raw model input to network input; shared by the training
-        pipeline, evaluation, prediction and the serving graph."""
+    def preprocess(self, inputs, config):
+        """TensorFlow ops from raw model input to network input under `config`; shared by
+        the training pipeline, evaluation, prediction and the serving graph."""
 
     @abc.abstractmethod
     def augment(self, example, seed, config):

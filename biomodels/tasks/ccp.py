@@ -243,7 +243,7 @@ class CCPTask(Task):
             "metrics": [keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")],
         }
 
-    def preprocess(self, inputs):
+    def preprocess(self, inputs, config=None):
         """Cast to float32 and set non-finite values (NaN padding) to zero; the models
         standardise their inputs themselves with the training statistics."""
         import tensorflow as tf
@@ -265,8 +265,8 @@ class CCPTask(Task):
 
         label = tf.reshape(tf.cast(example["label"], tf.float32), [1])
         if config.model == "features":
-            return {"features": self.preprocess(example["features"])}, label
-        traces = self.preprocess(example["traces"])
+            return {"features": self.preprocess(example["features"], config)}, label
+        traces = self.preprocess(example["traces"], config)
         return {"traces": traces, "lengths": tf.shape(traces)[0]}, label
 
     def batch(self, data, batch_size, training):
@@ -329,7 +329,7 @@ class CCPTask(Task):
         if config.model == "features":
             @tf.function(input_signature=[tf.TensorSpec([None, NUM_FEATURES], tf.float32, name="features")])
             def serve_features(features):
-                probability = model({"features": self.preprocess(features)}, training=False)
+                probability = model({"features": self.preprocess(features, config)}, training=False)
                 return {"probability": tf.reshape(tf.cast(probability, tf.float32), [-1])}
 
             return {"serving_default": serve_features}
@@ -337,7 +337,7 @@ class CCPTask(Task):
         @tf.function(input_signature=[tf.TensorSpec([None, None, len(CHANNELS)], tf.float32, name="traces"),
                                       tf.TensorSpec([None], tf.int32, name="lengths")])
         def serve_traces(traces, lengths):
-            probability = model({"traces": self.preprocess(traces), "lengths": lengths}, training=False)
+            probability = model({"traces": self.preprocess(traces, config), "lengths": lengths}, training=False)
             return {"probability": tf.reshape(tf.cast(probability, tf.float32), [-1])}
 
         return {"serving_default": serve_traces}

@@ -185,7 +185,7 @@ class CryoETTask(Task):
             ],
         }
 
-    def preprocess(self, inputs):
+    def preprocess(self, inputs, config=None):
         """Standardise each image of a [N, H, W, C] batch to zero mean, unit variance."""
         import tensorflow as tf
 
@@ -212,7 +212,7 @@ class CryoETTask(Task):
     def model_io(self, example, config):
         import tensorflow as tf
 
-        image = self.preprocess(example["image"][tf.newaxis, ..., tf.newaxis])[0]
+        image = self.preprocess(example["image"][tf.newaxis, ..., tf.newaxis], config)[0]
         return image, tf.cast(example["labels"], tf.int32)
 
     # -- results --------------------------------------------------------------
@@ -265,7 +265,7 @@ class CryoETTask(Task):
             pad_w = (multiple - width % multiple) % multiple
             # normalise before padding, so the padding does not shift the statistics; pad with
             # the mean (0), which works for images of any size, even smaller than the padding
-            x = self.preprocess(images)
+            x = self.preprocess(images, config)
             x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
             probabilities = tf.cast(model(x, training=False), tf.float32)[:, :height, :width, :]
             return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
