@@ -69,7 +69,8 @@ class ImageSummary(keras.callbacks.Callback):
     def __init__(self, task, val_data, log_dir, count=3):
         super().__init__()
         self.task, self.log_dir = task, log_dir
-        self.inputs, self.targets = next(iter(val_data.unbatch().batch(count)))
+        batch = next(iter(val_data.unbatch().batch(count)))  # (inputs, targets[, sample weights])
+        self.inputs, self.targets = batch[0], batch[1]
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
