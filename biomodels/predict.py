@@ -22,9 +22,27 @@ def main(argv):
     predictor = load_predictor(task, flags.model)
     os.makedirs(flags.output, exist_ok=True)
     options = {"probabilities": flags.probabilities, "tile": flags.tile, "overlap": flags.overlap, "batch_size": flags.batch_size,
-               "target_recall": flags.target_recall, "threshold": flags.threshold}
+               "target_recall": flags.target_recall, "threshold": flags.threshold,
+               "voxel_size": parse_voxel_size(flags.voxel_size)}
     written = task.predict_files(predictor, flags.input, flags.output, options)
     cli.say(f"Wrote {len(written)} file(s) to {flags.output}")
+
+
+def parse_voxel_size(text):
+    """(x, y, z) in µm from 'x,y,z' or one number for all three; None for None."""
+    if not text:
+        return None
+    from biomodels.errors import ConfigError
+
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) <= 0:
+        raise ConfigError(f"--voxel_size={text}: expected x,y,z in µm (or one number), all positive")
+    return values
 
 
 def define_flags():
@@ -41,6 +59,7 @@ def define_flags():
     flags.DEFINE_integer("overlap", 64, "Overlap between tiles, blended.", lower_bound=0)
     flags.DEFINE_integer("batch_size", 4, "Tiles per batch.", lower_bound=1)
     flags.DEFINE_float("target_recall", None, "ccp: flag for review the tracks above the threshold that keeps this recall on the validation split (default: the run's target_recall).", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_string("voxel_size", None, "deepis: voxel size x,y,z in µm (or one number) when the files do not say; puts the report in µm³ and µm².")
     flags.DEFINE_float("threshold", None, "ccp: flag the tracks with a probability at or above this instead.", lower_bound=0.0, upper_bound=1.0)
     flags.mark_flags_as_required(["task", "model", "input", "output"])
 

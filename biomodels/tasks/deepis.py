@@ -35,7 +35,7 @@ CELL_NAMES = {1: "car_t", 2: "target"}
 @dataclasses.dataclass(frozen=True)
 class DeepISConfig:
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
-    gcn_kernels: tuple[int, ...] = (13, 13, 9, 7, 5)
+    gcn_kernels: tuple[int, ...] = (1, 9, 7, 5, 3)
     crop: tuple[int, ...] = (32, 64, 64)  # Z, Y, X
     medium_index: float = 1.337
     ri_scale: float = 0.01
@@ -49,13 +49,15 @@ class DeepISConfig:
     zoom: tuple[float, ...] = (1.1, 1.3)
     zoom_probability: float = 0.5
     elastic_voxels: float = 1.5
-    learning_rate: float = 2e-3
-    beta_1: float = 0.5
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
     beta_2: float = 0.99
+    clip_norm: float = 1.0
+    lr_schedule: str = "cosine"
     halve_every_epochs: int = 50
     batch_size: int = 2
-    epochs: int = 12
-    steps_per_epoch: int = 40
+    epochs: int = 10
+    steps_per_epoch: int = 36
     synthetic_volumes: int = 30
     synthetic_shape: tuple[int, ...] = (32, 64, 64)
 
@@ -71,8 +73,9 @@ class DeepISTask(Task):
     def presets(cls):
         return {
             "quick": DeepISConfig(),
-            "paper": DeepISConfig(widths=(32, 64, 128, 256, 512), crop=(64, 128, 128), learning_rate=1e-3,
-                                  epochs=400, steps_per_epoch=0, synthetic_shape=(64, 128, 128)),
+            "paper": DeepISConfig(widths=(32, 64, 128, 256, 512), gcn_kernels=(13, 13, 9, 7, 5), crop=(64, 128, 128),
+                                  beta_1=0.5, clip_norm=0.0, lr_schedule="halving", epochs=400, steps_per_epoch=0,
+                                  synthetic_shape=(64, 128, 128)),
         }
 
     @property
@@ -126,11 +129,19 @@ class DeepISTask(Task):
 
         if config.loss not in ("l1", "l2"):
             raise ConfigError(f"--set loss={config.loss}: choose l1 (the paper) or l2 (the study's code)")
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            config.learning_rate, decay_steps=max(1, config.halve_every_epochs * steps_per_epoch), decay_rate=0.5,
-            staircase=True)
+        if config.lr_schedule not in ("cosine", "halving"):
+            raise ConfigError(f"--set lr_schedule={config.lr_schedule}: choose cosine or halving (the study's)")
+        if config.lr_schedule == "halving":
+            schedule = keras.optimizers.schedules.ExponentialDecay(
+                config.learning_rate, decay_steps=max(1, config.halve_every_epochs * steps_per_epoch), decay_rate=0.5,
+                staircase=True)
+        else:
+            schedule = keras.optimizers.schedules.CosineDecay(
+                config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
         loss = keras.losses.MeanAbsoluteError() if config.loss == "l1" else keras.losses.MeanSquaredError()
-        return {"loss": loss, "optimizer": keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2)}
+        optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1, beta_2=config.beta_2,
+                                          global_clipnorm=config.clip_norm or None)
+        return {"loss": loss, "optimizer": optimizer}
 
     def preprocess(self, inputs, config):
         """Refractive index to network input: (RI - medium_index) / ri_scale with the run's
