@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from biomodels.config import write_json_atomic
 from biomodels.errors import ConfigError, InputError
 from biomodels.ops import distance as distance_ops
 from biomodels.pipelines import readers
@@ -189,9 +190,10 @@ class DeepISTask(Task):
         images = np.asarray(inputs)[:, middle, :, :, 0]
         low, high = np.percentile(images, [1, 99])
         grey = (np.clip((images - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+        scale = max(1.0, float(np.abs(np.asarray(targets)).max()))
         return {"input": np.repeat(grey[..., None], 3, axis=-1),
-                "ground_truth": colour_distance(np.asarray(targets)[:, middle, :, :, 0], self_clip(targets)),
-                "prediction": colour_distance(predicted[:, middle], self_clip(targets))}
+                "ground_truth": colour_distance(np.asarray(targets)[:, middle, :, :, 0], scale),
+                "prediction": colour_distance(predicted[:, middle], scale)}
 
     def serving_functions(self, model, config):
         import tensorflow as tf
@@ -219,10 +221,6 @@ class DeepISTask(Task):
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return predict_volumes(self, predictor, input_path, output_dir, options)
-
-
-def self_clip(targets):
-    return max(1.0, float(np.abs(np.asarray(targets)).max()))
 
 
 def colour_distance(distance, clip):
@@ -394,8 +392,6 @@ def predict_volumes(task, predictor, input_path, output_dir, options):
         readers.write_tiff_volume(f"{stem}_distance.tif", distance.astype(np.float32), voxel_size)
         readers.write_tiff_volume(f"{stem}_labels.tif", result["labels"], voxel_size)
         readers.write_tiff_volume(f"{stem}_synapse.tif", result["synapse"].astype(np.uint8), voxel_size)
-        from biomodels.config import write_json_atomic
-
         write_json_atomic(f"{stem}_report.json", {"file": os.path.abspath(path), **result["report"]})
         written += [f"{stem}_{kind}" for kind in ("distance.tif", "labels.tif", "synapse.tif", "report.json")]
         bar.update(done)
