@@ -4,6 +4,7 @@
 
 import abc
 import dataclasses
+import importlib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,8 +21,6 @@ class Task(abc.ABC):
     name = ""
     summary = ""
     Config = None
-    #: version of the synthetic generator; part of the embedded data set's cache key
-    synthetic_version = 1
     #: what XLA setting measured faster for this task on CPU
     jit_compile_default = False
     #: the validation metric that picks best.keras, and whether larger is better
@@ -51,6 +50,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def write_synthetic(self, directory, num_examples, seed, config):
         """Write `num_examples` raw synthetic inputs, in the real format, to `directory`."""
+
+    @property
+    def synthetic_version(self):
+        """VERSION of the task's generator, biomodels.pipelines.synthetic.<name>: part of
+        the embedded data set's cache key."""
+        return importlib.import_module(f"biomodels.pipelines.synthetic.{self.name}").VERSION
 
     def default_synthetic_examples(self, config):
         return 10

@@ -94,12 +94,6 @@ class CCPTask(Task):
             "paper": CCPConfig(model="features", learning_rate=1e-3, lr_schedule="constant", epochs=20),
         }
 
-    @property
-    def synthetic_version(self):
-        from biomodels.pipelines.synthetic import ccp as synthetic
-
-        return synthetic.VERSION
-
     # -- raw data -------------------------------------------------------------
     def find_sources(self, input_path, config):
         if not os.path.exists(input_path):

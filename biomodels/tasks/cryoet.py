@@ -132,12 +132,6 @@ class CryoETTask(Task):
     def default_synthetic_examples(self, config):
         return config.synthetic_tomograms
 
-    @property
-    def synthetic_version(self):
-        from biomodels.pipelines.synthetic import cryoet as synthetic
-
-        return synthetic.VERSION
-
     def statistics(self, examples):
         counts = np.zeros(NUM_CLASSES, np.int64)
         for example in examples:

@@ -79,23 +79,13 @@ class DeepISTask(Task):
                                   synthetic_shape=(64, 128, 128)),
         }
 
-    @property
-    def synthetic_version(self):
-        from biomodels.pipelines.synthetic import deepis as synthetic
-
-        return synthetic.VERSION
-
     # -- raw data -------------------------------------------------------------
     def find_sources(self, input_path, config):
         if not os.path.exists(input_path):
             raise InputError(input_path, "no such file or directory")
-        if os.path.isfile(input_path):
-            paths = [input_path]
-        else:
-            paths = sorted(p for p in glob.glob(os.path.join(input_path, "*"))
-                           if p.lower().endswith((".mat", ".tif", ".tiff")) and not _is_label_file(p))
-            if not paths:
-                raise InputError(input_path, "no volumes: expected NAME.mat (input, target) or NAME.tif with NAME_labels.tif")
+        paths = volume_paths(input_path)
+        if not paths:
+            raise InputError(input_path, "no volumes: expected NAME.mat (input, target) or NAME.tif with NAME_labels.tif")
         sources = []
         for path in paths:
             name = os.path.splitext(os.path.basename(path))[0]
@@ -264,6 +254,14 @@ def summarise_scores(per_example):
     return metrics
 
 
+def volume_paths(input_path):
+    """The file itself, or the .mat and .tif volumes in a folder (label volumes left out)."""
+    if os.path.isfile(input_path):
+        return [input_path]
+    return sorted(p for p in glob.glob(os.path.join(input_path, "*"))
+                  if p.lower().endswith((".mat", ".tif", ".tiff")) and not _is_label_file(p))
+
+
 def _is_label_file(path):
     return os.path.splitext(path)[0].endswith("_labels")
 
@@ -367,13 +365,9 @@ def predict_volumes(task, predictor, input_path, output_dir, options):
     from biomodels.ops.tiling import predict_tiled
     from biomodels.progress import progress_bar
 
-    if os.path.isdir(input_path):
-        paths = sorted(p for p in glob.glob(os.path.join(input_path, "*"))
-                       if p.lower().endswith((".tif", ".tiff", ".mat")) and not _is_label_file(p))
-        if not paths:
-            raise InputError(input_path, "no .tif or .mat volumes in this directory")
-    else:
-        paths = [input_path]
+    paths = volume_paths(input_path)
+    if not paths:
+        raise InputError(input_path, "no .tif or .mat volumes in this directory")
     crop = tuple(predictor.config.get("crop") or DeepISConfig.crop)
     serve = predictor.signature("serving_default")
     written = []
