@@ -23,7 +23,7 @@ def main(argv):
     os.makedirs(flags.output, exist_ok=True)
     options = {"probabilities": flags.probabilities, "tile": flags.tile, "overlap": flags.overlap, "batch_size": flags.batch_size,
                "target_recall": flags.target_recall, "threshold": flags.threshold,
-               "voxel_size": parse_voxel_size(flags.voxel_size)}
+               "voxel_size": parse_voxel_size(flags.voxel_size), "mode": flags.mode, "cells": flags.cells, "steps": flags.steps}
     written = task.predict_files(predictor, flags.input, flags.output, options)
     cli.say(f"Wrote {len(written)} file(s) to {flags.output}")
 
@@ -60,6 +60,9 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 4, "Tiles per batch.", lower_bound=1)
     flags.DEFINE_float("target_recall", None, "ccp: flag for review the tracks above the threshold that keeps this recall on the validation split (default: the run's target_recall).", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_string("voxel_size", None, "deepis: voxel size x,y,z in µm (or one number) when the files do not say; puts the report in µm³ and µm².")
+    flags.DEFINE_string("mode", None, "lch: embed (embeddings.csv; the default), insilico (cells decoded along the classifier direction) or interpolate (between two --cells).")
+    flags.DEFINE_list("cells", None, "lch: crop file names for --mode=insilico (default: the two most confidently low and high) or the two for --mode=interpolate.")
+    flags.DEFINE_integer("steps", 9, "lch: decoded images per in-silico path or interpolation.", lower_bound=2)
     flags.DEFINE_float("threshold", None, "ccp: flag the tracks with a probability at or above this instead.", lower_bound=0.0, upper_bound=1.0)
     flags.mark_flags_as_required(["task", "model", "input", "output"])
 

@@ -163,7 +163,8 @@ def _callbacks(task, model_dir, val_data, nan_guard):
         keras.callbacks.CSVLogger(history, append=True),
     ]
     if val_data is not None:
-        callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images")))
+        callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images"),
+                                      count=task.summary_examples))
     return callbacks
 
 

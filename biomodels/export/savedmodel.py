@@ -21,7 +21,7 @@ def export_saved_model(task, model, config, path, metadata=None, before_publish=
 
     if os.path.exists(path):
         raise InputError(path, "already exists; choose another export path or version")
-    functions = task.serving_functions(model, config)
+    functions = task.serving_functions(model, config, (metadata or {}).get("calibration"))
     module = tf.Module()
     module.model = model
     for name, function in functions.items():
@@ -109,7 +109,8 @@ def load_predictor(task, path):
         return saved_model_predictor(path)
     config = run_config(task, path)
     model = load_trained_model(path)
-    return Predictor(task.serving_functions(model, config), path, config_lib.to_dict(config), config_lib.read_calibration(path))
+    calibration = config_lib.read_calibration(path)
+    return Predictor(task.serving_functions(model, config, calibration), path, config_lib.to_dict(config), calibration)
 
 
 def saved_model_predictor(path):

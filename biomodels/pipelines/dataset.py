@@ -11,7 +11,8 @@ MANIFEST = "dataset.json"
 
 
 def read_manifest(data_dir):
-    """The manifest of a prepared data set, checked for the schema and shard files."""
+    """The manifest of a prepared data set, checked for the schema and shard files, with
+    `data_dir` (where it was read from) added so that a task can read other splits."""
     path = os.path.join(data_dir, MANIFEST)
     if not os.path.isfile(path):
         raise InputError(path, "not found: prepare the data with `python -m biomodels.prepare` first")
@@ -22,6 +23,7 @@ def read_manifest(data_dir):
         for shard in info["shards"]:
             if not os.path.isfile(os.path.join(data_dir, shard)):
                 raise InputError(os.path.join(data_dir, shard), f"shard of split {split!r} is missing")
+    manifest["data_dir"] = os.path.abspath(data_dir)
     return manifest
 
 

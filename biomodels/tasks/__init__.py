@@ -9,6 +9,7 @@ _MODULES = {
     "ccp": "biomodels.tasks.ccp",
     "cryoet": "biomodels.tasks.cryoet",
     "deepis": "biomodels.tasks.deepis",
+    "lch": "biomodels.tasks.lch",
 }
 
 

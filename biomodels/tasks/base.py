@@ -32,6 +32,8 @@ class Task(abc.ABC):
     serving_batching = None
     #: (train, val, test) fractions when the user gives none
     default_split = (0.8, 0.1, 0.1)
+    #: validation examples handed to `summary_images` each epoch
+    summary_examples = 3
 
     @classmethod
     @abc.abstractmethod
@@ -122,8 +124,9 @@ class Task(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def serving_functions(self, model, config):
-        """{signature name: tf.function with an input signature}, preprocessing inside."""
+    def serving_functions(self, model, config, calibration=None):
+        """{signature name: tf.function with an input signature}, preprocessing inside;
+        `calibration` is what `calibrate` fitted, for signatures that depend on it."""
 
     @abc.abstractmethod
     def warmup_inputs(self, config):

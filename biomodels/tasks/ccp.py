@@ -317,7 +317,7 @@ class CCPTask(Task):
         rows.append(("tracks (positives)", f"{metrics['tracks']} ({metrics['positives']})", ""))
         return ("metric", "model", "majority baseline"), rows
 
-    def serving_functions(self, model, config):
+    def serving_functions(self, model, config, calibration=None):
         import tensorflow as tf
 
         if config.model == "features":

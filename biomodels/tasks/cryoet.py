@@ -247,7 +247,7 @@ class CryoETTask(Task):
             "prediction": colour_labels(predictions),
         }
 
-    def serving_functions(self, model, config):
+    def serving_functions(self, model, config, calibration=None):
         import tensorflow as tf
 
         multiple = size_multiple(config)

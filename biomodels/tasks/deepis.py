@@ -185,7 +185,7 @@ class DeepISTask(Task):
                 "ground_truth": colour_distance(np.asarray(targets)[:, middle, :, :, 0], scale),
                 "prediction": colour_distance(predicted[:, middle], scale)}
 
-    def serving_functions(self, model, config):
+    def serving_functions(self, model, config, calibration=None):
         import tensorflow as tf
 
         multiple = model.size_multiple

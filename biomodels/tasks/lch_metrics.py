@@ -1,0 +1,84 @@
+"""lch's study metrics: leave-one-cell-line-out classification of metastatic efficiency
+from the autoencoder's codes (and, as a baseline, from simple image statistics), per
+cell line and pooled, with the reconstruction error beside them."""
+
+import numpy as np
+
+from biomodels.ops.classification_metrics import roc_auc
+from biomodels.ops.latent_classifier import LinearClassifier, leave_one_group_out
+
+
+def latent_metrics(task, model, dataset, manifest, config, calibration):
+    """The flat metrics dict of `Task.evaluate` for one split."""
+    from biomodels.tasks.lch import encode_dataset
+
+    evaluated = encode_dataset(model, dataset)
+    train = encode_dataset(model, task.split_dataset(manifest, config, "train"))
+    names = cell_line_names(manifest)
+    metrics = {"cells": int(len(evaluated["codes"])), "cell_lines": int(len(np.unique(evaluated["cell_line"]))),
+               "reconstruction/bce": float(evaluated["reconstruction_bce"].mean()),
+               "reconstruction/mse": float(evaluated["reconstruction_mse"].mean())}
+    for prefix, features in (("loco", "codes"), ("baseline", "image_statistics")):
+        probabilities, unscored = leave_one_group_out(train[features], train["efficiency"], train["cell_line"],
+                                                      evaluated[features], evaluated["cell_line"], config.classifier_l2)
+        metrics.update(_scores(prefix, evaluated["efficiency"], evaluated["cell_line"], probabilities, names))
+        metrics[f"{prefix}/unscored_cell_lines"] = len(unscored)
+    if calibration.get("classifier"):
+        classifier = LinearClassifier.from_dict(calibration["classifier"])
+        metrics["all_lines/roc_auc"] = _auc(evaluated["efficiency"], classifier.probabilities(evaluated["codes"]))
+    return metrics
+
+
+def cell_line_names(manifest):
+    """{cell line index: name} from the prepared data set's sources."""
+    return {int(source["cell_line_index"]): source["cell_line"] for source in manifest["sources"]}
+
+
+def _scores(prefix, labels, lines, probabilities, names):
+    """Pooled and per-line scores of held-out probabilities (NaN: not scored)."""
+    scored = np.isfinite(probabilities)
+    labels, lines, probabilities = labels[scored], lines[scored], probabilities[scored]
+    metrics = {f"{prefix}/roc_auc": _auc(labels, probabilities)}
+    predicted = probabilities >= 0.5
+    recalls = [float(np.mean(predicted[labels == value] == value)) for value in (0, 1) if np.any(labels == value)]
+    metrics[f"{prefix}/balanced_accuracy"] = float(np.mean(recalls)) if recalls else float("nan")
+    for line in np.unique(lines):
+        rows = lines == line
+        label = int(labels[rows][0])
+        other = labels != label
+        name = names.get(int(line), str(int(line)))
+        metrics[f"{prefix}/line/{name}/efficiency"] = "high" if label else "low"
+        metrics[f"{prefix}/line/{name}/cells"] = int(rows.sum())
+        metrics[f"{prefix}/line/{name}/mean_probability_high"] = float(probabilities[rows].mean())
+        metrics[f"{prefix}/line/{name}/accuracy"] = float(np.mean(predicted[rows] == bool(label)))
+        # the line's cells against every held-out cell of the other class
+        both = rows | other
+        metrics[f"{prefix}/line/{name}/roc_auc"] = _auc(labels[both], probabilities[both]) if other.any() else float("nan")
+    return metrics
+
+
+def _auc(labels, probabilities):
+    labels = np.asarray(labels).reshape(-1)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc(labels, probabilities))
+
+
+def metrics_rows(metrics):
+    """Table rows: pooled figures, then one row per cell line, model beside baseline."""
+    rows = [("leave-one-cell-line-out ROC-AUC", metrics["loco/roc_auc"], metrics["baseline/roc_auc"]),
+            ("  balanced accuracy at 0.5", metrics["loco/balanced_accuracy"], metrics["baseline/balanced_accuracy"])]
+    lines = sorted({key.split("/")[2] for key in metrics if key.startswith("loco/line/")})
+    for name in lines:
+        key = f"loco/line/{name}"
+        rows.append((f"  {name} ({metrics[key + '/efficiency']}, {metrics[key + '/cells']} cells): AUC vs other class",
+                     metrics[key + "/roc_auc"], metrics.get(f"baseline/line/{name}/roc_auc", "-")))
+        rows.append(("    mean P(high) / accuracy",
+                     f"{metrics[key + '/mean_probability_high']:.3f} / {metrics[key + '/accuracy']:.3f}",
+                     f"{metrics[f'baseline/line/{name}/mean_probability_high']:.3f} / "
+                     f"{metrics[f'baseline/line/{name}/accuracy']:.3f}"))
+    if "all_lines/roc_auc" in metrics:
+        rows.append(("classifier of all lines (deployed) ROC-AUC", metrics["all_lines/roc_auc"], "-"))
+    rows.append(("reconstruction BCE / MSE", f"{metrics['reconstruction/bce']:.4f} / {metrics['reconstruction/mse']:.5f}", "-"))
+    rows.append(("cells (cell lines)", f"{metrics['cells']} ({metrics['cell_lines']})", ""))
+    return rows

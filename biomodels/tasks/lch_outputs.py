@@ -1,0 +1,216 @@
+"""What lch writes for people: embeddings.csv (metadata, codes, probability of high
+efficiency per cell), in-silico cells (a cell decoded while its code moves along the
+classifier's direction from low to high efficiency) and interpolations between two
+cells, as montage PNGs and animated GIFs; and the images shown in TensorBoard."""
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from biomodels import config as config_lib
+from biomodels.atomic import atomic_path, write_text_atomic
+from biomodels.errors import ConfigError, InputError
+
+MODES = ("embed", "insilico", "interpolate")
+VIEW_SIZE = 128  # pixels per panel in montages and GIFs
+GIF_FRAME_MS = 150
+
+
+def write_predictions(task, predictor, input_path, output_dir, options):
+    """Run `options["mode"]` over the crops under `input_path`; returns the paths written."""
+    from biomodels.tasks.lch import find_crops
+
+    mode = options.get("mode") or "embed"
+    if mode not in MODES:
+        raise ConfigError(f"--mode={mode}: choose one of {', '.join(MODES)}")
+    config = config_lib.from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]
+    paths, _ = find_crops(input_path, config, require_table=False)
+    chosen = _chosen_cells(paths, options.get("cells"), mode)
+    if mode == "interpolate":
+        return write_interpolation(task, predictor, config, chosen, output_dir, options)
+    table = write_embeddings(task, predictor, config, paths, output_dir, options)
+    if mode == "embed":
+        return [table["path"]]
+    return [table["path"], *write_insilico(task, predictor, config, chosen, table, output_dir, options)]
+
+
+def load_crops(task, config, paths):
+    """[N, size, size, 1] float32 crops as the model sees them."""
+    from biomodels.progress import progress_bar
+    from biomodels.tasks.lch import read_crop
+
+    crops = []
+    bar = progress_bar(len(paths), "reading crops")
+    for done, path in enumerate(paths, start=1):
+        crops.append(task.fit_crop(read_crop(path), config))
+        bar.update(done)
+    return np.stack(crops)
+
+
+def run_batched(function, input_name, array, batch_size, output):
+    """`function`'s `output` for `array` given in batches as `input_name`."""
+    return np.concatenate([function(**{input_name: array[start:start + batch_size]})[output]
+                           for start in range(0, len(array), batch_size)])
+
+
+def write_embeddings(task, predictor, config, paths, output_dir, options):
+    """embeddings.csv: file, metadata, z0..z(n-1), probability_high; returns the table
+    as arrays too."""
+    from biomodels.tasks.lch import file_metadata, latent_columns
+
+    metadata = [file_metadata(path, config) for path in paths]
+    crops = load_crops(task, config, paths)
+    batch = options.get("batch_size") or 32
+    codes = run_batched(predictor.signature("encode"), "images", crops, batch, "latent")
+    probabilities = None
+    if _has_classifier(predictor):
+        probabilities = run_batched(predictor.signature("classify"), "images", crops, batch, "probability_high")
+    fields = list(metadata[0]) if metadata else []
+    path = os.path.join(output_dir, "embeddings.csv")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", *fields, *latent_columns(config), "probability_high"])
+        for index, file in enumerate(paths):
+            probability = "" if probabilities is None else f"{probabilities[index]:.6f}"
+            writer.writerow([os.path.basename(file), *(metadata[index][name] for name in fields),
+                             *(f"{value:.6f}" for value in codes[index]), probability])
+    return {"path": path, "files": paths, "crops": crops, "codes": codes, "probabilities": probabilities}
+
+
+def write_insilico(task, predictor, config, chosen, table, output_dir, options):
+    """For each chosen cell (default: the two most confidently low and the two most
+    confidently high), decode its code moved along the classifier direction so that the
+    classifier's logit runs evenly from -span to +span; a montage PNG (input, then the
+    steps), a GIF per cell and insilico.json."""
+    from biomodels.ops.latent_classifier import LinearClassifier
+
+    if not predictor.calibration.get("classifier"):
+        raise InputError(predictor.source, "carries no latent classifier (calibration): in-silico cells need the run "
+                                           "directory or the exported SavedModel of a run with a validation split")
+    classifier = LinearClassifier.from_dict(predictor.calibration["classifier"])
+    if chosen is None:
+        order = np.argsort(classifier.logits(table["codes"]), kind="stable")
+        picks = list(order[:2]) + list(order[-2:][::-1])
+        chosen = sorted(set(int(i) for i in picks), key=picks.index)
+    else:
+        chosen = [table["files"].index(path) for path in chosen]
+    steps = max(2, int(options.get("steps") or 9))
+    span = config.insilico_logit_span
+    targets = np.linspace(-span, span, steps)
+    decode = predictor.signature("decode")
+    rows, written, record = [], [], []
+    for index in chosen:
+        code = table["codes"][index]
+        shift = (targets - classifier.logits(code[None])[0]) / classifier.logit_per_unit
+        moved = (code[None, :] + shift[:, None] * classifier.direction[None, :]).astype(np.float32)
+        decoded = decode(latent=moved)["images"]
+        name = os.path.splitext(os.path.basename(table["files"][index]))[0]
+        rows.append([table["crops"][index], *decoded])
+        gif = os.path.join(output_dir, f"insilico_{name}.gif")
+        write_gif(gif, list(decoded) + list(decoded[::-1]))
+        written.append(gif)
+        record.append({"file": os.path.basename(table["files"][index]),
+                       "probability_high": float(classifier.probabilities(code[None])[0]), "gif": os.path.basename(gif)})
+    montage = os.path.join(output_dir, "insilico_montage.png")
+    write_montage(montage, rows)
+    summary = {"columns": ["input"] + [f"P(high)={p:.3f}" for p in 1 / (1 + np.exp(-targets))],
+               "logits": targets.tolist(), "cells": record,
+               "note": "each row: the input crop, then its code moved along the classifier direction and decoded"}
+    info = os.path.join(output_dir, "insilico.json")
+    write_text_atomic(info, json.dumps(summary, indent=2))
+    return [montage, *written, info]
+
+
+def write_interpolation(task, predictor, config, chosen, output_dir, options):
+    """Decode codes on the straight line between two cells; montage and GIF."""
+    crops = load_crops(task, config, chosen)
+    codes = predictor.signature("encode")(images=crops)["latent"]
+    steps = max(2, int(options.get("steps") or 9))
+    weights = np.linspace(0, 1, steps)[:, None]
+    decoded = predictor.signature("decode")(latent=((1 - weights) * codes[0] + weights * codes[1]).astype(np.float32))["images"]
+    names = [os.path.splitext(os.path.basename(path))[0] for path in chosen]
+    montage = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.png")
+    write_montage(montage, [[crops[0], *decoded, crops[1]]])
+    gif = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.gif")
+    write_gif(gif, list(decoded) + list(decoded[::-1]))
+    return [montage, gif]
+
+
+def _chosen_cells(paths, cells, mode):
+    """The paths named by --cells (file names or paths), checked; None when not given."""
+    if not cells:
+        if mode == "interpolate":
+            raise ConfigError("--mode=interpolate needs --cells=FIRST,SECOND (two crop file names)")
+        return None
+    by_name = {os.path.basename(path): path for path in paths}
+    chosen = []
+    for cell in cells:
+        path = by_name.get(os.path.basename(cell))
+        if path is None:
+            raise InputError(cell, "is not one of the crops given with --input")
+        chosen.append(path)
+    if mode == "interpolate" and len(chosen) != 2:
+        raise ConfigError(f"--mode=interpolate needs exactly two --cells, got {len(chosen)}")
+    return chosen
+
+
+def _has_classifier(predictor):
+    names = getattr(predictor, "signature_names", None)
+    return "classify" in names if names is not None else True
+
+
+def _to_view(image):
+    """uint8 [VIEW_SIZE, VIEW_SIZE] of a [size, size, 1] image in [0, 1]."""
+    from PIL import Image
+
+    array = np.clip(np.asarray(image)[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(array).resize((VIEW_SIZE, VIEW_SIZE), Image.BILINEAR))
+
+
+def write_montage(path, rows, gap=2):
+    """A gray PNG grid: one row per list of [size, size, 1] images."""
+    from biomodels.pipelines.readers import write_png
+
+    columns = max(len(row) for row in rows)
+    step = VIEW_SIZE + gap
+    canvas = np.full((len(rows) * step - gap, columns * step - gap), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            canvas[r * step:r * step + VIEW_SIZE, c * step:c * step + VIEW_SIZE] = _to_view(image)
+    write_png(path, canvas)
+
+
+def write_gif(path, frames):
+    """An endlessly looping animated GIF of [size, size, 1] images."""
+    from PIL import Image
+
+    pictures = [Image.fromarray(_to_view(frame)) for frame in frames]
+    with atomic_path(path) as tmp:
+        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=GIF_FRAME_MS, loop=0)
+
+
+def side_by_side(inputs, reconstructions):
+    """uint8 [N, size, 2 size, 3]: each input beside its reconstruction."""
+    pairs = np.concatenate([np.asarray(inputs, np.float32), np.asarray(reconstructions, np.float32)], axis=2)
+    return np.repeat(np.clip(pairs * 255 + 0.5, 0, 255).astype(np.uint8), 3, axis=-1)
+
+
+def histogram_image(values, bins=48, limit=4.0, height=120, width=2 * 48 * 3):
+    """uint8 [height, width, 3]: the histogram of `values` (blue bars) under the density
+    of N(0, 1) (red), which the adversarial loss pulls the codes towards."""
+    edges = np.linspace(-limit, limit, bins + 1)
+    counts, _ = np.histogram(np.clip(values, -limit, limit), edges)
+    density = counts / max(1, len(values)) / (edges[1] - edges[0])
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    prior = np.exp(-0.5 * centres ** 2) / np.sqrt(2 * np.pi)
+    top = max(density.max(), prior.max()) * 1.05
+    image = np.full((height, width, 3), 255, np.uint8)
+    column = width // bins
+    for index in range(bins):
+        bar = int(round(density[index] / top * (height - 1)))
+        image[height - bar:, index * column:(index + 1) * column - 1] = (70, 110, 200)
+        level = height - 1 - int(round(prior[index] / top * (height - 1)))
+        image[max(0, level - 1):level + 1, index * column:(index + 1) * column] = (210, 40, 40)
+    return image

@@ -1,0 +1,359 @@
+"""lch: the adversarial autoencoder, the latent classifier and leave-one-group-out
+bookkeeping, crop and metadata reading, the command-line chain and the export."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from biomodels.errors import ConfigError, InputError
+from conftest import assert_one_line_error, run_cli, run_without_biomodels
+
+TINY_LCH = ["image_size=32", "filters=8,16,32", "latent_dim=8", "discriminator_units=16,16,8", "batch_size=8",
+            "synthetic_cells=48", "synthetic_cell_lines=4"]
+SETS = [arg for item in TINY_LCH for arg in ("--set", item)]
+
+
+@pytest.fixture
+def lch_task():
+    from biomodels import tasks
+
+    return tasks.get("lch")
+
+
+@pytest.fixture
+def tiny_lch_config(lch_task):
+    from biomodels import config as config_lib
+
+    return config_lib.resolve(lch_task, "quick", TINY_LCH)
+
+
+def tiny_model(**overrides):
+    from biomodels.models import AdversarialAutoencoder
+
+    settings = dict(image_size=32, latent_dim=8, filters=(8, 16, 32), discriminator_units=(16, 16, 8), seed=3)
+    settings.update(overrides)
+    return AdversarialAutoencoder(**settings)
+
+
+def random_crops(count, size=32, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (count, size, size, 1)).astype(np.float32)
+
+
+# -- model -----------------------------------------------------------------------
+def test_architecture_follows_the_study_at_256_pixels():
+    import keras
+
+    model = tiny_model(image_size=256, filters=(4, 4, 8, 8, 16, 16), latent_dim=56)
+    convs = [layer for layer in model.encoder.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.strides for layer in convs] == [(2, 2)] * 6 and all(layer.kernel_size == (4, 4) for layer in convs)
+    assert not any(layer.use_bias for layer in convs)
+    assert model.encoder.get_layer("flatten").output.shape[1:] == (4 * 4 * 16,)
+    assert model.encoder.output.shape[1:] == (56,)
+    deconvs = [layer for layer in model.decoder.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
+    assert [layer.filters for layer in deconvs] == [16, 8, 8, 4, 4, 1]
+    assert model.decoder.output.shape[1:] == (256, 256, 1)
+    assert model.discriminator.output.shape[1:] == (1,)
+    assert [layer.units for layer in model.discriminator.layers if isinstance(layer, keras.layers.Dense)] == [16, 16, 8, 1]
+    kernels = np.concatenate([np.ravel(layer.kernel.numpy()) for layer in convs])
+    assert abs(kernels.mean()) < 0.005 and kernels.std() == pytest.approx(0.02, rel=0.15)
+    gammas = np.concatenate([np.ravel(layer.gamma.numpy()) for layer in model.encoder.layers
+                             if isinstance(layer, keras.layers.BatchNormalization)])
+    assert abs(gammas.mean() - 1) < 0.01 and 0.005 < gammas.std() < 0.04
+    with pytest.raises(ValueError, match="multiple"):
+        tiny_model(image_size=36)
+
+
+def test_model_round_trip_keeps_all_three_parts(tmp_path):
+    import keras
+
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5))
+    crops = random_crops(16)
+    model.fit(crops, epochs=1, batch_size=8, verbose=0)
+    path = str(tmp_path / "aae.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    codes = np.asarray(model.encoder(crops, training=False))
+    np.testing.assert_allclose(np.asarray(loaded.encoder(crops, training=False)), codes, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(loaded.decoder(codes, training=False)),
+                               np.asarray(model.decoder(codes, training=False)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(loaded.discriminator(codes, training=False)),
+                               np.asarray(model.discriminator(codes, training=False)), atol=1e-5)
+    assert loaded.get_config()["filters"] == [8, 16, 32]
+    assert loaded.discriminator_optimizer is not None
+
+
+def test_one_fit_step_updates_every_part():
+    import keras
+
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), discriminator_optimizer=keras.optimizers.Adam(1e-3))
+    before = {part: [w.numpy().copy() for w in getattr(model, part).trainable_weights]
+              for part in ("encoder", "decoder", "discriminator")}
+    history = model.fit(random_crops(8), epochs=1, batch_size=8, verbose=0).history
+    for part, weights in before.items():
+        assert any(np.abs(a - b.numpy()).max() > 0 for a, b in zip(weights, getattr(model, part).trainable_weights)), part
+    assert set(history) == {"loss", "reconstruction_loss", "adversarial_loss", "discriminator_loss", "discriminator_accuracy"}
+    assert all(np.isfinite(values[0]) for values in history.values())
+    assert history["loss"][0] == pytest.approx(history["reconstruction_loss"][0] + history["adversarial_loss"][0], rel=1e-4)
+
+
+STRATEGY_STEP = """
+import json, sys, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from biomodels.models import AdversarialAutoencoder
+if sys.argv[1] == "mixed_float16":
+    keras.mixed_precision.set_global_policy("mixed_float16")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if sys.argv[1] == "mirrored" else tf.distribute.get_strategy()
+crops = np.random.default_rng(0).uniform(0, 1, (16, 32, 32, 1)).astype("float32")
+with strategy.scope():
+    model = AdversarialAutoencoder(32, 8, (8, 16, 32), (16, 16, 8), seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+before = [w.numpy().copy() for w in model.trainable_weights]
+history = model.fit(tf.data.Dataset.from_tensor_slices(crops).batch(8), epochs=1, verbose=0).history
+changed = sum(bool(np.abs(a - b.numpy()).max() > 0) for a, b in zip(before, model.trainable_weights))
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "changed": changed, "weights": len(before),
+                  "loss": history["loss"][0], "optimizer": type(model.discriminator_optimizer).__name__,
+                  "output": str(model.predict(crops[:2], verbose=0).dtype)}))
+"""
+
+
+@pytest.mark.parametrize("setting", ["mirrored", "mixed_float16"])
+def test_fit_under_mirrored_strategy_and_mixed_precision(tmp_path, setting):
+    script = tmp_path / "step.py"
+    script.write_text(STRATEGY_STEP)
+    result = subprocess.run([sys.executable, str(script), setting], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == (2 if setting == "mirrored" else 1)
+    assert report["changed"] >= report["weights"] - 2 and np.isfinite(report["loss"])
+    assert report["output"] == "float32"
+    if setting == "mixed_float16":
+        assert report["optimizer"] == "LossScaleOptimizer"
+
+
+# -- latent classifier ---------------------------------------------------------------
+def test_logistic_fit_on_separable_codes():
+    from biomodels.ops.classification_metrics import roc_auc
+    from biomodels.ops.latent_classifier import LinearClassifier, fit_logistic
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    codes = rng.normal(size=(200, 6))
+    codes[:, 2] += np.where(labels == 1, 3.0, -3.0)
+    classifier = fit_logistic(codes, labels, l2=1.0)
+    assert roc_auc(labels, classifier.probabilities(codes)) == 1.0
+    assert np.mean((classifier.probabilities(codes) >= 0.5) == labels) > 0.99
+    assert abs(classifier.direction[2]) > 0.95 and classifier.direction[2] > 0
+    assert np.linalg.norm(classifier.direction) == pytest.approx(1.0)
+    # moving along the direction by d raises the logit by d * logit_per_unit
+    step = classifier.logits(codes[:1] + 0.5 * classifier.direction) - classifier.logits(codes[:1])
+    assert step[0] == pytest.approx(0.5 * classifier.logit_per_unit)
+    again = LinearClassifier.from_dict(json.loads(json.dumps(classifier.to_dict())))
+    np.testing.assert_allclose(again.probabilities(codes), classifier.probabilities(codes), atol=1e-6)
+    # a symmetric one-feature problem: the boundary sits at 0
+    symmetric = fit_logistic(np.array([[-2.0], [-1.0], [1.0], [2.0]]), [0, 0, 1, 1], l2=0.1)
+    assert symmetric.logits(np.array([[0.0]]))[0] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="both classes"):
+        fit_logistic(codes[:10], np.zeros(10))
+
+
+def test_leave_one_group_out_never_trains_on_the_held_out_group():
+    from biomodels.ops.latent_classifier import leave_one_group_out
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat(["a", "b", "c", "d"], 30)
+    labels = np.tile(np.repeat([0, 1], 15), 4)
+    codes = rng.normal(0, 0.1, (120, 2)) + labels[:, None] * [1.0, 0.0]
+    flipped = groups == "d"  # group d's feature runs the other way: learnt only if d were in training
+    codes[flipped, 0] = 1.0 - codes[flipped, 0]
+    probabilities, unscored = leave_one_group_out(codes, labels, groups, codes, groups, l2=0.1)
+    assert not unscored
+    predicted = probabilities >= 0.5
+    assert np.all(predicted[~flipped] == labels[~flipped])
+    assert np.all(predicted[flipped] != labels[flipped])
+    # one class per group: without group "h", only class 0 is left to learn from
+    lines = np.array(["h"] * 5 + ["l"] * 5)
+    probabilities, unscored = leave_one_group_out(codes[:10], np.repeat([1, 0], 5), lines, codes[:10], lines)
+    assert set(unscored) == {"h", "l"} and np.isnan(probabilities).all()
+
+
+# -- raw data --------------------------------------------------------------------------
+def test_file_name_metadata(lch_task, tiny_lch_config):
+    import dataclasses
+
+    from biomodels.tasks.lch import file_metadata
+
+    metadata = file_metadata("/data/170307_m610-2_s1_t012_p3_f045.png", tiny_lch_config)
+    assert metadata == {"date": "170307", "cell_type": "m610-2", "site": "1", "time": "012", "position": "3", "frame": "045"}
+    custom = dataclasses.replace(tiny_lch_config, filename_pattern=r"(?P<pdx>\w+?)-(?P<cell>\d+)", cell_type_field="pdx")
+    assert file_metadata("A375-17.tif", custom) == {"pdx": "A375", "cell": "17"}
+    with pytest.raises(InputError, match="other.png: file name does not match"):
+        file_metadata("/data/other.png", tiny_lch_config)
+    with pytest.raises(ConfigError, match="named group"):
+        file_metadata("A375-17.tif", dataclasses.replace(custom, cell_type_field="cell_type"))
+
+
+def test_crop_reading_converts_and_refuses(tmp_path, caplog, lch_task, tiny_lch_config):
+    import tifffile
+
+    from biomodels.pipelines.readers import write_png
+    from biomodels.tasks.lch import read_crop
+
+    gray = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
+    write_png(str(tmp_path / "gray.png"), gray)
+    np.testing.assert_allclose(read_crop(str(tmp_path / "gray.png")), gray / 255.0, atol=1e-6)
+    write_png(str(tmp_path / "rgb.png"), np.stack([gray] * 3, axis=-1))
+    with caplog.at_level("WARNING", logger="biomodels"):
+        np.testing.assert_allclose(read_crop(str(tmp_path / "rgb.png")), gray / 255.0, atol=1e-3)
+        assert "converted to gray" in caplog.text
+        tifffile.imwrite(tmp_path / "wide.tif", np.full((100, 300), 65535, np.uint16))
+        crop = lch_task.fit_crop(read_crop(str(tmp_path / "wide.tif")), tiny_lch_config)
+        assert "centred and resized" in caplog.text
+    assert crop.shape == (32, 32, 1) and crop.min() == pytest.approx(1.0)
+    # the centre square of a wide crop is kept
+    wide = np.zeros((64, 192), np.float32)
+    wide[:, 64:128] = 1.0
+    np.testing.assert_allclose(lch_task.fit_crop(wide, tiny_lch_config), 1.0, atol=1e-6)
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((256, 256, 2), np.uint8), photometric="minisblack", planarconfig="contig")
+    with pytest.raises(InputError, match="two.tif: is not a single-channel image"):
+        read_crop(str(tmp_path / "two.tif"))
+    tifffile.imwrite(tmp_path / "bright.tif", np.full((256, 256), 3.0, np.float32))
+    with pytest.raises(InputError, match=r"bright.tif: float intensities must lie in \[0, 1\]"):
+        read_crop(str(tmp_path / "bright.tif"))
+
+
+def write_tiny_folder(directory, seed=0):
+    from biomodels.pipelines.synthetic import lch as synthetic
+
+    synthetic.write_dataset(str(directory), 12, seed, num_lines=4)
+    return directory
+
+
+def test_sources_group_crops_by_cell_line_and_check_the_table(tmp_path, lch_task, tiny_lch_config):
+    folder = write_tiny_folder(tmp_path / "crops")
+    sources = lch_task.find_sources(str(folder), tiny_lch_config)
+    assert [source.group for source in sources] == ["pdx01", "pdx02", "pdx03", "pdx04"]
+    assert all(len(source.paths) == 4 and source.paths[0].endswith("efficiency.csv") for source in sources)
+    info, examples = lch_task.read_source(sources[2], tiny_lch_config)
+    assert info["cell_line_index"] == 2 and info["cells"] == 3
+    assert examples[0]["image"].shape == (32, 32, 1) and examples[0]["image"].dtype == np.uint8
+    assert int(examples[0]["efficiency"]) == (1 if info["efficiency"] == "high" else 0)
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="notes.txt: is not a single-cell crop"):
+        lch_task.find_sources(str(folder), tiny_lch_config)
+    (folder / "notes.txt").unlink()
+    rows = list(csv.reader(open(folder / "efficiency.csv")))
+    with open(folder / "efficiency.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows[:-1])
+    with pytest.raises(InputError, match="efficiency.csv: gives no efficiency for cell type 'pdx04'"):
+        lch_task.find_sources(str(folder), tiny_lch_config)
+    (folder / "efficiency.csv").unlink()
+    with pytest.raises(InputError, match="efficiency.csv: not found"):
+        lch_task.find_sources(str(folder), tiny_lch_config)
+
+
+# -- command lines ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lch_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lch")
+    data_dir, model_dir = root / "data", root / "run"
+    result = run_cli("biomodels.prepare", "--task=lch", f"--output_dir={data_dir}", "--synthetic", *SETS)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("biomodels.train", "--task=lch", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                     "--epochs=2", "--steps_per_epoch=3", *SETS)
+    assert result.returncode == 0, result.stderr
+    return root, model_dir, result
+
+
+@pytest.mark.slow
+def test_command_line_chain(lch_run, tmp_path):
+    root, model_dir, result = lch_run
+    assert "leave-one-cell-line-out ROC-AUC" in result.stdout
+    metrics = json.loads((model_dir / "metrics_test.json").read_text())
+    assert metrics["cells"] == 12 and metrics["cell_lines"] == 4
+    assert 0.0 <= metrics["loco/roc_auc"] <= 1.0 and metrics["reconstruction/mse"] > 0
+    calibration = json.loads((model_dir / "calibration.json").read_text())
+    assert len(calibration["classifier"]["weights"]) == 8 and calibration["classifier_cells"] == 36
+    result = run_cli("biomodels.evaluate", "--task=lch", f"--model_dir={model_dir}", "--split=val")
+    assert result.returncode == 0, result.stderr
+    assert "pdx01" in result.stdout and (model_dir / "metrics_val.json").exists()
+
+    crops = write_tiny_folder(tmp_path / "new", seed=5)
+    out = tmp_path / "embed"
+    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir / 'export'}", f"--input={crops}", f"--output={out}")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "embeddings.csv")))
+    assert len(rows) == 12 and rows[0]["cell_type"].startswith("pdx")
+    assert list(rows[0])[:2] == ["file", "date"] and "z7" in rows[0] and "z8" not in rows[0]
+    assert all(0.0 <= float(row["probability_high"]) <= 1.0 for row in rows)
+
+    out = tmp_path / "insilico"
+    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}", f"--output={out}",
+                     "--mode=insilico", "--steps=5")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "insilico.json").read_text())
+    assert len(summary["cells"]) == 4 and len(summary["columns"]) == 6
+    from PIL import Image
+
+    with Image.open(out / "insilico_montage.png") as montage:
+        assert montage.size == (6 * 128 + 5 * 2, 4 * 128 + 3 * 2)
+    with Image.open(out / summary["cells"][0]["gif"]) as gif:
+        assert gif.n_frames == 10
+    names = [row["file"] for row in rows[:2]]
+    out = tmp_path / "between"
+    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir / 'export'}", f"--input={crops}",
+                     f"--output={out}", "--mode=interpolate", f"--cells={','.join(names)}", "--steps=4")
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.glob("interpolate_*.gif"))) == 1 and len(list(out.glob("interpolate_*.png"))) == 1
+
+
+@pytest.mark.slow
+def test_bad_input_gives_one_line(lch_run, tmp_path):
+    _, model_dir, _ = lch_run
+    crops = write_tiny_folder(tmp_path / "crops", seed=2)
+    (crops / "170101_pdx01_s1_t000_p1_f000.png").write_bytes(b"not a png")
+    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}", f"--output={tmp_path / 'out'}")
+    assert_one_line_error(result, "170101_pdx01_s1_t000_p1_f000.png", "not a readable image")
+    assert not (tmp_path / "out" / "embeddings.csv").exists()
+    (crops / "170101_pdx01_s1_t000_p1_f000.png").unlink()
+    (crops / "cell.png").write_bytes((crops / next(p.name for p in crops.glob("*.png"))).read_bytes())
+    assert_one_line_error(run_cli("biomodels.prepare", "--task=lch", f"--input={crops}", f"--output_dir={tmp_path / 'data'}", *SETS),
+                          "cell.png", "does not match")
+    assert not (tmp_path / "data").exists()
+    assert_one_line_error(run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}",
+                                  f"--output={tmp_path / 'out'}", "--mode=interpolate"), "needs --cells")
+
+
+@pytest.mark.slow
+def test_export_signatures_in_a_fresh_process(lch_run, tmp_path):
+    import keras
+
+    import biomodels.models  # noqa: F401
+
+    from biomodels.ops.latent_classifier import LinearClassifier
+
+    _, model_dir, _ = lch_run
+    export = model_dir / "export"
+    model = keras.saving.load_model(str(model_dir / "best.keras"), safe_mode=True)
+    crops = np.random.default_rng(3).uniform(0, 1, (3, 256, 256, 1)).astype(np.float32)
+    served, dtypes = run_without_biomodels(tmp_path, export, {"images": crops})
+    assert dtypes == {"latent": "float32"} and served["latent"].shape == (3, 8)
+    import tensorflow as tf
+
+    small = tf.image.resize(crops, [32, 32], method="bilinear", antialias=True).numpy().clip(0, 1)
+    np.testing.assert_allclose(served["latent"], np.asarray(model.encoder(small, training=False)), atol=1e-4)
+    encoded, _ = run_without_biomodels(tmp_path, export, {"images": crops}, signature="encode")
+    np.testing.assert_allclose(encoded["latent"], served["latent"], atol=1e-6)
+    decoded, _ = run_without_biomodels(tmp_path, export, {"latent": served["latent"]}, signature="decode")
+    assert decoded["images"].shape == (3, 32, 32, 1)
+    np.testing.assert_allclose(decoded["images"], np.asarray(model.decoder(served["latent"], training=False)), atol=1e-4)
+    classified, _ = run_without_biomodels(tmp_path, export, {"images": crops}, signature="classify")
+    classifier = LinearClassifier.from_dict(json.loads((model_dir / "calibration.json").read_text())["classifier"])
+    np.testing.assert_allclose(classified["probability_high"], classifier.probabilities(served["latent"]), atol=1e-4)
