@@ -31,12 +31,12 @@ def cell_line(rng, name, high):
     """The settings one cell line's cells are drawn around."""
     return {
         "name": name, "high": bool(high),
-        "pseudopodia": rng.uniform(2.5, 4.0) if high else rng.uniform(0.2, 1.0),
-        "pseudopod_length": rng.uniform(0.7, 1.1) if high else rng.uniform(0.35, 0.6),
-        "granules": rng.uniform(45, 80) if high else rng.uniform(8, 25),
-        "radius": rng.uniform(30, 46),
-        "background": rng.uniform(0.38, 0.55),
-        "blur": rng.uniform(0.3, 1.6),
+        "pseudopodia": rng.uniform(3.0, 4.5) if high else rng.uniform(0.3, 1.0),
+        "pseudopod_length": rng.uniform(0.8, 1.2) if high else rng.uniform(0.3, 0.5),
+        "granules": rng.uniform(50, 80) if high else rng.uniform(5, 20),
+        "radius": rng.uniform(33, 42),
+        "background": rng.uniform(0.44, 0.52),
+        "blur": rng.uniform(0.6, 1.2),
     }
 
 
@@ -46,7 +46,7 @@ def cell_image(rng, line):
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64) - half + rng.normal(0, 4, 2)[:, None, None]
     distance, angle = np.hypot(y, x), np.arctan2(y, x)
     # the body: an ellipse of random size, elongation and orientation with a wavy outline
-    radius = line["radius"] * rng.lognormal(0, 0.12)
+    radius = line["radius"] * rng.lognormal(0, 0.15)
     elongation, orientation = rng.uniform(1.0, 1.5), rng.uniform(0, np.pi)
     relative = angle - orientation
     outline = radius / np.sqrt((np.cos(relative) / elongation ** 0.5) ** 2 + (np.sin(relative) * elongation ** 0.5) ** 2)
@@ -69,11 +69,11 @@ def cell_image(rng, line):
         spots = rng.choice(inside, size=rng.poisson(line["granules"]), replace=True)
         np.add.at(granules.reshape(-1), spots, rng.uniform(0.5, 1.0, len(spots)))
         granules = ndimage.gaussian_filter(granules, 1.6) * 12.0
-    background = line["background"] * rng.uniform(0.92, 1.08)
+    background = line["background"] * rng.uniform(0.85, 1.15)
     gradient = rng.normal(0, 0.04, 2)
     image = background + (gradient[0] * y + gradient[1] * x) / SIZE
     image = image - 0.16 * soft + 0.35 * halo + 0.35 * granules * soft
-    image = ndimage.gaussian_filter(image, line["blur"] * rng.uniform(0.6, 1.4))
+    image = ndimage.gaussian_filter(image, line["blur"] * rng.uniform(0.5, 1.5))
     image = image + rng.normal(0, rng.uniform(0.015, 0.035), image.shape)
     return np.clip(image, 0, 1)
 
