@@ -8,6 +8,9 @@ import dataclasses
 
 import numpy as np
 
+#: the L2 penalties `choose_l2` tries
+L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+
 
 @dataclasses.dataclass
 class LinearClassifier:
@@ -99,6 +102,24 @@ def leave_one_group_out(train_features, train_labels, train_groups, test_feature
         rows = test_groups == group
         probabilities[rows] = classifier.probabilities(np.asarray(test_features, np.float64)[rows])
     return probabilities, unscored
+
+
+def choose_l2(features, labels, groups, grid=L2_GRID):
+    """(the L2 penalty of `grid` whose leave-one-group-out predictions on these rows
+    score the best pooled ROC-AUC, {penalty: AUC}): the penalty is chosen without the
+    rows it will be judged on."""
+    from biomodels.ops.classification_metrics import roc_auc
+
+    labels = np.asarray(labels).reshape(-1)
+    scores = {}
+    for l2 in grid:
+        probabilities, _ = leave_one_group_out(features, labels, groups, features, groups, l2)
+        scored = np.isfinite(probabilities)
+        if len(np.unique(labels[scored])) == 2:
+            scores[float(l2)] = float(roc_auc(labels[scored], probabilities[scored]))
+    if not scores:
+        raise ValueError("no group could be held out with both classes left to learn from")
+    return max(scores, key=lambda l2: (scores[l2], l2)), scores
 
 
 def _sigmoid(x):

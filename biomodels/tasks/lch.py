@@ -56,7 +56,7 @@ class LCHConfig:
     filename_pattern: str = DEFAULT_PATTERN
     cell_type_field: str = "cell_type"
     efficiency_csv: str = ""
-    classifier_l2: float = 10.0
+    classifier_l2: float = 0.0  # 0: chosen by leave-one-cell-line-out on the training split
     insilico_logit_span: float = 4.0
     synthetic_cells: int = 960
     synthetic_cell_lines: int = 8
@@ -191,7 +191,9 @@ class LCHTask(Task):
         if len(np.unique(labels)) < 2:
             log.warning("the training cells hold one efficiency class only: no classifier, no classify signature")
             return {}
-        return {"classifier": fit_logistic(codes, labels, config.classifier_l2).to_dict(), "classifier_cells": int(len(labels))}
+        l2 = classifier_penalty(train, "codes", config)
+        return {"classifier": fit_logistic(codes, labels, l2).to_dict(), "classifier_l2": l2,
+                "classifier_cells": int(len(labels))}
 
     def split_dataset(self, manifest, config, split):
         from biomodels.pipelines import dataset as dataset_lib
@@ -420,6 +422,20 @@ def encode_dataset(model, dataset):
         parts["cell_line"].append(np.asarray(targets["cell_line"]).reshape(-1))
         parts["image_statistics"].append(image_statistics(np.asarray(images)))
     return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def classifier_penalty(train, features, config):
+    """`classifier_l2`, or when it is 0 the penalty that scored best leaving each cell
+    line of the training split out in turn (the first of the grid when fewer than two
+    lines of each class leave nothing to choose by)."""
+    from biomodels.ops.latent_classifier import L2_GRID, choose_l2
+
+    if config.classifier_l2 > 0:
+        return config.classifier_l2
+    try:
+        return choose_l2(train[features], train["efficiency"], train["cell_line"])[0]
+    except ValueError:
+        return L2_GRID[len(L2_GRID) // 2]
 
 
 def image_statistics(images):

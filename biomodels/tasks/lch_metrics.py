@@ -10,7 +10,7 @@ from biomodels.ops.latent_classifier import LinearClassifier, leave_one_group_ou
 
 def latent_metrics(task, model, dataset, manifest, config, calibration):
     """The flat metrics dict of `Task.evaluate` for one split."""
-    from biomodels.tasks.lch import encode_dataset
+    from biomodels.tasks.lch import classifier_penalty, encode_dataset
 
     evaluated = encode_dataset(model, dataset)
     train = encode_dataset(model, task.split_dataset(manifest, config, "train"))
@@ -19,9 +19,11 @@ def latent_metrics(task, model, dataset, manifest, config, calibration):
                "reconstruction/bce": float(evaluated["reconstruction_bce"].mean()),
                "reconstruction/mse": float(evaluated["reconstruction_mse"].mean())}
     for prefix, features in (("loco", "codes"), ("baseline", "image_statistics")):
+        l2 = classifier_penalty(train, features, config)
         probabilities, unscored = leave_one_group_out(train[features], train["efficiency"], train["cell_line"],
-                                                      evaluated[features], evaluated["cell_line"], config.classifier_l2)
+                                                      evaluated[features], evaluated["cell_line"], l2)
         metrics.update(_scores(prefix, evaluated["efficiency"], evaluated["cell_line"], probabilities, names))
+        metrics[f"{prefix}/l2"] = l2
         metrics[f"{prefix}/unscored_cell_lines"] = len(unscored)
     if calibration.get("classifier"):
         classifier = LinearClassifier.from_dict(calibration["classifier"])
