@@ -23,6 +23,12 @@ def resolve(task, preset="quick", overrides=()):
     return dataclasses.replace(config, **changes) if changes else config
 
 
+def check_choice(name, value, choices):
+    """Raise a ConfigError naming the --set field unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ConfigError(f"--set {name}={value}: choose one of {', '.join(choices)}")
+
+
 def parse_override(config_class, text):
     """('key', typed value) from 'key=value', typed by the config field."""
     key, sep, raw = text.partition("=")

@@ -3,6 +3,7 @@ bookkeeping, crop and metadata reading, the command-line chain and the export.""
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -357,3 +358,49 @@ def test_export_signatures_in_a_fresh_process(lch_run, tmp_path):
     classified, _ = run_without_biomodels(tmp_path, export, {"images": crops}, signature="classify")
     classifier = LinearClassifier.from_dict(json.loads((model_dir / "calibration.json").read_text())["classifier"])
     np.testing.assert_allclose(classified["probability_high"], classifier.probabilities(served["latent"]), atol=1e-4)
+
+
+def test_choose_l2_scores_every_penalty_without_the_judged_rows():
+    from biomodels.ops.latent_classifier import L2_GRID, choose_l2
+
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(6), 20)
+    labels = (groups % 2).astype(int)
+    codes = rng.normal(size=(120, 4)) + labels[:, None] * [2.0, 0, 0, 0]
+    best, scores = choose_l2(codes, labels, groups)
+    assert set(scores) == set(L2_GRID) and scores[best] == max(scores.values()) and scores[best] > 0.9
+    with pytest.raises(ValueError, match="no group"):
+        choose_l2(codes[:40], np.repeat([0, 1], 20), np.repeat([0, 1], 20))
+
+
+@pytest.mark.slow
+def test_serving_layout_warmup_and_bioimageio(tmp_path, lch_task, tiny_lch_config):
+    import zipfile
+
+    import tensorflow as tf
+    from bioimageio.spec import load_description
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from biomodels.export import serving
+    from biomodels.export.bioimageio import write_package
+
+    calibration = {"classifier": {"mean": [0.0] * 8, "scale": [1.0] * 8, "weights": [0.5] * 8, "bias": 0.1}}
+    path = serving.export_version(lch_task, tiny_model(), tiny_lch_config, str(tmp_path / "serving"), warmup=3,
+                                  metadata={"calibration": calibration})
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "encode", "decode", "classify"}
+    records = list(tf.data.TFRecordDataset(os.path.join(path, serving.WARMUP_FILE)).as_numpy_iterator())
+    replayed = set()
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+        replayed.add(request.model_spec.signature_name)
+        assert all(np.isfinite(value.numpy()).all() for value in outputs.values())
+    assert replayed == {"serving_default", "decode"}
+    package = write_package(lch_task, path, tiny_lch_config, str(tmp_path / "1.bioimageio.zip"))
+    with zipfile.ZipFile(package) as archive:
+        assert {"test_input_images.npy", "test_output_latent.npy"} <= set(archive.namelist())
+    summary = load_description(package, perform_io_checks=True).validation_summary
+    errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
+    assert summary.status in ("passed", "valid-format"), errors

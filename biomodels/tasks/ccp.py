@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from biomodels import config as config_lib
 from biomodels.errors import ConfigError, InputError
 from biomodels.ops.tracks import FEATURE_NAMES, NUM_FEATURES, auxilin_positive, track_features
 from biomodels.pipelines import tracks as track_io
@@ -203,7 +204,7 @@ class CCPTask(Task):
     def build_model(self, config, manifest):
         from biomodels.models import TraceFeatureNet, TraceNet
 
-        _check_choice("model", config.model, MODELS)
+        config_lib.check_choice("model", config.model, MODELS)
         stats = manifest["statistics"]
         if config.model == "features":
             return TraceFeatureNet(stats["feature_mean"], stats["feature_variance"], config.hidden_units, config.activation)
@@ -215,7 +216,7 @@ class CCPTask(Task):
 
     def class_weights(self, config, manifest):
         """(positive, negative) loss weights: balanced makes both classes weigh the same."""
-        _check_choice("class_weighting", config.class_weighting, ("balanced", "none"))
+        config_lib.check_choice("class_weighting", config.class_weighting, ("balanced", "none"))
         fraction = manifest["statistics"]["positive_fraction"]
         if config.class_weighting == "none" or fraction in (0.0, 1.0):
             return 1.0, 1.0
@@ -395,11 +396,6 @@ def _safe_variance(variance):
 
 def _rounded(values):
     return [round(float(v), 6) for v in values]
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ConfigError(f"--set {name}={value}: choose one of {', '.join(choices)}")
 
 
 def _predict_dataset(model, dataset):

@@ -29,10 +29,12 @@ import re
 
 import numpy as np
 
+from biomodels import config as config_lib
 from biomodels.errors import ConfigError, InputError
 from biomodels.tasks.base import Source, Task
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+NORMALISATIONS = ("percentile", "none")
 STUDY_CROP_SIZE = 256
 EFFICIENCIES = {"high": 1, "low": 0}
 # date_celltype_s<site>_t<time>_p<position>_f<frame>, as the synthetic crops are named
@@ -53,6 +55,7 @@ class LCHConfig:
     epochs: int = 40
     steps_per_epoch: int = 0
     augment: bool = True
+    intensity_normalisation: str = "percentile"
     filename_pattern: str = DEFAULT_PATTERN
     cell_type_field: str = "cell_type"
     efficiency_csv: str = ""
@@ -77,10 +80,10 @@ class LCHTask(Task):
         return {
             "quick": LCHConfig(),
             # the study: 256×256 crops, six convolutions 64-1024, discriminator 1024-1024-512,
-            # Adam 2e-4 (beta 0.5), batch 50, 150 epochs, no augmentation
+            # Adam 2e-4 (beta 0.5), batch 50, 150 epochs, no augmentation, crops as 8-bit / 255
             "paper": LCHConfig(image_size=256, filters=(64, 128, 256, 512, 1024, 1024),
                                discriminator_units=(1024, 1024, 512), learning_rate=2e-4, batch_size=50, epochs=150,
-                               augment=False),
+                               augment=False, intensity_normalisation="none"),
         }
 
     # -- raw data -------------------------------------------------------------
@@ -110,8 +113,8 @@ class LCHTask(Task):
         return info, examples
 
     def fit_crop(self, crop, config):
-        """[size, size, 1] float32 in [0, 1] from a [H, W] crop, through `preprocess`."""
-        return np.asarray(self.preprocess(crop[None, :, :, None], config))[0]
+        """[size, size, 1] float32 in [0, 1] from a [H, W] crop: centred, square, resized."""
+        return np.asarray(resize_crops(crop[None, :, :, None], config.image_size))[0]
 
     def write_synthetic(self, directory, num_examples, seed, config):
         from biomodels.pipelines.synthetic import lch as synthetic
@@ -154,14 +157,18 @@ class LCHTask(Task):
     def preprocess(self, inputs, config):
         """Gray crops [batch, height, width, 1] with intensities in [0, 1] (8-bit values
         / 255): centre-cropped to a square, resized to the model's size (bilinear with
-        antialiasing) and clipped to [0, 1]."""
+        antialiasing), then with `intensity_normalisation=percentile` each crop's 1st to
+        99th percentile stretched to [0, 1]; clipped to [0, 1]."""
         import tensorflow as tf
 
-        images = tf.cast(inputs, tf.float32)
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
-        side = tf.minimum(height, width)
-        images = images[:, (height - side) // 2:(height - side) // 2 + side, (width - side) // 2:(width - side) // 2 + side, :]
-        images = tf.image.resize(images, [config.image_size, config.image_size], method="bilinear", antialias=True)
+        config_lib.check_choice("intensity_normalisation", config.intensity_normalisation, NORMALISATIONS)
+        images = resize_crops(inputs, config.image_size)
+        if config.intensity_normalisation == "percentile":
+            values = tf.sort(tf.reshape(images, [tf.shape(images)[0], -1]), axis=1)
+            count = tf.shape(values)[1]
+            low = values[:, count // 100][:, None, None, None]
+            high = values[:, count - 1 - count // 100][:, None, None, None]
+            images = (images - low) / tf.maximum(high - low, 1e-3)
         return tf.clip_by_value(images, 0.0, 1.0)
 
     def augment(self, example, seed, config):
@@ -281,6 +288,18 @@ class LCHTask(Task):
         from biomodels.tasks.lch_outputs import write_predictions
 
         return write_predictions(self, predictor, input_path, output_dir, options)
+
+
+def resize_crops(images, size):
+    """[batch, size, size, 1] float32: the centre square of each crop, resized (bilinear
+    with antialiasing)."""
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    side = tf.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return tf.image.resize(images[:, top:top + side, left:left + side, :], [size, size], method="bilinear", antialias=True)
 
 
 def latent_columns(config):

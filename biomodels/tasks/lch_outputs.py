@@ -76,7 +76,8 @@ def write_embeddings(task, predictor, config, paths, output_dir, options):
             probability = "" if probabilities is None else f"{probabilities[index]:.6f}"
             writer.writerow([os.path.basename(file), *(metadata[index][name] for name in fields),
                              *(f"{value:.6f}" for value in codes[index]), probability])
-    return {"path": path, "files": paths, "crops": crops, "codes": codes, "probabilities": probabilities}
+    return {"path": path, "files": paths, "model_inputs": np.asarray(task.preprocess(crops, config)), "codes": codes,
+            "probabilities": probabilities}
 
 
 def write_insilico(task, predictor, config, chosen, table, output_dir, options):
@@ -107,7 +108,7 @@ def write_insilico(task, predictor, config, chosen, table, output_dir, options):
         moved = (code[None, :] + shift[:, None] * classifier.direction[None, :]).astype(np.float32)
         decoded = decode(latent=moved)["images"]
         name = os.path.splitext(os.path.basename(table["files"][index]))[0]
-        rows.append([table["crops"][index], *decoded])
+        rows.append([table["model_inputs"][index], *decoded])
         gif = os.path.join(output_dir, f"insilico_{name}.gif")
         write_gif(gif, list(decoded) + list(decoded[::-1]))
         written.append(gif)
@@ -132,7 +133,8 @@ def write_interpolation(task, predictor, config, chosen, output_dir, options):
     decoded = predictor.signature("decode")(latent=((1 - weights) * codes[0] + weights * codes[1]).astype(np.float32))["images"]
     names = [os.path.splitext(os.path.basename(path))[0] for path in chosen]
     montage = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.png")
-    write_montage(montage, [[crops[0], *decoded, crops[1]]])
+    inputs = np.asarray(task.preprocess(crops, config))
+    write_montage(montage, [[inputs[0], *decoded, inputs[1]]])
     gif = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.gif")
     write_gif(gif, list(decoded) + list(decoded[::-1]))
     return [montage, gif]
