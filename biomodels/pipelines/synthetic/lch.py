@@ -33,7 +33,7 @@ def cell_line(rng, name, high):
         "name": name, "high": bool(high),
         "pseudopodia": rng.uniform(3.0, 4.5) if high else rng.uniform(0.3, 1.0),
         "pseudopod_length": rng.uniform(0.8, 1.2) if high else rng.uniform(0.3, 0.5),
-        "granules": rng.uniform(50, 80) if high else rng.uniform(5, 20),
+        "granules": rng.uniform(30, 45) if high else rng.uniform(18, 30),
         "radius": rng.uniform(33, 42),
         "background": rng.uniform(0.44, 0.52),
         "blur": rng.uniform(0.6, 1.2),
@@ -59,6 +59,9 @@ def cell_image(rng, line):
         length = radius * line["pseudopod_length"] * rng.uniform(0.7, 1.3)
         offset = np.angle(np.exp(1j * (angle - direction)))
         outline = outline + length * np.exp(-0.5 * (offset / width) ** 2)
+    # the same area as the body alone would have: the classes differ in shape, not size
+    area = np.count_nonzero(distance < outline)
+    outline = outline * np.sqrt(np.pi * radius ** 2 / max(area, 1))
     mask = (distance < outline).astype(np.float64)
     soft = ndimage.gaussian_filter(mask, 1.5)
     halo = np.clip(ndimage.gaussian_filter(mask, 5.0) - mask, 0, None)
