@@ -60,7 +60,7 @@ class LCHConfig:
     cell_type_field: str = "cell_type"
     efficiency_csv: str = ""
     classifier_l2: float = 0.0  # 0: chosen by leave-one-cell-line-out on the training split
-    insilico_logit_span: float = 4.0
+    insilico_span: float = 3.0
     synthetic_cells: int = 960
     synthetic_cell_lines: int = 8
 

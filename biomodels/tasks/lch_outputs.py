@@ -82,9 +82,11 @@ def write_embeddings(task, predictor, config, paths, output_dir, options):
 
 def write_insilico(task, predictor, config, chosen, table, output_dir, options):
     """For each chosen cell (default: the two most confidently low and the two most
-    confidently high), decode its code moved along the classifier direction so that the
-    classifier's logit runs evenly from -span to +span; a montage PNG (input, then the
-    steps), a GIF per cell and insilico.json."""
+    confidently high), decode its code with its component along the classifier's
+    direction replaced by evenly spaced values from -span to +span (in units of the
+    prior's standard deviation, so every column means the same for every cell); a
+    montage PNG (input, then the steps from low to high), a GIF per cell and
+    insilico.json with the classifier's probability at every step."""
     from biomodels.ops.latent_classifier import LinearClassifier
 
     if not predictor.calibration.get("classifier"):
@@ -98,27 +100,30 @@ def write_insilico(task, predictor, config, chosen, table, output_dir, options):
     else:
         chosen = [table["files"].index(path) for path in chosen]
     steps = max(2, int(options.get("steps") or 9))
-    span = config.insilico_logit_span
+    span = config.insilico_span
     targets = np.linspace(-span, span, steps)
+    direction = classifier.direction
     decode = predictor.signature("decode")
     rows, written, record = [], [], []
     for index in chosen:
         code = table["codes"][index]
-        shift = (targets - classifier.logits(code[None])[0]) / classifier.logit_per_unit
-        moved = (code[None, :] + shift[:, None] * classifier.direction[None, :]).astype(np.float32)
+        moved = (code[None, :] + (targets - code @ direction)[:, None] * direction[None, :]).astype(np.float32)
         decoded = decode(latent=moved)["images"]
         name = os.path.splitext(os.path.basename(table["files"][index]))[0]
         rows.append([table["model_inputs"][index], *decoded])
         gif = os.path.join(output_dir, f"insilico_{name}.gif")
         write_gif(gif, list(decoded) + list(decoded[::-1]))
         written.append(gif)
-        record.append({"file": os.path.basename(table["files"][index]),
-                       "probability_high": float(classifier.probabilities(code[None])[0]), "gif": os.path.basename(gif)})
+        record.append({"file": os.path.basename(table["files"][index]), "position": float(code @ direction),
+                       "probability_high": float(classifier.probabilities(code[None])[0]),
+                       "probability_high_per_step": [round(float(p), 4) for p in classifier.probabilities(moved)],
+                       "gif": os.path.basename(gif)})
     montage = os.path.join(output_dir, "insilico_montage.png")
     write_montage(montage, rows)
-    summary = {"columns": ["input"] + [f"P(high)={p:.3f}" for p in 1 / (1 + np.exp(-targets))],
-               "logits": targets.tolist(), "cells": record,
-               "note": "each row: the input crop, then its code moved along the classifier direction and decoded"}
+    summary = {"columns": ["input"] + [f"{t:+.2f} along the direction" for t in targets], "steps": targets.tolist(),
+               "direction": [round(float(v), 6) for v in direction], "cells": record,
+               "note": "each row: the input crop as the model sees it, then its code with the component along the "
+                       "classifier's direction (low to high efficiency) set to each step, decoded"}
     info = os.path.join(output_dir, "insilico.json")
     write_text_atomic(info, json.dumps(summary, indent=2))
     return [montage, *written, info]
