@@ -272,8 +272,8 @@ class LCHTask(Task):
                               "label-free live cell images that are predictive of highly metastatic melanoma, "
                               "Cell Systems 12, 733-747 (2021)", "doi": "10.1016/j.cels.2021.05.003"}],
             "inputs": [{
-                "id": "images", "description": "one centred cell per crop, gray values scaled to [0, 1] (8-bit / 255); "
-                                               "any size, centre-cropped to a square and resized inside the model",
+                "id": "images", "description": "a centred single-cell crop, gray in [0, 1] (8-bit / 255), any size; "
+                                               "squared, resized, contrast-stretched in the model",
                 "axes": [{"type": "batch"},
                          {"type": "space", "id": "y", "size": {"min": 16, "step": 1}, "unit": "micrometer",
                           "scale": float(pixel_size or 1.0)},

@@ -112,7 +112,7 @@ def write_insilico(task, predictor, config, chosen, table, output_dir, options):
         name = os.path.splitext(os.path.basename(table["files"][index]))[0]
         rows.append([table["model_inputs"][index], *decoded])
         gif = os.path.join(output_dir, f"insilico_{name}.gif")
-        write_gif(gif, list(decoded) + list(decoded[::-1]))
+        write_gif(gif, there_and_back(decoded))
         written.append(gif)
         record.append({"file": os.path.basename(table["files"][index]), "position": float(code @ direction),
                        "probability_high": float(classifier.probabilities(code[None])[0]),
@@ -141,7 +141,7 @@ def write_interpolation(task, predictor, config, chosen, output_dir, options):
     inputs = np.asarray(task.preprocess(crops, config))
     write_montage(montage, [[inputs[0], *decoded, inputs[1]]])
     gif = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.gif")
-    write_gif(gif, list(decoded) + list(decoded[::-1]))
+    write_gif(gif, there_and_back(decoded))
     return [montage, gif]
 
 
@@ -187,6 +187,11 @@ def write_montage(path, rows, gap=2):
         for c, image in enumerate(row):
             canvas[r * step:r * step + VIEW_SIZE, c * step:c * step + VIEW_SIZE] = _to_view(image)
     write_png(path, canvas)
+
+
+def there_and_back(frames):
+    """frames, then back without repeating either end: a loop without a pause."""
+    return list(frames) + list(frames[-2:0:-1])
 
 
 def write_gif(path, frames):
