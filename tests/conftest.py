@@ -71,29 +71,47 @@ try:
 except ImportError:
     pass
 import numpy as np, tensorflow as tf
-saved_model, signature, folder = sys.argv[1:]
+saved_model, folder = sys.argv[1:]
 inputs = np.load(folder + "/inputs.npz")
-outputs = tf.saved_model.load(saved_model).signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
-np.savez(folder + "/outputs.npz", **{k: v.numpy() for k, v in outputs.items()})
-print(json.dumps({k: v.dtype.name for k, v in outputs.items()}))
+signatures = tf.saved_model.load(saved_model).signatures
+arrays, dtypes = {}, {}
+for signature in sorted({key.split("/")[0] for key in inputs.files}):
+    given = {key.split("/")[1]: tf.constant(inputs[key]) for key in inputs.files if key.split("/")[0] == signature}
+    for name, value in signatures[signature](**given).items():
+        arrays[f"{signature}/{name}"] = value.numpy()
+        dtypes.setdefault(signature, {})[name] = value.dtype.name
+np.savez(folder + "/outputs.npz", **arrays)
+print(json.dumps(dtypes))
 """
 
 
-def run_without_biomodels(tmp_path, saved_model, inputs, signature="serving_default"):
-    """Call a SavedModel's signature in a fresh Python process where biomodels cannot be
-    imported; returns ({output name: array}, {output name: dtype name})."""
+def call_without_biomodels(tmp_path, saved_model, calls):
+    """Call SavedModel signatures, {signature: {input name: array}}, in one fresh Python
+    process where biomodels cannot be imported; returns ({signature: {output: array}},
+    {signature: {output: dtype name}})."""
     import json
 
     folder = tmp_path / "fresh"
     folder.mkdir(exist_ok=True)
-    np.savez(folder / "inputs.npz", **inputs)
+    np.savez(folder / "inputs.npz", **{f"{signature}/{name}": array for signature, inputs in calls.items()
+                                       for name, array in inputs.items()})
     (folder / "fresh.py").write_text(FRESH_PROCESS)
-    result = subprocess.run([sys.executable, str(folder / "fresh.py"), str(saved_model), signature, str(folder)],
+    result = subprocess.run([sys.executable, str(folder / "fresh.py"), str(saved_model), str(folder)],
                             capture_output=True, text=True, cwd=folder, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    arrays = {signature: {} for signature in calls}
     with np.load(folder / "outputs.npz") as outputs:
-        arrays = {name: outputs[name] for name in outputs.files}
+        for key in outputs.files:
+            signature, name = key.split("/")
+            arrays[signature][name] = outputs[key]
     return arrays, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_without_biomodels(tmp_path, saved_model, inputs, signature="serving_default"):
+    """One signature's ({output name: array}, {output name: dtype name}) from a fresh
+    process without biomodels (see call_without_biomodels)."""
+    arrays, dtypes = call_without_biomodels(tmp_path, saved_model, {signature: inputs})
+    return arrays[signature], dtypes[signature]
 
 
 def error_lines(result):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from biomodels.errors import ConfigError, InputError
-from conftest import assert_one_line_error, run_cli, run_without_biomodels
+from conftest import assert_one_line_error, call_without_biomodels, run_cli
 
 TINY_LCH = ["image_size=32", "filters=8,16,32", "latent_dim=8", "discriminator_units=16,16,8", "batch_size=8",
             "synthetic_cells=48", "synthetic_cell_lines=4"]
@@ -103,40 +103,41 @@ def test_one_fit_step_updates_every_part():
     assert history["loss"][0] == pytest.approx(history["reconstruction_loss"][0] + history["adversarial_loss"][0], rel=1e-4)
 
 
-STRATEGY_STEP = """
-import json, sys, numpy as np, tensorflow as tf
+STRATEGY_STEPS = """
+import json, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from biomodels.models import AdversarialAutoencoder
-if sys.argv[1] == "mixed_float16":
-    keras.mixed_precision.set_global_policy("mixed_float16")
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if sys.argv[1] == "mirrored" else tf.distribute.get_strategy()
 crops = np.random.default_rng(0).uniform(0, 1, (16, 32, 32, 1)).astype("float32")
-with strategy.scope():
-    model = AdversarialAutoencoder(32, 8, (8, 16, 32), (16, 16, 8), seed=1)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-before = [w.numpy().copy() for w in model.trainable_weights]
-history = model.fit(tf.data.Dataset.from_tensor_slices(crops).batch(8), epochs=1, verbose=0).history
-changed = sum(bool(np.abs(a - b.numpy()).max() > 0) for a, b in zip(before, model.trainable_weights))
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "changed": changed, "weights": len(before),
-                  "loss": history["loss"][0], "optimizer": type(model.discriminator_optimizer).__name__,
-                  "output": str(model.predict(crops[:2], verbose=0).dtype)}))
+for setting in ("mirrored", "mixed_float16"):
+    if setting == "mixed_float16":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if setting == "mirrored" else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = AdversarialAutoencoder(32, 8, (8, 16, 32), (16, 16, 8), seed=1)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = model.fit(tf.data.Dataset.from_tensor_slices(crops).batch(8), epochs=1, verbose=0).history
+    changed = sum(bool(np.abs(a - b.numpy()).max() > 0) for a, b in zip(before, model.trainable_weights))
+    print(json.dumps({"setting": setting, "replicas": strategy.num_replicas_in_sync, "changed": changed,
+                      "weights": len(before), "loss": history["loss"][0],
+                      "optimizer": type(model.discriminator_optimizer).__name__,
+                      "output": str(model.predict(crops[:2], verbose=0).dtype)}))
 """
 
 
-@pytest.mark.parametrize("setting", ["mirrored", "mixed_float16"])
-def test_fit_under_mirrored_strategy_and_mixed_precision(tmp_path, setting):
-    script = tmp_path / "step.py"
-    script.write_text(STRATEGY_STEP)
-    result = subprocess.run([sys.executable, str(script), setting], capture_output=True, text=True, timeout=300)
+def test_fit_under_mirrored_strategy_and_mixed_precision(tmp_path):
+    script = tmp_path / "steps.py"
+    script.write_text(STRATEGY_STEPS)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["replicas"] == (2 if setting == "mirrored" else 1)
-    assert report["changed"] >= report["weights"] - 2 and np.isfinite(report["loss"])
-    assert report["output"] == "float32"
-    if setting == "mixed_float16":
-        assert report["optimizer"] == "LossScaleOptimizer"
+    mirrored, mixed = [json.loads(line) for line in result.stdout.strip().splitlines()[-2:]]
+    assert (mirrored["setting"], mirrored["replicas"]) == ("mirrored", 2)
+    assert (mixed["setting"], mixed["replicas"], mixed["optimizer"]) == ("mixed_float16", 1, "LossScaleOptimizer")
+    for report in (mirrored, mixed):
+        assert report["changed"] >= report["weights"] - 2 and np.isfinite(report["loss"])
+        assert report["output"] == "float32"
 
 
 # -- latent classifier ---------------------------------------------------------------
@@ -284,7 +285,7 @@ def lch_run(tmp_path_factory):
     result = run_cli("biomodels.prepare", "--task=lch", f"--output_dir={data_dir}", "--synthetic", *SETS)
     assert result.returncode == 0, result.stderr
     result = run_cli("biomodels.train", "--task=lch", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                     "--epochs=2", "--steps_per_epoch=3", *SETS)
+                     "--epochs=1", "--steps_per_epoch=3", *SETS)
     assert result.returncode == 0, result.stderr
     return root, model_dir, result
 
@@ -303,20 +304,19 @@ def test_command_line_chain(lch_run, tmp_path):
     assert "pdx01" in result.stdout and (model_dir / "metrics_val.json").exists()
 
     crops = write_tiny_folder(tmp_path / "new", seed=5)
-    out = tmp_path / "embed"
-    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir / 'export'}", f"--input={crops}", f"--output={out}")
+    out = tmp_path / "insilico"  # writes embeddings.csv too, as --mode=embed does
+    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir / 'export'}", f"--input={crops}",
+                     f"--output={out}", "--mode=insilico", "--steps=5")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(open(out / "embeddings.csv")))
     assert len(rows) == 12 and rows[0]["cell_type"].startswith("pdx")
     assert list(rows[0])[:2] == ["file", "date"] and "z7" in rows[0] and "z8" not in rows[0]
     assert all(0.0 <= float(row["probability_high"]) <= 1.0 for row in rows)
-
-    out = tmp_path / "insilico"
-    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}", f"--output={out}",
-                     "--mode=insilico", "--steps=5")
-    assert result.returncode == 0, result.stderr
     summary = json.loads((out / "insilico.json").read_text())
     assert len(summary["cells"]) == 4 and len(summary["columns"]) == 6
+    for cell in summary["cells"]:  # moving along the classifier's direction raises P(high) step by step
+        steps = cell["probability_high_per_step"]
+        assert len(steps) == 5 and all(a <= b for a, b in zip(steps, steps[1:]))
     from PIL import Image
 
     with Image.open(out / "insilico_montage.png") as montage:
@@ -325,27 +325,29 @@ def test_command_line_chain(lch_run, tmp_path):
         assert gif.n_frames == 8  # 5 steps there, 3 back
     names = [row["file"] for row in rows[:2]]
     out = tmp_path / "between"
-    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir / 'export'}", f"--input={crops}",
+    result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}",
                      f"--output={out}", "--mode=interpolate", f"--cells={','.join(names)}", "--steps=4")
     assert result.returncode == 0, result.stderr
     assert len(list(out.glob("interpolate_*.gif"))) == 1 and len(list(out.glob("interpolate_*.png"))) == 1
 
 
 @pytest.mark.slow
-def test_bad_input_gives_one_line(lch_run, tmp_path):
+def test_bad_input_gives_one_line(lch_run, tmp_path, lch_task):
     _, model_dir, _ = lch_run
     crops = write_tiny_folder(tmp_path / "crops", seed=2)
     (crops / "170101_pdx01_s1_t000_p1_f000.png").write_bytes(b"not a png")
     result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}", f"--output={tmp_path / 'out'}")
     assert_one_line_error(result, "170101_pdx01_s1_t000_p1_f000.png", "not a readable image")
     assert not (tmp_path / "out" / "embeddings.csv").exists()
+    from biomodels.tasks.lch_outputs import write_predictions
+
     (crops / "170101_pdx01_s1_t000_p1_f000.png").unlink()
-    (crops / "cell.png").write_bytes((crops / next(p.name for p in crops.glob("*.png"))).read_bytes())
-    assert_one_line_error(run_cli("biomodels.prepare", "--task=lch", f"--input={crops}", f"--output_dir={tmp_path / 'data'}", *SETS),
-                          "cell.png", "does not match")
-    assert not (tmp_path / "data").exists()
-    assert_one_line_error(run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}",
-                                  f"--output={tmp_path / 'out'}", "--mode=interpolate"), "needs --cells")
+    predictor = type("Predictor", (), {"config": {}, "calibration": {}, "source": str(model_dir)})()
+    with pytest.raises(ConfigError, match="needs --cells"):
+        write_predictions(lch_task, predictor, str(crops), str(tmp_path / "out"), {"mode": "interpolate"})
+    with pytest.raises(InputError, match="nowhere.png: is not one of the crops"):
+        write_predictions(lch_task, predictor, str(crops), str(tmp_path / "out"),
+                          {"mode": "insilico", "cells": ["nowhere.png"]})
 
 
 @pytest.mark.slow
@@ -360,18 +362,19 @@ def test_export_signatures_in_a_fresh_process(lch_run, tmp_path, lch_task, tiny_
     export = model_dir / "export"
     model = keras.saving.load_model(str(model_dir / "best.keras"), safe_mode=True)
     crops = np.random.default_rng(3).uniform(0, 1, (3, 256, 256, 1)).astype(np.float32)
-    served, dtypes = run_without_biomodels(tmp_path, export, {"images": crops})
-    assert dtypes == {"latent": "float32"} and served["latent"].shape == (3, 8)
-    small = np.asarray(lch_task.preprocess(crops, tiny_lch_config))
-    np.testing.assert_allclose(served["latent"], np.asarray(model.encoder(small, training=False)), atol=1e-4)
-    encoded, _ = run_without_biomodels(tmp_path, export, {"images": crops}, signature="encode")
-    np.testing.assert_allclose(encoded["latent"], served["latent"], atol=1e-6)
-    decoded, _ = run_without_biomodels(tmp_path, export, {"latent": served["latent"]}, signature="decode")
-    assert decoded["images"].shape == (3, 32, 32, 1)
-    np.testing.assert_allclose(decoded["images"], np.asarray(model.decoder(served["latent"], training=False)), atol=1e-4)
-    classified, _ = run_without_biomodels(tmp_path, export, {"images": crops}, signature="classify")
+    codes = np.asarray(model.encoder(np.asarray(lch_task.preprocess(crops, tiny_lch_config)), training=False))
+    served, dtypes = call_without_biomodels(tmp_path, export, {
+        "serving_default": {"images": crops}, "encode": {"images": crops}, "decode": {"latent": codes},
+        "classify": {"images": crops}})
+    assert dtypes == {"serving_default": {"latent": "float32"}, "encode": {"latent": "float32"},
+                      "decode": {"images": "float32"}, "classify": {"probability_high": "float32"}}
+    assert served["serving_default"]["latent"].shape == (3, 8)
+    np.testing.assert_allclose(served["serving_default"]["latent"], codes, atol=1e-4)
+    np.testing.assert_allclose(served["encode"]["latent"], served["serving_default"]["latent"], atol=1e-6)
+    assert served["decode"]["images"].shape == (3, 32, 32, 1)
+    np.testing.assert_allclose(served["decode"]["images"], np.asarray(model.decoder(codes, training=False)), atol=1e-4)
     classifier = LinearClassifier.from_dict(json.loads((model_dir / "calibration.json").read_text())["classifier"])
-    np.testing.assert_allclose(classified["probability_high"], classifier.probabilities(served["latent"]), atol=1e-4)
+    np.testing.assert_allclose(served["classify"]["probability_high"], classifier.probabilities(codes), atol=1e-4)
 
 
 def test_choose_l2_scores_every_penalty_without_the_judged_rows():
