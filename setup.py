@@ -26,6 +26,6 @@ setup(
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
-        "test": ["pytest>=8", "tensorflow-serving-api>=2.21,<2.22", "bioimageio.spec>=0.5.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-serving-api>=2.21,<2.22", "bioimageio.spec>=0.5.4"],
     },
 )

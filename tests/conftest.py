@@ -58,6 +58,18 @@ def run_cli(module, *args, cwd=None, timeout=600):
                           cwd=cwd, env=env, timeout=timeout)
 
 
+def train_synthetic_run(root, task, sets, epochs=1, steps_per_epoch=2):
+    """Prepare the task's synthetic data under `root` and train a run on it with the
+    command lines; returns (model_dir, the train command's CompletedProcess)."""
+    data_dir, model_dir = root / "data", root / "run"
+    result = run_cli("biomodels.prepare", f"--task={task}", f"--output_dir={data_dir}", "--synthetic", *sets)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("biomodels.train", f"--task={task}", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                     f"--epochs={epochs}", f"--steps_per_epoch={steps_per_epoch}", *sets)
+    assert result.returncode == 0, result.stderr
+    return model_dir, result
+
+
 FRESH_PROCESS = r"""
 import importlib.abc, json, sys
 class NoBiomodels(importlib.abc.MetaPathFinder):

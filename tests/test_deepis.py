@@ -13,7 +13,7 @@ from biomodels import config as config_lib
 from biomodels.errors import InputError
 from biomodels.ops.distance import labels_from_distance, signed_distance, synapse_mask
 from biomodels.pipelines import readers
-from conftest import assert_one_line_error, run_cli, run_without_biomodels
+from conftest import assert_one_line_error, run_cli, run_without_biomodels, train_synthetic_run
 
 TINY_DEEPIS = ["widths=4,4,8,8,8", "gcn_kernels=1,3,3,3,3", "crop=16,32,32", "synthetic_shape=16,32,32",
                "synthetic_volumes=4", "batch_size=1"]
@@ -204,21 +204,14 @@ def test_readers_and_their_errors(tmp_path, deepis_task, tiny_deepis_config):
 
 @pytest.fixture(scope="module")
 def deepis_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deepis")
-    data_dir, model_dir = root / "data", root / "run"
-    result = run_cli("biomodels.prepare", "--task=deepis", f"--output_dir={data_dir}", "--synthetic", *SETS)
-    assert result.returncode == 0, result.stderr
-    result = run_cli("biomodels.train", "--task=deepis", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                     "--epochs=1", "--steps_per_epoch=2", *SETS)
-    assert result.returncode == 0, result.stderr
-    return root, model_dir, result
+    return train_synthetic_run(tmp_path_factory.mktemp("deepis"), "deepis", SETS)
 
 
 @pytest.mark.slow
 def test_command_line_chain(deepis_run, tmp_path):
     from biomodels.pipelines.synthetic import deepis as synthetic
 
-    _, model_dir, result = deepis_run
+    model_dir, result = deepis_run
     assert "synapse boundary displacement" in result.stdout
     metrics = json.loads((model_dir / "metrics_test.json").read_text())
     assert 0.0 <= metrics["mean_dice"] <= 1.0
