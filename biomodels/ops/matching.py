@@ -1,0 +1,61 @@
+"""Instance matching of label images: intersection over union of every true object with
+every predicted one, and average precision as Cellpose defines it (AP = TP / (TP + FP +
+FN) at an IoU threshold, objects matched one to one by the Hungarian algorithm).
+
+Labels are integer images, 0 background; object ids need not be consecutive.
+"""
+
+import numpy as np
+
+
+def intersection_over_union(true_labels, pred_labels):
+    """[true objects, predicted objects] IoU, objects in increasing id order."""
+    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
+    if true_labels.shape != pred_labels.shape:
+        raise ValueError(f"label images differ in shape: {true_labels.shape} and {pred_labels.shape}")
+    if true_labels.size and min(true_labels.min(), pred_labels.min()) < 0:
+        raise ValueError("labels must not be negative")
+    _, true_index = np.unique(true_labels, return_inverse=True)
+    _, pred_index = np.unique(pred_labels, return_inverse=True)
+    # index 0 is background only where the image has background: shift so that it always is
+    true_index = true_index.reshape(-1) + (0 if true_labels.min() == 0 else 1)
+    pred_index = pred_index.reshape(-1) + (0 if pred_labels.min() == 0 else 1)
+    rows, columns = int(true_index.max()) + 1, int(pred_index.max()) + 1
+    overlap = np.bincount(true_index * columns + pred_index, minlength=rows * columns).reshape(rows, columns)
+    overlap = overlap[1:, 1:].astype(np.float64)
+    true_area = np.bincount(true_index, minlength=rows)[1:, None]
+    pred_area = np.bincount(pred_index, minlength=columns)[None, 1:]
+    union = true_area + pred_area - overlap
+    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+
+
+def matched_pairs(iou, threshold):
+    """How many one-to-one pairs reach `threshold`: the Hungarian assignment that
+    maximises that count (ties broken by the summed IoU)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if iou.size == 0:
+        return 0
+    # a pair at the threshold is worth more than any sum of IoUs below it
+    score = (iou >= threshold).astype(np.float64) + iou / (2 * max(iou.shape))
+    rows, columns = linear_sum_assignment(-score)
+    return int(np.count_nonzero(iou[rows, columns] >= threshold))
+
+
+def average_precision(true_labels, pred_labels, thresholds=(0.5, 0.75, 0.9)):
+    """(ap, tp, fp, fn), each an array over `thresholds`, for one pair of label images;
+    for lists of pairs, arrays [images, thresholds]. An image pair without any object
+    has AP 1 (nothing to find, nothing found)."""
+    if isinstance(true_labels, (list, tuple)):
+        if len(true_labels) != len(pred_labels):
+            raise ValueError(f"{len(true_labels)} true label images but {len(pred_labels)} predicted")
+        results = [average_precision(t, p, thresholds) for t, p in zip(true_labels, pred_labels)]
+        return tuple(np.stack(parts) for parts in zip(*results))
+    iou = intersection_over_union(true_labels, pred_labels)
+    thresholds = np.atleast_1d(np.asarray(thresholds, np.float64))
+    tp = np.array([matched_pairs(iou, threshold) for threshold in thresholds])
+    fp = iou.shape[1] - tp
+    fn = iou.shape[0] - tp
+    total = tp + fp + fn
+    ap = np.divide(tp, total, out=np.ones(len(thresholds)), where=total > 0)
+    return ap, tp, fp, fn
