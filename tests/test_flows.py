@@ -45,3 +45,46 @@ def test_no_cells_and_bad_labels():
         masks_to_flows(np.zeros((2, 5, 6), int))
     with pytest.raises(ValueError, match="negative"):
         masks_to_flows(-np.ones((5, 5), int))
+
+
+def cells_image():
+    labels = disc((64, 80), (20, 20), 10)
+    labels = disc((64, 80), (22, 40), 11, label=2, labels=labels)  # touches cell 1
+    labels = disc((64, 80), (45, 60), 9, label=3, labels=labels)
+    labels[50:58, 8:20] = 4
+    return labels
+
+
+def test_masks_round_trip_through_their_flows():
+    from biomodels.ops.flows import masks_from_flows
+    from biomodels.ops.matching import average_precision
+
+    labels = cells_image()
+    logits = np.where(labels > 0, 5.0, -5.0)
+    masks = masks_from_flows(masks_to_flows(labels), logits)
+    assert masks.dtype == np.uint16 and masks.max() == 4
+    ap, tp, fp, fn = average_precision(labels, masks)
+    assert ap[0] == 1.0 and ap[1] == 1.0  # every cell found, IoU at least 0.75
+    assert np.all(masks[labels == 0] == 0)
+    assert masks_from_flows(masks_to_flows(labels), logits, cellprob_threshold=6.0).max() == 0
+
+
+def test_bad_flows_and_small_cells_are_removed():
+    from biomodels.ops.flows import fill_holes_and_remove_small, masks_from_flows
+
+    labels = cells_image()
+    flows = masks_to_flows(labels)
+    flows[0, labels == 3], flows[1, labels == 3] = 0.0, 1.0  # cell 3 all flows to its right edge
+    logits = np.where(labels > 0, 5.0, -5.0)
+    kept = masks_from_flows(flows, logits)
+    assert len(np.unique(kept[labels == 3])) == 1 and kept[45, 60] == 0
+    assert all(kept[labels == cell].min() > 0 for cell in (1, 2, 4))
+    assert masks_from_flows(flows, logits, flow_threshold=None)[labels == 3].max() > 0
+    # cell 4 (8×12 = 96 pixels) goes below min_size=100
+    assert masks_from_flows(masks_to_flows(labels), logits, min_size=100)[labels == 4].max() == 0
+    ring = disc((20, 20), (10, 10), 7) - disc((20, 20), (10, 10), 3)
+    ring[0:2, 0:2] = 2
+    filled = fill_holes_and_remove_small(ring, min_size=5)
+    np.testing.assert_array_equal(filled, disc((20, 20), (10, 10), 7))
+    with pytest.raises(ValueError, match="expected flows"):
+        masks_from_flows(flows[:1], logits)

@@ -76,3 +76,100 @@ def masks_to_flows(labels, iterations=None):
     flows[0, ys, xs] = dy / norm
     flows[1, ys, xs] = dx / norm
     return flows
+
+
+def follow_flows(flows, pixels, iterations=200):
+    """[N, 2] float positions reached from `pixels` ([N, 2] (y, x)) after `iterations`
+    Euler steps along `flows` (2, H, W), bilinearly interpolated, positions kept inside
+    the image."""
+    height, width = flows.shape[1:]
+    position = pixels.astype(np.float64)
+    limit = np.array([height - 1, width - 1], np.float64)
+    for _ in range(iterations):
+        position += bilinear(flows, position)
+        np.clip(position, 0, limit, out=position)
+    return position
+
+
+def bilinear(image, points):
+    """[N, C] values of a (C, H, W) image at [N, 2] float (y, x) points inside it."""
+    height, width = image.shape[1:]
+    top = np.minimum(np.floor(points[:, 0]).astype(np.int64), height - 2 if height > 1 else 0)
+    left = np.minimum(np.floor(points[:, 1]).astype(np.int64), width - 2 if width > 1 else 0)
+    fy, fx = points[:, 0] - top, points[:, 1] - left
+    bottom, right = np.minimum(top + 1, height - 1), np.minimum(left + 1, width - 1)
+    return ((image[:, top, left] * (1 - fy) * (1 - fx) + image[:, top, right] * (1 - fy) * fx
+             + image[:, bottom, left] * fy * (1 - fx) + image[:, bottom, right] * fy * fx)).T
+
+
+def cluster_positions(positions, shape, min_count=10, grow_count=2, grow_steps=5):
+    """Labels of converged positions: sinks are local maxima (5×5) of the positions'
+    histogram holding more than `min_count`, grown `grow_steps` times into neighbouring
+    bins holding more than `grow_count`; a position takes the label of its bin (0 if
+    none)."""
+    from scipy import ndimage
+
+    bins = np.round(positions).astype(np.int64)
+    flat = bins[:, 0] * shape[1] + bins[:, 1]
+    counts = np.bincount(flat, minlength=shape[0] * shape[1]).reshape(shape)
+    seeds = (counts == ndimage.maximum_filter(counts, size=5)) & (counts > min_count)
+    sinks, _ = ndimage.label(seeds, structure=np.ones((3, 3)))
+    allowed = counts > grow_count
+    for _ in range(grow_steps):
+        grown = ndimage.grey_dilation(sinks, size=3)
+        sinks = np.where((sinks == 0) & allowed, grown, sinks)
+    return sinks.reshape(-1)[flat]
+
+
+def flow_errors(masks, flows):
+    """Per mask (ids 1..max): the sum over dY and dX of the mean squared difference
+    between the flows recomputed from the mask and `flows`."""
+    from scipy import ndimage
+
+    ids = np.arange(1, int(masks.max()) + 1)
+    recomputed = masks_to_flows(masks)
+    return sum(np.asarray(ndimage.mean((recomputed[c] - flows[c]) ** 2, masks, ids)) for c in range(2))
+
+
+def fill_holes_and_remove_small(masks, min_size=15):
+    """Masks with their holes filled, those smaller than `min_size` pixels removed, and
+    the rest numbered 1..n in order of their old ids."""
+    from scipy import ndimage
+
+    result = np.zeros_like(masks)
+    next_id = 1
+    for index, region in enumerate(ndimage.find_objects(masks), start=1):
+        if region is None:
+            continue
+        filled = ndimage.binary_fill_holes(masks[region] == index)
+        if filled.sum() < min_size:
+            continue
+        result[region][filled] = next_id
+        next_id += 1
+    return result
+
+
+def masks_from_flows(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0, min_size=15, niter=200):
+    """Instance labels (uint16, int32 past 65535 cells) from unit flows (2, H, W) (the
+    network's flow outputs / 5) and cell-probability logits (H, W): pixels above
+    `cellprob_threshold` follow the flows for `niter` steps, their end points are
+    clustered into cells, cells whose flow error exceeds `flow_threshold` (None: keep
+    all) are dropped, holes are filled and cells under `min_size` pixels removed."""
+    flows = np.asarray(flows, np.float32)
+    cellprob = np.asarray(cellprob, np.float32)
+    if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != cellprob.shape:
+        raise ValueError(f"expected flows (2, H, W) and cellprob (H, W), got {flows.shape} and {cellprob.shape}")
+    shape = cellprob.shape
+    pixels = np.argwhere(cellprob > cellprob_threshold)
+    masks = np.zeros(shape, np.int32)
+    if len(pixels):
+        moving = flows * (cellprob > cellprob_threshold)[None]
+        ends = follow_flows(moving, pixels, niter)
+        masks[pixels[:, 0], pixels[:, 1]] = cluster_positions(ends, shape)
+        too_big = np.flatnonzero(np.bincount(masks.reshape(-1))[1:] > 0.4 * masks.size) + 1
+        masks[np.isin(masks, too_big)] = 0
+    if flow_threshold is not None and masks.max() > 0:
+        errors = flow_errors(masks, flows)
+        masks[np.isin(masks, np.flatnonzero(errors > flow_threshold) + 1)] = 0
+    masks = fill_holes_and_remove_small(masks, min_size)
+    return masks.astype(np.uint16 if masks.max() < 2 ** 16 else np.int32)
