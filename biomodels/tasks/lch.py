@@ -40,6 +40,7 @@ EFFICIENCIES = {"high": 1, "low": 0}
 # date_celltype_s<site>_t<time>_p<position>_f<frame>, as the synthetic crops are named
 DEFAULT_PATTERN = r"(?P<date>\d+)_(?P<cell_type>[A-Za-z0-9-]+)_s(?P<site>\d+)_t(?P<time>\d+)_p(?P<position>\d+)_f(?P<frame>\d+)"
 log = logging.getLogger("biomodels")
+_SIZES_WARNED = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,9 +390,10 @@ def read_crop(path):
         raise InputError(path, f"is not a single-channel image (shape {image.shape})")
     if min(image.shape) < 16:
         raise InputError(path, f"is too small for a cell crop ({image.shape[1]}×{image.shape[0]})")
-    if image.shape != (STUDY_CROP_SIZE, STUDY_CROP_SIZE):
-        log.warning("%s: %d×%d crop centred and resized (the study's crops are %d×%d)", path, image.shape[1],
-                    image.shape[0], STUDY_CROP_SIZE, STUDY_CROP_SIZE)
+    if image.shape != (STUDY_CROP_SIZE, STUDY_CROP_SIZE) and image.shape not in _SIZES_WARNED:
+        _SIZES_WARNED.add(image.shape)  # once per size, not once per crop of a folder
+        log.warning("%s: %d×%d crop centred and resized (the study's crops are %d×%d; said once per size)", path,
+                    image.shape[1], image.shape[0], STUDY_CROP_SIZE, STUDY_CROP_SIZE)
     return (image.astype(np.float64) / _full_scale(path, image)).astype(np.float32)
 
 
