@@ -218,13 +218,13 @@ def test_crop_reading_converts_and_refuses(tmp_path, caplog, lch_task, tiny_lch_
         np.testing.assert_allclose(read_crop(str(tmp_path / "rgb.png")), gray / 255.0, atol=1e-3)
         assert "converted to gray" in caplog.text
         tifffile.imwrite(tmp_path / "wide.tif", np.full((100, 300), 65535, np.uint16))
-        crop = lch_task.fit_crop(read_crop(str(tmp_path / "wide.tif")), tiny_lch_config)
+        crop = lch_task.fit_crop(read_crop(str(tmp_path / "wide.tif")), tiny_lch_config.image_size)
         assert "centred and resized" in caplog.text
     assert crop.shape == (32, 32, 1) and crop.min() == pytest.approx(1.0)
     # the centre square of a wide crop is kept
     wide = np.zeros((64, 192), np.float32)
     wide[:, 64:128] = 1.0
-    np.testing.assert_allclose(lch_task.fit_crop(wide, tiny_lch_config), 1.0, atol=1e-6)
+    np.testing.assert_allclose(lch_task.fit_crop(wide, 32), 1.0, atol=1e-6)
     tifffile.imwrite(tmp_path / "two.tif", np.zeros((256, 256, 2), np.uint8), photometric="minisblack", planarconfig="contig")
     with pytest.raises(InputError, match="two.tif: is not a single-channel image"):
         read_crop(str(tmp_path / "two.tif"))

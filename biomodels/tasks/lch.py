@@ -107,15 +107,15 @@ class LCHTask(Task):
         efficiency = table[source.group]
         examples = []
         for path in paths:
-            crop = self.fit_crop(read_crop(path), config)
+            crop = self.fit_crop(read_crop(path), config.image_size)
             examples.append({"image": quantise(crop), "efficiency": np.int64(EFFICIENCIES[efficiency]),
                              "cell_line": np.int64(line_index)})
         info = {"cell_line": source.group, "cell_line_index": line_index, "efficiency": efficiency, "cells": len(examples)}
         return info, examples
 
-    def fit_crop(self, crop, config):
+    def fit_crop(self, crop, size):
         """[size, size, 1] float32 in [0, 1] from a [H, W] crop: centred, square, resized."""
-        return np.asarray(resize_crops(crop[None, :, :, None], config.image_size))[0]
+        return np.asarray(resize_crops(crop[None, :, :, None], size))[0]
 
     def write_synthetic(self, directory, num_examples, seed, config):
         from biomodels.pipelines.synthetic import lch as synthetic

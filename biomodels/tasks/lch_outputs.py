@@ -12,6 +12,7 @@ import numpy as np
 from biomodels import config as config_lib
 from biomodels.atomic import atomic_path, write_text_atomic
 from biomodels.errors import ConfigError, InputError
+from biomodels.tasks.lch import STUDY_CROP_SIZE, file_metadata, find_crops, latent_columns, read_crop
 
 MODES = ("embed", "insilico", "interpolate")
 VIEW_SIZE = 128  # pixels per panel in montages and GIFs
@@ -20,31 +21,31 @@ GIF_FRAME_MS = 150
 
 def write_predictions(task, predictor, input_path, output_dir, options):
     """Run `options["mode"]` over the crops under `input_path`; returns the paths written."""
-    from biomodels.tasks.lch import find_crops
-
     mode = options.get("mode") or "embed"
     if mode not in MODES:
         raise ConfigError(f"--mode={mode}: choose one of {', '.join(MODES)}")
     config = config_lib.from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]
+    # a served model of unknown size gets the study's crop size and resizes in its graph
+    crop_size = config.image_size if predictor.config else STUDY_CROP_SIZE
     paths, _ = find_crops(input_path, config, require_table=False)
     chosen = _chosen_cells(paths, options.get("cells"), mode)
     if mode == "interpolate":
-        return write_interpolation(task, predictor, config, chosen, output_dir, options)
-    table = write_embeddings(task, predictor, config, paths, output_dir, options)
+        return write_interpolation(task, predictor, config, load_crops(task, chosen, crop_size), chosen, output_dir, options)
+    table = write_embeddings(task, predictor, config, paths, load_crops(task, paths, crop_size), output_dir, options)
     if mode == "embed":
         return [table["path"]]
     return [table["path"], *write_insilico(task, predictor, config, chosen, table, output_dir, options)]
 
 
-def load_crops(task, config, paths):
-    """[N, size, size, 1] float32 crops as the model sees them."""
+def load_crops(task, paths, size):
+    """[N, size, size, 1] float32 crops in [0, 1]: centred, square, resized; the rest of
+    the preprocessing happens in the model's graph."""
     from biomodels.progress import progress_bar
-    from biomodels.tasks.lch import read_crop
 
     crops = []
     bar = progress_bar(len(paths), "reading crops")
     for done, path in enumerate(paths, start=1):
-        crops.append(task.fit_crop(read_crop(path), config))
+        crops.append(task.fit_crop(read_crop(path), size))
         bar.update(done)
     return np.stack(crops)
 
@@ -55,13 +56,10 @@ def run_batched(function, input_name, array, batch_size, output):
                            for start in range(0, len(array), batch_size)])
 
 
-def write_embeddings(task, predictor, config, paths, output_dir, options):
+def write_embeddings(task, predictor, config, paths, crops, output_dir, options):
     """embeddings.csv: file, metadata, z0..z(n-1), probability_high; returns the table
     as arrays too."""
-    from biomodels.tasks.lch import file_metadata, latent_columns
-
     metadata = [file_metadata(path, config) for path in paths]
-    crops = load_crops(task, config, paths)
     batch = options.get("batch_size") or 32
     codes = run_batched(predictor.signature("encode"), "images", crops, batch, "latent")
     probabilities = None
@@ -129,9 +127,8 @@ def write_insilico(task, predictor, config, chosen, table, output_dir, options):
     return [montage, *written, info]
 
 
-def write_interpolation(task, predictor, config, chosen, output_dir, options):
+def write_interpolation(task, predictor, config, crops, chosen, output_dir, options):
     """Decode codes on the straight line between two cells; montage and GIF."""
-    crops = load_crops(task, config, chosen)
     codes = predictor.signature("encode")(images=crops)["latent"]
     steps = max(2, int(options.get("steps") or 9))
     weights = np.linspace(0, 1, steps)[:, None]
