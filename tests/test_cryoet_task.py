@@ -1,7 +1,5 @@
 """The cryo-ET task: raw layouts, augmentation, serving graph and evaluation."""
 
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf

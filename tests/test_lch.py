@@ -349,7 +349,7 @@ def test_bad_input_gives_one_line(lch_run, tmp_path, lch_task):
 def test_export_signatures_in_a_fresh_process(lch_run, tmp_path, lch_task, tiny_lch_config):
     import keras
 
-    import biomodels.models  # noqa: F401
+    import biomodels.models  # noqa: F401  registers the classes in best.keras
 
     from biomodels.ops.latent_classifier import LinearClassifier
 

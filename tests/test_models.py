@@ -1,7 +1,6 @@
 """Architectures and layers: shapes, known values, and .keras / config round trips."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 import keras
 
