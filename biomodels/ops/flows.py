@@ -160,11 +160,11 @@ def masks_from_flows(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0
     if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != cellprob.shape:
         raise ValueError(f"expected flows (2, H, W) and cellprob (H, W), got {flows.shape} and {cellprob.shape}")
     shape = cellprob.shape
-    pixels = np.argwhere(cellprob > cellprob_threshold)
+    foreground = cellprob > cellprob_threshold
+    pixels = np.argwhere(foreground)
     masks = np.zeros(shape, np.int32)
     if len(pixels):
-        moving = flows * (cellprob > cellprob_threshold)[None]
-        ends = follow_flows(moving, pixels, niter)
+        ends = follow_flows(flows * foreground[None], pixels, niter)
         masks[pixels[:, 0], pixels[:, 1]] = cluster_positions(ends, shape)
         too_big = np.flatnonzero(np.bincount(masks.reshape(-1))[1:] > 0.4 * masks.size) + 1
         masks[np.isin(masks, too_big)] = 0
