@@ -1,9 +1,10 @@
 """Pure Keras architectures, layers and losses: no file I/O, importable in any Keras code."""
 
 from biomodels.models.aae import AdversarialAutoencoder
+from biomodels.models.cellpose import CellposeNet
 from biomodels.models.deepis import DeepISNet
 from biomodels.models.losses import BalancedBinaryCrossentropy, WeightedSparseCategoricalCrossentropy
 from biomodels.models.traces import TraceFeatureNet, TraceNet
 from biomodels.models.unet import CryoETUNet
 
-__all__ = ["AdversarialAutoencoder", "BalancedBinaryCrossentropy", "CryoETUNet", "DeepISNet", "TraceFeatureNet", "TraceNet", "WeightedSparseCategoricalCrossentropy"]
+__all__ = ["AdversarialAutoencoder", "BalancedBinaryCrossentropy", "CellposeNet", "CryoETUNet", "DeepISNet", "TraceFeatureNet", "TraceNet", "WeightedSparseCategoricalCrossentropy"]

@@ -1,0 +1,178 @@
+"""The Cellpose network (CPnet of Cellpose 1-3) in Keras, and the conversion of its
+PyTorch checkpoints.
+
+Down: four levels (widths `nbase`, 32-64-128-256 in the paper) of residual blocks
+whose convolutions are pre-activation (batch norm -> ReLU -> 3×3 conv): per level a
+1×1 batch-norm projection plus two residual pairs, 2×2 max-pooling before levels 2-4.
+Style: the global average of the deepest map, L2-normalised. Up: nearest ×2, residual
+blocks where a dense layer of the style is added before each styled convolution and
+the skip of the same level is added (not concatenated). Output: batch norm -> ReLU ->
+1×1 conv to 3 maps: dY, dX (5 × unit flows) and the cell-probability logit.
+
+Layer names follow the PyTorch module names, so a state dict maps onto the model by
+name (`from_cellpose_checkpoint`); the checkpoint is read without PyTorch.
+"""
+
+import keras
+from keras import layers
+
+from biomodels.models.torch_checkpoint import CheckpointError, read_state_dict
+
+#: PyTorch BatchNorm2d(momentum=0.05) keeps 95 % of the running statistics per step
+_BN = {"epsilon": 1e-5, "momentum": 0.95}
+STYLE_LAYER = "style"
+
+
+@keras.saving.register_keras_serializable(package="biomodels")
+class StyleVector(layers.Layer):
+    """Global average of a [N, H, W, C] map, divided by its L2 norm."""
+
+    def call(self, x):
+        style = keras.ops.mean(keras.ops.cast(x, "float32"), axis=(1, 2))
+        return style / keras.ops.sqrt(keras.ops.sum(style**2, axis=-1, keepdims=True))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+def _batchconv(x, filters, size, name, relu=True):
+    """BN -> (ReLU) -> conv, torch modules `name.0` (BN) and `name.2` (conv), or `.1` without ReLU."""
+    x = layers.BatchNormalization(**_BN, name=f"{name}.0")(x)
+    if relu:
+        x = layers.ReLU()(x)
+    return layers.Conv2D(filters, size, padding="same", name=f"{name}.{2 if relu else 1}")(x)
+
+
+def _styled(x, style, filters, name, skip=None):
+    """batchconvstyle: (x + skip) + dense(style), then BN -> ReLU -> 3×3 conv."""
+    if skip is not None:
+        x = layers.Add()([x, skip])
+    feature = layers.Dense(x.shape[-1], name=f"{name}.full")(style)
+    x = layers.Add()([x, layers.Reshape((1, 1, x.shape[-1]))(feature)])
+    return _batchconv(x, filters, 3, f"{name}.conv")
+
+
+def _resdown(x, filters, name):
+    conv = f"{name}.conv.conv_"
+    projected = _batchconv(x, filters, 1, f"{name}.proj", relu=False)
+    x = layers.Add()([projected, _batchconv(_batchconv(x, filters, 3, conv + "0"), filters, 3, conv + "1")])
+    return layers.Add()([x, _batchconv(_batchconv(x, filters, 3, conv + "2"), filters, 3, conv + "3")])
+
+
+def _resup(x, skip, style, filters, name):
+    conv = f"{name}.conv.conv_"
+    projected = _batchconv(x, filters, 1, f"{name}.proj", relu=False)
+    x = layers.Add()([projected, _styled(_batchconv(x, filters, 3, conv + "0"), style, filters, conv + "1", skip=skip)])
+    return layers.Add()([x, _styled(_styled(x, style, filters, conv + "2"), style, filters, conv + "3")])
+
+
+@keras.saving.register_keras_serializable(package="biomodels")
+class CellposeNet(keras.Model):
+    """CPnet: `nchan` input channels -> [N, H, W, 3] (dY, dX, cell-probability logit).
+
+    H and W must be multiples of 2**(len(nbase) - 1). `with_style()` gives a model
+    that also returns the 256-d (nbase[-1]) style vector.
+    """
+
+    def __init__(self, nchan=2, nbase=(32, 64, 128, 256), nout=3, diam_mean=30.0, **kwargs):
+        nbase = tuple(int(n) for n in nbase)
+        inputs = keras.Input(shape=(None, None, nchan), name="images")
+        skips, x = [], inputs
+        for level, filters in enumerate(nbase):
+            if level > 0:
+                x = layers.MaxPooling2D(2)(x)
+            x = _resdown(x, filters, f"downsample.down.res_down_{level}")
+            skips.append(x)
+        style = StyleVector(name=STYLE_LAYER)(skips[-1])
+        up_widths = nbase + (nbase[-1],)
+        x = _resup(skips[-1], skips[-1], style, up_widths[-2], f"upsample.up.res_up_{len(nbase) - 1}")
+        for level in reversed(range(len(nbase) - 1)):
+            x = layers.UpSampling2D(2, interpolation="nearest")(x)
+            x = _resup(x, skips[level], style, up_widths[level], f"upsample.up.res_up_{level}")
+        x = _batchconv(x, nout, 1, "output")
+        outputs = layers.Activation("linear", dtype="float32", name="maps")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.nchan = nchan
+        self.nbase = nbase
+        self.nout = nout
+        self.diam_mean = float(diam_mean)
+
+    @property
+    def size_multiple(self):
+        """Height and width of the input must be multiples of this."""
+        return 2 ** (len(self.nbase) - 1)
+
+    def with_style(self):
+        """A model sharing these layers: images -> (maps, style)."""
+        return keras.Model(self.input, [self.output, self.get_layer(STYLE_LAYER).output])
+
+    def get_config(self):
+        return {"nchan": self.nchan, "nbase": list(self.nbase), "nout": self.nout, "diam_mean": self.diam_mean,
+                "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- PyTorch checkpoints ----------------------------------------------------
+    @classmethod
+    def from_cellpose_checkpoint(cls, path, nchan=2):
+        """A CellposeNet with the weights of a Cellpose 1.x-3.x CPnet checkpoint (a PyTorch
+        state dict); widths and diameter are read from the checkpoint."""
+        state = read_state_dict(path)
+        nbase = cellpose_widths(state, path)
+        found = state["downsample.down.res_down_0.proj.1.weight"].shape[1]
+        if found != nchan:
+            raise CheckpointError(path, f"the checkpoint's network takes {found} channels, not {nchan}")
+        nout = state["output.2.weight"].shape[0]
+        diam_mean = float(state["diam_mean"].reshape(-1)[0]) if "diam_mean" in state else 30.0
+        model = cls(nchan=nchan, nbase=nbase, nout=nout, diam_mean=diam_mean)
+        model.load_cellpose_state(state, path)
+        return model
+
+    def load_cellpose_state(self, state, path="state dict"):
+        """Copy a CPnet state dict (name -> numpy array) into this model's layers."""
+        expected = set()
+        for layer in self.layers:
+            weights = _torch_weights(layer)
+            if not weights:
+                continue
+            values = []
+            for variable, key, transpose in zip(layer.weights, *zip(*weights)):
+                expected.add(key)
+                if key not in state:
+                    raise CheckpointError(path, f"is not a CPnet of this architecture: {key} is missing")
+                value = state[key].transpose(transpose) if transpose else state[key]
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise CheckpointError(path, f"{key} has shape {tuple(state[key].shape)}, "
+                                                f"which does not fit a CPnet of widths {list(self.nbase)}")
+                values.append(value)
+            layer.set_weights(values)
+        unused = sorted(key for key in state if key not in expected and not key.endswith(_IGNORED_KEYS))
+        if unused:
+            raise CheckpointError(path, f"is not a CPnet of this architecture: unexpected entries such as {unused[0]}")
+
+
+_IGNORED_KEYS = ("num_batches_tracked", "diam_mean", "diam_labels")
+
+
+def _torch_weights(layer):
+    """[(torch key, transpose)] for each of a layer's weights, in Keras order."""
+    name = layer.name
+    if isinstance(layer, layers.Conv2D):
+        return [(f"{name}.weight", (2, 3, 1, 0)), (f"{name}.bias", None)]
+    if isinstance(layer, layers.Dense):
+        return [(f"{name}.weight", (1, 0)), (f"{name}.bias", None)]
+    if isinstance(layer, layers.BatchNormalization):
+        return [(f"{name}.{key}", None) for key in ("weight", "bias", "running_mean", "running_var")]
+    return []
+
+
+def cellpose_widths(state, path):
+    """nbase of a CPnet state dict (without the input channels)."""
+    widths = []
+    while f"downsample.down.res_down_{len(widths)}.proj.1.weight" in state:
+        widths.append(int(state[f"downsample.down.res_down_{len(widths)}.proj.1.weight"].shape[0]))
+    if not widths or "output.2.weight" not in state:
+        raise CheckpointError(path, "is not a Cellpose CPnet checkpoint (no downsample.down.res_down_0 or output layers)")
+    return tuple(widths)

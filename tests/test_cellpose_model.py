@@ -1,0 +1,71 @@
+"""CellposeNet: the architecture, its Keras round trip, and the conversion of a Cellpose
+3.1.1.2 CPnet checkpoint checked against PyTorch in the reference environment."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def reference_cpnet(tmp_path_factory):
+    """Files written by Cellpose's own CPnet (random weights) in the reference environment."""
+    import reference_env
+
+    directory = tmp_path_factory.mktemp("cpnet")
+    reference_env.run_script("cpnet_outputs.py", directory, "2,32,64,128,256", 64, 3)
+    return directory
+
+
+def test_converted_cellpose_checkpoint_gives_pytorchs_outputs(reference_cpnet):
+    from biomodels.models import CellposeNet
+
+    model = CellposeNet.from_cellpose_checkpoint(str(reference_cpnet / "cpnet.pth"))
+    assert model.nbase == (32, 64, 128, 256) and model.diam_mean == 30.0
+    images = np.load(reference_cpnet / "images.npy").transpose(0, 2, 3, 1)
+    maps, style = model.with_style()(images, training=False)
+    expected = np.load(reference_cpnet / "maps.npy").transpose(0, 2, 3, 1)
+    assert maps.shape == (2, 64, 64, 3) and style.shape == (2, 256)
+    assert np.abs(np.asarray(maps) - expected).max() < 1e-4
+    assert np.abs(np.asarray(style) - np.load(reference_cpnet / "style.npy")).max() < 1e-5
+    # the flows are not trivially small, so the comparison means something
+    assert np.abs(expected).max() > 0.1
+
+
+def test_checkpoint_of_another_architecture_is_refused(reference_cpnet, tmp_path):
+    from biomodels.models import CellposeNet
+    from biomodels.models.torch_checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a Cellpose CPnet"):
+        CellposeNet.from_cellpose_checkpoint(str(reference_cpnet / "other.pth"))
+    with pytest.raises(CheckpointError, match="takes 2 channels, not 1"):
+        CellposeNet.from_cellpose_checkpoint(str(reference_cpnet / "cpnet.pth"), nchan=1)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        CellposeNet.from_cellpose_checkpoint(str(garbage))
+
+
+def test_architecture_and_keras_round_trip(tmp_path):
+    import keras
+
+    from biomodels.models import CellposeNet
+
+    keras.utils.set_random_seed(0)
+    model = CellposeNet(nchan=2, nbase=(8, 16, 32, 64))
+    assert model.size_multiple == 8
+    images = np.random.default_rng(0).normal(size=(1, 32, 48, 2)).astype(np.float32)
+    maps, style = model.with_style()(images)
+    assert maps.shape == (1, 32, 48, 3) and style.shape == (1, 64)
+    np.testing.assert_allclose(np.linalg.norm(style, axis=-1), 1.0, rtol=1e-5)
+    # additive skips: the up path's widths equal the down path's, nothing is concatenated
+    assert model.get_layer("upsample.up.res_up_0.proj.1").kernel.shape == (1, 1, 16, 8)
+    assert model.get_layer("upsample.up.res_up_3.conv.conv_1.full").kernel.shape == (64, 64)
+    path = str(tmp_path / "cellpose.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(restored(images), model(images), atol=1e-6)
+    assert restored.nbase == (8, 16, 32, 64)
