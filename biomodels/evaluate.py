@@ -8,14 +8,20 @@ Prints the task's metrics and writes model_dir/metrics_<split>.json.
 import os
 
 
-def evaluate(task, model_dir, data_dir=None, split="test"):
-    """The metrics of the run in `model_dir` on `split`."""
+def evaluate(task, model_dir, data_dir=None, split="test", overrides=None):
+    """The metrics of the run in `model_dir` on `split`; `overrides` replace fields of the
+    run's configuration (cellular's mask thresholds)."""
+    import dataclasses
+
     from biomodels import config as config_lib
     from biomodels.export.savedmodel import load_trained_model, run_config
     from biomodels.pipelines import dataset as dataset_lib
     from biomodels.train import evaluate_split
 
     config = run_config(task, model_dir)
+    overrides = {name: value for name, value in (overrides or {}).items() if value is not None}
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
     data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
     manifest = dataset_lib.read_manifest(data_dir)
     model = load_trained_model(model_dir)
@@ -31,7 +37,12 @@ def main(argv):
     task = tasks.get(flags.task)
     run_config(task, flags.model_dir)  # a clear error before anything is written
     cli.log_to_file(os.path.join(flags.model_dir, "log.txt"))
-    metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split)
+    thresholds = {name: flags[name].value for name in ("flow_threshold", "cellprob_threshold", "min_size")}
+    if any(value is not None for value in thresholds.values()) and not hasattr(task.Config, "flow_threshold"):
+        from biomodels.errors import ConfigError
+
+        raise ConfigError(f"--flow_threshold, --cellprob_threshold and --min_size are for the cellular task, not {task.name}")
+    metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split, thresholds)
     header, rows = task.metrics_table(metrics)
     cli.say(f"{flags.split} split:\n" + cli.format_table(rows, header))
     cli.say(f"Wrote {os.path.join(flags.model_dir, f'metrics_{flags.split}.json')}")
@@ -46,6 +57,9 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "Run directory written by biomodels.train.")
     flags.DEFINE_string("data_dir", None, "Prepared data set (default: the one the run trained on).")
     flags.DEFINE_string("split", "test", "Split to evaluate: train, val or test.")
+    from biomodels.predict import define_mask_flags
+
+    define_mask_flags(flags)
     flags.mark_flags_as_required(["task", "model_dir"])
 
 

@@ -23,7 +23,9 @@ def main(argv):
     os.makedirs(flags.output, exist_ok=True)
     options = {"probabilities": flags.probabilities, "tile": flags.tile, "overlap": flags.overlap, "batch_size": flags.batch_size,
                "target_recall": flags.target_recall, "threshold": flags.threshold,
-               "voxel_size": parse_voxel_size(flags.voxel_size), "mode": flags.mode, "cells": flags.cells, "steps": flags.steps}
+               "voxel_size": parse_voxel_size(flags.voxel_size), "mode": flags.mode, "cells": flags.cells, "steps": flags.steps,
+               "diameter": flags.diameter, "channels": flags.channels, "flow_threshold": flags.flow_threshold,
+               "cellprob_threshold": flags.cellprob_threshold, "min_size": flags.min_size}
     written = task.predict_files(predictor, flags.input, flags.output, options)
     cli.say(f"Wrote {len(written)} file(s) to {flags.output}")
 
@@ -64,7 +66,17 @@ def define_flags():
     flags.DEFINE_list("cells", None, "lch: crop file names for --mode=insilico (default: the two most confidently low and high) or the two for --mode=interpolate.")
     flags.DEFINE_integer("steps", 9, "lch: decoded images per in-silico path or interpolation.", lower_bound=2)
     flags.DEFINE_float("threshold", None, "ccp: flag the tracks with a probability at or above this instead.", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("diameter", None, "cellular: mean cell diameter in pixels; images are rescaled so cells match the network's (default: the training cells' mean).", lower_bound=1.0)
+    flags.DEFINE_string("channels", None, "cellular: cytoplasm and nucleus channel indices from 0, such as 0,1 or 0 (default: the training channels).")
+    define_mask_flags(flags)
     flags.mark_flags_as_required(["task", "model", "input", "output"])
+
+
+def define_mask_flags(flags):
+    """cellular: the thresholds of masks_from_flows, shared by predict and evaluate."""
+    flags.DEFINE_float("flow_threshold", None, "cellular: drop masks whose flow error exceeds this (default: the run's, 0.4).", lower_bound=0.0)
+    flags.DEFINE_float("cellprob_threshold", None, "cellular: pixels with a cell-probability logit above this are followed (default: the run's, 0).")
+    flags.DEFINE_integer("min_size", None, "cellular: drop masks smaller than this many pixels (default: the run's, 15).", lower_bound=0)
 
 
 if __name__ == "__main__":

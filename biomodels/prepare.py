@@ -101,9 +101,13 @@ def stratified_assignment(strata, fractions, seed):
 def _write_shards(task, config, input_path, staging, seed, fractions, show_progress):
     sources = task.find_sources(input_path, config)
     groups = [source.group for source in sources]
-    by_example = task.split_by_example(config)
-    by_group = not by_example and len(set(groups)) >= sum(1 for f in fractions if f > 0)
-    if by_group:
+    assigned = {source.group: task.assigned_split(source, config) for source in sources}
+    assigned = {group: split for group, split in assigned.items() if split}
+    by_example = task.split_by_example(config) and not assigned
+    by_group = bool(assigned) or (not by_example and len(set(groups)) >= sum(1 for f in fractions if f > 0))
+    if assigned:
+        split_of_group = {group: assigned.get(group, "train") for group in groups}
+    elif by_group:
         split_of_group = assign_groups(groups, fractions, seed)
     elif not by_example:
         log.warning("only %d group(s) in %s: splitting each one's examples in contiguous blocks", len(set(groups)), input_path)
@@ -150,7 +154,7 @@ def _write_shards(task, config, input_path, staging, seed, fractions, show_progr
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
         "split_fractions": list(fractions),
-        "split_by": "example, stratified" if by_example else "group" if by_group else "contiguous blocks within each group",
+        "split_by": "example, stratified" if by_example else "task's assignment" if assigned else "group" if by_group else "contiguous blocks within each group",
         "splits": splits,
         "features": feature_spec,
         "config": config_lib.to_dict(config),

@@ -71,7 +71,7 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     with strategy.scope():
         model = task.build_model(config, manifest)
         if options.init_from:
-            _load_initial_weights(model, options.init_from)
+            _load_initial_weights(model, options.init_from, task.initial_model(options.init_from, config))
         model.compile(**task.compile_arguments(config, manifest, steps_per_epoch),
                       jit_compile=runtime.jit_compile(options.jit_compile, task))
     say(f"Training {task.name} ({model.count_params():,} parameters, {policy}, {strategy.num_replicas_in_sync} replica(s)) "
@@ -124,14 +124,17 @@ def _check_resumable(model_dir, task, config):
         raise InputError(path, "belongs to a run with another task or configuration; use a new --model_dir to start afresh")
 
 
-def _load_initial_weights(model, path):
+def _load_initial_weights(model, path, source=None):
+    """Copy the weights of `source` (a model the task made from `path`), else of the
+    run directory or .keras file at `path`, into `model`."""
     import keras
 
     from biomodels.export.savedmodel import load_trained_model
 
     import biomodels.models  # noqa: F401  registers the custom classes for deserialisation
 
-    source = load_trained_model(path) if os.path.isdir(path) else None
+    if source is None and os.path.isdir(path):
+        source = load_trained_model(path)
     if source is None:
         try:
             source = keras.saving.load_model(path, safe_mode=True)
@@ -209,7 +212,7 @@ def define_flags():
     flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation; auto: what measured faster for the task.")
     flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
     flags.DEFINE_bool("deterministic", False, "Deterministic kernels: identical runs on CPU.")
-    flags.DEFINE_string("init_from", None, "Start from the weights of a model_dir or .keras file.")
+    flags.DEFINE_string("init_from", None, "Start from the weights of a model_dir or .keras file (cellular: also a Cellpose PyTorch checkpoint).")
     flags.mark_flag_as_required("task")
 
 

@@ -153,6 +153,30 @@ class CellposeNet(keras.Model):
             raise CheckpointError(path, f"is not a CPnet of this architecture: unexpected entries such as {unused[0]}")
 
 
+@keras.saving.register_keras_serializable(package="biomodels")
+class CellposeLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Cellpose's schedule: linear warm-up over `warmup_epochs`, constant, then halved
+    every 10 epochs over the last `halving_epochs` (0: never)."""
+
+    def __init__(self, peak, steps_per_epoch, epochs, warmup_epochs=10, halving_epochs=100):
+        self.peak, self.steps_per_epoch, self.epochs = float(peak), int(steps_per_epoch), int(epochs)
+        self.warmup_epochs, self.halving_epochs = int(warmup_epochs), int(halving_epochs)
+
+    def __call__(self, step):
+        ops = keras.ops
+        epoch = (ops.cast(step, "float32") + 1.0) / self.steps_per_epoch
+        rate = self.peak * ops.minimum(1.0, epoch / max(self.warmup_epochs, 1e-9))
+        if self.halving_epochs:
+            start = float(self.epochs - self.halving_epochs)
+            halvings = ops.floor(ops.maximum(epoch - start, 0.0) / 10.0) + ops.cast(epoch >= start, "float32")
+            rate = rate * ops.power(0.5, halvings)
+        return rate
+
+    def get_config(self):
+        return {"peak": self.peak, "steps_per_epoch": self.steps_per_epoch, "epochs": self.epochs,
+                "warmup_epochs": self.warmup_epochs, "halving_epochs": self.halving_epochs}
+
+
 _IGNORED_KEYS = ("num_batches_tracked", "diam_mean", "diam_labels")
 
 

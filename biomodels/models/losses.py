@@ -56,3 +56,33 @@ class BalancedBinaryCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {"positive_weight": self.positive_weight, "negative_weight": self.negative_weight, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="biomodels")
+class CellposeLoss(keras.losses.Loss):
+    """Cellpose's loss: mean squared error between the flow outputs and 5 × the unit
+    flows, halved, plus binary cross-entropy with logits of the cell probability.
+
+    `y_true` is [N, H, W, >=4]: unit flows dY, dX, the cell mask (0/1) and the instance
+    label, which is -1 on padding; padded pixels count for nothing (further channels,
+    such as a class map, are ignored). `y_pred` is the network's [N, H, W, 3]."""
+
+    def __init__(self, flow_scale=5.0, name="cellpose_loss", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum_over_batch_size", **kwargs)
+        self.flow_scale = float(flow_scale)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        valid = ops.cast(y_true[..., 3] >= 0, "float32")
+        flow_error = ops.mean(ops.square(y_pred[..., :2] - self.flow_scale * y_true[..., :2]), axis=-1) / 2
+        cell = y_true[..., 2]
+        logits = y_pred[..., 2]
+        # the numerically stable form of BCE with logits
+        bce = ops.maximum(logits, 0) - logits * cell + ops.log1p(ops.exp(-ops.abs(logits)))
+        axes = tuple(range(1, len(valid.shape)))
+        return ops.sum((flow_error + bce) * valid, axis=axes) / ops.maximum(ops.sum(valid, axis=axes), 1.0)
+
+    def get_config(self):
+        return {"flow_scale": self.flow_scale, "name": self.name}

@@ -59,3 +59,39 @@ def average_precision(true_labels, pred_labels, thresholds=(0.5, 0.75, 0.9)):
     total = tp + fp + fn
     ap = np.divide(tp, total, out=np.ones(len(thresholds)), where=total > 0)
     return ap, tp, fp, fn
+
+
+def foreground_scores(true_labels, pred_labels):
+    """{"precision", "recall", "f1", "jaccard"} of foreground (label > 0) pixels, the
+    CELLULAR paper's pixel metrics; an image with no foreground in either scores 1."""
+    true_fg = np.asarray(true_labels) > 0
+    pred_fg = np.asarray(pred_labels) > 0
+    tp = np.count_nonzero(true_fg & pred_fg)
+    predicted, actual = np.count_nonzero(pred_fg), np.count_nonzero(true_fg)
+    union = predicted + actual - tp
+
+    def ratio(numerator, denominator):
+        return numerator / denominator if denominator else 1.0 if not union else 0.0
+
+    return {"precision": ratio(tp, predicted), "recall": ratio(tp, actual),
+            "f1": ratio(2 * tp, predicted + actual), "jaccard": ratio(tp, union)}
+
+
+def attribute_predictions(true_labels, pred_labels, true_classes):
+    """Class of each predicted object (index = predicted id): the class of the true
+    object it overlaps most, -1 where it overlaps none. `true_classes[i]` is the class
+    of true object i (entry 0, background, is ignored)."""
+    true_labels = np.asarray(true_labels).ravel()
+    pred_labels = np.asarray(pred_labels).ravel()
+    inside = (true_labels > 0) & (pred_labels > 0)
+    classes = np.full(int(pred_labels.max(initial=0)) + 1, -1, np.int64)
+    if not inside.any():
+        return classes
+    pairs = np.stack([pred_labels[inside], true_labels[inside]], axis=1)
+    unique, counts = np.unique(pairs, axis=0, return_counts=True)
+    order = np.lexsort((-counts, unique[:, 0]))  # by predicted id, largest overlap first
+    unique = unique[order]
+    first = np.ones(len(unique), bool)
+    first[1:] = unique[1:, 0] != unique[:-1, 0]
+    classes[unique[first, 0]] = np.asarray(true_classes)[unique[first, 1]]
+    return classes

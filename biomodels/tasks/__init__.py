@@ -7,6 +7,7 @@ from biomodels.errors import ConfigError
 
 _MODULES = {
     "ccp": "biomodels.tasks.ccp",
+    "cellular": "biomodels.tasks.cellular",
     "cryoet": "biomodels.tasks.cryoet",
     "deepis": "biomodels.tasks.deepis",
     "lch": "biomodels.tasks.lch",

@@ -15,6 +15,8 @@ class Source:
     name: str
     group: str
     paths: tuple
+    #: what the task's reader needs beyond the files (the data set's class names, say)
+    details: dict = dataclasses.field(default=None, compare=False)
 
 
 class Task(abc.ABC):
@@ -72,6 +74,12 @@ class Task(abc.ABC):
         stays within one split."""
         return False
 
+    def assigned_split(self, source, config):
+        """The split a source must go to ("train", "val" or "test"), when the user's
+        configuration names it (file-name patterns, say); None leaves it to the
+        fractions. Once any source is assigned, unassigned ones go to training."""
+        return None
+
     def stratum(self, example):
         """What an example is stratified by when split by example (its class)."""
         return 0
@@ -80,6 +88,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def build_model(self, config, manifest):
         """A fresh Keras model."""
+
+    def initial_model(self, path, config):
+        """A model holding the weights of `path` for --init_from when it is in a format
+        of the study's own (a PyTorch checkpoint, say); None: a model_dir or .keras file."""
+        return None
 
     @abc.abstractmethod
     def compile_arguments(self, config, manifest, steps_per_epoch):

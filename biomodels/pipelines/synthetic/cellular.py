@@ -1,0 +1,141 @@
+"""Synthetic fluorescence images of touching cells in the layout of the CELLULAR data
+set: `images/<name>.tif` (2 channels: cytoplasm, nucleus; 16-bit) and
+`masks/<name>/<class>/<object>.png`, one binary PNG per cell.
+
+Cells are star-shaped (a circle of random radius with a wavy outline), packed so that
+many touch: every pixel belongs to the cell whose outline it lies deepest inside.
+Each cell has a nucleus off-centre in the second channel. Images are either fed or
+starved; most cells follow their image's condition, and starved cells carry many more
+bright autophagosome puncta in the cytoplasm. Cells cut by the image border are
+labelled `unidentified`, as annotators did with cells they could not judge. Uneven
+illumination, a background offset, blur and Poisson-Gaussian noise are added.
+Mean diameter is about 30 pixels, Cellpose's reference size.
+"""
+
+import os
+
+import numpy as np
+from scipy import ndimage
+
+from biomodels.pipelines.readers import write_png, write_tiff
+
+VERSION = 1
+CLASSES = ("fed", "starved", "unidentified")
+
+
+def cell_labels(rng, shape, count, radius_range=(11.0, 19.0)):
+    """(int32 labels with touching star-shaped cells, centres [N, 2], radii [N])."""
+    height, width = shape
+    centres, radii = [], []
+    for _ in range(count * 40):
+        if len(centres) == count:
+            break
+        radius = rng.uniform(*radius_range)
+        centre = rng.uniform([-radius * 0.3, -radius * 0.3], [height + radius * 0.3, width + radius * 0.3])
+        # close packing: neighbours may overlap by a third of their radii, so many touch
+        if all(np.hypot(*(centre - c)) > 0.68 * (radius + r) for c, r in zip(centres, radii)):
+            centres.append(centre)
+            radii.append(radius)
+    centres, radii = np.array(centres), np.array(radii)
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    best = np.full(shape, 1.0, np.float32)
+    labels = np.zeros(shape, np.int32)
+    for index, (centre, radius) in enumerate(zip(centres, radii), start=1):
+        dy, dx = yy - centre[0], xx - centre[1]
+        angle = np.arctan2(dy, dx)
+        outline = radius * (1 + sum(rng.uniform(0, 0.12) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
+                                    for k in (2, 3, 5)))
+        depth = np.hypot(dy, dx) / outline  # < 1 inside the outline
+        inside = depth < best
+        labels[inside] = index
+        best[inside] = depth[inside]
+    labels = _keep_largest_parts(labels)
+    return labels, centres, radii
+
+
+def _keep_largest_parts(labels):
+    """Relabel 1..N, keeping each cell's largest connected part and cells of 30+ pixels."""
+    out = np.zeros_like(labels)
+    next_id = 1
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        if region is None:
+            continue
+        parts, count = ndimage.label(labels[region] == index)
+        if count == 0:
+            continue
+        sizes = np.bincount(parts.ravel())[1:]
+        if sizes.max() < 30:
+            continue
+        out[region][parts == np.argmax(sizes) + 1] = next_id
+        next_id += 1
+    return out
+
+
+def render(rng, labels, centres, starved_cells):
+    """float32 (H, W, 2) image: cytoplasm with puncta, nuclei."""
+    height, width = labels.shape
+    cytoplasm = np.zeros(labels.shape, np.float32)
+    nuclei = np.zeros(labels.shape, np.float32)
+    yy, xx = np.mgrid[:height, :width]
+    count = labels.max()
+    brightness = rng.uniform(0.5, 1.0, count + 1)
+    brightness[0] = 0
+    cytoplasm += brightness[labels]
+    puncta = np.zeros(labels.shape, np.float32)
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        if region is None:
+            continue
+        pixels = np.argwhere(labels == index)
+        centre = pixels.mean(axis=0)
+        spread = np.sqrt(len(pixels) / np.pi)
+        nucleus_centre = centre + rng.normal(0, 0.15 * spread, 2)
+        axes = spread * rng.uniform(0.3, 0.45, 2)
+        inside = ((yy - nucleus_centre[0]) / axes[0]) ** 2 + ((xx - nucleus_centre[1]) / axes[1]) ** 2 < 1
+        nuclei[inside & (labels == index)] = rng.uniform(0.6, 1.0)
+        number = rng.poisson(14 if index in starved_cells else 2)
+        for y, x in pixels[rng.integers(0, len(pixels), number)]:
+            puncta[y, x] += rng.uniform(3, 6)
+    cytoplasm += ndimage.gaussian_filter(puncta, 1.2) * 2.5
+    # cell edges are dimmer than cell bodies, so touching cells stay distinguishable
+    edges = ndimage.morphological_gradient(labels, size=3) > 0
+    cytoplasm[edges] *= 0.5
+    image = np.stack([ndimage.gaussian_filter(cytoplasm, 1.0), ndimage.gaussian_filter(nuclei, 1.5)], axis=-1)
+    tilt = 0.6 + 0.8 * (yy / height * rng.uniform(-0.5, 0.5) + xx / width * rng.uniform(-0.5, 0.5) + 0.5)
+    image = image * tilt[..., np.newaxis] + rng.uniform(0.05, 0.15)
+    photons = rng.uniform(150, 400)
+    image = rng.poisson(np.clip(image, 0, None) * photons) / photons + rng.normal(0, 0.02, image.shape)
+    return np.clip(image, 0, None).astype(np.float32)
+
+
+def write_image(directory, name, rng, shape=(256, 256), cells=40):
+    """Write one image and its per-object masks; returns {class: object count}."""
+    labels, centres, _ = cell_labels(rng, shape, cells)
+    starved_image = rng.random() < 0.5
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).tolist()) - {0}
+    classes = {}
+    for index in range(1, labels.max() + 1):
+        if index in border:
+            classes[index] = "unidentified"
+        else:
+            follows_image = rng.random() < 0.85
+            classes[index] = "starved" if starved_image == follows_image else "fed"
+    starved = {index for index, name_ in classes.items() if name_ == "starved"}
+    image = render(rng, labels, centres, starved)
+    write_tiff(os.path.join(directory, "images", f"{name}.tif"),
+               np.round(np.clip(image / image.max(), 0, 1) * 60000).astype(np.uint16))
+    counts = {}
+    for index, class_name in classes.items():
+        folder = os.path.join(directory, "masks", name, class_name)
+        os.makedirs(folder, exist_ok=True)
+        write_png(os.path.join(folder, f"{name}_{index:03d}.png"), ((labels == index) * 255).astype(np.uint8))
+        counts[class_name] = counts.get(class_name, 0) + 1
+    return counts
+
+
+def write_dataset(directory, count, seed, shape=(256, 256), cells=40):
+    """`count` images named like CELLULAR's (condition, well, field)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(directory, "images"), exist_ok=True)
+    for index in range(count):
+        well = f"{'ABCDEFGH'[index % 8]}{index // 8 + 1:02d}"
+        write_image(directory, f"SY_{well}_{index:03d}", rng, shape, cells)

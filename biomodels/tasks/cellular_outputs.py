@@ -1,0 +1,179 @@
+"""From network outputs to what the cellular task reports and writes: masks of one
+image (rescaled to the network's cell size, tiled, flows followed), the study's scores
+over a split, and the files of `biomodels.predict` (NAME_masks.tif, NAME_flows.tif,
+NAME_outlines.png, as Cellpose names them).
+"""
+
+import logging
+import os
+
+import numpy as np
+
+from biomodels.errors import ConfigError, InputError
+from biomodels.ops import matching
+from biomodels.tasks import cellular_data as data
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("ap@0.5", "ap@0.75", "ap@0.9", "pixel_precision", "pixel_recall", "pixel_f1", "pixel_jaccard")
+
+
+def resize(image, height, width):
+    """Bilinear resize of [H, W, C] float32 to [height, width, C]."""
+    import tensorflow as tf
+
+    return np.asarray(tf.image.resize(image, [height, width], method="bilinear"))
+
+
+def network_maps(signature, image, scale, tile=512, overlap=64, batch_size=4):
+    """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
+    resized by `scale` (the network's diameter over the image's), run in overlapping
+    tiles of at most `tile` pixels through a signature taking normalised images, and
+    resized back."""
+    from biomodels.ops.tiling import predict_tiled
+
+    height, width = image.shape[:2]
+    if abs(scale - 1.0) > 1e-3:
+        image = resize(image, max(8, round(height * scale)), max(8, round(width * scale)))
+
+    def run(tiles):
+        outputs = signature(images=np.ascontiguousarray(tiles, np.float32))
+        return np.concatenate([outputs["flows"], outputs["cellprob"][..., np.newaxis]], axis=-1)
+
+    tiles = (min(tile, image.shape[0]), min(tile, image.shape[1]))
+    maps = predict_tiled(image, run, tile=tiles, overlap=overlap, batch_size=batch_size)
+    if maps.shape[:2] != (height, width):
+        maps = resize(maps, height, width)
+    return maps
+
+
+def segment(signature, image, scale, options, thresholds):
+    """(instance masks, maps [H, W, 3]) of one normalised image; `thresholds` are
+    masks_from_flows' flow_threshold, cellprob_threshold and min_size."""
+    from biomodels.ops.flows import masks_from_flows
+
+    maps = network_maps(signature, image, scale, tile=options.get("tile") or 512, overlap=options.get("overlap", 64),
+                        batch_size=options.get("batch_size", 4))
+    masks = masks_from_flows(maps[..., :2].transpose(2, 0, 1), maps[..., 2], **thresholds)
+    return masks, maps
+
+
+def score_images(true_labels, predicted, pixel_classes, class_names, thresholds):
+    """The study's metrics over images, each averaged over images: average precision at
+    each IoU threshold and foreground-pixel scores, for all cells and per class (a
+    predicted cell belongs to the class of the true cell it overlaps most)."""
+    metrics = {"images": len(true_labels), "true_cells": int(sum(len(np.unique(t[t > 0])) for t in true_labels)),
+               "predicted_cells": int(sum(len(np.unique(p[p > 0])) for p in predicted))}
+    metrics.update(_scores(true_labels, predicted, thresholds, prefix=""))
+    for index, name in enumerate(class_names):
+        pairs = []
+        for true, pred, classes in zip(true_labels, predicted, pixel_classes):
+            object_classes = np.full(int(true.max()) + 1, -1, np.int64)
+            object_classes[true[true > 0]] = classes[true > 0]
+            owner = matching.attribute_predictions(true, pred, object_classes)
+            true_class = np.where(classes == index, true, 0)
+            pred_class = np.where(owner[pred] == index, pred, 0)
+            if true_class.any() or pred_class.any():
+                pairs.append((true_class, pred_class))
+        if pairs:
+            metrics[f"{name}/cells"] = int(sum(len(np.unique(t[t > 0])) for t, _ in pairs))
+            metrics.update(_scores(*map(list, zip(*pairs)), thresholds, prefix=f"{name}/"))
+    return metrics
+
+
+def _scores(true_labels, predicted, thresholds, prefix):
+    ap, _, _, _ = matching.average_precision(true_labels, predicted, thresholds)
+    scores = {f"{prefix}ap@{t:g}": float(value) for t, value in zip(thresholds, ap.mean(axis=0))}
+    pixel = [matching.foreground_scores(t, p) for t, p in zip(true_labels, predicted)]
+    for name in ("precision", "recall", "f1", "jaccard"):
+        scores[f"{prefix}pixel_{name}"] = float(np.mean([p[name] for p in pixel]))
+    return scores
+
+
+def metrics_rows(metrics, thresholds):
+    """(header, rows): all cells, then each class found in the metrics."""
+    columns = [f"ap@{t:g}" for t in thresholds] + ["pixel_precision", "pixel_recall", "pixel_f1", "pixel_jaccard"]
+    header = ("cells", *[f"AP@{t:g}" for t in thresholds], "precision", "recall", "F1", "Jaccard")
+    rows = [(f"all ({metrics['true_cells']})", *[metrics[c] for c in columns])]
+    classes = sorted({key.split("/")[0] for key in metrics if "/" in key})
+    for name in classes:
+        rows.append((f"{name} ({metrics[f'{name}/cells']})", *[metrics[f"{name}/{c}"] for c in columns]))
+    return header, rows
+
+
+def flow_colours(flows):
+    """uint8 RGB [H, W, 3] of flows (2, H, W): hue from the direction, brightness from the length."""
+    dy, dx = flows
+    angle = np.arctan2(dy, dx)
+    magnitude = np.clip(np.hypot(dy, dx), 0, 1)
+    rgb = np.stack([(np.cos(angle + shift) + 1) / 2 for shift in (0, 2 * np.pi / 3, 4 * np.pi / 3)], axis=-1)
+    return (rgb * magnitude[..., np.newaxis] * 255).astype(np.uint8)
+
+
+def outlines(image, masks):
+    """uint8 RGB [H, W, 3]: the first channel in gray with the masks' outlines in red."""
+    grey = np.clip(image[..., 0], 0, 1)
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., np.newaxis], 3, axis=-1)
+    padded = np.pad(masks, 1, mode="edge")
+    centre = padded[1:-1, 1:-1]
+    edge = np.zeros(masks.shape, bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        edge |= padded[dy:dy + masks.shape[0], dx:dx + masks.shape[1]] != centre
+    rgb[edge & (masks > 0)] = (255, 0, 0)
+    return rgb
+
+
+def parse_channels(text, default):
+    """(cytoplasm, nucleus) channel indices from '0,1' or '0'; `default` for None."""
+    if not text:
+        return tuple(default)
+    try:
+        channels = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        channels = ()
+    if not 1 <= len(channels) <= 2 or min(channels) < 0:
+        raise ConfigError(f"--channels={text}: expected one or two channel indices from 0, such as 0,1")
+    return channels
+
+
+def predict_images(task, predictor, input_path, output_dir, options):
+    """Segment every image under `input_path`; write NAME_masks.tif (uint16 labels),
+    NAME_flows.tif (float32 [3, H, W]: unit dY, dX and the cell-probability logit) and
+    NAME_outlines.png; returns the paths written."""
+    from biomodels.pipelines import readers
+    from biomodels.progress import progress_bar
+
+    config = predictor.config
+    paths = [input_path] if os.path.isfile(input_path) else data.image_files(input_path)
+    if not paths:
+        raise InputError(input_path, "holds no TIFF or PNG images")
+    channels = parse_channels(options.get("channels"), config.get("channels", (0, 1)))
+    images = [(path, data.read_cell_image(path, channels)) for path in paths]  # every file checked before writing
+    diameter_mean = float(config.get("diameter_mean", 30.0))
+    diameter = options.get("diameter") or predictor.calibration.get("training_diameter") or diameter_mean
+    if diameter <= 0:
+        raise ConfigError(f"--diameter={diameter}: must be positive")
+    thresholds = {
+        "flow_threshold": _option(options, "flow_threshold", config, 0.4),
+        "cellprob_threshold": _option(options, "cellprob_threshold", config, 0.0),
+        "min_size": int(_option(options, "min_size", config, 15)),
+    }
+    signature = predictor.signature("normalised")
+    written = []
+    bar = progress_bar(len(images), "images")
+    for done, (path, raw) in enumerate(images, start=1):
+        image = task.normalise(raw)
+        masks, maps = segment(signature, image, diameter_mean / diameter, options, thresholds)
+        stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
+        readers.write_tiff(f"{stem}_masks.tif", masks.astype(np.uint16) if masks.max() < 2**16 else masks)
+        readers.write_tiff(f"{stem}_flows.tif", np.ascontiguousarray(maps.transpose(2, 0, 1), np.float32))
+        readers.write_png(f"{stem}_outlines.png", outlines(image, masks))
+        written += [f"{stem}_masks.tif", f"{stem}_flows.tif", f"{stem}_outlines.png"]
+        log.info("%s: %d cells", path, int(masks.max()))
+        bar.update(done)
+    return written
+
+
+def _option(options, name, config, default):
+    value = options.get(name)
+    return value if value is not None else config.get(name, default)
