@@ -48,8 +48,8 @@ class CellularConfig:
     final_halvings_epochs: int = 0
     weight_decay: float = 1e-5
     batch_size: int = 8
-    epochs: int = 12
-    steps_per_epoch: int = 30
+    epochs: int = 8
+    steps_per_epoch: int = 25
     flow_threshold: float = 0.4
     cellprob_threshold: float = 0.0
     min_size: int = 15
@@ -263,7 +263,7 @@ class CellularTask(Task):
                 valid = target[..., 3] >= 0
                 height, width = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
                 image, target = image[:height, :width], target[:height, :width]
-                masks, _ = segment(signature, image, config.diameter_mean / max(diameter, 1e-3), config,
+                masks, _ = segment(signature, image, config.diameter_mean / max(diameter, 1e-3), {},
                                    thresholds=_thresholds(config))
                 true_labels.append(target[..., 3].astype(np.int32))
                 pixel_classes.append(target[..., 4].astype(np.int32))

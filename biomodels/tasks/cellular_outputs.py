@@ -15,7 +15,6 @@ from biomodels.tasks import cellular_data as data
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("ap@0.5", "ap@0.75", "ap@0.9", "pixel_precision", "pixel_recall", "pixel_f1", "pixel_jaccard")
 
 
 def resize(image, height, width):

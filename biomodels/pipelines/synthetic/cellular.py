@@ -21,6 +21,8 @@ from biomodels.pipelines.readers import write_png, write_tiff
 
 VERSION = 1
 CLASSES = ("fed", "starved", "unidentified")
+#: cells placed per pixel: 45 in a 256×256 image, where about 40 fit
+CELLS_PER_PIXEL = 45 / 256**2
 
 
 def cell_labels(rng, shape, count, radius_range=(11.0, 19.0)):
@@ -98,17 +100,18 @@ def render(rng, labels, centres, starved_cells):
     cytoplasm += ndimage.gaussian_filter(puncta, 1.2) * 2.5
     # cell edges are dimmer than cell bodies, so touching cells stay distinguishable
     edges = ndimage.morphological_gradient(labels, size=3) > 0
-    cytoplasm[edges] *= 0.5
+    cytoplasm[edges] *= 0.7
     image = np.stack([ndimage.gaussian_filter(cytoplasm, 1.0), ndimage.gaussian_filter(nuclei, 1.5)], axis=-1)
     tilt = 0.6 + 0.8 * (yy / height * rng.uniform(-0.5, 0.5) + xx / width * rng.uniform(-0.5, 0.5) + 0.5)
     image = image * tilt[..., np.newaxis] + rng.uniform(0.05, 0.15)
-    photons = rng.uniform(150, 400)
+    photons = rng.uniform(60, 300)
     image = rng.poisson(np.clip(image, 0, None) * photons) / photons + rng.normal(0, 0.02, image.shape)
     return np.clip(image, 0, None).astype(np.float32)
 
 
-def write_image(directory, name, rng, shape=(256, 256), cells=40):
+def write_image(directory, name, rng, shape=(256, 256)):
     """Write one image and its per-object masks; returns {class: object count}."""
+    cells = max(3, round(CELLS_PER_PIXEL * shape[0] * shape[1]))
     labels, centres, _ = cell_labels(rng, shape, cells)
     starved_image = rng.random() < 0.5
     border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).tolist()) - {0}
@@ -132,10 +135,10 @@ def write_image(directory, name, rng, shape=(256, 256), cells=40):
     return counts
 
 
-def write_dataset(directory, count, seed, shape=(256, 256), cells=40):
+def write_dataset(directory, count, seed, shape=(256, 256)):
     """`count` images named like CELLULAR's (condition, well, field)."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(directory, "images"), exist_ok=True)
     for index in range(count):
         well = f"{'ABCDEFGH'[index % 8]}{index // 8 + 1:02d}"
-        write_image(directory, f"SY_{well}_{index:03d}", rng, shape, cells)
+        write_image(directory, f"SY_{well}_{index:03d}", rng, shape)

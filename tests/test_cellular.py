@@ -1,0 +1,282 @@
+"""The cellular task: readers of both layouts, normalisation, augmentation, loss,
+metrics, and the command-line chain from synthetic files to served masks."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from conftest import assert_one_line_error, call_without_biomodels, run_cli, train_synthetic_run
+
+TINY = ["nbase=4,8,16,32", "crop_size=32", "batch_size=2", "synthetic_images=6", "synthetic_shape=64,64"]
+
+
+@pytest.fixture
+def task():
+    from biomodels import tasks
+
+    return tasks.get("cellular")
+
+
+@pytest.fixture
+def config(task):
+    from biomodels import config as config_lib
+
+    return config_lib.resolve(task, "quick", TINY)
+
+
+def write_object(folder, name, mask):
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray((mask * 255).astype(np.uint8)).save(os.path.join(folder, name))
+
+
+def square(shape, top, left, size):
+    mask = np.zeros(shape, bool)
+    mask[top:top + size, left:left + size] = True
+    return mask
+
+
+@pytest.fixture
+def cellular_dir(tmp_path):
+    """Two 32×32 images in the CELLULAR layout: classes fed and starved, one overlap."""
+    root = tmp_path / "cellular"
+    os.makedirs(root / "images")
+    for name in ("ST_A01", "ST_C03"):
+        tifffile.imwrite(root / "images" / f"{name}.tif", np.random.default_rng(0).integers(0, 4000, (32, 32), np.uint16))
+    masks = root / "masks" / "ST_A01"
+    write_object(masks / "fed", "a.png", square((32, 32), 2, 2, 10))
+    write_object(masks / "fed", "b.png", square((32, 32), 2, 14, 10))
+    write_object(masks / "starved", "c.png", square((32, 32), 18, 2, 12))
+    write_object(masks / "starved", "d.png", square((32, 32), 24, 8, 4))  # lies on c
+    write_object(root / "masks" / "ST_C03" / "Unidentified", "e.png", square((32, 32), 5, 5, 8))
+    write_object(root / "masks" / "ST_C03" / "fed", "f.png", square((32, 32), 20, 20, 8))
+    return root
+
+
+def test_cellular_layout_combines_every_class(task, config, cellular_dir):
+    sources = task.find_sources(str(cellular_dir), config)
+    assert [s.name for s in sources] == ["ST_A01", "ST_C03"]
+    assert sources[0].details["class_names"] == ("Unidentified", "fed", "starved")
+    info, examples = task.read_source(sources[0], config)
+    (example,) = examples
+    labels, classes = example["labels"], example["classes"]
+    assert labels.max() == 4 and info["objects"] == 4
+    # the small object d on top of c keeps its 16 pixels; c keeps the rest of its 144
+    sizes = np.bincount(labels.ravel())[1:]
+    assert sorted(sizes.tolist()) == [16, 100, 100, 128]
+    assert info["overlapping_objects"] == 1 and info["overlap_pixels"] == 16
+    names = np.array(info["class_names"])[classes[1:]]
+    assert sorted(names.tolist()) == ["fed", "fed", "starved", "starved"]
+    assert names[labels[26, 10] - 1] == "starved" and names[labels[5, 5] - 1] == "fed"
+    assert classes[0] == -1
+    flows = example["flows"]
+    assert flows.shape == (32, 32, 2)
+    np.testing.assert_allclose(np.linalg.norm(flows[labels > 0], axis=-1), 1.0, atol=1e-4)
+    assert info["diameter"] == pytest.approx(np.sqrt(np.median(sizes)) / (np.sqrt(np.pi) / 2))
+
+
+def test_skip_classes_and_split_patterns(task, cellular_dir):
+    from biomodels import config as config_lib
+
+    config = config_lib.resolve(task, "quick", TINY + ["skip_classes=Unidentified", "test_pattern=ST_C0[0-9]"])
+    sources = task.find_sources(str(cellular_dir), config)
+    assert sources[1].details["class_names"] == ("fed", "starved")
+    info, (example,) = task.read_source(sources[1], config)
+    assert example["labels"].max() == 1 and info["objects"] == 1
+    assert [task.assigned_split(s, config) for s in sources] == ["train", "test"]
+    plain = config_lib.resolve(task, "quick", TINY)
+    assert task.assigned_split(sources[0], plain) is None
+
+
+def test_cellpose_folder_layout_and_channels(task, config, tmp_path):
+    folder = tmp_path / "cellpose"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(folder / "img1.tif", rng.integers(0, 255, (2, 40, 48), np.uint8))  # channels first
+    labels = np.zeros((40, 48), np.uint16)
+    labels[5:15, 5:15], labels[20:30, 20:40] = 7, 3
+    tifffile.imwrite(folder / "img1_masks.tif", labels)
+    (source,) = task.find_sources(str(folder), config)
+    info, (example,) = task.read_source(source, config)
+    assert example["image"].shape == (40, 48, 2)
+    assert example["labels"].max() == 2 and set(np.unique(example["labels"])) == {0, 1, 2}
+    assert (example["classes"] == -1).all()
+
+
+def test_percentile_normalisation_matches_numpy(task):
+    rng = np.random.default_rng(2)
+    images = rng.gamma(2.0, 100.0, size=(2, 30, 20, 2)).astype(np.float32)
+    images[1, ..., 1] = 5.0  # a constant channel becomes zero
+    result = np.asarray(task.preprocess(images))
+    for index in range(2):
+        low, high = np.percentile(images[0, ..., index], [1, 99])
+        np.testing.assert_allclose(result[0, ..., index], (images[0, ..., index] - low) / (high - low), rtol=1e-4, atol=1e-5)
+    assert (result[1, ..., 1] == 0).all()
+
+
+def test_augmented_flows_agree_with_flows_recomputed_from_the_transformed_mask(task, config):
+    import dataclasses
+
+    import tensorflow as tf
+
+    from biomodels.ops.flows import masks_to_flows
+    from biomodels.pipelines.synthetic.cellular import cell_labels
+
+    labels, _, _ = cell_labels(np.random.default_rng(3), (48, 48), 6, radius_range=(6, 9))
+    labels = np.pad(labels, 24)  # cells well inside, so no crop cuts one
+    example = {"image": np.zeros(labels.shape + (2,), np.float32), "labels": labels, "diameter": np.float32(30),
+               "flows": masks_to_flows(labels).transpose(1, 2, 0), "classes": np.zeros(labels.max() + 1, np.int32)}
+    config = dataclasses.replace(config, crop_size=96, scale_range=(1.0, 1.0), diameter_mean=30.0)
+    angles_seen = 0
+    for seed in range(4):
+        out = task.augment(example, tf.constant([seed, 11], tf.int64), config)
+        moved, flows = out["labels"].numpy(), out["flows"].numpy()
+        assert moved.max() == labels.max() and abs(np.count_nonzero(moved) - np.count_nonzero(labels)) < 0.1 * np.count_nonzero(labels)
+        recomputed = masks_to_flows(moved).transpose(1, 2, 0)
+        inside = moved > 0
+        cosine = (flows[inside] * recomputed[inside]).sum(-1) / np.maximum(
+            np.linalg.norm(flows[inside], axis=-1) * np.linalg.norm(recomputed[inside], axis=-1), 1e-6)
+        assert cosine.mean() > 0.9, (seed, cosine.mean())
+        angles_seen += not np.array_equal(moved, labels)
+    assert angles_seen == 4
+
+
+def test_loss_on_known_values():
+    from biomodels.models import CellposeLoss
+
+    y_true = np.zeros((1, 2, 2, 5), np.float32)
+    y_true[0, 0, 0] = [1, 0, 1, 1, 0]      # a cell pixel flowing down
+    y_true[0, 1, 1, 3] = -1                # padding: left out
+    y_pred = np.zeros((1, 2, 2, 3), np.float32)
+    y_pred[0, 0, 0] = [5, 0, 0]            # exact flows, logit 0
+    loss = float(CellposeLoss()(y_true, y_pred))
+    # three valid pixels: flow errors 0; BCE of logit 0 is log 2 each
+    assert loss == pytest.approx(np.log(2), rel=1e-5)
+    y_pred[0, 0, 0, 0] = 3                 # 2 short of 5·1 in dY
+    assert float(CellposeLoss()(y_true, y_pred)) == pytest.approx(np.log(2) + (4 / 2 / 2) / 3, rel=1e-5)
+
+
+def test_scores_per_class_on_hand_made_labels():
+    from biomodels.tasks.cellular_outputs import metrics_rows, score_images
+
+    true = np.zeros((20, 20), np.int32)
+    true[0:5, 0:5], true[10:15, 10:15] = 1, 2
+    pixel_classes = np.where(true == 1, 0, np.where(true == 2, 1, -1))
+    pred = np.zeros_like(true)
+    pred[0:5, 0:5] = 4                     # finds cell 1 (class "fed") exactly
+    pred[16:20, 16:20] = 9                 # overlaps nothing
+    metrics = score_images([true], [pred], [pixel_classes], ["fed", "starved"], (0.5,))
+    assert metrics["ap@0.5"] == pytest.approx(1 / 3)
+    assert metrics["fed/ap@0.5"] == 1.0 and metrics["starved/ap@0.5"] == 0.0
+    assert metrics["pixel_precision"] == pytest.approx(25 / 41) and metrics["pixel_recall"] == 0.5
+    assert metrics["true_cells"] == 2 and metrics["predicted_cells"] == 2
+    header, rows = metrics_rows({**metrics, "ap@0.75": 0, "ap@0.9": 0, "fed/ap@0.75": 0, "fed/ap@0.9": 0,
+                                 "starved/ap@0.75": 0, "starved/ap@0.9": 0}, (0.5, 0.75, 0.9))
+    assert header[0] == "cells" and [row[0] for row in rows] == ["all (2)", "fed (1)", "starved (1)"]
+
+
+def test_bad_inputs_give_one_line(tmp_path, cellular_dir):
+    def prepare(path, *sets):
+        return run_cli("biomodels.prepare", "--task=cellular", f"--input={path}",
+                       f"--output_dir={tmp_path / 'out'}", *[f"--set={s}" for s in sets])
+
+    write_object(cellular_dir / "masks" / "ST_A01" / "fed", "big.png", np.ones((40, 40), bool))
+    assert_one_line_error(prepare(cellular_dir), "big.png", "40×40", "ST_A01.tif is 32×32")
+    os.remove(cellular_dir / "masks" / "ST_A01" / "fed" / "big.png")
+    os.makedirs(cellular_dir / "masks" / "ST_A01" / "empty")
+    assert_one_line_error(prepare(cellular_dir), "empty", "no object masks")
+    os.rmdir(cellular_dir / "masks" / "ST_A01" / "empty")
+    tifffile.imwrite(cellular_dir / "images" / "ST_Z09.tif", np.zeros((32, 32), np.uint16))
+    assert_one_line_error(prepare(cellular_dir), "ST_Z09.tif", "has no masks")
+
+    folder = tmp_path / "cellpose"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.zeros((16, 16), np.uint16))
+    tifffile.imwrite(folder / "a_masks.tif", np.full((16, 16), -1, np.int16))
+    assert_one_line_error(prepare(folder), "a_masks.tif", "negative")
+    tifffile.imwrite(folder / "a_masks.tif", np.full((16, 16), 1.5, np.float32))
+    assert_one_line_error(prepare(folder), "a_masks.tif", "whole numbers")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def cellular_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cellular")
+    model_dir, result = train_synthetic_run(root, "cellular", [f"--set={s}" for s in TINY], epochs=1, steps_per_epoch=3)
+    return root, model_dir, result
+
+
+def test_command_line_chain(cellular_run, tmp_path):
+    root, model_dir, result = cellular_run
+    assert "AP@0.5" in result.stdout and "all (" in result.stdout
+    metrics = json.loads((model_dir / "metrics_test.json").read_text())
+    assert 0.0 <= metrics["ap@0.5"] <= 1.0 and metrics["images"] >= 1
+    for name in {key.split("/")[0] for key in metrics if "/" in key}:
+        assert name in ("fed", "starved", "unidentified") and f"{name} (" in result.stdout
+    calibration = json.loads((model_dir / "calibration.json").read_text())
+    assert 15 < calibration["training_diameter"] < 45
+
+    evaluated = run_cli("biomodels.evaluate", "--task=cellular", f"--model_dir={model_dir}", "--split=val",
+                        "--flow_threshold=0", "--cellprob_threshold=100", "--min_size=0")
+    assert evaluated.returncode == 0, evaluated.stderr
+    # no pixel is above a logit of 100: nothing is found
+    assert json.loads((model_dir / "metrics_val.json").read_text())["predicted_cells"] == 0
+
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "big.tif", np.random.default_rng(0).integers(0, 4000, (2, 150, 90), np.uint16))
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 50), np.uint8)).save(images / "small.png")
+    output = tmp_path / "predicted"
+    predicted = run_cli("biomodels.predict", "--task=cellular", f"--model={model_dir / 'export'}", f"--input={images}",
+                        f"--output={output}", "--tile=64", "--overlap=16", "--diameter=20", "--channels=0,1",
+                        "--cellprob_threshold=-100", "--flow_threshold=0.8")
+    assert predicted.returncode == 0, predicted.stderr
+    assert sorted(os.listdir(output)) == sorted(f"{n}_{k}" for n in ("big", "small")
+                                                for k in ("masks.tif", "flows.tif", "outlines.png"))
+    masks = tifffile.imread(output / "big_masks.tif")
+    assert masks.shape == (150, 90) and masks.dtype == np.uint16
+    assert tifffile.imread(output / "big_flows.tif").shape == (3, 150, 90)
+    assert np.asarray(Image.open(output / "small_outlines.png")).shape == (40, 50, 3)
+
+    bad = run_cli("biomodels.predict", "--task=cellular", f"--model={model_dir}", f"--input={images}",
+                  f"--output={tmp_path / 'other'}", "--channels=a,b")
+    assert_one_line_error(bad, "--channels=a,b")
+
+
+def test_export_signatures_in_a_fresh_process(cellular_run, tmp_path, task):
+    _, model_dir, _ = cellular_run
+    images = np.random.default_rng(0).uniform(0, 3000, (2, 44, 36, 1)).astype(np.float32)
+    arrays, dtypes = call_without_biomodels(tmp_path, model_dir / "export", {"serving_default": {"images": images}})
+    outputs = arrays["serving_default"]
+    assert outputs["flows"].shape == (2, 44, 36, 2) and outputs["cellprob"].shape == (2, 44, 36)
+    assert outputs["style"].shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(outputs["style"], axis=-1), 1.0, rtol=1e-4)
+    assert dtypes["serving_default"] == {"flows": "float32", "cellprob": "float32", "style": "float32"}
+    # the graph normalises: the same images at another intensity scale give the same outputs
+    again, _ = call_without_biomodels(tmp_path, model_dir / "export", {"serving_default": {"images": images * 7 + 100}})
+    np.testing.assert_allclose(again["serving_default"]["flows"], outputs["flows"], atol=1e-4)
+
+
+def test_init_from_cellpose_checkpoint(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import reference_env
+
+    reference_env.run_script("cpnet_outputs.py", tmp_path, "2,4,8,16,32", 32, 5)
+    sets = [f"--set={s}" for s in TINY]
+    data_dir = tmp_path / "data"
+    assert run_cli("biomodels.prepare", "--task=cellular", f"--output_dir={data_dir}", "--synthetic", *sets).returncode == 0
+    result = run_cli("biomodels.train", "--task=cellular", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
+                     "--epochs=1", "--steps_per_epoch=1", f"--init_from={tmp_path / 'cpnet.pth'}", "--verbosity=1", *sets)
+    assert result.returncode == 0, result.stderr
+    assert "initialised weights from" in result.stderr
+    wrong = run_cli("biomodels.train", "--task=cellular", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run2'}",
+                    "--epochs=1", f"--init_from={tmp_path / 'cpnet.pth'}", *[f"--set={s}" for s in TINY[1:]])
+    assert_one_line_error(wrong, "cpnet.pth", "widths [4, 8, 16, 32]", "--set nbase=4,8,16,32")
+    other = run_cli("biomodels.train", "--task=cellular", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run3'}",
+                    "--epochs=1", f"--init_from={tmp_path / 'other.pth'}", *sets)
+    assert_one_line_error(other, "other.pth", "not a Cellpose CPnet")
