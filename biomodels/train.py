@@ -57,6 +57,8 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     manifest = dataset_lib.read_manifest(data_dir)
     if manifest["task"] != task.name:
         raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"was prepared for task {manifest['task']!r}, not {task.name!r}")
+    # read before anything is written, so a wrong file leaves no run directory behind
+    initial_weights = _initial_weights(task, config, options.init_from) if options.init_from else None
     os.makedirs(model_dir, exist_ok=True)
     _check_resumable(model_dir, task, config)
     config_lib.write_run_config(model_dir, task, preset, config, {"data_dir": os.path.abspath(data_dir), "precision": policy})
@@ -70,8 +72,8 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
         val_data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, "val")
     with strategy.scope():
         model = task.build_model(config, manifest)
-        if options.init_from:
-            _load_initial_weights(model, options.init_from, task.initial_model(options.init_from, config))
+        if initial_weights is not None:
+            _set_initial_weights(model, initial_weights, options.init_from)
         model.compile(**task.compile_arguments(config, manifest, steps_per_epoch),
                       jit_compile=runtime.jit_compile(options.jit_compile, task))
     say(f"Training {task.name} ({model.count_params():,} parameters, {policy}, {strategy.num_replicas_in_sync} replica(s)) "
@@ -124,15 +126,16 @@ def _check_resumable(model_dir, task, config):
         raise InputError(path, "belongs to a run with another task or configuration; use a new --model_dir to start afresh")
 
 
-def _load_initial_weights(model, path, source=None):
-    """Copy the weights of `source` (a model the task made from `path`), else of the
-    run directory or .keras file at `path`, into `model`."""
+def _initial_weights(task, config, path):
+    """The weights --init_from names: a model the task reads from `path` (a study's own
+    checkpoint format), else a run directory or a .keras file."""
     import keras
 
     from biomodels.export.savedmodel import load_trained_model
 
     import biomodels.models  # noqa: F401  registers the custom classes for deserialisation
 
+    source = task.initial_model(path, config)
     if source is None and os.path.isdir(path):
         source = load_trained_model(path)
     if source is None:
@@ -140,8 +143,12 @@ def _load_initial_weights(model, path, source=None):
             source = keras.saving.load_model(path, safe_mode=True)
         except Exception as error:
             raise InputError(path, f"cannot load initial weights ({str(error).splitlines()[0]})") from None
+    return source.get_weights()
+
+
+def _set_initial_weights(model, weights, path):
     try:
-        model.set_weights(source.get_weights())
+        model.set_weights(weights)
     except ValueError as error:
         raise InputError(path, f"weights do not fit this model's configuration ({str(error).splitlines()[0]})") from None
     log.info("initialised weights from %s", path)

@@ -169,15 +169,16 @@ def test_init_from_a_run_copies_its_weights(tmp_path, prepared_cryoet, cryoet_ta
     import keras
 
     from biomodels.errors import InputError
-    from biomodels.train import _load_initial_weights
+    from biomodels.train import _initial_weights, _set_initial_weights
 
     options = RunOptions(export=False, verbose=0)
     train(cryoet_task, _tiny(tiny_cryoet_config, epochs=1), str(prepared_cryoet), str(tmp_path / "first"), options)
     source = keras.saving.load_model(tmp_path / "first" / "best.keras")
     fresh = cryoet_task.build_model(tiny_cryoet_config, None)
-    _load_initial_weights(fresh, str(tmp_path / "first"))
+    weights = _initial_weights(cryoet_task, tiny_cryoet_config, str(tmp_path / "first"))
+    _set_initial_weights(fresh, weights, str(tmp_path / "first"))
     for a, b in zip(fresh.get_weights(), source.get_weights()):
         np.testing.assert_array_equal(a, b)
     other = cryoet_task.build_model(_tiny(tiny_cryoet_config, depth=2), None)
     with pytest.raises(InputError, match="do not fit this model"):
-        _load_initial_weights(other, str(tmp_path / "first"))
+        _set_initial_weights(other, weights, str(tmp_path / "first"))
