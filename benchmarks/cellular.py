@@ -32,21 +32,12 @@ tf = cli.import_tensorflow()
 import numpy as np  # noqa: E402
 
 import reference_env  # noqa: E402
+from timing import best_time  # noqa: E402
 from biomodels.ops.flows import masks_from_flows, masks_to_flows  # noqa: E402
 from biomodels.ops.matching import average_precision  # noqa: E402
 from biomodels.pipelines.synthetic.cellular import cell_labels  # noqa: E402
 
 NBASE = (32, 64, 128, 256)
-
-
-def best_time(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def keras_train_step_seconds(batch, crop, steps):

@@ -284,3 +284,29 @@ def test_init_from_cellpose_checkpoint(cellular_run, tmp_path, task, config):
                     "--epochs=1", f"--init_from={tmp_path / 'other.pth'}", *[f"--set={s}" for s in TINY])
     assert_one_line_error(other, "other.pth", "not a Cellpose CPnet")
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
+
+
+def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
+    import zipfile
+
+    import tensorflow as tf
+    from bioimageio.spec import load_description
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from biomodels.export import serving
+    from biomodels.export.bioimageio import write_package
+
+    path = serving.export_version(task, task.build_model(config, {}), config, str(tmp_path / "serving"), warmup=2)
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "normalised"}
+    for record in tf.data.TFRecordDataset(os.path.join(path, serving.WARMUP_FILE)).as_numpy_iterator():
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert outputs["flows"].shape[1:] == (32, 32, 2) and np.isfinite(outputs["cellprob"].numpy()).all()
+    package = write_package(task, path, config, str(tmp_path / "1.bioimageio.zip"))
+    with zipfile.ZipFile(package) as archive:
+        assert {"test_input_images.npy", "test_output_flows.npy", "test_output_style.npy"} <= set(archive.namelist())
+    summary = load_description(package, perform_io_checks=True).validation_summary
+    errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
+    assert summary.status in ("passed", "valid-format"), errors

@@ -9,21 +9,13 @@ in seconds (numba's compilation is done by an untimed first call).
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 from cellpose import dynamics
 
-
-def best_time(function, repeats):
-    function()  # compiles numba kernels, warms caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from timing import best_time  # noqa: E402
 
 
 def main(folder, repeats):
