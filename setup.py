@@ -15,6 +15,7 @@ setup(
         "keras>=3.10,<4",
         "numpy>=1.26",
         "scipy>=1.11",
+        "numba>=0.61",
         "h5py>=3.10",
         "tifffile>=2024.1.1",
         "mrcfile>=1.5",

@@ -67,7 +67,7 @@ def test_cellular_layout_combines_every_class(task, config, cellular_dir):
     # the small object d on top of c keeps its 16 pixels; c keeps the rest of its 144
     sizes = np.bincount(labels.ravel())[1:]
     assert sorted(sizes.tolist()) == [16, 100, 100, 128]
-    assert info["overlapping_objects"] == 1 and info["overlap_pixels"] == 16
+    assert info["overlapping_objects"] == 2 and info["overlap_pixels"] == 16
     names = np.array(info["class_names"])[classes[1:]]
     assert sorted(names.tolist()) == ["fed", "fed", "starved", "starved"]
     assert names[labels[26, 10] - 1] == "starved" and names[labels[5, 5] - 1] == "fed"

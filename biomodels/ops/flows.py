@@ -1,23 +1,24 @@
 """Cellpose-style flows: unit vectors inside every cell that point along the gradient of
-heat diffused from the cell's centre, computed for all cells of an image at once.
+heat diffused from the cell's centre, and the masks recovered by following them.
 
 The centre of a cell is its pixel nearest to the median of its pixel coordinates (so it
-lies inside even a crescent-shaped cell). Heat is added at every centre and averaged
-over each pixel's 3×3 neighbourhood, where neighbours of another cell or the background
-count as zero, for twice the largest cell extent (height + width) of the image; the
-flow is the central difference of log(1 + heat) within the cell, normalised to unit
-length.
+lies inside even a crescent-shaped cell). Heat is added at the centre and averaged over
+each pixel's 3×3 neighbourhood, where neighbours of another cell or the background count
+as zero, for twice the cell's height + width steps; the flow is the central difference
+of log(1 + heat) within the cell, normalised to unit length. The loops run compiled and
+in parallel over cells and points (`flow_kernels`).
 """
 
 import numpy as np
 
-NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-
 
 def masks_to_flows(labels, iterations=None):
     """float32 (2, H, W): unit flows (dY, dX) of an instance label image (0 background),
-    zero outside cells; `iterations` of diffusion (default: twice the largest extent)."""
-    from scipy import ndimage, sparse
+    zero outside cells; `iterations` of diffusion for every cell (default: each cell
+    twice its height + width)."""
+    from scipy import ndimage
+
+    from biomodels.ops.flow_kernels import diffuse_cells
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -25,56 +26,30 @@ def masks_to_flows(labels, iterations=None):
     if labels.size and labels.min() < 0:
         raise ValueError("labels must not be negative")
     flows = np.zeros((2, *labels.shape), np.float32)
+    labels = labels.astype(np.int64)
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if not len(ids):
         return flows
-    height, width = labels.shape
-    padded = np.pad(labels, 1)
-    stride = width + 2
+    # each cell's centre: its pixel nearest to the median of its coordinates
     ys, xs = np.nonzero(labels)
     own = labels[ys, xs]
-    centre_flat = (ys + 1) * stride + (xs + 1)
-    neighbour_index = np.stack([centre_flat + dy * stride + dx for dy, dx in NEIGHBOURS])
-    same_cell = padded.reshape(-1)[neighbour_index] == own[None, :]
-
-    # each cell's centre: its pixel nearest to the median of its coordinates
-    grid_y, grid_x = np.mgrid[0:height, 0:width]
-    median_y = np.asarray(ndimage.median(grid_y, labels, ids))
-    median_x = np.asarray(ndimage.median(grid_x, labels, ids))
+    grid_y, grid_x = np.mgrid[0:labels.shape[0], 0:labels.shape[1]]
     lookup = np.zeros(int(ids.max()) + 1)
     distance = np.full(labels.shape, np.inf)
-    lookup[ids] = median_y
+    lookup[ids] = ndimage.median(grid_y, labels, ids)
     distance[ys, xs] = (ys - lookup[own]) ** 2
-    lookup[ids] = median_x
+    lookup[ids] = ndimage.median(grid_x, labels, ids)
     distance[ys, xs] += (xs - lookup[own]) ** 2
-    centres = np.asarray(ndimage.minimum_position(distance, labels, ids)).reshape(-1, 2)
-    centres_flat = (centres[:, 0] + 1) * stride + (centres[:, 1] + 1)
-
+    centres = np.asarray(ndimage.minimum_position(distance, labels, ids), np.int64).reshape(-1, 2)
+    slices = ndimage.find_objects(labels)
+    boxes = np.array([[slices[i - 1][0].start, slices[i - 1][0].stop, slices[i - 1][1].start, slices[i - 1][1].stop]
+                      for i in ids], np.int64)
     if iterations is None:
-        extents = [s for s in ndimage.find_objects(labels) if s is not None]
-        iterations = 2 * max(s[0].stop - s[0].start + s[1].stop - s[1].start for s in extents)
-    # one diffusion step as a sparse matrix over the cells' pixels: the mean of the 3×3
-    # neighbours of the same cell
-    position = np.full(padded.size, -1)
-    position[centre_flat] = np.arange(len(ys))
-    rows = np.broadcast_to(np.arange(len(ys)), neighbour_index.shape)[same_cell]
-    step = sparse.csr_matrix((np.full(len(rows), 1.0 / len(NEIGHBOURS)), (rows, position[neighbour_index[same_cell]])),
-                             shape=(len(ys), len(ys)))
-    sources = position[centres_flat]
-    heat = np.zeros(len(ys))
-    for _ in range(iterations):
-        heat[sources] += 1.0
-        heat = step @ heat
-    # central differences within the cell: a touching cell's heat is not this cell's
-    on_grid = np.zeros(padded.size)
-    on_grid[centre_flat] = np.log1p(heat)
-    heat = on_grid[neighbour_index] * same_cell
-    dy = heat[NEIGHBOURS.index((1, 0))] - heat[NEIGHBOURS.index((-1, 0))]
-    dx = heat[NEIGHBOURS.index((0, 1))] - heat[NEIGHBOURS.index((0, -1))]
-    norm = np.sqrt(dy ** 2 + dx ** 2) + 1e-20
-    flows[0, ys, xs] = dy / norm
-    flows[1, ys, xs] = dx / norm
+        steps = 2 * (boxes[:, 1] - boxes[:, 0] + boxes[:, 3] - boxes[:, 2])
+    else:
+        steps = np.full(len(ids), int(iterations), np.int64)
+    diffuse_cells(labels, ids, boxes, centres, steps, flows)
     return flows
 
 
@@ -82,24 +57,11 @@ def follow_flows(flows, pixels, iterations=200):
     """[N, 2] float positions reached from `pixels` ([N, 2] (y, x)) after `iterations`
     Euler steps along `flows` (2, H, W), bilinearly interpolated, positions kept inside
     the image."""
-    height, width = flows.shape[1:]
-    position = pixels.astype(np.float64)
-    limit = np.array([height - 1, width - 1], np.float64)
-    for _ in range(iterations):
-        position += bilinear(flows, position)
-        np.clip(position, 0, limit, out=position)
-    return position
+    from biomodels.ops.flow_kernels import follow
 
-
-def bilinear(image, points):
-    """[N, C] values of a (C, H, W) image at [N, 2] float (y, x) points inside it."""
-    height, width = image.shape[1:]
-    top = np.minimum(np.floor(points[:, 0]).astype(np.int64), height - 2 if height > 1 else 0)
-    left = np.minimum(np.floor(points[:, 1]).astype(np.int64), width - 2 if width > 1 else 0)
-    fy, fx = points[:, 0] - top, points[:, 1] - left
-    bottom, right = np.minimum(top + 1, height - 1), np.minimum(left + 1, width - 1)
-    return ((image[:, top, left] * (1 - fy) * (1 - fx) + image[:, top, right] * (1 - fy) * fx
-             + image[:, bottom, left] * fy * (1 - fx) + image[:, bottom, right] * fy * fx)).T
+    positions = np.array(pixels, np.float64).reshape(-1, 2)
+    follow(np.ascontiguousarray(np.moveaxis(flows, 0, -1), np.float32), positions, int(iterations))
+    return positions
 
 
 def cluster_positions(positions, shape, min_count=10, grow_count=2, grow_steps=5):

@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from biomodels.errors import ConfigError, InputError
+from biomodels.pipelines import readers
 from biomodels.tasks import cellular_data as data
 from biomodels.tasks.base import Source, Task
 
@@ -122,7 +123,7 @@ class CellularTask(Task):
             folders = data.class_folders(mask_path, config.skip_classes)
             labels, classes, report = data.combine_objects(image_path, raw.shape[:2], folders, class_names)
         else:
-            labels = data.check_labels(mask_path, data.readers.read_image(mask_path))
+            labels = data.check_labels(mask_path, readers.read_image(mask_path))
             if labels.shape != raw.shape[:2]:
                 raise InputError(mask_path, f"is {labels.shape[1]}×{labels.shape[0]}, but its image "
                                             f"{os.path.basename(image_path)} is {raw.shape[1]}×{raw.shape[0]}")
@@ -368,6 +369,8 @@ class CellularTask(Task):
         check_choice("optimizer", config.optimizer, ("sgd", "adamw"))
         if config.crop_size % size_multiple(config):
             raise ConfigError(f"--set crop_size={config.crop_size}: must be a multiple of {size_multiple(config)}")
+        if len(config.scale_range) != 2 or not 0 < config.scale_range[0] <= config.scale_range[1]:
+            raise ConfigError(f"--set scale_range={config.scale_range}: give two factors, low,high, with 0 < low <= high")
         if not 1 <= len(config.channels) <= 2:
             raise ConfigError(f"--set channels={config.channels}: give one or two channel indices (cytoplasm, nucleus)")
         for name in ("val_pattern", "test_pattern"):

@@ -102,8 +102,9 @@ def class_folders(mask_dir, skip_classes):
 
 
 def combine_objects(image_path, shape, folders, class_names):
-    """(int32 labels, int32 class index per id [N + 1], overlap report) from one PNG per
-    object; overlapping pixels go to the smaller object."""
+    """(int32 labels, int32 class index per id [N + 1], report) from one PNG per object;
+    overlapping pixels go to the smaller object. The report counts the objects, those that
+    share pixels with another, the shared pixels, and objects wholly covered by smaller ones."""
     objects = []
     for class_name, paths in folders.items():
         for path in paths:
@@ -124,10 +125,9 @@ def combine_objects(image_path, shape, folders, class_names):
         labels[mask] = index
         covered += mask
         classes.append(class_index)
-    overlap_pixels = int(np.count_nonzero(covered > 1))
-    overlapping = 0
-    if overlap_pixels:
-        overlapping = len(np.unique(labels[covered > 1]))
+    shared = covered > 1
+    overlap_pixels = int(np.count_nonzero(shared))
+    overlapping = sum(1 for *_, mask in objects if overlap_pixels and np.any(mask & shared))
     labels, kept = relabel_sequential(labels)
     report = {"objects": len(objects), "overlapping_objects": overlapping, "overlap_pixels": overlap_pixels,
               "objects_hidden_by_overlap": len(objects) - len(kept)}
