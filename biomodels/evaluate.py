@@ -14,6 +14,7 @@ def evaluate(task, model_dir, data_dir=None, split="test", overrides=None):
     import dataclasses
 
     from biomodels import config as config_lib
+    from biomodels.errors import ConfigError
     from biomodels.export.savedmodel import load_trained_model, run_config
     from biomodels.pipelines import dataset as dataset_lib
     from biomodels.train import evaluate_split
@@ -21,6 +22,9 @@ def evaluate(task, model_dir, data_dir=None, split="test", overrides=None):
     config = run_config(task, model_dir)
     overrides = {name: value for name, value in (overrides or {}).items() if value is not None}
     if overrides:
+        unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(config)})
+        if unknown:
+            raise ConfigError(f"--{unknown[0]} does not apply to task {task.name}")
         config = dataclasses.replace(config, **overrides)
     data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
     manifest = dataset_lib.read_manifest(data_dir)
@@ -38,10 +42,6 @@ def main(argv):
     run_config(task, flags.model_dir)  # a clear error before anything is written
     cli.log_to_file(os.path.join(flags.model_dir, "log.txt"))
     thresholds = {name: flags[name].value for name in ("flow_threshold", "cellprob_threshold", "min_size")}
-    if any(value is not None for value in thresholds.values()) and not hasattr(task.Config, "flow_threshold"):
-        from biomodels.errors import ConfigError
-
-        raise ConfigError(f"--flow_threshold, --cellprob_threshold and --min_size are for the cellular task, not {task.name}")
     metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split, thresholds)
     header, rows = task.metrics_table(metrics)
     cli.say(f"{flags.split} split:\n" + cli.format_table(rows, header))

@@ -80,6 +80,7 @@ def test_cellular_layout_combines_every_class(task, config, cellular_dir):
 
 def test_skip_classes_and_split_patterns(task, cellular_dir):
     from biomodels import config as config_lib
+    from biomodels.errors import InputError
 
     config = config_lib.resolve(task, "quick", TINY + ["skip_classes=Unidentified", "test_pattern=ST_C0[0-9]"])
     sources = task.find_sources(str(cellular_dir), config)
@@ -89,6 +90,9 @@ def test_skip_classes_and_split_patterns(task, cellular_dir):
     assert [task.assigned_split(s, config) for s in sources] == ["train", "test"]
     plain = config_lib.resolve(task, "quick", TINY)
     assert task.assigned_split(sources[0], plain) is None
+    typo = config_lib.resolve(task, "quick", TINY + ["val_pattern=ST_X99"])
+    with pytest.raises(InputError, match="no image name matches --set val_pattern=ST_X99"):
+        task.find_sources(str(cellular_dir), typo)
 
 
 def test_cellpose_folder_layout_and_channels(task, config, tmp_path):

@@ -83,7 +83,7 @@ class CellularTask(Task):
             raise InputError(input_path, "expected a folder: images/ and masks/ (CELLULAR) or NAME.tif with NAME_masks.tif")
         image_dir, mask_root = os.path.join(input_path, "images"), os.path.join(input_path, "masks")
         if os.path.isdir(image_dir) and os.path.isdir(mask_root):
-            return self._cellular_sources(image_dir, mask_root, config)
+            return _check_patterns(self._cellular_sources(image_dir, mask_root, config), config, input_path)
         images = data.image_files(input_path)
         pairs = [(path, data.cellpose_mask_path(path)) for path in images]
         if not images or not any(mask for _, mask in pairs):
@@ -92,8 +92,8 @@ class CellularTask(Task):
         for path, mask in pairs:
             if mask is None:
                 raise InputError(path, "has no masks (expected NAME_masks.tif or NAME_masks.png beside it)")
-        return [Source(name=_stem(path), group=_stem(path), paths=(path, mask), details={"class_names": ()})
-                for path, mask in pairs]
+        return _check_patterns([Source(name=_stem(path), group=_stem(path), paths=(path, mask),
+                                       details={"class_names": ()}) for path, mask in pairs], config, input_path)
 
     def _cellular_sources(self, image_dir, mask_root, config):
         images = data.image_files(image_dir)
@@ -378,6 +378,15 @@ class CellularTask(Task):
                 re.compile(getattr(config, name))
             except re.error as error:
                 raise ConfigError(f"--set {name}={getattr(config, name)!r} is not a regular expression ({error})") from None
+
+
+def _check_patterns(sources, config, input_path):
+    """The sources, unless a split pattern matches none of their names."""
+    for name in ("val_pattern", "test_pattern"):
+        pattern = getattr(config, name)
+        if pattern and not any(re.search(pattern, source.name) for source in sources):
+            raise InputError(input_path, f"no image name matches --set {name}={pattern}")
+    return sources
 
 
 def _stem(path):
