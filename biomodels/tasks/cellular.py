@@ -124,9 +124,7 @@ class CellularTask(Task):
             labels, classes, report = data.combine_objects(image_path, raw.shape[:2], folders, class_names)
         else:
             labels = data.check_labels(mask_path, readers.read_image(mask_path))
-            if labels.shape != raw.shape[:2]:
-                raise InputError(mask_path, f"is {labels.shape[1]}×{labels.shape[0]}, but its image "
-                                            f"{os.path.basename(image_path)} is {raw.shape[1]}×{raw.shape[0]}")
+            data.require_same_size(mask_path, labels.shape, image_path, raw.shape)
             labels, _ = data.relabel_sequential(labels)
             classes = np.full(labels.max() + 1, data.NO_CLASS, np.int32)
             report = {"objects": int(labels.max())}
@@ -284,6 +282,7 @@ class CellularTask(Task):
         images = np.clip(np.asarray(inputs)[..., 0], 0, 1)
         grey = (np.repeat(images[..., np.newaxis], 3, axis=-1) * 255).astype(np.uint8)
         targets = np.asarray(targets)
+        targets = np.where(targets[..., 3:4] >= 0, targets, 0.0)  # padding shows as background
         return {
             "input": grey,
             "true_flows": np.stack([flow_colours(t[..., :2].transpose(2, 0, 1)) for t in targets]),

@@ -111,9 +111,7 @@ def combine_objects(image_path, shape, folders, class_names):
             mask = np.asarray(readers.read_image(path))
             if mask.ndim == 3:
                 mask = mask[..., 0]
-            if mask.shape != shape:
-                raise InputError(path, f"is {mask.shape[1]}×{mask.shape[0]}, but its image "
-                                       f"{os.path.basename(image_path)} is {shape[1]}×{shape[0]}")
+            require_same_size(path, mask.shape, image_path, shape)
             mask = mask > 0
             if mask.any():
                 objects.append((int(mask.sum()), path, class_names.index(class_name), mask))
@@ -135,6 +133,12 @@ def combine_objects(image_path, shape, folders, class_names):
         log.warning("%s: %d objects overlap (%d pixels); overlapping pixels went to the smaller object",
                     image_path, overlapping, overlap_pixels)
     return labels, np.asarray([NO_CLASS] + [classes[i] for i in kept], np.int32), report
+
+
+def require_same_size(mask_path, mask_shape, image_path, image_shape):
+    if tuple(mask_shape[:2]) != tuple(image_shape[:2]):
+        raise InputError(mask_path, f"is {mask_shape[1]}×{mask_shape[0]}, but its image "
+                                    f"{os.path.basename(image_path)} is {image_shape[1]}×{image_shape[0]}")
 
 
 def cellpose_mask_path(image_path):
