@@ -58,6 +58,15 @@ def run_cli(module, *args, cwd=None, timeout=600):
                           cwd=cwd, env=env, timeout=timeout)
 
 
+def run_reference_script(name, *args):
+    """Run benchmarks/reference/<name> in the Cellpose reference environment (created on
+    first use, see benchmarks/reference_env.py); returns its stdout."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import reference_env
+
+    return reference_env.run_script(name, *args)
+
+
 def train_synthetic_run(root, task, sets, epochs=1, steps_per_epoch=2):
     """Prepare the task's synthetic data under `root` and train a run on it with the
     command lines; returns (model_dir, the train command's CompletedProcess)."""

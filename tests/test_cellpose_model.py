@@ -1,22 +1,17 @@
 """CellposeNet: the architecture, its Keras round trip, and the conversion of a Cellpose
 3.1.1.2 CPnet checkpoint checked against PyTorch in the reference environment."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from conftest import run_reference_script
 
 
 @pytest.fixture(scope="module")
 def reference_cpnet(tmp_path_factory):
     """Files written by Cellpose's own CPnet (random weights) in the reference environment."""
-    import reference_env
-
     directory = tmp_path_factory.mktemp("cpnet")
-    reference_env.run_script("cpnet_outputs.py", directory, "2,32,64,128,256", 64, 3)
+    run_reference_script("cpnet_outputs.py", directory, "2,32,64,128,256", 64, 3)
     return directory
 
 

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import assert_one_line_error, call_without_biomodels, run_cli, train_synthetic_run
+from conftest import assert_one_line_error, call_without_biomodels, run_cli, run_reference_script, train_synthetic_run
 
 TINY = ["nbase=4,8,16,32", "crop_size=32", "batch_size=2", "synthetic_images=6", "synthetic_shape=64,64"]
 
@@ -265,14 +265,9 @@ def test_export_signatures_in_a_fresh_process(cellular_run, tmp_path, task):
 
 
 def test_init_from_cellpose_checkpoint(cellular_run, tmp_path, task, config):
-    import sys
-
     from biomodels.train import _initial_weights, _set_initial_weights
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    import reference_env
-
-    reference_env.run_script("cpnet_outputs.py", tmp_path, "2,4,8,16,32", 32, 5)
+    run_reference_script("cpnet_outputs.py", tmp_path, "2,4,8,16,32", 32, 5)
     checkpoint = str(tmp_path / "cpnet.pth")
     model = task.build_model(config, {})
     _set_initial_weights(model, _initial_weights(task, config, checkpoint), checkpoint)
