@@ -42,9 +42,8 @@ def default_model_dir(task):
     return os.path.join("runs", task.name, stamp)
 
 
-def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick", initial_weights=None):
-    """Train, evaluate on test and export; returns the test metrics. `initial_weights`
-    are those of options.init_from when the caller has read them already."""
+def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick"):
+    """Train, evaluate on test and export; returns the test metrics."""
     import keras
 
     from biomodels import callbacks as callbacks_lib
@@ -59,8 +58,7 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     if manifest["task"] != task.name:
         raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"was prepared for task {manifest['task']!r}, not {task.name!r}")
     # read before anything is written, so a wrong file leaves no run directory behind
-    if options.init_from and initial_weights is None:
-        initial_weights = _initial_weights(task, config, options.init_from)
+    initial_weights = _initial_weights(task, config, options.init_from) if options.init_from else None
     os.makedirs(model_dir, exist_ok=True)
     _check_resumable(model_dir, task, config)
     config_lib.write_run_config(model_dir, task, preset, config, {"data_dir": os.path.abspath(data_dir), "precision": policy})
@@ -192,7 +190,9 @@ def main(argv):
     config = config_lib.resolve(task, flags.preset, overrides)
     if flags.data_dir:
         dataset_lib.read_manifest(flags.data_dir)  # a clear error before the run directory exists
-    initial_weights = _initial_weights(task, config, flags.init_from) if flags.init_from else None
+    if flags.init_from:
+        # without TensorFlow ops: a multi-worker strategy must come first
+        task.check_initial_weights(flags.init_from, config)
     model_dir = flags.model_dir or default_model_dir(task)
     os.makedirs(model_dir, exist_ok=True)
     cli.log_to_file(os.path.join(model_dir, "log.txt"))
@@ -201,7 +201,7 @@ def main(argv):
         seed=flags.seed, deterministic=flags.deterministic, precision=flags.precision, strategy=flags.strategy,
         jit_compile=flags.jit_compile, init_from=flags.init_from or "",
     )
-    train(task, config, data_dir, model_dir, options, preset=flags.preset, initial_weights=initial_weights)
+    train(task, config, data_dir, model_dir, options, preset=flags.preset)
 
 
 def define_flags():

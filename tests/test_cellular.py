@@ -282,7 +282,10 @@ def test_init_from_cellpose_checkpoint(cellular_run, tmp_path, task, config):
     other = run_cli("biomodels.train", "--task=cellular", f"--data_dir={root / 'data'}", f"--model_dir={tmp_path / 'run3'}",
                     "--epochs=1", f"--init_from={tmp_path / 'other.pth'}", *[f"--set={s}" for s in TINY])
     assert_one_line_error(other, "other.pth", "not a Cellpose CPnet")
-    assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
+    missing = run_cli("biomodels.train", "--task=cellular", f"--data_dir={root / 'data'}", f"--model_dir={tmp_path / 'run4'}",
+                      "--epochs=1", f"--init_from={tmp_path / 'cyto2torch_0'}", *[f"--set={s}" for s in TINY])
+    assert_one_line_error(missing, "cyto2torch_0", "no such file")
+    assert not any((tmp_path / name).exists() for name in ("run2", "run3", "run4"))
 
 
 def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):

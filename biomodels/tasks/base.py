@@ -89,6 +89,16 @@ class Task(abc.ABC):
     def build_model(self, config, manifest):
         """A fresh Keras model."""
 
+    def check_initial_weights(self, path, config):
+        """Raise an InputError if --init_from=`path` cannot serve this configuration,
+        without TensorFlow ops (it runs before the distribution strategy exists)."""
+        import os
+
+        from biomodels.errors import InputError
+
+        if not os.path.exists(path):
+            raise InputError(path, "no such file or directory")
+
     def initial_model(self, path, config):
         """A model holding the weights of `path` for --init_from when it is in a format
         of the study's own (a PyTorch checkpoint, say); None: a model_dir or .keras file."""

@@ -169,18 +169,35 @@ class CellularTask(Task):
 
         return CellposeNet(nchan=len(config.channels), nbase=config.nbase, diam_mean=config.diameter_mean)
 
+    def check_initial_weights(self, path, config):
+        super().check_initial_weights(path, config)
+        if _is_cellpose_checkpoint(path):
+            self._fitting_checkpoint(path, config)
+
     def initial_model(self, path, config):
-        """A Cellpose PyTorch checkpoint (not a .keras file) as a Keras model, for --init_from."""
+        """A Cellpose PyTorch checkpoint (not a run or .keras file) as a Keras model, for --init_from."""
         from biomodels.models import CellposeNet
 
-        if path.endswith(".keras") or os.path.isdir(path):
+        if not _is_cellpose_checkpoint(path):
             return None
-        model = CellposeNet.from_cellpose_checkpoint(path, nchan=len(config.channels))
-        if model.nbase != tuple(config.nbase):
-            raise InputError(path, f"is a CPnet of widths {list(model.nbase)}, but this configuration builds "
-                                   f"{list(config.nbase)}; use --preset=paper or --set nbase="
-                                   + ",".join(map(str, model.nbase)))
+        model = CellposeNet(nchan=len(config.channels), nbase=config.nbase, diam_mean=config.diameter_mean)
+        model.load_cellpose_state(self._fitting_checkpoint(path, config), path)
         return model
+
+    def _fitting_checkpoint(self, path, config):
+        """The checkpoint's state dict, if its CPnet has this configuration's widths and channels."""
+        from biomodels.models.cellpose import cellpose_widths
+        from biomodels.models.torch_checkpoint import read_state_dict
+
+        state = read_state_dict(path)
+        widths = cellpose_widths(state, path)
+        if widths != tuple(config.nbase):
+            raise InputError(path, f"is a CPnet of widths {list(widths)}, but this configuration builds "
+                                   f"{list(config.nbase)}; use --preset=paper or --set nbase=" + ",".join(map(str, widths)))
+        channels = state["downsample.down.res_down_0.proj.1.weight"].shape[1]
+        if channels != len(config.channels):
+            raise InputError(path, f"is a CPnet for {channels} channels, but --set channels= gives {len(config.channels)}")
+        return state
 
     def compile_arguments(self, config, manifest, steps_per_epoch):
         import keras
@@ -377,6 +394,11 @@ class CellularTask(Task):
                 re.compile(getattr(config, name))
             except re.error as error:
                 raise ConfigError(f"--set {name}={getattr(config, name)!r} is not a regular expression ({error})") from None
+
+
+def _is_cellpose_checkpoint(path):
+    """Not a run directory nor a .keras file: a PyTorch state dict."""
+    return not (path.endswith(".keras") or os.path.isdir(path))
 
 
 def _check_patterns(sources, config, input_path):
