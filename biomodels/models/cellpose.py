@@ -121,7 +121,7 @@ class CellposeNet(keras.Model):
         state dict); widths and diameter are read from the checkpoint."""
         state = read_state_dict(path)
         nbase = cellpose_widths(state, path)
-        found = state["downsample.down.res_down_0.proj.1.weight"].shape[1]
+        found = cellpose_input_channels(state)
         if found != nchan:
             raise CheckpointError(path, f"the checkpoint's network takes {found} channels, not {nchan}")
         nout = state["output.2.weight"].shape[0]
@@ -190,6 +190,11 @@ def _torch_weights(layer):
     if isinstance(layer, layers.BatchNormalization):
         return [(f"{name}.{key}", None) for key in ("weight", "bias", "running_mean", "running_var")]
     return []
+
+
+def cellpose_input_channels(state):
+    """How many image channels a CPnet state dict takes."""
+    return int(state["downsample.down.res_down_0.proj.1.weight"].shape[1])
 
 
 def cellpose_widths(state, path):

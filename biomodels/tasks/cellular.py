@@ -186,7 +186,7 @@ class CellularTask(Task):
 
     def _fitting_checkpoint(self, path, config):
         """The checkpoint's state dict, if its CPnet has this configuration's widths and channels."""
-        from biomodels.models.cellpose import cellpose_widths
+        from biomodels.models.cellpose import cellpose_input_channels, cellpose_widths
         from biomodels.models.torch_checkpoint import read_state_dict
 
         state = read_state_dict(path)
@@ -194,7 +194,7 @@ class CellularTask(Task):
         if widths != tuple(config.nbase):
             raise InputError(path, f"is a CPnet of widths {list(widths)}, but this configuration builds "
                                    f"{list(config.nbase)}; use --preset=paper or --set nbase=" + ",".join(map(str, widths)))
-        channels = state["downsample.down.res_down_0.proj.1.weight"].shape[1]
+        channels = cellpose_input_channels(state)
         if channels != len(config.channels):
             raise InputError(path, f"is a CPnet for {channels} channels, but --set channels= gives {len(config.channels)}")
         return state
