@@ -95,3 +95,21 @@ def test_bioimageio_package_validates(exported, cryoet_task, tiny_cryoet_config,
     summary = description.validation_summary
     errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
     assert summary.status in ("passed", "valid-format"), errors
+
+
+def test_reproducibility_tolerances_fit_each_test_tensor():
+    import numpy as np
+
+    from biomodels.export.bioimageio import reproducibility_tolerances
+
+    outputs = {
+        "probabilities": np.array([0.0, 0.5, 1.0], np.float32),
+        "flows": np.array([-0.2, 0.02], np.float32),
+        "cellprob": np.array([-3.0, -0.5], np.float32),
+        "labels": np.array([0, 2], np.int32),
+    }
+    entries = {entry["output_ids"][0]: entry for entry in reproducibility_tolerances(outputs)}
+    assert set(entries) == {"probabilities", "flows", "labels"}
+    assert entries["probabilities"]["absolute_tolerance"] == 1e-3
+    assert entries["flows"]["absolute_tolerance"] == pytest.approx(2e-4)
+    assert entries["labels"]["absolute_tolerance"] == 0 and entries["labels"]["relative_tolerance"] == 0

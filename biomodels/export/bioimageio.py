@@ -5,6 +5,11 @@ The package holds rdf.yaml (written as JSON, which is valid YAML), the SavedMode
 zipped as `tensorflow_saved_model_bundle` weights, test input and output tensors as
 .npy (computed by the SavedModel itself) and a README.md; it is written under a
 temporary name and renamed when whole.
+
+Reproducibility tolerances are stated per output, fitted to its test tensor: the spec
+(bioimageio.spec 0.5.14) refuses an absolute tolerance above 1 % of a test tensor's
+maximum, so its default 1e-3 fails for small outputs and every tolerance fails for an
+output whose values are all negative (an untrained network's cell-probability logits).
 """
 
 import json
@@ -18,6 +23,8 @@ import numpy as np
 from biomodels.atomic import atomic_path
 
 FORMAT_VERSION = "0.5.4"
+DEFAULT_ABSOLUTE_TOLERANCE = 1e-3
+DEFAULT_RELATIVE_TOLERANCE = 1e-3
 PROJECT_AUTHORS = [{"name": "biomodels contributors"}]
 
 
@@ -45,6 +52,7 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
             "license": license_id,
             "documentation": "README.md",
             **description,
+            "config": {"bioimageio": {"reproducibility_tolerance": reproducibility_tolerances(outputs)}},
             "weights": {"tensorflow_saved_model_bundle": {"source": os.path.basename(weights), "tensorflow_version": tf.__version__}},
         }
         with open(os.path.join(staging, "rdf.yaml"), "w") as handle:
@@ -53,6 +61,25 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
             for name in sorted(os.listdir(staging)):
                 archive.write(os.path.join(staging, name), name)
     return zip_path
+
+
+def reproducibility_tolerances(outputs):
+    """rdf `config.bioimageio.reproducibility_tolerance` entries for `outputs` (name ->
+    test tensor): integer outputs must match exactly; a float output gets the default
+    absolute tolerance, lowered to 1 % of its test tensor's maximum where that is smaller.
+    A float output whose maximum is not positive gets no entry, so a consumer applies its
+    default tolerance: the validator would refuse any absolute tolerance for it."""
+    entries = []
+    for name in sorted(outputs):
+        array = np.asarray(outputs[name])
+        if not np.issubdtype(array.dtype, np.floating):
+            entries.append({"output_ids": [name], "absolute_tolerance": 0, "relative_tolerance": 0})
+            continue
+        peak = float(array.max()) if array.size else 0.0
+        if peak > 0:
+            absolute = min(DEFAULT_ABSOLUTE_TOLERANCE, 0.01 * peak)
+            entries.append({"output_ids": [name], "absolute_tolerance": absolute, "relative_tolerance": DEFAULT_RELATIVE_TOLERANCE})
+    return entries
 
 
 def _save(directory, name, array):
