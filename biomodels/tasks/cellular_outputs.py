@@ -16,7 +16,6 @@ from biomodels.tasks import cellular_data as data
 log = logging.getLogger(__name__)
 
 
-
 def resize(image, height, width):
     """Bilinear resize of [H, W, C] float32 to [height, width, C]."""
     import tensorflow as tf
