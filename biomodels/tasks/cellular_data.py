@@ -76,7 +76,7 @@ def check_labels(path, labels):
 
 
 def relabel_sequential(labels):
-    """Labels renumbered 1..N in order of first appearance of their ids; (labels, old ids)."""
+    """Labels renumbered 1..N in ascending order of their ids; (labels, the old ids in that order)."""
     ids = np.unique(labels)
     ids = ids[ids > 0]
     lookup = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int32)
