@@ -35,7 +35,7 @@ def main():
     args = parser.parse_args()
     task = tasks.get("deepis")
     if args.model_dir:
-        from biomodels.export.savedmodel import load_trained_model, run_config
+        from biomodels.runs import load_trained_model, run_config
 
         config, model = run_config(task, args.model_dir), load_trained_model(args.model_dir)
     else:

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from biomodels import cli  # noqa: E402
+from biomodels import cli, report  # noqa: E402
 
 tf = cli.import_tensorflow()
 
@@ -96,7 +96,7 @@ def main():
     tfrecord_rate, numpy_rate = reading_rates(data_dir, manifest)
     print(f"task {task.name}, preset {args.preset}, batch {config.batch_size}, example shape "
           f"{manifest['features']} from {data_dir}")
-    print(cli.format_table([
+    print(report.format_table([
         ("input pipeline (decode, augment, batch)", pipeline, "training step", training, pipeline / training),
         ("TFRecord read + decode", tfrecord_rate, "np.load of .npy files", numpy_rate, tfrecord_rate / numpy_rate),
     ], ("measured", "examples/s", "reference", "examples/s", "ratio")))

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from biomodels import cli  # noqa: E402
+from biomodels import cli, report  # noqa: E402
 
 tf = cli.import_tensorflow()
 
@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 
 from biomodels import config as config_lib  # noqa: E402
 from biomodels import tasks  # noqa: E402
-from biomodels.export.savedmodel import export_saved_model, load_trained_model, run_config  # noqa: E402
+from biomodels.export.savedmodel import export_saved_model  # noqa: E402
+from biomodels.runs import load_trained_model, run_config  # noqa: E402
 
 
 def latencies(call, repeats):
@@ -64,7 +65,7 @@ def main():
                 direct = latencies(lambda: keras_functions[signature](**tensors), args.repeats)
                 rows.append((f"{signature}, batch {batch}, SavedModel", *exported, "Keras model", *direct, exported[0] / direct[0]))
     print(f"task {task.name}, {args.repeats} calls each, milliseconds")
-    print(cli.format_table(rows, ("measured", "median", "p99", "reference", "median", "p99", "ratio of medians")))
+    print(report.format_table(rows, ("measured", "median", "p99", "reference", "median", "p99", "ratio of medians")))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline import benchmark_setup, cli, training_rate  # noqa: E402
+from pipeline import benchmark_setup, report, training_rate  # noqa: E402
 
 
 def main():
@@ -18,7 +18,7 @@ def main():
     with_xla = training_rate(task, config, data_dir, manifest, args.steps, jit_compile=True)
     without = training_rate(task, config, data_dir, manifest, args.steps, jit_compile=False)
     print(f"task {task.name}, preset {args.preset}, batch {config.batch_size}, task default jit_compile={task.jit_compile_default}")
-    print(cli.format_table([("training step, XLA", with_xla, "training step, no XLA", without, with_xla / without)],
+    print(report.format_table([("training step, XLA", with_xla, "training step, no XLA", without, with_xla / without)],
                            ("measured", "examples/s", "reference", "examples/s", "ratio")))
 
 

@@ -68,6 +68,33 @@ def import_tensorflow(argv=None):
     return tf
 
 
+def requested_task(argv=None):
+    """The Task that --task names on the command line, read before absl parses it;
+    None when absent or unknown (main then says so in one line)."""
+    from biomodels import tasks
+
+    argv = sys.argv if argv is None else argv
+    for i, arg in enumerate(argv):
+        name = arg.split("=", 1)[1] if arg.startswith("--task=") else argv[i + 1] if arg == "--task" and i + 1 < len(argv) else None
+        if name is not None:
+            return tasks.get(name) if name in tasks.names() else None
+    return None
+
+
+def define_task_options(options):
+    """absl flags for a task's predict or evaluate `Option`s."""
+    for option in options:
+        bounds = {key: getattr(option, key) for key in ("lower_bound", "upper_bound") if getattr(option, key) is not None}
+        definer = {"float": flags.DEFINE_float, "integer": flags.DEFINE_integer, "string": flags.DEFINE_string,
+                   "bool": flags.DEFINE_bool, "list": flags.DEFINE_list}[option.kind]
+        definer(option.name, option.default, option.help, **bounds)
+
+
+def task_option_values(options):
+    """{option name: parsed value} of a task's options after the flags are parsed."""
+    return {option.name: option.value(FLAGS[option.name].value) for option in options}
+
+
 def _parse_flags(argv):
     try:
         return FLAGS(argv)
@@ -120,24 +147,3 @@ def log_to_file(path):
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     return handler
-
-
-def say(message):
-    """Print a line for the user and keep it in the log."""
-    print(message, flush=True)
-    logging.getLogger("biomodels").info("%s", message)
-
-
-def format_table(rows, header):
-    """A plain text table: `rows` are sequences of cells, numbers get 4 decimals."""
-    cells = [[_cell(value) for value in row] for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def _cell(value):
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)

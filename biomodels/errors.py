@@ -20,3 +20,7 @@ class InputError(BiomodelsError):
 
 class ConfigError(BiomodelsError):
     """A task name, flag value or configuration override is wrong."""
+
+
+class ServingError(BiomodelsError):
+    """A model server refused a request, answered with an error, or could not be reached."""

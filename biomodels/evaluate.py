@@ -1,8 +1,10 @@
 """Evaluate a trained model on a split of its prepared data set.
 
-    python -m biomodels.evaluate --task=cryoet --model_dir=DIR [--data_dir=DIR] [--split=test]
+    python -m biomodels.evaluate --task=cryoet --model_dir=DIR [--data_dir=DIR] [--split=test] [task options]
 
-Prints the task's metrics and writes model_dir/metrics_<split>.json.
+Prints the task's metrics and writes model_dir/metrics_<split>.json. A task's own
+options (`Task.evaluate_options`, cellular's mask thresholds) override the fields of
+the run's configuration they are named after.
 """
 
 import os
@@ -10,12 +12,12 @@ import os
 
 def evaluate(task, model_dir, data_dir=None, split="test", overrides=None):
     """The metrics of the run in `model_dir` on `split`; `overrides` replace fields of the
-    run's configuration (cellular's mask thresholds)."""
+    run's configuration (a task's evaluate options); None values are left out."""
     import dataclasses
 
     from biomodels import config as config_lib
     from biomodels.errors import ConfigError
-    from biomodels.export.savedmodel import load_trained_model, run_config
+    from biomodels.runs import load_trained_model, run_config
     from biomodels.pipelines import dataset as dataset_lib
     from biomodels.train import evaluate_split
 
@@ -33,33 +35,33 @@ def evaluate(task, model_dir, data_dir=None, split="test", overrides=None):
 
 
 def main(argv):
-    from biomodels import cli, tasks
+    from biomodels import cli, report, tasks
 
-    from biomodels.export.savedmodel import run_config
+    from biomodels.runs import run_config
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
     run_config(task, flags.model_dir)  # a clear error before anything is written
     cli.log_to_file(os.path.join(flags.model_dir, "log.txt"))
-    thresholds = {name: flags[name].value for name in ("flow_threshold", "cellprob_threshold", "min_size")}
-    metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split, thresholds)
+    overrides = cli.task_option_values(task.evaluate_options)
+    metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split, overrides)
     header, rows = task.metrics_table(metrics)
-    cli.say(f"{flags.split} split:\n" + cli.format_table(rows, header))
-    cli.say(f"Wrote {os.path.join(flags.model_dir, f'metrics_{flags.split}.json')}")
+    report.say(f"{flags.split} split:\n" + report.format_table(rows, header))
+    report.say(f"Wrote {os.path.join(flags.model_dir, f'metrics_{flags.split}.json')}")
 
 
 def define_flags():
     from absl import flags
 
-    from biomodels import tasks
+    from biomodels import cli, tasks
 
-    flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()))
+    flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()) + "; --task=NAME --help lists its options.")
     flags.DEFINE_string("model_dir", None, "Run directory written by biomodels.train.")
     flags.DEFINE_string("data_dir", None, "Prepared data set (default: the one the run trained on).")
     flags.DEFINE_string("split", "test", "Split to evaluate: train, val or test.")
-    from biomodels.predict import define_mask_flags
-
-    define_mask_flags(flags)
+    task = cli.requested_task()
+    if task is not None:
+        cli.define_task_options(task.evaluate_options)
     flags.mark_flags_as_required(["task", "model_dir"])
 
 

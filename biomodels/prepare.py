@@ -192,7 +192,7 @@ def _move_into(staging, output_dir):
 
 
 def _progress(total, label):
-    from biomodels.progress import progress_bar
+    from biomodels.report import progress_bar
 
     return progress_bar(total, label)
 
@@ -215,7 +215,7 @@ def synthetic_dataset(task, config, seed=0):
     digest = hashlib.sha1(shaping.encode()).hexdigest()[:8]
     directory = os.path.join(cache_root(), f"{task.name}-synthetic-v{task.synthetic_version}-n{count}-seed{seed}-{digest}")
     if not os.path.isfile(os.path.join(directory, dataset_lib.MANIFEST)):
-        from biomodels.cli import say
+        from biomodels.report import say
 
         say(f"Preparing the built-in synthetic {task.name} data set in {directory} (once)")
         prepare_dataset(task, config, directory, synthetic=True, num_examples=count, seed=seed)
@@ -223,7 +223,7 @@ def synthetic_dataset(task, config, seed=0):
 
 
 def main(argv):
-    from biomodels import cli, tasks
+    from biomodels import cli, report, tasks
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
@@ -235,10 +235,10 @@ def main(argv):
         num_examples=flags.num_examples, seed=flags.seed, fractions=parse_split(flags.split) if flags.split else None,
     )
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    cli.say(f"Wrote {flags.output_dir}: {counts} examples")
+    report.say(f"Wrote {flags.output_dir}: {counts} examples")
     if manifest["skipped"]:
         reasons = ", ".join(f"{count} {reason}" for reason, count in manifest["skipped"].items())
-        cli.say(f"Left out: {reasons} (per source in dataset.json)")
+        report.say(f"Left out: {reasons} (per source in dataset.json)")
 
 
 def define_flags():

@@ -47,7 +47,7 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     import keras
 
     from biomodels import callbacks as callbacks_lib
-    from biomodels.cli import format_table, say
+    from biomodels.report import format_table, say
 
     runtime.seed_everything(options.seed, options.deterministic)
     policy = runtime.set_precision(options.precision)
@@ -131,7 +131,7 @@ def _initial_weights(task, config, path):
     checkpoint format), else a run directory or a .keras file."""
     import keras
 
-    from biomodels.export.savedmodel import load_trained_model
+    from biomodels.runs import load_trained_model
 
     import biomodels.models  # noqa: F401  registers the custom classes for deserialisation
 

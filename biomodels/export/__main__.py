@@ -11,9 +11,9 @@ import os
 
 
 def main(argv):
-    from biomodels import cli, tasks
+    from biomodels import cli, report, tasks
     from biomodels import config as config_lib
-    from biomodels.export.savedmodel import load_trained_model, run_config
+    from biomodels.runs import load_trained_model, run_config
     from biomodels.export.serving import export_version
 
     flags = cli.FLAGS
@@ -27,13 +27,13 @@ def main(argv):
         task.bioimageio_description(config)  # a task without an image model says so before anything is written
     path = export_version(task, model, config, flags.export_dir, version=flags.version, warmup=flags.warmup,
                           overwrite=flags.overwrite, metadata=metadata)
-    cli.say(f"Exported {task.name} to {path}; server configuration in {flags.export_dir}")
+    report.say(f"Exported {task.name} to {path}; server configuration in {flags.export_dir}")
     if flags.bioimageio:
         from biomodels.export.bioimageio import write_package
 
         package = write_package(task, path, config, f"{path}.bioimageio.zip", training_pixel_size(flags.model_dir),
                                 flags.license)
-        cli.say(f"Wrote the bioimage.io package {package}")
+        report.say(f"Wrote the bioimage.io package {package}")
 
 
 def training_pixel_size(model_dir):

@@ -63,6 +63,18 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
     return zip_path
 
 
+def space_axes(unit, pixel_size=None, minimum=None, step=None, like=None):
+    """The y and x space axes of an rdf tensor, in `unit` scaled by `pixel_size` (1 when
+    unknown): of any size from `minimum` in steps of `step`, or, for an output, the size
+    of the input tensor `like`."""
+
+    def axis(axis_id):
+        size = {"tensor_id": like, "axis_id": axis_id} if like else {"min": minimum, "step": step}
+        return {"type": "space", "id": axis_id, "size": size, "unit": unit, "scale": float(pixel_size or 1.0)}
+
+    return [axis("y"), axis("x")]
+
+
 def reproducibility_tolerances(outputs):
     """rdf `config.bioimageio.reproducibility_tolerance` entries for `outputs` (name ->
     test tensor): integer outputs must match exactly; a float output gets the default

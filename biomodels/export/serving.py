@@ -16,7 +16,8 @@ import numpy as np
 
 from biomodels.atomic import write_text_atomic
 from biomodels.errors import InputError
-from biomodels.export.savedmodel import is_saved_model, replace_saved_model
+from biomodels.export.savedmodel import replace_saved_model
+from biomodels.predictors.local import is_saved_model
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"

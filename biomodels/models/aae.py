@@ -52,7 +52,7 @@ def build_encoder(image_size, latent_dim, filters):
 
 def build_decoder(image_size, latent_dim, filters):
     """[batch, latent_dim] -> [batch, size, size, 1] float32 images in [0, 1]."""
-    start = image_size // 2 ** len(filters)
+    start = image_size // AdversarialAutoencoder.size_multiple_for(filters)
     codes = keras.Input((latent_dim,), name="latent")
     x = layers.Dense(start * start * filters[-1], name="from_latent")(codes)
     x = layers.Reshape((start, start, filters[-1]), name="reshape")(x)
@@ -92,7 +92,7 @@ class AdversarialAutoencoder(keras.Model):
     def __init__(self, image_size=256, latent_dim=56, filters=(64, 128, 256, 512, 1024, 1024),
                  discriminator_units=(1024, 1024, 512), adversarial_weight=1.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if image_size % 2 ** len(filters):
+        if image_size % self.size_multiple_for(filters):
             raise ValueError(f"image_size {image_size} is not a multiple of 2**{len(filters)} (one halving per encoder layer)")
         self.image_size, self.latent_dim = int(image_size), int(latent_dim)
         self.filters, self.discriminator_units = tuple(filters), tuple(discriminator_units)
@@ -189,6 +189,11 @@ class AdversarialAutoencoder(keras.Model):
     def test_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         return self._update_trackers(self._loss_values(images, training=False))
+
+    @staticmethod
+    def size_multiple_for(filters):
+        """Image sizes must be multiples of this: each encoder layer halves them."""
+        return 2 ** len(filters)
 
     def get_config(self):
         config = super().get_config()

@@ -100,7 +100,12 @@ class CellposeNet(keras.Model):
     @property
     def size_multiple(self):
         """Height and width of the input must be multiples of this."""
-        return 2 ** (len(self.nbase) - 1)
+        return self.size_multiple_for(self.nbase)
+
+    @staticmethod
+    def size_multiple_for(nbase):
+        """The size multiple of a CPnet of widths `nbase` (one pooling between levels)."""
+        return 2 ** (len(nbase) - 1)
 
     def with_style(self):
         """A model sharing these layers: images -> (maps, style)."""

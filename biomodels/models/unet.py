@@ -62,7 +62,12 @@ class CryoETUNet(keras.Model):
     @property
     def size_multiple(self):
         """Height and width of the input must be multiples of this."""
-        return 2 ** (self.depth - 1)
+        return self.size_multiple_for(self.depth)
+
+    @staticmethod
+    def size_multiple_for(depth):
+        """The size multiple of a U-Net of `depth` levels (depth - 1 poolings)."""
+        return 2 ** (depth - 1)
 
     def get_config(self):
         return {

@@ -92,6 +92,12 @@ def write_png(path, data):
         Image.fromarray(data).save(tmp, format="PNG")
 
 
+def require_exists(path):
+    """Raise unless `path` names an existing file or folder."""
+    if not os.path.exists(path):
+        raise InputError(path, "no such file or directory")
+
+
 def require_finite(path, data):
     """Raise if `data` holds NaN or Inf values."""
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():

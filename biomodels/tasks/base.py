@@ -19,6 +19,33 @@ class Source:
     details: dict = dataclasses.field(default=None, compare=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A command-line option of a task's predict or evaluate: the command line defines
+    it as --NAME once --task names the task, and hands its value to the task by name.
+    `kind` is one of float, integer, string, bool, list; `parse` turns the given value
+    into what the task uses (None passes through)."""
+
+    name: str
+    kind: str
+    default: object
+    help: str
+    lower_bound: float = None
+    upper_bound: float = None
+    parse: object = None
+
+    def value(self, given):
+        return self.parse(given) if self.parse is not None and given is not None else given
+
+
+def tiling_options(tile_default):
+    """--tile, --overlap and --batch_size for tasks that predict in overlapping tiles;
+    `tile_default` says in words what --tile defaults to."""
+    return (Option("tile", "integer", None, f"Tile size for tiled inference (default: {tile_default}).", lower_bound=16),
+            Option("overlap", "integer", 64, "Overlap between tiles, blended.", lower_bound=0),
+            Option("batch_size", "integer", 4, "Tiles per batch.", lower_bound=1))
+
+
 class Task(abc.ABC):
     name = ""
     summary = ""
@@ -36,6 +63,11 @@ class Task(abc.ABC):
     default_split = (0.8, 0.1, 0.1)
     #: validation examples handed to `summary_images` each epoch
     summary_examples = 3
+    #: the `Option`s of `python -m biomodels.predict --task=<name>`, handed to `predict_files`
+    predict_options = ()
+    #: the `Option`s of `python -m biomodels.evaluate --task=<name>`: each overrides the
+    #: configuration field of its name for that evaluation
+    evaluate_options = ()
 
     @classmethod
     @abc.abstractmethod
@@ -92,12 +124,9 @@ class Task(abc.ABC):
     def check_initial_weights(self, path, config):
         """Raise an InputError if --init_from=`path` cannot serve this configuration,
         without TensorFlow ops (it runs before the distribution strategy exists)."""
-        import os
+        from biomodels.pipelines.readers import require_exists
 
-        from biomodels.errors import InputError
-
-        if not os.path.exists(path):
-            raise InputError(path, "no such file or directory")
+        require_exists(path)
 
     def initial_model(self, path, config):
         """A model holding the weights of `path` for --init_from when it is in a format
@@ -128,10 +157,11 @@ class Task(abc.ABC):
 
     # -- results --------------------------------------------------------------
     def calibrate(self, model, dataset, manifest, config):
-        """Settings fitted on the validation split once training ends (a decision
-        threshold, say), as a JSON-ready dict. They are kept in the run
-        (calibration.json) and the export (export.json), and handed to `evaluate` and
-        to prediction."""
+        """What the task fits once training ends, as a JSON-ready dict (each task's
+        docstring says what it holds: ccp the validation probabilities that set its
+        review threshold, cellular the training cells' diameter, lch the classifier of
+        the codes). It is kept in the run (calibration.json) and the export
+        (export.json), and handed to `evaluate`, `serving_functions` and prediction."""
         return {}
 
     @abc.abstractmethod
@@ -164,5 +194,6 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def predict_files(self, predictor, input_path, output_dir, options):
-        """Run `predictor` (an exported or in-memory signature set) over the user's files
-        and write results into `output_dir`; returns the paths written."""
+        """Run `predictor` (a `biomodels.predictors.Predictor`) over the user's files and
+        write results into `output_dir`; `options` holds the values of `predict_options`
+        by name. Returns the paths written."""

@@ -28,8 +28,8 @@ EXAMPLES_PER_ROW = 4
 
 def write_triage(task, predictor, input_path, output_dir, options):
     """Rank the tracks under `input_path`; returns the paths written."""
-    from biomodels.cli import say
-    from biomodels.progress import progress_bar
+    from biomodels.report import say
+    from biomodels.report import progress_bar
     from biomodels.tasks.ccp import served_model_kind
 
     config = config_lib.from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]

@@ -139,7 +139,7 @@ def predict_images(task, predictor, input_path, output_dir, options):
     NAME_flows.tif (float32 [3, H, W]: unit dY, dX and the cell-probability logit) and
     NAME_outlines.png; returns the paths written."""
     from biomodels.pipelines import readers
-    from biomodels.progress import progress_bar
+    from biomodels.report import progress_bar
 
     config = predictor.config
     paths = [input_path] if os.path.isfile(input_path) else data.image_files(input_path)

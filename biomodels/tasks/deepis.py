@@ -363,7 +363,7 @@ def predict_volumes(task, predictor, input_path, output_dir, options):
     """NAME_distance.tif, NAME_labels.tif, NAME_synapse.tif and NAME_report.json for
     every volume under `input_path`."""
     from biomodels.ops.tiling import predict_tiled
-    from biomodels.progress import progress_bar
+    from biomodels.report import progress_bar
 
     paths = volume_paths(input_path)
     if not paths:

@@ -40,7 +40,7 @@ def write_predictions(task, predictor, input_path, output_dir, options):
 def load_crops(task, paths, size):
     """[N, size, size, 1] float32 crops in [0, 1]: centred, square, resized; the rest of
     the preprocessing happens in the model's graph."""
-    from biomodels.progress import progress_bar
+    from biomodels.report import progress_bar
 
     crops = []
     bar = progress_bar(len(paths), "reading crops")

@@ -1,0 +1,134 @@
+"""cryoet: 2-D U-Net annotation of cellular cryo-electron tomograms, slice by slice.
+
+Raw data: `NAME.mrc` tomograms with `NAME_labels.mrc` label volumes (0..5), or the
+study's 2-D layout, `Image/` and `label/` folders of same-named TIFF/PNG slices.
+Each tomogram is normalised (zero mean, unit variance), its slices are cut into
+square tiles (reflection-padded at the borders, padding labelled 255 and ignored),
+and the split keeps every tomogram within one split.
+
+Preprocessing in the graph standardises each image the network sees; prediction
+tiles each slice with overlap and blends the tiles, and writes `NAME_labels.mrc`
+(and one probability MRC per feature class) with the input's voxel size and origin.
+
+Modules: config (Config, presets, classes), data (readers, TF preprocessing and
+augmentation), metrics, serving (signatures, warm-up, bioimage.io), outputs (files of
+predict, TensorBoard images).
+"""
+
+import numpy as np
+
+from biomodels.errors import ConfigError
+from biomodels.tasks.base import Option, Task, tiling_options
+from biomodels.tasks.cryoet import config as config_module
+from biomodels.tasks.cryoet import data, outputs, serving
+from biomodels.tasks.cryoet import metrics as scores
+from biomodels.tasks.cryoet.config import FEATURE_CLASSES, IGNORE_LABEL, NUM_CLASSES, CryoETConfig
+
+
+class CryoETTask(Task):
+    name = "cryoet"
+    summary = "2-D U-Net annotation of cellular cryo-electron tomograms (MRC)"
+    Config = CryoETConfig
+    checkpoint_monitor = ("val_feature_iou", "max")
+    data_fields = ("tile_size", "exclude_slices", "synthetic_tomograms", "synthetic_shape")
+    # a request is a few large slices: small batches, a short wait
+    serving_batching = {"max_batch_size": 4, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
+    predict_options = (
+        Option("probabilities", "bool", False, "Also write one probability MRC per feature class."),
+        *tiling_options("the training tile size, else 512"),
+    )
+
+    @classmethod
+    def presets(cls):
+        return config_module.presets()
+
+    # -- raw data -------------------------------------------------------------
+    def find_sources(self, input_path, config):
+        return data.find_sources(input_path)
+
+    def read_source(self, source, config):
+        return data.read_source(source, config)
+
+    def write_synthetic(self, directory, num_examples, seed, config):
+        from biomodels.pipelines.synthetic import cryoet as synthetic
+
+        synthetic.write_dataset(directory, num_examples, seed, tuple(config.synthetic_shape))
+
+    def default_synthetic_examples(self, config):
+        return config.synthetic_tomograms
+
+    def statistics(self, examples):
+        return data.class_statistics(examples)
+
+    # -- model ----------------------------------------------------------------
+    def build_model(self, config, manifest):
+        from biomodels.models import CryoETUNet
+
+        return CryoETUNet(num_classes=NUM_CLASSES, base_filters=config.base_filters, depth=config.depth, dropout=config.dropout)
+
+    def class_weights(self, config, manifest):
+        """Given weights, or inverse square-root class frequencies of the training
+        labels, scaled so an average training pixel weighs 1."""
+        if config.class_weights:
+            if len(config.class_weights) != NUM_CLASSES:
+                raise ConfigError(f"class_weights needs {NUM_CLASSES} values, got {len(config.class_weights)}")
+            return [float(w) for w in config.class_weights]
+        frequencies = np.asarray(manifest["statistics"]["class_frequencies"], np.float64)
+        frequencies = np.maximum(frequencies, 1e-4)
+        weights = frequencies**-0.5
+        return (weights / np.sum(frequencies * weights)).tolist()
+
+    def compile_arguments(self, config, manifest, steps_per_epoch):
+        import keras
+
+        from biomodels.models import WeightedSparseCategoricalCrossentropy
+        from biomodels.models.schedules import cosine_decay
+
+        learning_rate = config.learning_rate
+        if config.lr_schedule == "cosine":
+            learning_rate = cosine_decay(config.learning_rate, config.epochs, steps_per_epoch)
+        return {
+            "loss": WeightedSparseCategoricalCrossentropy(self.class_weights(config, manifest), IGNORE_LABEL),
+            "optimizer": keras.optimizers.Adam(learning_rate),
+            "metrics": [
+                keras.metrics.IoU(
+                    NUM_CLASSES, target_class_ids=list(FEATURE_CLASSES), ignore_class=IGNORE_LABEL,
+                    sparse_y_pred=False, name="feature_iou",
+                )
+            ],
+        }
+
+    def preprocess(self, inputs, config=None):
+        """Standardise each image of a [N, H, W, C] batch to zero mean, unit variance."""
+        return data.preprocess(inputs)
+
+    def augment(self, example, seed, config):
+        return data.augment(example, seed, config)
+
+    def model_io(self, example, config):
+        return data.model_io(example)
+
+    # -- results --------------------------------------------------------------
+    def evaluate(self, model, dataset, manifest, config, calibration=None):
+        return scores.evaluate(model, dataset)
+
+    def metrics_table(self, metrics):
+        return scores.metrics_table(metrics)
+
+    def summary_images(self, model, inputs, targets):
+        return outputs.summary_images(model, inputs, targets)
+
+    def serving_functions(self, model, config, calibration=None):
+        return serving.serving_functions(model, config)
+
+    def warmup_inputs(self, config):
+        return serving.warmup_inputs(config)
+
+    def bioimageio_description(self, config, pixel_size=None):
+        return serving.bioimageio_description(config, pixel_size)
+
+    def predict_files(self, predictor, input_path, output_dir, options):
+        return outputs.predict_tomograms(predictor, input_path, output_dir, options)
+
+
+TASK = CryoETTask()

@@ -1,0 +1,155 @@
+"""cryoet's raw data: finding tomograms (MRC with label volumes, or the study's 2-D
+Image/ and label/ slice folders), reading them into normalised tiles, the training
+labels' class statistics, and the TensorFlow side: preprocessing, augmentation and the
+(inputs, targets) pairs the network trains on."""
+
+import glob
+import os
+
+import numpy as np
+
+from biomodels.errors import InputError
+from biomodels.pipelines import readers
+from biomodels.tasks.base import Source
+from biomodels.tasks.cryoet.config import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES
+
+
+def find_sources(input_path):
+    readers.require_exists(input_path)
+    if os.path.isfile(input_path):
+        return [_mrc_source(input_path)]
+    image_dir, label_dir = os.path.join(input_path, "Image"), os.path.join(input_path, "label")
+    if os.path.isdir(image_dir):
+        return _slice_sources(image_dir, label_dir)
+    tomograms = tomogram_paths(input_path)
+    if not tomograms:
+        raise InputError(input_path, "no tomograms: expected NAME.mrc with NAME_labels.mrc, or Image/ and label/ folders")
+    return [_mrc_source(path) for path in tomograms]
+
+
+def tomogram_paths(directory):
+    """The .mrc tomograms in `directory`, label volumes left out."""
+    return sorted(path for path in glob.glob(os.path.join(directory, "*.mrc")) if not path.endswith("_labels.mrc"))
+
+
+def _mrc_source(path):
+    labels = path[: -len(".mrc")] + "_labels.mrc"
+    if not path.endswith(".mrc"):
+        raise InputError(path, "expected an .mrc tomogram")
+    if not os.path.isfile(labels):
+        raise InputError(path, f"no label volume {os.path.basename(labels)} beside it")
+    name = os.path.basename(path)[: -len(".mrc")]
+    return Source(name=name, group=name, paths=(path, labels))
+
+
+def _slice_sources(image_dir, label_dir):
+    images = sorted(p for p in glob.glob(os.path.join(image_dir, "*")) if p.lower().endswith(readers.IMAGE_SUFFIXES))
+    if not images:
+        raise InputError(image_dir, "no TIFF or PNG images")
+    sources = []
+    for path in images:
+        name = os.path.splitext(os.path.basename(path))[0]
+        matches = [p for p in glob.glob(os.path.join(label_dir, name + ".*")) if p.lower().endswith(readers.IMAGE_SUFFIXES)]
+        if not matches:
+            raise InputError(path, f"no label image named {name}.* in {label_dir}")
+        sources.append(Source(name=name, group=name, paths=(path, matches[0])))
+    return sources
+
+
+def read_source(source, config):
+    image_path, label_path = source.paths
+    voxel_size = None
+    if image_path.endswith(".mrc"):
+        volume = readers.read_mrc(image_path)
+        density, labels, voxel_size = volume.data, readers.read_mrc(label_path).data, list(volume.voxel_size)
+    else:
+        density, labels = _as_slices(image_path), _as_slices(label_path)
+    if density.shape != labels.shape:
+        raise InputError(label_path, f"shape {labels.shape} differs from the tomogram's {density.shape} ({image_path})")
+    readers.require_finite(image_path, density)
+    readers.require_labels_in_range(label_path, labels, NUM_CLASSES)
+    density, mean, std = normalise_tomogram(density)
+    labels = labels.astype(np.uint8)
+    keep = slice(config.exclude_slices, density.shape[0] - config.exclude_slices)
+    info = {"mean": mean, "std": std, "shape": list(density.shape), "voxel_size": voxel_size,
+            "slices_used": len(range(*keep.indices(density.shape[0])))}
+    return info, _tiled_examples(density[keep], labels[keep], config.tile_size)
+
+
+def normalise_tomogram(density):
+    """(normalised float32 volume, mean, std) with zero mean and unit variance."""
+    density = density.astype(np.float32)
+    mean, std = float(density.mean()), float(density.std())
+    return (density - mean) / max(std, 1e-6), mean, std
+
+
+def _as_slices(path):
+    """A 2-D image (or a TIFF stack) as a (Z, Y, X) array."""
+    data = readers.read_image(path)
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and path.lower().endswith(".png"):
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 2-D slice or a Z stack, found shape {data.shape}")
+    return data
+
+
+def _tiled_examples(density, labels, tile):
+    """Examples {"image": (tile, tile) float32, "labels": (tile, tile) uint8} from every
+    slice; borders are reflection-padded with the padding labelled IGNORE_LABEL."""
+    _, height, width = density.shape
+    pad_h, pad_w = (-height) % tile, (-width) % tile
+    for image, label in zip(density, labels):
+        if pad_h or pad_w:
+            mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "symmetric"
+            image = np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
+            label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_LABEL)
+        for y in range(0, height + pad_h, tile):
+            for x in range(0, width + pad_w, tile):
+                yield {"image": image[y:y + tile, x:x + tile], "labels": label[y:y + tile, x:x + tile]}
+
+
+def class_statistics(examples):
+    """Pixel counts and frequencies of each class in the training labels."""
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    for example in examples:
+        labels = example["labels"]
+        counts += np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    frequencies = counts / max(1, counts.sum())
+    return {"class_names": list(CLASS_NAMES), "class_pixel_counts": counts.tolist(), "class_frequencies": frequencies.tolist()}
+
+
+def preprocess(inputs):
+    """Standardise each image of a [N, H, W, C] batch to zero mean, unit variance."""
+    import tensorflow as tf
+
+    inputs = tf.cast(inputs, tf.float32)
+    mean, variance = tf.nn.moments(inputs, axes=[1, 2, 3], keepdims=True)
+    return (inputs - mean) / tf.sqrt(variance + 1e-6)
+
+
+def augment(example, seed, config):
+    """Flip, quarter turns, a gain of 0.9-1.1 and Gaussian noise up to `noise_augmentation`."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(seed, num=4)
+    image = example["image"][..., tf.newaxis]
+    labels = tf.cast(example["labels"], tf.int32)[..., tf.newaxis]
+    both = tf.concat([image, tf.cast(labels, tf.float32)], axis=-1)
+    both = tf.image.stateless_random_flip_left_right(both, seeds[0])
+    turns = tf.random.stateless_uniform([], seeds[1], 0, 4, dtype=tf.int32)
+    both = tf.image.rot90(both, turns)
+    image, labels = both[..., :1], tf.cast(tf.round(both[..., 1]), tf.uint8)
+    gain = tf.random.stateless_uniform([], seeds[2], 0.9, 1.1)
+    noise_std = tf.random.stateless_uniform([], seeds[3], 0.0, config.noise_augmentation)
+    noise = tf.random.stateless_normal(tf.shape(image), seeds[3]) * noise_std
+    return {"image": image[..., 0] * gain + noise[..., 0], "labels": labels}
+
+
+def model_io(example):
+    """(standardised image [H, W, 1], int32 labels [H, W])."""
+    import tensorflow as tf
+
+    image = preprocess(example["image"][tf.newaxis, ..., tf.newaxis])[0]
+    return image, tf.cast(example["labels"], tf.int32)

@@ -1,0 +1,74 @@
+"""What cryoet writes for people: label MRCs (and per-class probability MRCs) of every
+tomogram given to predict, with the input's voxel size and origin; and the images shown
+in TensorBoard (input, ground truth and prediction in class colours)."""
+
+import os
+
+import numpy as np
+
+from biomodels.errors import InputError
+from biomodels.pipelines import readers
+from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, NUM_CLASSES
+from biomodels.tasks.cryoet.data import normalise_tomogram, tomogram_paths
+
+LABEL_COLOURS = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]], np.uint8
+)
+
+
+def predict_tomograms(predictor, input_path, output_dir, options):
+    """Label every MRC tomogram under `input_path`; write NAME_labels.mrc (8-bit) and,
+    with options["probabilities"], NAME_<class>.mrc per feature class."""
+    from biomodels.ops.tiling import predict_tiled
+    from biomodels.report import progress_bar
+
+    if os.path.isdir(input_path):
+        paths = tomogram_paths(input_path)
+        if not paths:
+            raise InputError(input_path, "no .mrc tomograms in this directory")
+    else:
+        paths = [input_path]
+    volumes = [(path, readers.read_mrc(path)) for path in paths]
+    for path, volume in volumes:
+        readers.require_finite(path, volume.data)
+    # tiles the size the model was trained on, so per-image normalisation sees alike images
+    tile = options.get("tile") or predictor.config.get("tile_size", 512)
+    written = []
+    for path, volume in volumes:
+        density, _, _ = normalise_tomogram(volume.data)
+        probabilities = np.zeros(density.shape + (NUM_CLASSES,), np.float32)
+        bar = progress_bar(len(density), f"{os.path.basename(path)} slices")
+        for z, image in enumerate(density):
+            probabilities[z] = predict_tiled(
+                image[..., np.newaxis], lambda tiles: predictor("serving_default", images=tiles)["probabilities"],
+                tile=tile, overlap=options.get("overlap", 64), batch_size=options.get("batch_size", 4),
+            )
+            bar.update(z + 1)
+        stem = os.path.join(output_dir, os.path.basename(path)[: -len(".mrc")])
+        # MRC mode 0 (8-bit): labels 0..5 read the same whether a tool takes it as signed or not
+        outputs = {f"{stem}_labels.mrc": np.argmax(probabilities, axis=-1).astype(np.int8)}
+        if options.get("probabilities"):
+            for index in FEATURE_CLASSES:
+                outputs[f"{stem}_{CLASS_NAMES[index]}.mrc"] = probabilities[..., index]
+        for out_path, data in outputs.items():
+            readers.write_mrc(out_path, data, volume.voxel_size, volume.origin)
+            written.append(out_path)
+    return written
+
+
+def summary_images(model, inputs, targets):
+    from biomodels.ops.display import gray_rgb
+
+    predictions = np.argmax(model(inputs, training=False), axis=-1)
+    return {
+        "input": gray_rgb(np.asarray(inputs)[..., 0]),
+        "ground_truth": colour_labels(np.asarray(targets)),
+        "prediction": colour_labels(predictions),
+    }
+
+
+def colour_labels(labels):
+    """RGB uint8 images of class labels (ignored pixels white)."""
+    labels = np.asarray(labels)
+    colours = np.concatenate([LABEL_COLOURS, np.full((256 - NUM_CLASSES, 3), 255, np.uint8)])
+    return colours[labels.astype(np.uint8)]
