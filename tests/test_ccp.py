@@ -10,8 +10,8 @@ import scipy.io
 from biomodels import config as config_lib
 from biomodels.errors import ConfigError, InputError
 from biomodels.ops import classification_metrics as scores
-from biomodels.ops.tracks import FEATURE_NAMES, auxilin_positive, displacement_statistics, track_features
-from biomodels.pipelines import tracks as track_io
+from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, displacement_statistics, track_features
+from biomodels.pipelines import track_files, track_writers
 from biomodels.prepare import prepare_dataset, stratified_assignment
 
 TINY_CCP = ["synthetic_cells=2", "synthetic_tracks_per_cell=80", "batch_size=8", "filters=4", "gru_units=4",
@@ -35,7 +35,7 @@ def hand_made_track(**changes):
                   background=np.arange(10.0, 16.0), auxilin_pval=np.ones(6),
                   positions=np.stack([np.arange(6.0), np.zeros(6)], axis=1), frame_interval_s=2.0, label=None)
     values.update(changes)
-    return track_io.Track(**values)
+    return track_files.Track(**values)
 
 
 # -- features and the auxilin rule ---------------------------------------------------------
@@ -130,7 +130,7 @@ def random_tracks(count=4, seed=0):
     tracks = []
     for index in range(count):
         frames = 3 + 4 * index
-        tracks.append(track_io.Track(
+        tracks.append(track_files.Track(
             cell="Cell1", track_id=str(index + 1), clathrin=rng.random(frames) * 100, auxilin=rng.random(frames),
             background=rng.random(frames) + 5, auxilin_pval=rng.random(frames), positions=rng.random((frames, 2)),
             frame_interval_s=1.0, label=index % 2, start_buffer=rng.random(3), end_buffer=rng.random(3)))
@@ -138,9 +138,9 @@ def random_tracks(count=4, seed=0):
 
 
 @pytest.mark.parametrize("writer, reader, name", [
-    (track_io.write_track_csv, track_io.read_track_csv, "Cell1/tracks.csv"),
-    (track_io.write_lifetime_data, track_io.read_lifetime_data, "Cell1/TagRFP/Analysis/lifetimeData.mat"),
-    (track_io.write_processed_tracks, track_io.read_processed_tracks, "Cell1/TagRFP/Tracking/ProcessedTracks.mat"),
+    (track_writers.write_track_csv, track_files.read_track_csv, "Cell1/tracks.csv"),
+    (track_writers.write_lifetime_data, track_files.read_lifetime_data, "Cell1/TagRFP/Analysis/lifetimeData.mat"),
+    (track_writers.write_processed_tracks, track_files.read_processed_tracks, "Cell1/TagRFP/Tracking/ProcessedTracks.mat"),
 ])
 def test_readers_round_trip(tmp_path, writer, reader, name):
     tracks = random_tracks()
@@ -160,7 +160,7 @@ def test_readers_round_trip(tmp_path, writer, reader, name):
 
 def test_lifetime_data_is_a_matlab_v73_file(tmp_path):
     path = str(tmp_path / "lifetimeData.mat")
-    track_io.write_lifetime_data(path, random_tracks(), frames=30)
+    track_writers.write_lifetime_data(path, random_tracks(), frames=30)
     with open(path, "rb") as handle:
         assert handle.read(19) == b"MATLAB 7.3 MAT-file"
     with pytest.raises(NotImplementedError):  # scipy sends v7.3 files to HDF5 readers
@@ -177,8 +177,8 @@ def test_short_and_empty_tracks_are_counted(tmp_path):
     path = str(tmp_path / "tracks.csv")
     for track in tracks:
         track.background = track.auxilin_pval = track.positions = None
-    track_io.write_track_csv(path, tracks)
-    read, skipped = track_io.read_track_csv(path)
+    track_writers.write_track_csv(path, tracks)
+    read, skipped = track_files.read_track_csv(path)
     assert [t.track_id for t in read] == ["1", "4"]
     assert skipped == {"clathrin or auxilin all NaN": 1, "shorter than 2 frames": 1}
 
@@ -187,8 +187,8 @@ def test_tracker_gaps_are_interpolated(tmp_path):
     track = random_tracks(1)[0]
     track.clathrin = np.array([1.0, np.nan, 3.0])
     path = str(tmp_path / "lifetimeData.mat")
-    track_io.write_lifetime_data(path, [track])
-    [read], _ = track_io.read_lifetime_data(path, "c")
+    track_writers.write_lifetime_data(path, [track])
+    [read], _ = track_files.read_lifetime_data(path, "c")
     np.testing.assert_allclose(read.clathrin, [1.0, 2.0, 3.0])
 
 
@@ -196,26 +196,26 @@ def test_reader_errors_name_the_file(tmp_path):
     no_tracks = str(tmp_path / "ProcessedTracks.mat")
     scipy.io.savemat(no_tracks, {"something": np.zeros(3)})
     with pytest.raises(InputError, match="ProcessedTracks.mat: has no 'tracks' struct array"):
-        track_io.read_processed_tracks(no_tracks, "c")
+        track_files.read_processed_tracks(no_tracks, "c")
     no_amplitude = str(tmp_path / "lifetimeData.mat")
     with h5py.File(no_amplitude, "w") as handle:
         handle.create_dataset("lftData/c", data=np.zeros((2, 5, 3)))
     with pytest.raises(InputError, match="has no dataset 'A'"):
-        track_io.read_lifetime_data(no_amplitude, "c")
+        track_files.read_lifetime_data(no_amplitude, "c")
     with pytest.raises(InputError, match="is not a MATLAB v7.3"):
-        track_io.read_lifetime_data(no_tracks, "c")
+        track_files.read_lifetime_data(no_tracks, "c")
     columns = tmp_path / "columns.csv"
     columns.write_text("cell,lifetime,max_intensity\nc,3,4\n")
     with pytest.raises(InputError, match=r"columns.csv: has neither trace columns .*missing background"):
-        track_io.read_track_csv(str(columns))
+        track_files.read_track_csv(str(columns))
     bad_number = tmp_path / "bad.csv"
     bad_number.write_text("clathrin_0,clathrin_1,auxilin_0,auxilin_1\n1,2,3,x\n")
     with pytest.raises(InputError, match=r"bad.csv: line 2: 'x' is not a number"):
-        track_io.read_track_csv(str(bad_number))
+        track_files.read_track_csv(str(bad_number))
     bad_label = tmp_path / "label.csv"
     bad_label.write_text("label,clathrin_0,clathrin_1,auxilin_0,auxilin_1\nmaybe,1,2,3,4\n")
     with pytest.raises(InputError, match="label 'maybe'"):
-        track_io.read_track_csv(str(bad_label))
+        track_files.read_track_csv(str(bad_label))
 
 
 def test_feature_only_csv_trains_only_the_features_model(tmp_path, ccp_task, tiny_ccp_config):
@@ -237,7 +237,7 @@ def test_unlabelled_tracks_cannot_be_prepared(tmp_path, ccp_task, tiny_ccp_confi
     tracks = random_tracks()
     for track in tracks:
         track.auxilin_pval, track.label = None, None
-    track_io.write_track_csv(str(tmp_path / "raw" / "tracks.csv"), tracks)
+    track_writers.write_track_csv(str(tmp_path / "raw" / "tracks.csv"), tracks)
     with pytest.raises(InputError, match="has no label and no auxilin p-values"):
         prepare_dataset(ccp_task, tiny_ccp_config, str(tmp_path / "out"), input_path=str(tmp_path / "raw"), show_progress=False)
     assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ import pytest
 
 from biomodels import config as config_lib
 from biomodels.export.savedmodel import export_saved_model
-from biomodels.pipelines import tracks as track_io
+from biomodels.pipelines import track_files
 from biomodels.pipelines.synthetic import ccp as synthetic
 from conftest import assert_one_line_error, run_cli, run_without_biomodels
 from test_ccp import TINY_CCP
@@ -173,10 +173,10 @@ def test_warmup_inputs_fit_the_signature(tmp_path):
 def test_triage_reads_a_features_only_table_with_the_features_model(tmp_path):
     """A CSV of the study's feature columns ranks through the features model."""
     from biomodels import tasks
-    from biomodels.export.savedmodel import saved_model_predictor
+    from biomodels.predictors import SavedModelPredictor
     from biomodels.models import TraceFeatureNet
-    from biomodels.ops.tracks import FEATURE_NAMES
-    from biomodels.tasks.ccp_triage import write_triage
+    from biomodels.ops.track_features import FEATURE_NAMES
+    from biomodels.tasks.ccp.outputs import write_triage
 
     task = tasks.get("ccp")
     config = config_lib.resolve(task, "quick", [*TINY_CCP, "model=features"])
@@ -188,9 +188,9 @@ def test_triage_reads_a_features_only_table_with_the_features_model(tmp_path):
     rows = [",".join(["cell", "track", *FEATURE_NAMES])]
     rows += [",".join([f"cell{i % 2}", str(i), *map(str, rng.normal(size=11))]) for i in range(10)]
     table.write_text("\n".join(rows) + "\n")
-    written = write_triage(task, saved_model_predictor(path), str(table), str(tmp_path / "out"), {"target_recall": 1.0})
+    written = write_triage(task, SavedModelPredictor(path), str(table), str(tmp_path / "out"), {"target_recall": 1.0})
     assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["cells.csv", "triage.csv", "triage_summary.json"]
     summary = json.loads((tmp_path / "out" / "triage_summary.json").read_text())
     assert summary["model_kind"] == "features" and summary["threshold"] == 0.2 and summary["tracks"] == 10
-    tracks, _ = track_io.read_track_csv(str(table))
+    tracks, _ = track_files.read_track_csv(str(table))
     assert len(tracks) == 10

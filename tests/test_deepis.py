@@ -53,7 +53,7 @@ def test_signed_distance_known_values():
 
 
 def test_synapse_and_report_on_touching_boxes(deepis_task):
-    from biomodels.tasks.deepis import analyze_synapse
+    from biomodels.tasks.deepis.outputs import analyze_synapse
 
     labels = two_boxes()
     synapse = synapse_mask(labels)
@@ -71,7 +71,7 @@ def test_synapse_and_report_on_touching_boxes(deepis_task):
 
 
 def test_boundary_weights_on_a_hand_made_example(tiny_deepis_config):
-    from biomodels.tasks.deepis import boundary_weights
+    from biomodels.tasks.deepis.data import boundary_weights
 
     distance = signed_distance(two_boxes())
     weights = np.asarray(boundary_weights(distance, tiny_deepis_config))
@@ -159,7 +159,7 @@ def test_augmentation_keeps_volume_and_distance_aligned(tiny_deepis_config):
 
 
 def test_readers_and_their_errors(tmp_path, deepis_task, tiny_deepis_config):
-    from biomodels.tasks.deepis import read_study_mat, read_volume_pair
+    from biomodels.tasks.deepis.data import read_study_mat, read_volume_pair
 
     ri = np.random.default_rng(0).normal(1.35, 0.01, size=(4, 6, 5)).astype(np.float32)
     target = np.random.default_rng(1).normal(size=(4, 6, 5)).astype(np.float32)

@@ -26,7 +26,8 @@ import os
 import numpy as np
 from scipy.special import ndtr
 
-from biomodels.pipelines.tracks import Track, write_lifetime_data, write_processed_tracks, write_track_csv
+from biomodels.pipelines.track_files import Track
+from biomodels.pipelines.track_writers import write_lifetime_data, write_processed_tracks, write_track_csv
 
 VERSION = 1
 MAX_FRAMES = 300

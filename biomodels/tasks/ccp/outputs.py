@@ -22,25 +22,25 @@ import numpy as np
 from biomodels import config as config_lib
 from biomodels.atomic import atomic_path
 from biomodels.errors import InputError
+from biomodels.tasks.ccp import data
+from biomodels.tasks.ccp.serving import served_model_kind
 
 EXAMPLES_PER_ROW = 4
 
 
 def write_triage(task, predictor, input_path, output_dir, options):
     """Rank the tracks under `input_path`; returns the paths written."""
-    from biomodels.report import say
-    from biomodels.report import progress_bar
-    from biomodels.tasks.ccp import served_model_kind
+    from biomodels.report import progress_bar, say
 
     config = config_lib.from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]
     kind = served_model_kind(predictor)
-    sources = task.find_sources(input_path, config)
+    sources = data.find_sources(input_path)
     threshold, basis = review_threshold(predictor, config, options)
     tracks, files, skipped = [], [], collections.Counter()
     skipped_by_cell = collections.Counter()
     bar = progress_bar(len(sources), "reading tracks")
     for done, source in enumerate(sources, start=1):
-        found, left_out = task.read_tracks(source)
+        found, left_out = data.read_tracks(source)
         left_out = collections.Counter(left_out)
         for track in found:
             if kind == "traces" and track.clathrin is None:
@@ -53,17 +53,17 @@ def write_triage(task, predictor, input_path, output_dir, options):
         bar.update(done)
     if not tracks:
         raise InputError(input_path, f"no tracks to rank (left out: {dict(skipped) or 'none'})")
-    probabilities = score_tracks(task, predictor, kind, tracks, config)
+    probabilities = score_tracks(predictor, kind, tracks, config)
     order = np.argsort(-probabilities, kind="stable")
     review = probabilities >= threshold
     written = [
-        _write_track_table(os.path.join(output_dir, "triage.csv"), task, config, tracks, files, probabilities, review, order),
+        _write_track_table(os.path.join(output_dir, "triage.csv"), config, tracks, files, probabilities, review, order),
         _write_cell_table(os.path.join(output_dir, "cells.csv"), tracks, probabilities, review, skipped_by_cell),
     ]
     if kind == "traces":
         written.append(_write_examples(os.path.join(output_dir, "triage_examples.png"), tracks, probabilities, order, threshold))
     summary = {
-        "model": str(getattr(predictor, "source", getattr(predictor, "url", ""))), "model_kind": kind,
+        "model": predictor.source, "model_kind": kind,
         "threshold": threshold, "threshold_basis": basis, "tracks": len(tracks), "cells": len(set(t.cell for t in tracks)),
         "flagged_for_review": int(review.sum()), "left_out": dict(skipped),
     }
@@ -85,8 +85,7 @@ def review_threshold(predictor, config, options):
     target = options.get("target_recall") or config.target_recall
     positives = predictor.calibration.get("validation_positive_probabilities")
     if not positives:
-        source = getattr(predictor, "source", getattr(predictor, "url", "the model"))
-        raise InputError(str(source), "carries no validation probabilities to set a threshold for a target recall "
+        raise InputError(predictor.source, "carries no validation probabilities to set a threshold for a target recall "
                                       "(trained without a validation split, or served remotely); pass --threshold")
     if not 0 < target <= 1:
         raise InputError(str(target), "--target_recall must be in (0, 1]")
@@ -95,17 +94,14 @@ def review_threshold(predictor, config, options):
             f"recall {target:g} at {confidence:.0%} confidence from the validation split")
 
 
-def score_tracks(task, predictor, kind, tracks, config, batch_size=256):
+def score_tracks(predictor, kind, tracks, config, batch_size=256):
     """The model's probability for every track, in order. Traces go in batches of
     similar lengths, padded to the longest of each batch."""
-    from biomodels.tasks.ccp import trace_array
-
-    serve = predictor.signature("serving_default")
     probabilities = np.zeros(len(tracks), np.float64)
     if kind == "features":
-        features = np.stack([task.features(track, config) for track in tracks]).astype(np.float32)
+        features = np.stack([data.features(track, config) for track in tracks]).astype(np.float32)
         for start in range(0, len(tracks), batch_size):
-            probabilities[start:start + batch_size] = serve(features=features[start:start + batch_size])["probability"]
+            probabilities[start:start + batch_size] = predictor(features=features[start:start + batch_size])["probability"]
         return probabilities
     lengths = np.array([track.frames for track in tracks], np.int32)
     order = np.argsort(lengths, kind="stable")
@@ -113,18 +109,18 @@ def score_tracks(task, predictor, kind, tracks, config, batch_size=256):
         chosen = order[start:start + batch_size]
         batch = np.zeros((len(chosen), lengths[chosen].max(), 2), np.float32)
         for row, index in enumerate(chosen):
-            batch[row, :lengths[index]] = trace_array(tracks[index])
-        probabilities[chosen] = serve(traces=batch, lengths=lengths[chosen])["probability"]
+            batch[row, :lengths[index]] = data.trace_array(tracks[index])
+        probabilities[chosen] = predictor(traces=batch, lengths=lengths[chosen])["probability"]
     return probabilities
 
 
-def _write_track_table(path, task, config, tracks, files, probabilities, review, order):
+def _write_track_table(path, config, tracks, files, probabilities, review, order):
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "cell", "track", "file", "frames", "lifetime_s", "probability", "review", "label"])
         for rank, index in enumerate(order, start=1):
             track = tracks[index]
-            label = task.label(track, config)
+            label = data.label(track, config)
             lifetime = track.lifetime_s or (track.frames * (track.frame_interval_s or config.frame_interval_s) or None)
             writer.writerow([rank, track.cell, track.track_id, files[index], track.frames,
                              "" if lifetime is None else f"{lifetime:g}", f"{probabilities[index]:.6f}",

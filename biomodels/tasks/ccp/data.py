@@ -1,0 +1,194 @@
+"""ccp's raw data: finding track files (cmeAnalysis folders and CSVs), reading tracks
+into examples (traces, the 11 features, the label given or by the auxilin rule), the
+training split's statistics, and the TensorFlow side: preprocessing, augmentation, the
+network's inputs and length-bucketed batches."""
+
+import glob
+import os
+
+import numpy as np
+
+from biomodels.errors import InputError
+from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, track_features
+from biomodels.pipelines import readers, track_files
+from biomodels.tasks.base import Source
+from biomodels.tasks.ccp.config import CHANNELS
+
+BUCKET_BOUNDARIES = (16, 32, 64, 128)
+
+
+def find_sources(input_path):
+    readers.require_exists(input_path)
+    if os.path.isfile(input_path):
+        paths, root = [input_path], os.path.dirname(os.path.abspath(input_path))
+    else:
+        paths, root = _track_files(input_path), os.path.abspath(input_path)
+        if not paths:
+            raise InputError(input_path, "no track files: expected Cell*/…/ProcessedTracks.mat, …/lifetimeData.mat or *.csv")
+    sources = []
+    for path in paths:
+        if path.lower().endswith(".csv"):
+            sources += [Source(name=f"{_relative(path, root)}:{cell}", group=cell, paths=(path,))
+                        for cell in track_files.csv_cells(path)]
+        elif path.lower().endswith(".mat"):
+            cell = _cell_name(path, root)
+            sources.append(Source(name=cell, group=cell, paths=(path,)))
+        else:
+            raise InputError(path, "expected a .mat file of cmeAnalysis or a .csv of tracks")
+    return sources
+
+
+def read_tracks(source):
+    """(tracks, {reason: count} left out) of one source."""
+    path = source.paths[0]
+    if path.lower().endswith(".csv"):
+        return track_files.read_track_csv(path, cell=source.group)
+    if track_files.is_hdf5(path):
+        return track_files.read_lifetime_data(path, source.group)
+    return track_files.read_processed_tracks(path, source.group)
+
+
+def read_source(source, config):
+    tracks, skipped = read_tracks(source)
+    examples = []
+    for track in tracks:
+        given = label(track, config)
+        if given is None:
+            raise InputError(source.paths[0], f"track {track.track_id} of {source.group} has no label and no auxilin "
+                                              "p-values (pval_Ar, auxilin_pval_*) to label it by the auxilin rule")
+        examples.append({"traces": trace_array(track), "features": features(track, config),
+                         "label": np.int64(given)})
+    if not examples:
+        raise InputError(source.paths[0], f"no usable tracks for {source.group} (left out: {skipped or 'none'})")
+    positives = int(sum(example["label"] for example in examples))
+    info = {"tracks": len(examples), "positives": positives, "skipped": skipped}
+    return info, examples
+
+
+def label(track, config):
+    """The track's given label, else the auxilin rule's answer, else None."""
+    if track.label is not None:
+        return int(track.label)
+    if track.auxilin_pval is None:
+        return None
+    return int(auxilin_positive(track.auxilin_pval, config.aux_pval_cutoff, config.aux_consecutive,
+                                config.aux_short_track_frames))
+
+
+def features(track, config):
+    """The 11 features: as given (CSV feature columns), else computed from the track."""
+    if track.features is not None:
+        return np.asarray(track.features, np.float32)
+    return track_features(
+        track.clathrin, track.background, track.positions, track.lifetime_s,
+        track.frame_interval_s or config.frame_interval_s, track.start_buffer, track.end_buffer,
+        track.total_displacement, track.msd,
+    )
+
+
+def statistics(examples):
+    """Counts, and the feature and channel means and variances the models standardise with."""
+    count, positives, without_traces = 0, 0, 0
+    features, frames, lengths = [], [], []
+    for example in examples:
+        count += 1
+        positives += int(example["label"])
+        features.append(example["features"])
+        if len(example["traces"]):
+            frames.append(example["traces"])
+            lengths.append(len(example["traces"]))
+        else:
+            without_traces += 1
+    features = np.asarray(features, np.float64)
+    frames = np.concatenate(frames) if frames else np.zeros((0, len(CHANNELS)))
+    return {
+        "tracks": count, "positives": positives, "positive_fraction": positives / max(1, count),
+        "feature_names": list(FEATURE_NAMES),
+        "feature_mean": features.mean(axis=0).tolist(), "feature_variance": _safe_variance(features.var(axis=0)),
+        "channel_names": list(CHANNELS),
+        "channel_mean": frames.mean(axis=0).tolist() if len(frames) else [0.0] * len(CHANNELS),
+        "channel_variance": _safe_variance(frames.var(axis=0)) if len(frames) else [1.0] * len(CHANNELS),
+        "tracks_without_traces": without_traces,
+        "frames_median": float(np.median(lengths)) if lengths else 0.0, "frames_max": int(max(lengths, default=0)),
+    }
+
+
+def preprocess(inputs):
+    """Cast to float32 and set non-finite values (NaN padding) to zero; the models
+    standardise their inputs themselves with the training statistics."""
+    import tensorflow as tf
+
+    inputs = tf.cast(inputs, tf.float32)
+    return tf.where(tf.math.is_finite(inputs), inputs, tf.zeros_like(inputs))
+
+
+def augment(example, seed, config):
+    import tensorflow as tf
+
+    if config.model != "traces" or not config.intensity_augmentation:
+        return example
+    spread = config.intensity_augmentation
+    gains = tf.random.stateless_uniform([1, len(CHANNELS)], seed, 1.0 - spread, 1.0 + spread)
+    return {**example, "traces": example["traces"] * gains}
+
+
+def model_io(example, config):
+    import tensorflow as tf
+
+    target = tf.reshape(tf.cast(example["label"], tf.float32), [1])
+    if config.model == "features":
+        return {"features": preprocess(example["features"])}, target
+    traces = preprocess(example["traces"])
+    return {"traces": traces, "lengths": tf.shape(traces)[0]}, target
+
+
+def batch(data, batch_size, training):
+    if "lengths" not in data.element_spec[0]:
+        return data.batch(batch_size, drop_remainder=training)
+    if not training:
+        return data.padded_batch(batch_size)
+    # training batches of similar lengths: less padding to compute over
+    return data.bucket_by_sequence_length(
+        lambda inputs, label: inputs["lengths"], bucket_boundaries=list(BUCKET_BOUNDARIES),
+        bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1), drop_remainder=True,
+    )
+
+
+def trace_array(track):
+    """[frames, 2] float32: clathrin and auxilin; [0, 2] for a track given only as features."""
+    if track.clathrin is None:
+        return np.zeros((0, len(CHANNELS)), np.float32)
+    return np.stack([track.clathrin, track.auxilin], axis=1).astype(np.float32)
+
+
+def _track_files(directory):
+    """Track files under `directory`: per cell folder one cmeAnalysis file (ProcessedTracks
+    preferred to lifetimeData, which lacks the buffers and motion analysis), and CSVs."""
+    root = os.path.abspath(directory)
+    everything = sorted(glob.glob(os.path.join(root, "**", "*"), recursive=True))
+    processed = [p for p in everything if os.path.basename(p).startswith("ProcessedTracks") and p.endswith(".mat")]
+    lifetime = [p for p in everything if os.path.basename(p) == "lifetimeData.mat"]
+    chosen, cells = [], set()
+    for path in processed + lifetime:
+        cell = _cell_name(path, root)
+        if cell not in cells:
+            cells.add(cell)
+            chosen.append(path)
+    csvs = [p for p in everything if p.lower().endswith(".csv") and os.path.isfile(p)]
+    return sorted(chosen) + csvs
+
+
+def _cell_name(path, root):
+    """The cell a cmeAnalysis file belongs to: its top folder under `root` (Cell1_1s
+    for Cell1_1s/TagRFP/Tracking/ProcessedTracks.mat), else the file's folder name."""
+    relative = _relative(path, root).split(os.sep)
+    return relative[0] if len(relative) > 1 else os.path.basename(os.path.dirname(os.path.abspath(path))) or relative[0]
+
+
+def _relative(path, root):
+    return os.path.relpath(os.path.abspath(path), root)
+
+
+def _safe_variance(variance):
+    """Variances with zeros (a constant feature) replaced by 1, so standardising never divides by zero."""
+    return [float(v) if v > 1e-12 else 1.0 for v in np.asarray(variance, np.float64)]
