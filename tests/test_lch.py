@@ -193,7 +193,7 @@ def test_leave_one_group_out_never_trains_on_the_held_out_group():
 def test_file_name_metadata(lch_task, tiny_lch_config):
     import dataclasses
 
-    from biomodels.tasks.lch import file_metadata
+    from biomodels.tasks.lch.data import file_metadata
 
     metadata = file_metadata("/data/170307_m610-2_s1_t012_p3_f045.png", tiny_lch_config)
     assert metadata == {"date": "170307", "cell_type": "m610-2", "site": "1", "time": "012", "position": "3", "frame": "045"}
@@ -209,7 +209,7 @@ def test_crop_reading_converts_and_refuses(tmp_path, caplog, lch_task, tiny_lch_
     import tifffile
 
     from biomodels.pipelines.readers import write_png
-    from biomodels.tasks.lch import read_crop
+    from biomodels.tasks.lch.data import read_crop
 
     gray = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
     write_png(str(tmp_path / "gray.png"), gray)
@@ -335,7 +335,7 @@ def test_bad_input_gives_one_line(lch_run, tmp_path, lch_task):
     result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}", f"--output={tmp_path / 'out'}")
     assert_one_line_error(result, "170101_pdx01_s1_t000_p1_f000.png", "not a readable image")
     assert not (tmp_path / "out" / "embeddings.csv").exists()
-    from biomodels.tasks.lch_outputs import write_predictions
+    from biomodels.tasks.lch.outputs import write_predictions
 
     (crops / "170101_pdx01_s1_t000_p1_f000.png").unlink()
     predictor = type("Predictor", (), {"config": {}, "calibration": {}, "source": str(model_dir)})()

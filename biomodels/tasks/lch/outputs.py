@@ -12,7 +12,8 @@ import numpy as np
 from biomodels import config as config_lib
 from biomodels.atomic import atomic_path, write_text_atomic
 from biomodels.errors import ConfigError, InputError
-from biomodels.tasks.lch import STUDY_CROP_SIZE, file_metadata, find_crops, latent_columns, read_crop
+from biomodels.tasks.lch.config import STUDY_CROP_SIZE, latent_columns
+from biomodels.tasks.lch.data import file_metadata, find_crops, fit_crop, preprocess, read_crop
 
 MODES = ("embed", "insilico", "interpolate")
 VIEW_SIZE = 128  # pixels per panel in montages and GIFs
@@ -30,14 +31,14 @@ def write_predictions(task, predictor, input_path, output_dir, options):
     paths, _ = find_crops(input_path, config, require_table=False)
     chosen = _chosen_cells(paths, options.get("cells"), mode)
     if mode == "interpolate":
-        return write_interpolation(task, predictor, config, load_crops(task, chosen, crop_size), chosen, output_dir, options)
-    table = write_embeddings(task, predictor, config, paths, load_crops(task, paths, crop_size), output_dir, options)
+        return write_interpolation(predictor, config, load_crops(chosen, crop_size), chosen, output_dir, options)
+    table = write_embeddings(predictor, config, paths, load_crops(paths, crop_size), output_dir, options)
     if mode == "embed":
         return [table["path"]]
-    return [table["path"], *write_insilico(task, predictor, config, chosen, table, output_dir, options)]
+    return [table["path"], *write_insilico(predictor, config, chosen, table, output_dir, options)]
 
 
-def load_crops(task, paths, size):
+def load_crops(paths, size):
     """[N, size, size, 1] float32 crops in [0, 1]: centred, square, resized; the rest of
     the preprocessing happens in the model's graph."""
     from biomodels.report import progress_bar
@@ -45,26 +46,26 @@ def load_crops(task, paths, size):
     crops = []
     bar = progress_bar(len(paths), "reading crops")
     for done, path in enumerate(paths, start=1):
-        crops.append(task.fit_crop(read_crop(path), size))
+        crops.append(fit_crop(read_crop(path), size))
         bar.update(done)
     return np.stack(crops)
 
 
-def run_batched(function, input_name, array, batch_size, output):
-    """`function`'s `output` for `array` given in batches as `input_name`."""
-    return np.concatenate([function(**{input_name: array[start:start + batch_size]})[output]
+def run_batched(predictor, signature, input_name, array, batch_size, output):
+    """`output` of `signature` for `array` given in batches as `input_name`."""
+    return np.concatenate([predictor(signature, **{input_name: array[start:start + batch_size]})[output]
                            for start in range(0, len(array), batch_size)])
 
 
-def write_embeddings(task, predictor, config, paths, crops, output_dir, options):
+def write_embeddings(predictor, config, paths, crops, output_dir, options):
     """embeddings.csv: file, metadata, z0..z(n-1), probability_high; returns the table
     as arrays too."""
     metadata = [file_metadata(path, config) for path in paths]
     batch = options.get("batch_size") or 32
-    codes = run_batched(predictor.signature("encode"), "images", crops, batch, "latent")
+    codes = run_batched(predictor, "encode", "images", crops, batch, "latent")
     probabilities = None
-    if _has_classifier(predictor):
-        probabilities = run_batched(predictor.signature("classify"), "images", crops, batch, "probability_high")
+    if "classify" in predictor.signatures:
+        probabilities = run_batched(predictor, "classify", "images", crops, batch, "probability_high")
     fields = list(metadata[0]) if metadata else []
     path = os.path.join(output_dir, "embeddings.csv")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
@@ -74,11 +75,11 @@ def write_embeddings(task, predictor, config, paths, crops, output_dir, options)
             probability = "" if probabilities is None else f"{probabilities[index]:.6f}"
             writer.writerow([os.path.basename(file), *(metadata[index][name] for name in fields),
                              *(f"{value:.6f}" for value in codes[index]), probability])
-    return {"path": path, "files": paths, "model_inputs": np.asarray(task.preprocess(crops, config)), "codes": codes,
+    return {"path": path, "files": paths, "model_inputs": np.asarray(preprocess(crops, config)), "codes": codes,
             "probabilities": probabilities}
 
 
-def write_insilico(task, predictor, config, chosen, table, output_dir, options):
+def write_insilico(predictor, config, chosen, table, output_dir, options):
     """For each chosen cell (default: the two most confidently low and the two most
     confidently high), decode its code with its component along the classifier's
     direction replaced by evenly spaced values from -span to +span (in units of the
@@ -101,12 +102,11 @@ def write_insilico(task, predictor, config, chosen, table, output_dir, options):
     span = config.insilico_span
     targets = np.linspace(-span, span, steps)
     direction = classifier.direction
-    decode = predictor.signature("decode")
     rows, written, record = [], [], []
     for index in chosen:
         code = table["codes"][index]
         moved = (code[None, :] + (targets - code @ direction)[:, None] * direction[None, :]).astype(np.float32)
-        decoded = decode(latent=moved)["images"]
+        decoded = predictor("decode", latent=moved)["images"]
         name = os.path.splitext(os.path.basename(table["files"][index]))[0]
         rows.append([table["model_inputs"][index], *decoded])
         gif = os.path.join(output_dir, f"insilico_{name}.gif")
@@ -127,15 +127,15 @@ def write_insilico(task, predictor, config, chosen, table, output_dir, options):
     return [montage, *written, info]
 
 
-def write_interpolation(task, predictor, config, crops, chosen, output_dir, options):
+def write_interpolation(predictor, config, crops, chosen, output_dir, options):
     """Decode codes on the straight line between two cells; montage and GIF."""
-    codes = predictor.signature("encode")(images=crops)["latent"]
+    codes = predictor("encode", images=crops)["latent"]
     steps = max(2, int(options.get("steps") or 9))
     weights = np.linspace(0, 1, steps)[:, None]
-    decoded = predictor.signature("decode")(latent=((1 - weights) * codes[0] + weights * codes[1]).astype(np.float32))["images"]
+    decoded = predictor("decode", latent=((1 - weights) * codes[0] + weights * codes[1]).astype(np.float32))["images"]
     names = [os.path.splitext(os.path.basename(path))[0] for path in chosen]
     montage = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.png")
-    inputs = np.asarray(task.preprocess(crops, config))
+    inputs = np.asarray(preprocess(crops, config))
     write_montage(montage, [[inputs[0], *decoded, inputs[1]]])
     gif = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.gif")
     write_gif(gif, there_and_back(decoded))
@@ -158,11 +158,6 @@ def _chosen_cells(paths, cells, mode):
     if mode == "interpolate" and len(chosen) != 2:
         raise ConfigError(f"--mode=interpolate needs exactly two --cells, got {len(chosen)}")
     return chosen
-
-
-def _has_classifier(predictor):
-    names = getattr(predictor, "signature_names", None)
-    return "classify" in names if names is not None else True
 
 
 def _to_view(image):
@@ -223,3 +218,11 @@ def histogram_image(values, bins=48, limit=4.0, height=120, width=2 * 48 * 3):
         level = height - 1 - int(round(prior[index] / top * (height - 1)))
         image[max(0, level - 1):level + 1, index * column:(index + 1) * column] = (210, 40, 40)
     return image
+
+
+def summary_images(model, inputs):
+    """Four inputs beside their reconstructions, and the codes' histogram under N(0, 1)."""
+    reconstructions = np.asarray(model(inputs[:4], training=False))
+    codes = np.asarray(model.encoder(inputs, training=False))
+    return {"inputs_and_reconstructions": side_by_side(np.asarray(inputs[:4]), reconstructions),
+            "latent_against_prior": histogram_image(codes.reshape(-1))[None]}

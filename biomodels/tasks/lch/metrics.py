@@ -1,19 +1,45 @@
 """lch's study metrics: leave-one-cell-line-out classification of metastatic efficiency
 from the autoencoder's codes (and, as a baseline, from simple image statistics), per
-cell line and pooled, with the reconstruction error beside them."""
+cell line and pooled, with the reconstruction error beside them; the deployed classifier
+that `calibrate` fits on the codes of all training and validation cells; the printed table."""
+
+import logging
 
 import numpy as np
 
 from biomodels.ops.classification_metrics import roc_auc
 from biomodels.ops.latent_classifier import LinearClassifier, leave_one_group_out
 
+log = logging.getLogger("biomodels")
+
+
+def calibrate(task, model, dataset, manifest, config):
+    """{"classifier", "classifier_l2", "classifier_cells"}: the classifier of efficiency on
+    the codes of all training and validation cells ({} when they hold one class)."""
+    from biomodels.ops.latent_classifier import fit_logistic
+
+    train = encode_dataset(model, split_dataset(task, manifest, config, "train"))
+    val = encode_dataset(model, dataset)
+    codes = np.concatenate([train["codes"], val["codes"]])
+    labels = np.concatenate([train["efficiency"], val["efficiency"]])
+    if len(np.unique(labels)) < 2:
+        log.warning("the training cells hold one efficiency class only: no classifier, no classify signature")
+        return {}
+    l2 = classifier_penalty(train, "codes", config)
+    return {"classifier": fit_logistic(codes, labels, l2).to_dict(), "classifier_l2": l2,
+            "classifier_cells": int(len(labels))}
+
+
+def split_dataset(task, manifest, config, split):
+    from biomodels.pipelines import dataset as dataset_lib
+
+    return dataset_lib.evaluation_dataset(task, config, manifest["data_dir"], manifest, config.batch_size, split)
+
 
 def latent_metrics(task, model, dataset, manifest, config, calibration):
     """The flat metrics dict of `Task.evaluate` for one split."""
-    from biomodels.tasks.lch import classifier_penalty, encode_dataset
-
     evaluated = encode_dataset(model, dataset)
-    train = encode_dataset(model, task.split_dataset(manifest, config, "train"))
+    train = encode_dataset(model, split_dataset(task, manifest, config, "train"))
     names = cell_line_names(manifest)
     metrics = {"cells": int(len(evaluated["codes"])), "cell_lines": int(len(np.unique(evaluated["cell_line"]))),
                "reconstruction/bce": float(evaluated["reconstruction_bce"].mean()),
@@ -84,3 +110,54 @@ def metrics_rows(metrics):
     rows.append(("reconstruction BCE / MSE", f"{metrics['reconstruction/bce']:.4f} / {metrics['reconstruction/mse']:.5f}", "-"))
     rows.append(("cells (cell lines)", f"{metrics['cells']} ({metrics['cell_lines']})", ""))
     return rows
+
+
+def encode_dataset(model, dataset):
+    """{"codes", "efficiency", "cell_line", "reconstruction_bce", "reconstruction_mse",
+    "image_statistics"} over a batched (images, targets) dataset, one row per cell."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def run(images):
+        codes = model.encoder(images, training=False)
+        reconstructions = model.decoder(codes, training=False)
+        flat_images = tf.reshape(images, [tf.shape(images)[0], -1])
+        flat_reconstructions = tf.clip_by_value(tf.reshape(reconstructions, tf.shape(flat_images)), 1e-7, 1 - 1e-7)
+        bce = -tf.reduce_mean(flat_images * tf.math.log(flat_reconstructions)
+                              + (1 - flat_images) * tf.math.log(1 - flat_reconstructions), axis=1)
+        mse = tf.reduce_mean(tf.square(flat_images - flat_reconstructions), axis=1)
+        return codes, bce, mse
+
+    parts = {name: [] for name in ("codes", "efficiency", "cell_line", "reconstruction_bce", "reconstruction_mse",
+                                   "image_statistics")}
+    for images, targets in dataset:
+        codes, bce, mse = run(images)
+        parts["codes"].append(np.asarray(codes, np.float64))
+        parts["reconstruction_bce"].append(np.asarray(bce, np.float64))
+        parts["reconstruction_mse"].append(np.asarray(mse, np.float64))
+        parts["efficiency"].append(np.asarray(targets["efficiency"]).reshape(-1))
+        parts["cell_line"].append(np.asarray(targets["cell_line"]).reshape(-1))
+        parts["image_statistics"].append(image_statistics(np.asarray(images)))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def classifier_penalty(train, features, config):
+    """`classifier_l2`, or when it is 0 the penalty that scored best leaving each cell
+    line of the training split out in turn (the first of the grid when fewer than two
+    lines of each class leave nothing to choose by)."""
+    from biomodels.ops.latent_classifier import L2_GRID, choose_l2
+
+    if config.classifier_l2 > 0:
+        return config.classifier_l2
+    try:
+        return choose_l2(train[features], train["efficiency"], train["cell_line"])[0]
+    except ValueError:
+        return L2_GRID[len(L2_GRID) // 2]
+
+
+def image_statistics(images):
+    """[batch, 5]: mean, standard deviation and the 5th, 50th, 95th percentiles of each
+    image's intensities: what a classifier of brightness and contrast alone sees."""
+    flat = np.asarray(images, np.float64).reshape(len(images), -1)
+    return np.concatenate([flat.mean(axis=1, keepdims=True), flat.std(axis=1, keepdims=True),
+                           np.percentile(flat, [5, 50, 95], axis=1).T], axis=1)

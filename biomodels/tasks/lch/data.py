@@ -1,0 +1,210 @@
+"""lch's raw data: finding single-cell crops and the efficiency table, reading metadata
+from file names, reading crops (gray in [0, 1], RGB converted, other sizes centred and
+resized), and the TensorFlow side: preprocessing (shared with the serving graph),
+augmentation and the network's inputs."""
+
+import csv
+import logging
+import os
+import re
+
+import numpy as np
+
+from biomodels import config as config_lib
+from biomodels.errors import ConfigError, InputError
+from biomodels.pipelines import readers
+from biomodels.tasks.base import Source
+from biomodels.tasks.lch.config import EFFICIENCIES, IMAGE_SUFFIXES, NORMALISATIONS, STUDY_CROP_SIZE
+
+log = logging.getLogger("biomodels")
+_SIZES_WARNED = set()
+
+
+def find_sources(input_path, config):
+    """One source per cell line: (efficiency CSV, its crops…)."""
+    images, table_path = find_crops(input_path, config)
+    table = read_efficiency_table(table_path)
+    by_line = {}
+    for path in images:
+        cell_type = file_metadata(path, config)[config.cell_type_field]
+        if cell_type not in table:
+            raise InputError(table_path, f"gives no efficiency for cell type {cell_type!r} (of {os.path.basename(path)})")
+        by_line.setdefault(cell_type, []).append(path)
+    return [Source(name=line, group=line, paths=(table_path, *paths)) for line, paths in sorted(by_line.items())]
+
+
+def read_source(source, config):
+    table_path, paths = source.paths[0], source.paths[1:]
+    table = read_efficiency_table(table_path)
+    line_index = sorted(table).index(source.group)
+    efficiency = table[source.group]
+    examples = []
+    for path in paths:
+        crop = fit_crop(read_crop(path), config.image_size)
+        examples.append({"image": quantise(crop), "efficiency": np.int64(EFFICIENCIES[efficiency]),
+                         "cell_line": np.int64(line_index)})
+    info = {"cell_line": source.group, "cell_line_index": line_index, "efficiency": efficiency, "cells": len(examples)}
+    return info, examples
+
+
+def fit_crop(crop, size):
+    """[size, size, 1] float32 in [0, 1] from a [H, W] crop: centred, square, resized."""
+    return np.asarray(resize_crops(crop[None, :, :, None], size))[0]
+
+
+def resize_crops(images, size):
+    """[batch, size, size, 1] float32: the centre square of each crop, resized (bilinear
+    with antialiasing)."""
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    side = tf.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return tf.image.resize(images[:, top:top + side, left:left + side, :], [size, size], method="bilinear", antialias=True)
+
+
+def find_crops(input_path, config, require_table=True):
+    """(image paths, efficiency CSV path or None) under a file or folder. The table is
+    `efficiency_csv`, else efficiency.csv in the folder; any other file is an error, so
+    nothing is silently left out."""
+    readers.require_exists(input_path)
+    root = os.path.abspath(input_path if os.path.isdir(input_path) else os.path.dirname(os.path.abspath(input_path)))
+    table_path = os.path.abspath(config.efficiency_csv) if config.efficiency_csv else os.path.join(root, "efficiency.csv")
+    if os.path.isfile(input_path):
+        images = [input_path]
+    else:
+        images = []
+        for folder, subfolders, names in os.walk(root):
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+            for name in sorted(names):
+                path = os.path.join(folder, name)
+                if name.startswith(".") or path == table_path:
+                    continue
+                if not name.lower().endswith(IMAGE_SUFFIXES):
+                    raise InputError(path, f"is not a single-cell crop: expected {', '.join(IMAGE_SUFFIXES)} files "
+                                           "and one efficiency table")
+                images.append(path)
+        if not images:
+            raise InputError(input_path, f"holds no crops ({', '.join(IMAGE_SUFFIXES)})")
+    if not os.path.isfile(table_path):
+        if require_table:
+            raise InputError(table_path, "not found: give the efficiency table (columns cell_type,efficiency) as "
+                                         "efficiency.csv in the folder or --set efficiency_csv=PATH")
+        table_path = None
+    return images, table_path
+
+
+def file_metadata(path, config):
+    """{group name: value} read from a crop's file name (without its suffix)."""
+    try:
+        pattern = re.compile(config.filename_pattern)
+    except re.error as error:
+        raise ConfigError(f"--set filename_pattern={config.filename_pattern!r} is not a regular expression ({error})") from None
+    if config.cell_type_field not in pattern.groupindex:
+        raise ConfigError(f"--set filename_pattern needs a named group (?P<{config.cell_type_field}>...) for the cell type")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    match = pattern.fullmatch(stem)
+    if match is None:
+        raise InputError(path, f"file name does not match filename_pattern {config.filename_pattern!r}")
+    return match.groupdict()
+
+
+def read_efficiency_table(path):
+    """{cell type: 'high' or 'low'} from a CSV with columns cell_type,efficiency."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(path, f"cannot read the efficiency table ({error})") from None
+    if not rows or not {"cell_type", "efficiency"} <= set(rows[0]):
+        raise InputError(path, "needs the columns cell_type,efficiency")
+    table = {}
+    for number, row in enumerate(rows, start=2):
+        value = (row["efficiency"] or "").strip().lower()
+        if value not in EFFICIENCIES:
+            raise InputError(path, f"line {number}: efficiency {row['efficiency']!r} is not high or low")
+        table[(row["cell_type"] or "").strip()] = value
+    return table
+
+
+def read_crop(path):
+    """[H, W] float32 in [0, 1] from a gray crop; RGB(A) becomes gray with a warning."""
+    image = np.asarray(readers.read_image(path))
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or image.ndim == 3 and image.shape[-1] in (3, 4)):
+        raise InputError(path, f"is not a single-channel image (shape {image.shape})")
+    scale = _full_scale(path, image)
+    if image.ndim == 3:
+        log.warning("%s: RGB image converted to gray", path)
+        image = image[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    if min(image.shape) < 16:
+        raise InputError(path, f"is too small for a cell crop ({image.shape[1]}×{image.shape[0]})")
+    if image.shape != (STUDY_CROP_SIZE, STUDY_CROP_SIZE) and image.shape not in _SIZES_WARNED:
+        _SIZES_WARNED.add(image.shape)  # once per size, not once per crop of a folder
+        log.warning("%s: %d×%d crop centred and resized (the study's crops are %d×%d; said once per size)", path,
+                    image.shape[1], image.shape[0], STUDY_CROP_SIZE, STUDY_CROP_SIZE)
+    return (image.astype(np.float64) / scale).astype(np.float32)
+
+
+def _full_scale(path, image):
+    """What the brightest value means: the integer type's maximum, 1 for float images."""
+    if image.dtype == bool:
+        return 1.0
+    if np.issubdtype(image.dtype, np.integer):
+        return float(np.iinfo(image.dtype).max)
+    readers.require_finite(path, image)
+    if image.min() < 0 or image.max() > 1:
+        raise InputError(path, f"float intensities must lie in [0, 1], found {image.min():g} to {image.max():g}")
+    return 1.0
+
+
+def quantise(image):
+    """float [0, 1] -> uint8, as the study's PNG crops were stored."""
+    return np.clip(np.round(np.asarray(image) * 255), 0, 255).astype(np.uint8)
+
+
+def statistics(examples):
+    lines, intensities = {}, []
+    for example in examples:
+        key = str(int(example["cell_line"]))
+        lines[key] = lines.get(key, 0) + 1
+        intensities.append(float(example["image"].mean()) / 255)
+    return {"cells": sum(lines.values()), "cells_per_line": lines, "mean_intensity": float(np.mean(intensities))}
+
+
+def preprocess(inputs, config):
+    """Gray crops [batch, height, width, 1] with intensities in [0, 1] (8-bit values
+    / 255): centre-cropped to a square, resized to the model's size (bilinear with
+    antialiasing), then with `intensity_normalisation=percentile` each crop's 1st to
+    99th percentile stretched to [0, 1]; clipped to [0, 1]."""
+    import tensorflow as tf
+
+    from biomodels.ops.normalisation import percentiles
+
+    config_lib.check_choice("intensity_normalisation", config.intensity_normalisation, NORMALISATIONS)
+    images = resize_crops(inputs, config.image_size)
+    if config.intensity_normalisation == "percentile":
+        low, high = percentiles(images, 1.0), percentiles(images, 99.0)
+        images = (images - low) / tf.maximum(high - low, 1e-3)
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def augment(example, seed, config):
+    import tensorflow as tf
+
+    if not config.augment:
+        return example
+    image = tf.image.rot90(example["image"], tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32))
+    image = tf.image.stateless_random_flip_left_right(image, seed + 1)
+    return {**example, "image": image}
+
+
+def model_io(example, config):
+    import tensorflow as tf
+
+    image = tf.cast(example["image"], tf.float32)[None] / 255.0
+    return preprocess(image, config)[0], {"efficiency": example["efficiency"], "cell_line": example["cell_line"]}
