@@ -18,6 +18,10 @@ class InputError(BiomodelsError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class CheckpointError(InputError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
 class ConfigError(BiomodelsError):
     """A task name, flag value or configuration override is wrong."""
 

@@ -16,9 +16,9 @@ def reference_cpnet(tmp_path_factory):
 
 
 def test_converted_cellpose_checkpoint_gives_pytorchs_outputs(reference_cpnet):
-    from biomodels.models import CellposeNet
+    from biomodels.pipelines.torch_checkpoint import read_cellpose_net
 
-    model = CellposeNet.from_cellpose_checkpoint(str(reference_cpnet / "cpnet.pth"))
+    model = read_cellpose_net(str(reference_cpnet / "cpnet.pth"))
     assert model.nbase == (32, 64, 128, 256) and model.diam_mean == 30.0
     images = np.load(reference_cpnet / "images.npy").transpose(0, 2, 3, 1)
     maps, style = model.with_style()(images, training=False)
@@ -31,17 +31,17 @@ def test_converted_cellpose_checkpoint_gives_pytorchs_outputs(reference_cpnet):
 
 
 def test_checkpoint_of_another_architecture_is_refused(reference_cpnet, tmp_path):
-    from biomodels.models import CellposeNet
-    from biomodels.models.torch_checkpoint import CheckpointError
+    from biomodels.errors import CheckpointError
+    from biomodels.pipelines.torch_checkpoint import read_cellpose_net
 
     with pytest.raises(CheckpointError, match="not a Cellpose CPnet"):
-        CellposeNet.from_cellpose_checkpoint(str(reference_cpnet / "other.pth"))
+        read_cellpose_net(str(reference_cpnet / "other.pth"))
     with pytest.raises(CheckpointError, match="takes 2 channels, not 1"):
-        CellposeNet.from_cellpose_checkpoint(str(reference_cpnet / "cpnet.pth"), nchan=1)
+        read_cellpose_net(str(reference_cpnet / "cpnet.pth"), nchan=1)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="garbage.pth"):
-        CellposeNet.from_cellpose_checkpoint(str(garbage))
+        read_cellpose_net(str(garbage))
 
 
 def test_architecture_and_keras_round_trip(tmp_path):

@@ -164,7 +164,7 @@ def test_loss_on_known_values():
 
 
 def test_scores_per_class_on_hand_made_labels():
-    from biomodels.tasks.cellular_outputs import metrics_rows, score_images
+    from biomodels.tasks.cellular.metrics import metrics_rows, score_images
 
     true = np.zeros((20, 20), np.int32)
     true[0:5, 0:5], true[10:15, 10:15] = 1, 2

@@ -1,5 +1,5 @@
-"""ServingClient against stand-in servers on 127.0.0.1 that follow TF Serving's
-documented REST and gRPC interfaces, backed by a real exported SavedModel."""
+"""The REST and gRPC predictors against stand-in servers on 127.0.0.1 that follow TF
+Serving's documented REST and gRPC interfaces, backed by a real exported SavedModel."""
 
 import base64
 import http.server
@@ -14,7 +14,9 @@ import pytest
 import tensorflow as tf
 
 from biomodels.export import serving
-from biomodels.export.client import ServingClient, ServingError, rest_request
+from biomodels.errors import ServingError
+from biomodels.predictors import GrpcPredictor, RestPredictor, SavedModelPredictor
+from biomodels.predictors.tf_serving import rest_request
 from biomodels.models import CryoETUNet
 from biomodels.pipelines import readers
 from conftest import run_cli
@@ -72,11 +74,24 @@ def export(tmp_path_factory):
     return path, tf.saved_model.load(path)
 
 
+def signature_defs(saved_model_dir):
+    """The SavedModel's SignatureDef map as JSON, as TF Serving's metadata endpoint gives it."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(f"{saved_model_dir}/saved_model.pb", "rb") as handle:
+        saved.ParseFromString(handle.read())
+    return {name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
+            for name, definition in saved.meta_graphs[0].signature_def.items()}
+
+
 class _RestServer:
     """A TF Serving REST stand-in: POST /v1/models/cryoet[/versions/N]:predict and GET …/metadata."""
 
-    def __init__(self, loaded, failures=0):
+    def __init__(self, loaded, failures=0, signature_defs=None):
         self.loaded, self.failures, self.requests = loaded, failures, []
+        self.signature_defs = signature_defs or {}
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -94,7 +109,8 @@ class _RestServer:
             def do_GET(self):
                 if not re.match(r"^/v1/models/cryoet(/versions/\d+)?/metadata$", self.path):
                     return self._answer(404, {"error": "Servable not found"})
-                self._answer(200, {"model_spec": {"name": "cryoet"}, "metadata": {"signature_def": sorted(outer.loaded.signatures)}})
+                self._answer(200, {"model_spec": {"name": "cryoet"},
+                                   "metadata": {"signature_def": {"signature_def": outer.signature_defs}}})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -122,7 +138,7 @@ class _RestServer:
 
 @pytest.fixture
 def rest_server(export):
-    server = _RestServer(export[1])
+    server = _RestServer(export[1], signature_defs=signature_defs(export[0]))
     yield server
     server.close()
 
@@ -130,33 +146,35 @@ def rest_server(export):
 def test_rest_predictions_match_the_saved_model_and_split_batches(export, rest_server):
     _, loaded = export
     images = np.random.default_rng(1).normal(size=(5, 16, 24, 1)).astype(np.float32)
-    client = ServingClient(f"{rest_server.url}/v1/models/cryoet/versions/1", max_batch_size=2)
-    outputs = client.predict({"images": images})
+    client = RestPredictor(f"{rest_server.url}/v1/models/cryoet/versions/1", max_batch_size=2)
+    outputs = client("serving_default", images=images)
     expected = loaded.signatures["serving_default"](images=tf.constant(images))
     assert np.abs(outputs["probabilities"] - expected["probabilities"].numpy()).max() < 1e-5
     np.testing.assert_array_equal(outputs["labels"], expected["labels"].numpy())
     assert [path for path, _ in rest_server.requests] == ["/v1/models/cryoet/versions/1:predict"] * 3
-    assert client.metadata()["metadata"]["signature_def"] == ["serving_default"]
+    assert list(client.signatures) == ["serving_default"]
+    assert client.signatures["serving_default"].inputs["images"].shape == (None, None, None, 1)
+    assert client.signatures["serving_default"].outputs["labels"].dtype == "int32"
 
 
 def test_rest_retries_while_unavailable_and_reports_refusals(export):
     server = _RestServer(export[1], failures=2)
     try:
-        client = ServingClient(server.url, model="cryoet", backoff_seconds=0.01)
-        assert client.predict({"images": np.zeros((1, 8, 8, 1), np.float32)})["labels"].shape == (1, 8, 8)
+        client = RestPredictor(server.url, model="cryoet", backoff_seconds=0.01)
+        assert client(images=np.zeros((1, 8, 8, 1), np.float32))["labels"].shape == (1, 8, 8)
         assert len(server.requests) == 3
         with pytest.raises(ServingError, match=r"refused the request \(400\): input 'images' is missing"):
-            client.predict({"pictures": np.zeros((1, 8, 8, 1), np.float32)})
+            client(pictures=np.zeros((1, 8, 8, 1), np.float32))
         with pytest.raises(ServingError, match=r"\(404\): Servable not found"):
-            ServingClient(server.url, model="nope", retries=0).predict({"images": np.zeros((1, 8, 8, 1), np.float32)})
+            RestPredictor(server.url, model="nope", retries=0)(images=np.zeros((1, 8, 8, 1), np.float32))
     finally:
         server.close()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(ServingError, match="unavailable after 2 attempts"):
-        ServingClient(f"http://127.0.0.1:{port}", model="cryoet", retries=1, backoff_seconds=0.01).predict(
-            {"images": np.zeros((1, 8, 8, 1), np.float32)})
+        RestPredictor(f"http://127.0.0.1:{port}", model="cryoet", retries=1, backoff_seconds=0.01)(
+            images=np.zeros((1, 8, 8, 1), np.float32))
 
 
 def test_grpc_predictions_match_the_saved_model(export):
@@ -180,7 +198,7 @@ def test_grpc_predictions_match_the_saved_model(export):
     server.start()
     try:
         images = np.random.default_rng(2).normal(size=(3, 12, 20, 1)).astype(np.float32)
-        outputs = ServingClient(f"grpc://127.0.0.1:{port}", model="cryoet", max_batch_size=2).predict({"images": images})
+        outputs = GrpcPredictor(f"grpc://127.0.0.1:{port}", model="cryoet", max_batch_size=2)(images=images)
         expected = loaded.signatures["serving_default"](images=tf.constant(images))
         assert outputs["probabilities"].dtype == np.float32 and outputs["labels"].dtype == np.int32
         np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"].numpy(), atol=1e-6)
@@ -188,10 +206,10 @@ def test_grpc_predictions_match_the_saved_model(export):
         server.stop(0)
 
 
-def test_local_saved_model_through_the_same_client(export):
+def test_local_saved_model_through_the_same_interface(export):
     path, loaded = export
     images = np.random.default_rng(3).normal(size=(1, 8, 8, 1)).astype(np.float32)
-    outputs = ServingClient(path).signature("serving_default")(images=images)
+    outputs = SavedModelPredictor(path)("serving_default", images=images)
     np.testing.assert_allclose(outputs["probabilities"], loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy())
 
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from biomodels.export.savedmodel import export_saved_model, load_predictor
 from biomodels.errors import InputError
+from biomodels.export.savedmodel import export_saved_model
 from biomodels.models import CryoETUNet
 from conftest import run_without_biomodels
 
@@ -32,6 +32,8 @@ def test_export_refuses_to_overwrite(tmp_path, cryoet_task, tiny_cryoet_config):
         export_saved_model(cryoet_task, CryoETUNet(base_filters=4, depth=3), tiny_cryoet_config, str(tmp_path / "taken"))
 
 
-def test_load_predictor_rejects_a_plain_folder(tmp_path, cryoet_task):
+def test_open_predictor_rejects_a_plain_folder(tmp_path, cryoet_task):
+    from biomodels.predictors import open_predictor
+
     with pytest.raises(InputError, match="config.json: not found"):
-        load_predictor(cryoet_task, str(tmp_path))
+        open_predictor(cryoet_task, str(tmp_path))

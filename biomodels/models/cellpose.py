@@ -1,5 +1,5 @@
-"""The Cellpose network (CPnet of Cellpose 1-3) in Keras, and the conversion of its
-PyTorch checkpoints.
+"""The Cellpose network (CPnet of Cellpose 1-3) in Keras, and the mapping of its PyTorch
+state dicts onto it.
 
 Down: four levels (widths `nbase`, 32-64-128-256 in the paper) of residual blocks
 whose convolutions are pre-activation (batch norm -> ReLU -> 3×3 conv): per level a
@@ -10,13 +10,14 @@ the skip of the same level is added (not concatenated). Output: batch norm -> Re
 1×1 conv to 3 maps: dY, dX (5 × unit flows) and the cell-probability logit.
 
 Layer names follow the PyTorch module names, so a state dict maps onto the model by
-name (`from_cellpose_checkpoint`); the checkpoint is read without PyTorch.
+name (`from_cellpose_state`); `biomodels.pipelines.torch_checkpoint.read_cellpose_net`
+reads a checkpoint file without PyTorch.
 """
 
 import keras
 from keras import layers
 
-from biomodels.models.torch_checkpoint import CheckpointError, read_state_dict
+from biomodels.errors import CheckpointError
 
 #: PyTorch BatchNorm2d(momentum=0.05) keeps 95 % of the running statistics per step
 _BN = {"epsilon": 1e-5, "momentum": 0.95}
@@ -121,10 +122,9 @@ class CellposeNet(keras.Model):
 
     # -- PyTorch checkpoints ----------------------------------------------------
     @classmethod
-    def from_cellpose_checkpoint(cls, path, nchan=2):
-        """A CellposeNet with the weights of a Cellpose 1.x-3.x CPnet checkpoint (a PyTorch
-        state dict); widths and diameter are read from the checkpoint."""
-        state = read_state_dict(path)
+    def from_cellpose_state(cls, state, nchan=2, path="state dict"):
+        """A CellposeNet with the weights of a Cellpose 1.x-3.x CPnet state dict (name ->
+        numpy array); widths and diameter are read from it; `path` names it in errors."""
         nbase = cellpose_widths(state, path)
         found = cellpose_input_channels(state)
         if found != nchan:

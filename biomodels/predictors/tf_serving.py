@@ -195,10 +195,11 @@ class GrpcPredictor(_ServedPredictor):
 
 def signatures_from_metadata(signature_defs):
     """{name: Signature} from TF Serving's SignatureDef map as JSON (dtype "DT_FLOAT",
-    tensor_shape {dim: [{size: "-1"}, …]} or unknown_rank)."""
+    tensor_shape {dim: [{size: "-1"}, …]} or unknown_rank); TensorFlow's internal
+    signatures (`__saved_model_init_op`), which the map lists too, are left out."""
     return {name: Signature(inputs={key: _tensor_info(value) for key, value in definition.get("inputs", {}).items()},
                             outputs={key: _tensor_info(value) for key, value in definition.get("outputs", {}).items()})
-            for name, definition in signature_defs.items()}
+            for name, definition in signature_defs.items() if not name.startswith("__")}
 
 
 def _tensor_info(value):

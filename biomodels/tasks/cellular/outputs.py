@@ -1,7 +1,7 @@
-"""From network outputs to what the cellular task reports and writes: masks of one
-image (rescaled to the network's cell size, tiled, flows followed), the study's scores
-over a split, and the files of `biomodels.predict` (NAME_masks.tif, NAME_flows.tif,
-NAME_outlines.png, as Cellpose names them).
+"""From network outputs to what the cellular task writes for people: masks of one image
+(rescaled to the network's cell size, tiled, flows followed), the files of
+`biomodels.predict` (NAME_masks.tif, NAME_flows.tif, NAME_outlines.png), and the images
+shown in TensorBoard.
 """
 
 import logging
@@ -10,8 +10,7 @@ import os
 import numpy as np
 
 from biomodels.errors import ConfigError, InputError
-from biomodels.ops import matching
-from biomodels.tasks import cellular_data as data
+from biomodels.tasks.cellular import data
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +22,10 @@ def resize(image, height, width):
     return np.asarray(tf.image.resize(image, [height, width], method="bilinear"))
 
 
-def network_maps(signature, image, scale, tile=512, overlap=64, batch_size=4):
+def network_maps(predictor, image, scale, tile=512, overlap=64, batch_size=4):
     """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
     resized by `scale` (the network's diameter over the image's), run in overlapping
-    tiles of at most `tile` pixels through a signature taking normalised images, and
+    tiles of at most `tile` pixels through the predictor's `normalised` signature, and
     resized back."""
     from biomodels.ops.tiling import predict_tiled
 
@@ -35,7 +34,7 @@ def network_maps(signature, image, scale, tile=512, overlap=64, batch_size=4):
         image = resize(image, max(8, round(height * scale)), max(8, round(width * scale)))
 
     def run(tiles):
-        outputs = signature(images=np.ascontiguousarray(tiles, np.float32))
+        outputs = predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))
         return np.concatenate([outputs["flows"], outputs["cellprob"][..., np.newaxis]], axis=-1)
 
     tiles = (min(tile, image.shape[0]), min(tile, image.shape[1]))
@@ -45,58 +44,15 @@ def network_maps(signature, image, scale, tile=512, overlap=64, batch_size=4):
     return maps
 
 
-def segment(signature, image, scale, options, thresholds):
+def segment(predictor, image, scale, options, thresholds):
     """(instance masks, maps [H, W, 3]) of one normalised image; `thresholds` are
     masks_from_flows' flow_threshold, cellprob_threshold and min_size."""
     from biomodels.ops.flows import masks_from_flows
 
-    maps = network_maps(signature, image, scale, tile=options.get("tile") or 512, overlap=options.get("overlap", 64),
+    maps = network_maps(predictor, image, scale, tile=options.get("tile") or 512, overlap=options.get("overlap", 64),
                         batch_size=options.get("batch_size", 4))
     masks = masks_from_flows(maps[..., :2].transpose(2, 0, 1), maps[..., 2], **thresholds)
     return masks, maps
-
-
-def score_images(true_labels, predicted, pixel_classes, class_names, thresholds):
-    """The study's metrics over images, each averaged over images: average precision at
-    each IoU threshold and foreground-pixel scores, for all cells and per class (a
-    predicted cell belongs to the class of the true cell it overlaps most)."""
-    metrics = {"images": len(true_labels), "true_cells": int(sum(len(np.unique(t[t > 0])) for t in true_labels)),
-               "predicted_cells": int(sum(len(np.unique(p[p > 0])) for p in predicted))}
-    metrics.update(_scores(true_labels, predicted, thresholds, prefix=""))
-    for index, name in enumerate(class_names):
-        pairs = []
-        for true, pred, classes in zip(true_labels, predicted, pixel_classes):
-            object_classes = np.full(int(true.max()) + 1, -1, np.int64)
-            object_classes[true[true > 0]] = classes[true > 0]
-            owner = matching.attribute_predictions(true, pred, object_classes)
-            true_class = np.where(classes == index, true, 0)
-            pred_class = np.where(owner[pred] == index, pred, 0)
-            if true_class.any() or pred_class.any():
-                pairs.append((true_class, pred_class))
-        if pairs:
-            metrics[f"{name}/cells"] = int(sum(len(np.unique(t[t > 0])) for t, _ in pairs))
-            metrics.update(_scores(*map(list, zip(*pairs)), thresholds, prefix=f"{name}/"))
-    return metrics
-
-
-def _scores(true_labels, predicted, thresholds, prefix):
-    ap, _, _, _ = matching.average_precision(true_labels, predicted, thresholds)
-    scores = {f"{prefix}ap@{t:g}": float(value) for t, value in zip(thresholds, ap.mean(axis=0))}
-    pixel = [matching.foreground_scores(t, p) for t, p in zip(true_labels, predicted)]
-    for name in ("precision", "recall", "f1", "jaccard"):
-        scores[f"{prefix}pixel_{name}"] = float(np.mean([p[name] for p in pixel]))
-    return scores
-
-
-def metrics_rows(metrics, thresholds):
-    """(header, rows): all cells, then each class found in the metrics."""
-    columns = [f"ap@{t:g}" for t in thresholds] + ["pixel_precision", "pixel_recall", "pixel_f1", "pixel_jaccard"]
-    header = ("cells", *[f"AP@{t:g}" for t in thresholds], "precision", "recall", "F1", "Jaccard")
-    rows = [(f"all ({metrics['true_cells']})", *[metrics[c] for c in columns])]
-    classes = sorted({key.split("/")[0] for key in metrics if "/" in key})
-    for name in classes:
-        rows.append((f"{name} ({metrics[f'{name}/cells']})", *[metrics[f"{name}/{c}"] for c in columns]))
-    return header, rows
 
 
 def flow_colours(flows):
@@ -134,7 +90,7 @@ def parse_channels(text, default):
     return channels
 
 
-def predict_images(task, predictor, input_path, output_dir, options):
+def predict_images(predictor, input_path, output_dir, options):
     """Segment every image under `input_path`; write NAME_masks.tif (uint16 labels),
     NAME_flows.tif (float32 [3, H, W]: unit dY, dX and the cell-probability logit) and
     NAME_outlines.png; returns the paths written."""
@@ -156,12 +112,11 @@ def predict_images(task, predictor, input_path, output_dir, options):
         "cellprob_threshold": _option(options, "cellprob_threshold", config, 0.0),
         "min_size": int(_option(options, "min_size", config, 15)),
     }
-    signature = predictor.signature("normalised")
     written = []
     bar = progress_bar(len(images), "images")
     for done, (path, raw) in enumerate(images, start=1):
-        image = task.normalise(raw)
-        masks, maps = segment(signature, image, diameter_mean / diameter, options, thresholds)
+        image = data.normalise(raw)
+        masks, maps = segment(predictor, image, diameter_mean / diameter, options, thresholds)
         stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
         readers.write_tiff(f"{stem}_masks.tif", masks.astype(np.uint16) if masks.max() < 2**16 else masks)
         readers.write_tiff(f"{stem}_flows.tif", np.ascontiguousarray(maps.transpose(2, 0, 1), np.float32))
@@ -175,3 +130,17 @@ def predict_images(task, predictor, input_path, output_dir, options):
 def _option(options, name, config, default):
     value = options.get(name)
     return value if value is not None else config.get(name, default)
+
+
+def summary_images(model, inputs, targets):
+    maps = np.asarray(model(inputs, training=False))
+    images = np.clip(np.asarray(inputs)[..., 0], 0, 1)
+    grey = (np.repeat(images[..., np.newaxis], 3, axis=-1) * 255).astype(np.uint8)
+    targets = np.asarray(targets)
+    targets = np.where(targets[..., 3:4] >= 0, targets, 0.0)  # padding shows as background
+    return {
+        "input": grey,
+        "true_flows": np.stack([flow_colours(t[..., :2].transpose(2, 0, 1)) for t in targets]),
+        "predicted_flows": np.stack([flow_colours(m[..., :2].transpose(2, 0, 1) / 5) for m in maps]),
+        "cell_probability": (np.repeat(1 / (1 + np.exp(-maps[..., 2:3])), 3, axis=-1) * 255).astype(np.uint8),
+    }

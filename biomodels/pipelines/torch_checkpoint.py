@@ -14,17 +14,13 @@ import zipfile
 
 import numpy as np
 
-from biomodels.errors import InputError
+from biomodels.errors import CheckpointError
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
     "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
     "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
-
-
-class CheckpointError(InputError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 class _StorageType:
@@ -125,3 +121,11 @@ def _read_with_torch(path):
         return state
     return {name: value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy()
             if hasattr(value, "numpy") else value for name, value in state.items()}
+
+
+def read_cellpose_net(path, nchan=2):
+    """A `CellposeNet` with the weights of a Cellpose 1.x-3.x CPnet checkpoint (a PyTorch
+    state dict); widths and diameter are read from the checkpoint."""
+    from biomodels.models import CellposeNet
+
+    return CellposeNet.from_cellpose_state(read_state_dict(path), nchan, path)

@@ -1,0 +1,154 @@
+"""cellular: Cellpose's flow network for cell instance segmentation (CELLULAR data set).
+
+Raw data: the CELLULAR layout (`images/` and `masks/<image>/<class>/*.png`) or a
+Cellpose training folder (`NAME.tif` beside `NAME_masks.tif`); see `data`.
+Each image becomes one example: the image normalised per channel to its 1st-99th
+percentiles (`preprocess`, TensorFlow, also inside the serving graph), the instance
+labels, their Cellpose flows, the cells' mean diameter and each object's class.
+
+Training crops are rotated, flipped, scaled to the network's mean diameter (30 pixels)
+times 0.75-1.25, and cropped, with the flows carried along (`augment2d`). The network
+(`CellposeNet`) predicts 5 × the flows and a cell-probability logit; masks come from
+following the flows (`biomodels.ops.flows.masks_from_flows`). Evaluation reports
+Cellpose's average precision at IoU 0.5, 0.75 and 0.9 and the CELLULAR paper's
+foreground-pixel precision, recall, F1 and Jaccard, per class where the data has classes.
+
+Modules: config (Config, presets, checks), data (readers, examples, TF preprocessing and
+augmentation), checkpoints (Cellpose checkpoints for --init_from), metrics, serving,
+outputs (masks from outputs, files of predict, TensorBoard images).
+"""
+
+from biomodels.tasks.base import Option, Task, tiling_options
+from biomodels.tasks.cellular import checkpoints, data, outputs, serving
+from biomodels.tasks.cellular import config as config_module
+from biomodels.tasks.cellular import metrics as scores
+from biomodels.tasks.cellular.config import CellularConfig
+
+#: masks_from_flows' thresholds: options of predict and of evaluate (where each overrides
+#: the configuration field of its name)
+MASK_OPTIONS = (
+    Option("flow_threshold", "float", None, "Drop masks whose flow error exceeds this (default: the run's, 0.4).",
+           lower_bound=0.0),
+    Option("cellprob_threshold", "float", None, "Pixels with a cell-probability logit above this are followed "
+                                                "(default: the run's, 0)."),
+    Option("min_size", "integer", None, "Drop masks smaller than this many pixels (default: the run's, 15).",
+           lower_bound=0),
+)
+
+
+class CellularTask(Task):
+    name = "cellular"
+    summary = "Cellpose-style flow network for cell instance segmentation (CELLULAR autophagy data)"
+    Config = CellularConfig
+    data_fields = ("channels", "skip_classes", "val_pattern", "test_pattern", "min_masks", "synthetic_images",
+                   "synthetic_shape")
+    serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
+    predict_options = (
+        Option("diameter", "float", None, "Mean cell diameter in pixels; images are rescaled so cells match the "
+                                          "network's (default: the training cells' mean).", lower_bound=1.0),
+        Option("channels", "string", None, "Cytoplasm and nucleus channel indices from 0, such as 0,1 or 0 "
+                                           "(default: the training channels)."),
+        *MASK_OPTIONS,
+        *tiling_options("512"),
+    )
+    evaluate_options = MASK_OPTIONS
+
+    @classmethod
+    def presets(cls):
+        return config_module.presets()
+
+    # -- raw data -------------------------------------------------------------
+    def find_sources(self, input_path, config):
+        return data.find_sources(input_path, config)
+
+    def assigned_split(self, source, config):
+        return data.assigned_split(source, config)
+
+    def read_source(self, source, config):
+        return data.read_source(source, config)
+
+    def write_synthetic(self, directory, num_examples, seed, config):
+        from biomodels.pipelines.synthetic import cellular as synthetic
+
+        synthetic.write_dataset(directory, num_examples, seed, tuple(config.synthetic_shape))
+
+    def default_synthetic_examples(self, config):
+        return config.synthetic_images
+
+    def statistics(self, examples):
+        return data.statistics(examples)
+
+    # -- model ----------------------------------------------------------------
+    def build_model(self, config, manifest):
+        from biomodels.models import CellposeNet
+
+        return CellposeNet(nchan=len(config.channels), nbase=config.nbase, diam_mean=config.diameter_mean)
+
+    def check_initial_weights(self, path, config):
+        super().check_initial_weights(path, config)
+        if checkpoints.is_cellpose_checkpoint(path):
+            checkpoints.fitting_state(path, config)
+
+    def initial_model(self, path, config):
+        """A Cellpose PyTorch checkpoint (not a run or .keras file) as a Keras model, for --init_from."""
+        if not checkpoints.is_cellpose_checkpoint(path):
+            return None
+        return checkpoints.model_from_checkpoint(path, config)
+
+    def compile_arguments(self, config, manifest, steps_per_epoch):
+        import keras
+
+        from biomodels.models import CellposeLoss
+        from biomodels.models.cellpose import CellposeLearningRate
+
+        schedule = CellposeLearningRate(config.learning_rate, steps_per_epoch, config.epochs, config.warmup_epochs,
+                                        config.final_halvings_epochs)
+        if config.optimizer == "sgd":
+            optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=config.weight_decay)
+        else:
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        return {"loss": CellposeLoss(), "optimizer": optimizer}
+
+    def preprocess(self, inputs, config=None):
+        """[N, H, W, C] -> each channel of each image scaled so its 1st and 99th
+        percentiles become 0 and 1 (channels with no spread become 0)."""
+        return data.preprocess(inputs)
+
+    def augment(self, example, seed, config):
+        return data.augment(example, seed, config)
+
+    def model_io(self, example, config):
+        return data.model_io(example, config)
+
+    def batch(self, dataset, batch_size, training):
+        return data.batch(dataset, batch_size, training)
+
+    # -- results --------------------------------------------------------------
+    def calibrate(self, model, dataset, manifest, config):
+        """{"training_diameter"}: the training cells' mean diameter, to which predict and
+        evaluate rescale images when no --diameter is given."""
+        return {"training_diameter": manifest["statistics"]["mean_diameter"]}
+
+    def evaluate(self, model, dataset, manifest, config, calibration=None):
+        return scores.evaluate(self, model, dataset, manifest, config, calibration or {})
+
+    def metrics_table(self, metrics):
+        return scores.metrics_rows(metrics)
+
+    def summary_images(self, model, inputs, targets):
+        return outputs.summary_images(model, inputs, targets)
+
+    def serving_functions(self, model, config, calibration=None):
+        return serving.serving_functions(model, config)
+
+    def warmup_inputs(self, config):
+        return serving.warmup_inputs(config)
+
+    def bioimageio_description(self, config, pixel_size=None):
+        return serving.bioimageio_description(config, pixel_size)
+
+    def predict_files(self, predictor, input_path, output_dir, options):
+        return outputs.predict_images(predictor, input_path, output_dir, options)
+
+
+TASK = CellularTask()

@@ -1,0 +1,75 @@
+"""cellular's configuration, its presets and their checks, and the constants its modules share."""
+
+import dataclasses
+import re
+
+from biomodels.errors import ConfigError
+
+AP_THRESHOLDS = (0.5, 0.75, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class CellularConfig:
+    nbase: tuple[int, ...] = (16, 32, 64, 128)
+    diameter_mean: float = 30.0
+    channels: tuple[int, ...] = (0, 1)
+    skip_classes: tuple[str, ...] = ()
+    val_pattern: str = ""
+    test_pattern: str = ""
+    min_masks: int = 1
+    crop_size: int = 128
+    scale_range: tuple[float, ...] = (0.75, 1.25)
+    optimizer: str = "adamw"
+    learning_rate: float = 2e-3
+    warmup_epochs: int = 1
+    final_halvings_epochs: int = 0
+    weight_decay: float = 1e-5
+    batch_size: int = 8
+    epochs: int = 8
+    steps_per_epoch: int = 25
+    flow_threshold: float = 0.4
+    cellprob_threshold: float = 0.0
+    min_size: int = 15
+    synthetic_images: int = 40
+    synthetic_shape: tuple[int, ...] = (256, 256)
+
+
+def presets():
+    return {
+        "quick": CellularConfig(),
+        "paper": CellularConfig(
+            nbase=(32, 64, 128, 256), min_masks=5, crop_size=224, optimizer="sgd", learning_rate=0.2,
+            warmup_epochs=10, final_halvings_epochs=100, batch_size=8, epochs=500, steps_per_epoch=0,
+        ),
+    }
+
+
+def size_multiple(config):
+    """Image height and width must be multiples of this for the CPnet of `config`."""
+    from biomodels.models import CellposeNet
+
+    return CellposeNet.size_multiple_for(config.nbase)
+
+
+def check_config(config):
+    """Raise a ConfigError for settings that cannot work together."""
+    from biomodels.config import check_choice
+
+    check_choice("optimizer", config.optimizer, ("sgd", "adamw"))
+    if config.crop_size % size_multiple(config):
+        raise ConfigError(f"--set crop_size={config.crop_size}: must be a multiple of {size_multiple(config)}")
+    if len(config.scale_range) != 2 or not 0 < config.scale_range[0] <= config.scale_range[1]:
+        raise ConfigError(f"--set scale_range={config.scale_range}: give two factors, low,high, with 0 < low <= high")
+    if not 1 <= len(config.channels) <= 2:
+        raise ConfigError(f"--set channels={config.channels}: give one or two channel indices (cytoplasm, nucleus)")
+    for name in ("val_pattern", "test_pattern"):
+        try:
+            re.compile(getattr(config, name))
+        except re.error as error:
+            raise ConfigError(f"--set {name}={getattr(config, name)!r} is not a regular expression ({error})") from None
+
+
+def mask_thresholds(config):
+    """The keyword arguments of masks_from_flows that the configuration sets."""
+    return {"flow_threshold": config.flow_threshold, "cellprob_threshold": config.cellprob_threshold,
+            "min_size": config.min_size}

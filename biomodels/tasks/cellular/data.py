@@ -1,0 +1,313 @@
+"""cellular's raw data: cell images and their instance masks, found, read and checked;
+each image made one example (normalised image, labels, flows, diameter, classes); and
+the TensorFlow side: percentile normalisation (shared with the serving graph),
+flow-carrying augmentation, padded (inputs, targets) pairs and batches.
+
+Two layouts:
+- CELLULAR: `images/<image>.<ext>` and `masks/<image>/<class>/<one PNG per object>`.
+  Every object of every class goes into one instance label image (the published script
+  kept only the last class folder read); overlapping pixels go to the smaller object,
+  and the overlaps are counted in the manifest. Each object keeps its class.
+- Cellpose's training folders: `NAME.tif` (or .png) beside `NAME_masks.tif` (or .png).
+
+Images may be 2-D, channels-last or channels-first (up to 4 channels); `channels`
+picks the cytoplasm and nucleus channels (indices beyond the image's are zero).
+"""
+
+import glob
+import logging
+import os
+import re
+
+import numpy as np
+
+from biomodels.errors import ConfigError, InputError
+from biomodels.pipelines import readers
+from biomodels.tasks.base import Source
+from biomodels.tasks.cellular.config import check_config, size_multiple
+
+log = logging.getLogger(__name__)
+
+#: what Cellpose writes beside an image (outputs, not inputs)
+OUTPUT_SUFFIXES = ("_masks", "_flows", "_outlines", "_cp_masks", "_seg")
+NO_CLASS = -1
+
+
+def image_files(folder):
+    """Images in `folder` that are not masks or outputs, sorted."""
+    paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(readers.IMAGE_SUFFIXES))
+    return [p for p in paths if not os.path.splitext(os.path.basename(p))[0].endswith(OUTPUT_SUFFIXES)]
+
+
+def read_cell_image(path, channels=(0, 1)):
+    """float32 [H, W, len(channels)] of the chosen channels."""
+    image = np.asarray(readers.read_image(path))
+    if image.ndim == 2:
+        image = image[..., np.newaxis]
+    elif image.ndim == 3 and image.shape[0] <= 4 < min(image.shape[1:]) and image.shape[-1] > 4:
+        image = np.moveaxis(image, 0, -1)  # channels first, as ImageJ writes multi-channel TIFF
+    if image.ndim != 3 or image.shape[-1] > 4:
+        raise InputError(path, f"expected a 2-D image with at most 4 channels, found shape {image.shape}")
+    if image.shape[-1] == 4 and path.lower().endswith(".png"):
+        image = image[..., :3]  # alpha
+    readers.require_finite(path, image)
+    if min(image.shape[:2]) < 8:
+        raise InputError(path, f"is too small ({image.shape[1]}×{image.shape[0]})")
+    if any(c < 0 for c in channels):
+        raise ConfigError(f"channels must be non-negative indices, got {channels}")
+    chosen = [image[..., c] if c < image.shape[-1] else np.zeros(image.shape[:2]) for c in channels]
+    return np.stack(chosen, axis=-1).astype(np.float32)
+
+
+def check_labels(path, labels):
+    """int32 instance labels: integers, not negative, 2-D."""
+    labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and path.lower().endswith(".png"):
+        if not (np.all(labels[..., 0] == labels[..., 1]) and np.all(labels[..., 0] == labels[..., 2])):
+            raise InputError(path, "is a colour image, not a label image")
+        labels = labels[..., 0]
+    if labels.ndim != 2:
+        raise InputError(path, f"expected a 2-D label image, found shape {labels.shape}")
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        readers.require_finite(path, labels)
+        if not np.all(labels == np.round(labels)):
+            raise InputError(path, "labels must be whole numbers (found fractional values)")
+    if labels.size and labels.min() < 0:
+        raise InputError(path, f"labels must not be negative (found {labels.min()})")
+    if labels.size and labels.max() > np.iinfo(np.int32).max:
+        raise InputError(path, "labels exceed the int32 range")
+    return labels.astype(np.int32)
+
+
+def class_folders(mask_dir, skip_classes):
+    """{class name: sorted object PNGs} of one image's mask folder, skipped classes left out."""
+    if not os.path.isdir(mask_dir):
+        return {}
+    folders = {}
+    for entry in sorted(os.listdir(mask_dir)):
+        folder = os.path.join(mask_dir, entry)
+        if not os.path.isdir(folder):
+            continue
+        objects = sorted(glob.glob(os.path.join(folder, "*.png")))
+        if not objects:
+            raise InputError(folder, "class folder holds no object masks (*.png)")
+        if entry not in skip_classes:
+            folders[entry] = objects
+    return folders
+
+
+def combine_objects(image_path, shape, folders, class_names):
+    """(int32 labels, int32 class index per id [N + 1], report) from one PNG per object;
+    overlapping pixels go to the smaller object. The report counts the objects, those that
+    share pixels with another, the shared pixels, and objects wholly covered by smaller ones."""
+    objects = []
+    for class_name, paths in folders.items():
+        for path in paths:
+            mask = np.asarray(readers.read_image(path))
+            if mask.ndim == 3:
+                mask = mask[..., 0]
+            require_same_size(path, mask.shape, image_path, shape)
+            mask = mask > 0
+            if mask.any():
+                objects.append((int(mask.sum()), path, class_names.index(class_name), mask))
+    labels = np.zeros(shape, np.int32)
+    covered = np.zeros(shape, np.int32)
+    classes = [NO_CLASS]
+    # largest first, so a smaller object lying on a larger one keeps its pixels
+    for index, (_, _, class_index, mask) in enumerate(sorted(objects, key=lambda o: (-o[0], o[1])), start=1):
+        labels[mask] = index
+        covered += mask
+        classes.append(class_index)
+    shared = covered > 1
+    overlap_pixels = int(np.count_nonzero(shared))
+    overlapping = sum(1 for *_, mask in objects if overlap_pixels and np.any(mask & shared))
+    from skimage.segmentation import relabel_sequential
+
+    labels, _, inverse = relabel_sequential(labels)
+    kept = inverse[np.arange(1, int(labels.max()) + 1)]
+    report = {"objects": len(objects), "overlapping_objects": overlapping, "overlap_pixels": overlap_pixels,
+              "objects_hidden_by_overlap": len(objects) - len(kept)}
+    if overlap_pixels:
+        log.warning("%s: %d objects overlap (%d pixels); overlapping pixels went to the smaller object",
+                    image_path, overlapping, overlap_pixels)
+    return labels, np.asarray([NO_CLASS] + [classes[i] for i in kept], np.int32), report
+
+
+def require_same_size(mask_path, mask_shape, image_path, image_shape):
+    if tuple(mask_shape[:2]) != tuple(image_shape[:2]):
+        raise InputError(mask_path, f"is {mask_shape[1]}×{mask_shape[0]}, but its image "
+                                    f"{os.path.basename(image_path)} is {image_shape[1]}×{image_shape[0]}")
+
+
+def cellpose_mask_path(image_path):
+    """NAME_masks.tif or NAME_masks.png beside NAME.ext, or None."""
+    stem = os.path.splitext(image_path)[0]
+    for suffix in (".tif", ".tiff", ".png"):
+        if os.path.isfile(stem + "_masks" + suffix):
+            return stem + "_masks" + suffix
+    return None
+
+
+def mean_diameter(labels):
+    """Cellpose's diameter of a label image: that of a disc with the median cell area (0 if none)."""
+    counts = np.bincount(labels.ravel())[1:]
+    counts = counts[counts > 0]
+    return float(np.sqrt(np.median(counts)) / (np.sqrt(np.pi) / 2)) if len(counts) else 0.0
+
+
+def find_sources(input_path, config):
+    check_config(config)
+    if not os.path.isdir(input_path):
+        raise InputError(input_path, "expected a folder: images/ and masks/ (CELLULAR) or NAME.tif with NAME_masks.tif")
+    image_dir, mask_root = os.path.join(input_path, "images"), os.path.join(input_path, "masks")
+    if os.path.isdir(image_dir) and os.path.isdir(mask_root):
+        return _check_patterns(_cellular_sources(image_dir, mask_root, config), config, input_path)
+    images = image_files(input_path)
+    pairs = [(path, cellpose_mask_path(path)) for path in images]
+    if not images or not any(mask for _, mask in pairs):
+        raise InputError(input_path, "no images with masks: expected images/ and masks/<image>/<class>/*.png "
+                                     "(CELLULAR) or NAME.tif with NAME_masks.tif (Cellpose)")
+    for path, mask in pairs:
+        if mask is None:
+            raise InputError(path, "has no masks (expected NAME_masks.tif or NAME_masks.png beside it)")
+    return _check_patterns([Source(name=_stem(path), group=_stem(path), paths=(path, mask),
+                                   details={"class_names": ()}) for path, mask in pairs], config, input_path)
+
+
+def _cellular_sources(image_dir, mask_root, config):
+    images = image_files(image_dir)
+    if not images:
+        raise InputError(image_dir, "holds no TIFF or PNG images")
+    folders = {}
+    for path in images:
+        mask_dir = os.path.join(mask_root, _stem(path))
+        folders[path] = class_folders(mask_dir, config.skip_classes)
+        if not os.path.isdir(mask_dir) or not os.listdir(mask_dir):
+            raise InputError(path, f"has no masks (expected {mask_dir}/<class>/*.png)")
+    class_names = tuple(sorted({name for found in folders.values() for name in found}))
+    return [Source(name=_stem(path), group=_stem(path), paths=(path, os.path.join(mask_root, _stem(path))),
+                   details={"class_names": class_names}) for path in images]
+
+
+def assigned_split(source, config):
+    """test or val where the image name matches that pattern; the rest trains when a pattern is set."""
+    for split, pattern in (("test", config.test_pattern), ("val", config.val_pattern)):
+        if pattern and re.search(pattern, source.name):
+            return split
+    return "train" if config.val_pattern or config.test_pattern else None
+
+
+def read_source(source, config):
+    image_path, mask_path = source.paths
+    class_names = list(source.details["class_names"])
+    raw = read_cell_image(image_path, config.channels)
+    if os.path.isdir(mask_path):
+        folders = class_folders(mask_path, config.skip_classes)
+        labels, classes, report = combine_objects(image_path, raw.shape[:2], folders, class_names)
+    else:
+        labels = check_labels(mask_path, readers.read_image(mask_path))
+        require_same_size(mask_path, labels.shape, image_path, raw.shape)
+        from skimage.segmentation import relabel_sequential
+
+        labels = relabel_sequential(labels)[0]
+        classes = np.full(labels.max() + 1, NO_CLASS, np.int32)
+        report = {"objects": int(labels.max())}
+    info = {"shape": list(labels.shape), "class_names": class_names, "diameter": mean_diameter(labels), **report}
+    if labels.max() < config.min_masks:
+        info["skipped"] = {f"images with fewer than {config.min_masks} masks": 1}
+        return info, []
+    from biomodels.ops.flows import masks_to_flows
+
+    example = {
+        "image": normalise(raw),
+        "labels": labels,
+        "flows": masks_to_flows(labels).transpose(1, 2, 0),
+        "diameter": np.float32(info["diameter"]),
+        "classes": classes,
+    }
+    return info, [example]
+
+
+def normalise(image):
+    """numpy [H, W, C] -> the network's input, by the graph's own `preprocess`."""
+    return np.asarray(preprocess(image[np.newaxis])[0])
+
+
+def statistics(examples):
+    diameters, counts = [], []
+    for example in examples:
+        diameters.append(float(example["diameter"]))
+        counts.append(int(example["labels"].max()))
+    return {"mean_diameter": float(np.mean(diameters)) if diameters else 0.0, "cells": int(np.sum(counts)),
+            "images": len(counts)}
+
+
+def preprocess(inputs):
+    """[N, H, W, C] -> each channel of each image scaled so its 1st and 99th
+    percentiles become 0 and 1 (channels with no spread become 0)."""
+    import tensorflow as tf
+
+    from biomodels.ops.normalisation import percentiles
+
+    inputs = tf.cast(inputs, tf.float32)
+    low, high = percentiles(inputs, 1.0), percentiles(inputs, 99.0)
+    spread = high - low
+    scaled = (inputs - low) / tf.maximum(spread, 1e-6)
+    return tf.where(spread > 1e-6, scaled, tf.zeros_like(scaled))
+
+
+def augment(example, seed, config):
+    import tensorflow as tf
+
+    from biomodels.pipelines.augment2d import transform_flow_example
+
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    diameter = tf.cast(example["diameter"], tf.float32)
+    to_mean = tf.where(diameter > 0, config.diameter_mean / tf.maximum(diameter, 1e-3), 1.0)
+    scale = to_mean * tf.random.stateless_uniform([], seeds[0], *config.scale_range)
+    image, labels, flows = transform_flow_example(example["image"], example["labels"], example["flows"], seeds[1],
+                                                  config.crop_size, scale)
+    return {**example, "image": image, "labels": labels, "flows": flows}
+
+
+def model_io(example, config):
+    """(normalised image, targets [H, W, 5]: dY, dX, cell mask, instance label, class
+    of the pixel's object), padded to a multiple of the network's size step with
+    label -1, which the loss and the metrics leave out."""
+    import tensorflow as tf
+
+    from biomodels.ops.padding import pad_to_multiple
+
+    labels = tf.cast(example["labels"], tf.int32)
+    pixel_classes = tf.gather(tf.cast(example["classes"], tf.int32), labels)
+    targets = tf.concat([
+        tf.cast(example["flows"], tf.float32),
+        tf.cast(labels > 0, tf.float32)[..., tf.newaxis],
+        tf.cast(labels, tf.float32)[..., tf.newaxis],
+        tf.cast(pixel_classes, tf.float32)[..., tf.newaxis],
+    ], axis=-1)
+    multiple = size_multiple(config)
+    image = pad_to_multiple(example["image"], multiple, axes=(0, 1))
+    targets = pad_to_multiple(targets, multiple, axes=(0, 1), constant_values=-1.0)
+    return image, targets
+
+
+def batch(data, batch_size, training):
+    if training:
+        return data.batch(batch_size, drop_remainder=True)
+    return data.padded_batch(batch_size, padding_values=(0.0, -1.0))
+
+
+def _check_patterns(sources, config, input_path):
+    """The sources, unless a split pattern matches none of their names."""
+    for name in ("val_pattern", "test_pattern"):
+        pattern = getattr(config, name)
+        if pattern and not any(re.search(pattern, source.name) for source in sources):
+            raise InputError(input_path, f"no image name matches --set {name}={pattern}")
+    return sources
+
+
+def _stem(path):
+    return os.path.splitext(os.path.basename(path))[0]

@@ -1,0 +1,72 @@
+"""cellular's study metrics over a split: Cellpose's average precision at IoU 0.5, 0.75
+and 0.9 (Hungarian matching) and the CELLULAR paper's foreground-pixel precision, recall,
+F1 and Jaccard, each averaged over images, for all cells and per class; the printed table."""
+
+import numpy as np
+
+from biomodels.ops import matching
+from biomodels.tasks.cellular.config import AP_THRESHOLDS, mask_thresholds
+
+
+def evaluate(task, model, dataset, manifest, config, calibration):
+    from biomodels.predictors import KerasPredictor
+    from biomodels.tasks.cellular.outputs import segment
+
+    predictor = KerasPredictor(task, model, config)
+    diameter = calibration.get("training_diameter") or manifest["statistics"]["mean_diameter"]
+    true_labels, predicted, pixel_classes = [], [], []
+    for inputs, targets in dataset:
+        for image, target in zip(np.asarray(inputs), np.asarray(targets)):
+            valid = target[..., 3] >= 0
+            height, width = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
+            image, target = image[:height, :width], target[:height, :width]
+            masks, _ = segment(predictor, image, config.diameter_mean / max(diameter, 1e-3), {},
+                               thresholds=mask_thresholds(config))
+            true_labels.append(target[..., 3].astype(np.int32))
+            pixel_classes.append(target[..., 4].astype(np.int32))
+            predicted.append(masks)
+    class_names = manifest["sources"][0].get("class_names", []) if manifest["sources"] else []
+    return score_images(true_labels, predicted, pixel_classes, class_names, AP_THRESHOLDS)
+
+
+def score_images(true_labels, predicted, pixel_classes, class_names, thresholds):
+    """The study's metrics over images, each averaged over images: average precision at
+    each IoU threshold and foreground-pixel scores, for all cells and per class (a
+    predicted cell belongs to the class of the true cell it overlaps most)."""
+    metrics = {"images": len(true_labels), "true_cells": int(sum(len(np.unique(t[t > 0])) for t in true_labels)),
+               "predicted_cells": int(sum(len(np.unique(p[p > 0])) for p in predicted))}
+    metrics.update(_scores(true_labels, predicted, thresholds, prefix=""))
+    for index, name in enumerate(class_names):
+        pairs = []
+        for true, pred, classes in zip(true_labels, predicted, pixel_classes):
+            object_classes = np.full(int(true.max()) + 1, -1, np.int64)
+            object_classes[true[true > 0]] = classes[true > 0]
+            owner = matching.attribute_predictions(true, pred, object_classes)
+            true_class = np.where(classes == index, true, 0)
+            pred_class = np.where(owner[pred] == index, pred, 0)
+            if true_class.any() or pred_class.any():
+                pairs.append((true_class, pred_class))
+        if pairs:
+            metrics[f"{name}/cells"] = int(sum(len(np.unique(t[t > 0])) for t, _ in pairs))
+            metrics.update(_scores(*map(list, zip(*pairs)), thresholds, prefix=f"{name}/"))
+    return metrics
+
+
+def _scores(true_labels, predicted, thresholds, prefix):
+    ap, _, _, _ = matching.average_precision(true_labels, predicted, thresholds)
+    scores = {f"{prefix}ap@{t:g}": float(value) for t, value in zip(thresholds, ap.mean(axis=0))}
+    pixel = [matching.foreground_scores(t, p) for t, p in zip(true_labels, predicted)]
+    for name in ("precision", "recall", "f1", "jaccard"):
+        scores[f"{prefix}pixel_{name}"] = float(np.mean([p[name] for p in pixel]))
+    return scores
+
+
+def metrics_rows(metrics, thresholds=AP_THRESHOLDS):
+    """(header, rows): all cells, then each class found in the metrics."""
+    columns = [f"ap@{t:g}" for t in thresholds] + ["pixel_precision", "pixel_recall", "pixel_f1", "pixel_jaccard"]
+    header = ("cells", *[f"AP@{t:g}" for t in thresholds], "precision", "recall", "F1", "Jaccard")
+    rows = [(f"all ({metrics['true_cells']})", *[metrics[c] for c in columns])]
+    classes = sorted({key.split("/")[0] for key in metrics if "/" in key})
+    for name in classes:
+        rows.append((f"{name} ({metrics[f'{name}/cells']})", *[metrics[f"{name}/{c}"] for c in columns]))
+    return header, rows
