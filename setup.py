@@ -20,6 +20,7 @@ setup(
         "tifffile>=2024.1.1",
         "mrcfile>=1.5",
         "scikit-image>=0.22",
+        "scikit-learn>=1.5",
         "pillow>=10",
         "tensorboard>=2.21,<2.22",
         "absl-py>=2.1",

@@ -82,12 +82,13 @@ def requested_task(argv=None):
 
 
 def define_task_options(options):
-    """absl flags for a task's predict or evaluate `Option`s."""
+    """absl flags for a task's predict or evaluate `Option`s, listed by --help as the
+    running command's own flags."""
     for option in options:
         bounds = {key: getattr(option, key) for key in ("lower_bound", "upper_bound") if getattr(option, key) is not None}
         definer = {"float": flags.DEFINE_float, "integer": flags.DEFINE_integer, "string": flags.DEFINE_string,
                    "bool": flags.DEFINE_bool, "list": flags.DEFINE_list}[option.kind]
-        definer(option.name, option.default, option.help, **bounds)
+        definer(option.name, option.default, option.help, module_name=sys.argv[0], **bounds)
 
 
 def task_option_values(options):

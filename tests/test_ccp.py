@@ -93,7 +93,7 @@ def test_auxilin_rule_thresholds_are_configurable():
 def test_scores_known_answers():
     labels, probabilities = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
     assert scores.roc_auc(labels, probabilities) == pytest.approx(0.75)
-    assert scores.average_precision(labels, probabilities) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert scores.pr_auc(labels, probabilities) == pytest.approx((1 / 1 + 2 / 3) / 2)
     assert scores.roc_auc([0, 1, 1], [0.5, 0.5, 0.9]) == pytest.approx(0.75)  # a tie counts half
     report = scores.scores_at_threshold(labels, probabilities, 0.38)
     assert report == pytest.approx({"accuracy": 0.5, "balanced_accuracy": 0.5, "precision": 0.5, "recall": 0.5,

@@ -138,3 +138,18 @@ def test_predict_bad_inputs(trained_run, tmp_path):
     assert_one_line_error(result, "nan.mrc", "NaN or Inf")
     assert not (tmp_path / "o" / "nan_labels.mrc").exists()
     assert_one_line_error(run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={tmp_path}"), "config.json", "not found")
+
+
+@pytest.mark.slow
+def test_task_options_are_flags_of_that_task_only(tmp_path):
+    # another task's option is an unknown flag: one line, exit status 2
+    result = run_cli("biomodels.predict", "--task=ccp", f"--model={tmp_path}", f"--input={tmp_path}",
+                     f"--output={tmp_path / 'out'}", "--diameter=30")
+    assert_one_line_error(result, "diameter")
+    result = run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={tmp_path}", "--flow_threshold=0.4")
+    assert_one_line_error(result, "flow_threshold")
+    # --help with --task lists that task's options and not another's
+    shown = run_cli("biomodels.predict", "--task=cellular", "--help")
+    assert "--flow_threshold" in shown.stdout and "--diameter" in shown.stdout and "--target_recall" not in shown.stdout
+    shown = run_cli("biomodels.evaluate", "--task=cellular", "--help")
+    assert "--min_size" in shown.stdout and "--tile" not in shown.stdout

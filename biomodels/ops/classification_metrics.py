@@ -1,5 +1,5 @@
 """Binary classification scores that stay honest under class imbalance: ROC-AUC,
-PR-AUC (average precision), balanced accuracy, the threshold that keeps a chosen
+PR-AUC (scikit-learn's average precision), balanced accuracy, the threshold that keeps a chosen
 recall, and the same scores for the majority-class answer to compare against."""
 
 import math
@@ -8,34 +8,27 @@ import numpy as np
 
 
 def roc_auc(labels, scores):
-    """Area under the ROC curve: the chance that a random positive scores above a
-    random negative (ties count half). NaN without both classes."""
+    """Area under the ROC curve (scikit-learn's `roc_auc_score`): the chance that a random
+    positive scores above a random negative, ties counting half. NaN without both classes."""
+    from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, np.float64)
-    positives, negatives = labels.sum(), (~labels).sum()
-    if positives == 0 or negatives == 0:
+    if labels.all() or not labels.any():
         return float("nan")
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)  # ties share their mean rank
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(roc_auc_score(labels, np.asarray(scores, np.float64)))
 
 
-def average_precision(labels, scores):
-    """Area under the precision-recall curve as the mean of the precision at each
-    positive's rank (tied scores ranked together). NaN without positives."""
+def pr_auc(labels, scores):
+    """Area under the precision-recall curve of a binary classifier (scikit-learn's
+    `average_precision_score`: the precision at each distinct score, weighted by the
+    recall it adds, so tied scores count together). NaN without positives. Not the
+    instance-matching AP of `biomodels.ops.matching.average_precision`."""
+    from sklearn.metrics import average_precision_score
+
     labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, np.float64)
     if not labels.any():
         return float("nan")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    # evaluate precision at the last index of each group of tied scores
-    last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    true_positives = np.cumsum(sorted_labels)[last_of_tie]
-    predicted = (np.flatnonzero(last_of_tie) + 1).astype(np.float64)
-    recall_gain = np.diff(np.r_[0, true_positives]) / labels.sum()
-    return float(np.sum(recall_gain * true_positives / predicted))
+    return float(average_precision_score(labels, np.asarray(scores, np.float64)))
 
 
 def threshold_for_recall(positive_scores, target_recall, confidence=0.0):
@@ -85,7 +78,7 @@ def classification_report(labels, scores, threshold=0.5):
     """Threshold scores plus ROC-AUC and PR-AUC."""
     report = scores_at_threshold(labels, scores, threshold)
     report["roc_auc"] = roc_auc(labels, scores)
-    report["pr_auc"] = average_precision(labels, scores)
+    report["pr_auc"] = pr_auc(labels, scores)
     return report
 
 

@@ -1,7 +1,8 @@
-"""A linear classifier on latent codes (L2-regularised logistic regression fitted in
-closed loop by Newton's method, in numpy) and leave-one-group-out predictions with it:
-how lch asks whether an autoencoder's codes tell high from low metastatic efficiency in
-cell lines the classifier never saw.
+"""A linear classifier on latent codes (scikit-learn's L2-regularised logistic
+regression on standardised features) and leave-one-group-out predictions with it: how
+lch asks whether an autoencoder's codes tell high from low metastatic efficiency in cell
+lines the classifier never saw. `LinearClassifier` keeps the fitted numbers in the form
+the serving graph and calibration.json carry.
 """
 
 import dataclasses
@@ -49,13 +50,17 @@ class LinearClassifier:
                    np.asarray(values["weights"], np.float64), float(values["bias"]))
 
 
-def fit_logistic(features, labels, l2=1.0, balanced=True, iterations=100, tolerance=1e-8):
+def fit_logistic(features, labels, l2=1.0, balanced=True, tolerance=1e-10):
     """Logistic regression of binary `labels` on standardised `features`, with an L2
-    penalty `l2` on the weights (not the bias); both classes must be present.
+    penalty `l2` on the weights (not the bias): minimises the (class-weighted) sum of
+    log losses + l2/2 ||w||², scikit-learn's LogisticRegression with C = 1/l2. Both
+    classes must be present.
 
     `balanced` weighs each class's rows so that both classes count the same. Without
     it, holding one group out shifts the bias towards the other class, and with few
     groups that alone drives leave-one-group-out AUCs below 0.5."""
+    from sklearn.linear_model import LogisticRegression
+
     features = np.asarray(features, np.float64)
     labels = np.asarray(labels, np.float64).reshape(-1)
     if features.ndim != 2 or len(features) != len(labels):
@@ -65,27 +70,18 @@ def fit_logistic(features, labels, l2=1.0, balanced=True, iterations=100, tolera
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
-    design = np.concatenate([(features - mean) / scale, np.ones((len(features), 1))], axis=1)
-    positives = labels.mean()
-    weights = np.where(labels == 1, 0.5 / positives, 0.5 / (1 - positives)) if balanced else np.ones(len(labels))
-    penalty = np.full(design.shape[1], float(l2))
-    penalty[-1] = 0.0
-    theta = np.zeros(design.shape[1])
-    for _ in range(iterations):
-        probabilities = _sigmoid(design @ theta)
-        gradient = design.T @ (weights * (probabilities - labels)) + penalty * theta
-        curvature = design.T @ (design * (weights * probabilities * (1 - probabilities))[:, None]) + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(curvature, gradient)
-        theta -= step
-        if np.abs(step).max() < tolerance:
-            break
-    return LinearClassifier(mean, scale, theta[:-1], float(theta[-1]))
+    model = LogisticRegression(C=1.0 / l2, class_weight="balanced" if balanced else None, solver="newton-cholesky",
+                               tol=tolerance, max_iter=200)
+    model.fit((features - mean) / scale, labels.astype(int))
+    return LinearClassifier(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
 
 
 def leave_one_group_out(train_features, train_labels, train_groups, test_features, test_groups, l2=1.0):
     """Probabilities for every test row from a classifier fitted on the training rows of
     all other groups. Returns (probabilities, {group: reason}) where a group whose
-    remaining training rows lack a class gets NaN and a reason."""
+    remaining training rows lack a class gets NaN and a reason. (scikit-learn's
+    LeaveOneGroupOut splits one set; here the held-out rows may come from another split
+    than the training rows, as evaluation on the test split needs.)"""
     train_features = np.asarray(train_features, np.float64)
     train_labels = np.asarray(train_labels).reshape(-1)
     train_groups = np.asarray(train_groups)
@@ -107,8 +103,10 @@ def leave_one_group_out(train_features, train_labels, train_groups, test_feature
 def choose_l2(features, labels, groups, grid=L2_GRID):
     """(the L2 penalty of `grid` whose leave-one-group-out predictions on these rows
     score the best pooled ROC-AUC, {penalty: AUC}): the penalty is chosen without the
-    rows it will be judged on."""
-    from biomodels.ops.classification_metrics import roc_auc
+    rows it will be judged on. The held-out predictions of every group are pooled before
+    scoring: each group (a cell line) holds one class, so a per-fold ROC-AUC, what
+    GridSearchCV with LeaveOneGroupOut would average, is not defined."""
+    from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels).reshape(-1)
     scores = {}
@@ -116,7 +114,7 @@ def choose_l2(features, labels, groups, grid=L2_GRID):
         probabilities, _ = leave_one_group_out(features, labels, groups, features, groups, l2)
         scored = np.isfinite(probabilities)
         if len(np.unique(labels[scored])) == 2:
-            scores[float(l2)] = float(roc_auc(labels[scored], probabilities[scored]))
+            scores[float(l2)] = float(roc_auc_score(labels[scored], probabilities[scored]))
     if not scores:
         raise ValueError("no group could be held out with both classes left to learn from")
     return max(scores, key=lambda l2: (scores[l2], l2)), scores

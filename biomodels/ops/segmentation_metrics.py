@@ -5,12 +5,14 @@ import numpy as np
 
 
 def confusion_matrix(y_true, y_pred, num_classes, ignore_label=255):
-    """counts[t, p]: pixels of true class t predicted as p."""
-    y_true = np.asarray(y_true).ravel().astype(np.int64)
-    y_pred = np.asarray(y_pred).ravel().astype(np.int64)
+    """counts[t, p]: pixels of true class t predicted as p (scikit-learn's
+    `confusion_matrix` over classes 0..num_classes-1), pixels labelled `ignore_label` left out."""
+    from sklearn import metrics
+
+    y_true = np.asarray(y_true).ravel()
+    y_pred = np.asarray(y_pred).ravel()
     keep = y_true != ignore_label
-    index = y_true[keep] * num_classes + y_pred[keep]
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return metrics.confusion_matrix(y_true[keep], y_pred[keep], labels=np.arange(num_classes)).astype(np.int64)
 
 
 def class_scores(confusion):

@@ -1,0 +1,129 @@
+"""The package's shape, checked on its source: no import cycles (function-local imports
+count), only the command lines import the command-line module, every task is a package
+of the same modules, no module over 400 lines, and the shared command lines name no
+task's options."""
+
+import ast
+import os
+import re
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "biomodels")
+CLI_MODULES = {"biomodels.cli", "biomodels.train", "biomodels.predict", "biomodels.evaluate", "biomodels.prepare",
+               "biomodels.export.__main__"}
+TASK_MODULES = {"__init__.py", "config.py", "data.py", "metrics.py", "serving.py", "outputs.py"}
+
+
+def module_files():
+    """{dotted module name: path} of every module under biomodels/."""
+    modules = {}
+    for folder, _, names in os.walk(ROOT):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                dotted = "biomodels." + os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                modules[dotted.removesuffix(".__init__")] = path
+    return modules
+
+
+def import_graph(modules):
+    """{module: modules it imports anywhere in its source}, each import resolved to the
+    most specific module of the package it names."""
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            for name in names:
+                while name and name not in modules:
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def related(a, b):
+    """A package and its own submodules: importing a submodule runs its package first."""
+    return a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def find_cycles(graph):
+    """Import cycles of `graph` as lists of modules (a package and its own submodules
+    are no cycle)."""
+    edges = {module: {t for t in targets if not related(module, t)} for module, targets in graph.items()}
+    cycles = []
+    state = {}
+
+    def visit(module, trail):
+        state[module] = "open"
+        for target in sorted(edges[module]):
+            if state.get(target) == "open":
+                cycles.append(trail[trail.index(target):] + [target])
+            elif target not in state:
+                visit(target, trail + [target])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    return cycles
+
+
+def test_no_import_cycles():
+    cycles = find_cycles(import_graph(module_files()))
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_cycle_check_finds_a_hidden_cycle_and_allows_packages(tmp_path):
+    (tmp_path / "a.py").write_text("def f():\n    from biomodels import b\n")  # function-local, still a cycle
+    (tmp_path / "b.py").write_text("import biomodels.a\n")
+    (tmp_path / "p.py").write_text("from biomodels.p import q\n")  # a package importing its submodule
+    (tmp_path / "q.py").write_text("from biomodels.p import thing\n")
+    modules = {name: str(tmp_path / f"{name.rpartition('.')[2]}.py")
+               for name in ("biomodels.a", "biomodels.b", "biomodels.p", "biomodels.p.q")}
+    graph = import_graph(modules)
+    assert graph["biomodels.a"] == {"biomodels.b"} and graph["biomodels.b"] == {"biomodels.a"}
+    assert find_cycles(graph) == [["biomodels.a", "biomodels.b", "biomodels.a"]]
+
+
+def test_only_the_command_lines_import_the_cli_module():
+    graph = import_graph(module_files())
+    importers = sorted(module for module, targets in graph.items() if "biomodels.cli" in targets)
+    assert set(importers) <= CLI_MODULES, importers
+
+
+def test_tasks_are_packages_of_the_same_shape():
+    from biomodels import tasks
+
+    folder = os.path.join(ROOT, "tasks")
+    for name in tasks.names():
+        files = {f for f in os.listdir(os.path.join(folder, name)) if f.endswith(".py")}
+        assert TASK_MODULES <= files, f"{name} lacks {sorted(TASK_MODULES - files)}"
+    assert not [f for f in os.listdir(folder) if f.endswith(".py") and f not in ("__init__.py", "base.py")]
+
+
+@pytest.mark.parametrize("limit", [400])
+def test_no_module_is_over_the_line_limit(limit):
+    long = {module: n for module, path in module_files().items() if (n := sum(1 for _ in open(path))) > limit}
+    assert not long, long
+
+
+def test_shared_command_lines_name_no_task_option():
+    from biomodels import tasks
+
+    options = {option.name for name in tasks.names() for option in
+               (*tasks.get(name).predict_options, *tasks.get(name).evaluate_options)}
+    for command in ("predict.py", "evaluate.py"):
+        source = open(os.path.join(ROOT, command)).read()
+        named = sorted(option for option in options if re.search(rf"[\"']{option}[\"']|--{option}\b", source))
+        assert not named, f"{command} names task options {named}"
