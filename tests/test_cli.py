@@ -70,7 +70,8 @@ def test_evaluate_export_and_predict(trained_run, tmp_path):
     assert "cryoet" in (export_dir / "models.config").read_text()
 
     volume = np.random.default_rng(0).normal(size=(3, 40, 72)).astype(np.float32)
-    readers.write_mrc(str(tmp_path / "tomo.mrc"), volume, voxel_size=(21.0, 21.0, 21.0), origin=(5.0, 6.0, 7.0))
+    readers.write_mrc(str(tmp_path / "tomo.mrc"), volume, voxel_size=(21.0, 21.0, 21.0), origin=(5.0, 6.0, 7.0),
+                      start=(100, -20, 3))
     for model in (export_dir / "cryoet" / "1", model_dir):
         out = tmp_path / f"out_{model.name}"
         result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model}", f"--input={tmp_path / 'tomo.mrc'}",
@@ -79,6 +80,7 @@ def test_evaluate_export_and_predict(trained_run, tmp_path):
         labels = readers.read_mrc(str(out / "tomo_labels.mrc"))
         assert labels.data.shape == (3, 40, 72) and labels.data.dtype == np.int8 and 0 <= labels.data.min() and labels.data.max() <= 5
         assert labels.voxel_size == pytest.approx((21.0, 21.0, 21.0)) and labels.origin == pytest.approx((5.0, 6.0, 7.0))
+        assert labels.start == (100, -20, 3)  # programs that place maps by their start indices put ours in place
         ribosome = readers.read_mrc(str(out / "tomo_ribosome.mrc")).data
         assert ribosome.dtype == np.float32 and 0.0 <= ribosome.min() and ribosome.max() <= 1.0
     np.testing.assert_array_equal(readers.read_mrc(str(tmp_path / "out_1" / "tomo_labels.mrc")).data,

@@ -22,6 +22,43 @@ def test_mrc_round_trip_keeps_voxel_size_and_origin(tmp_path):
     assert not [name for name in os.listdir(tmp_path) if "tmp" in name]
 
 
+def test_mrc_start_indices_survive_and_other_axis_orders_are_read_as_z_y_x(tmp_path):
+    import mrcfile
+
+    data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # Z, Y, X
+    readers.write_mrc(str(tmp_path / "s.mrc"), data, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), start=(-8, 5, 120))
+    with mrcfile.open(tmp_path / "s.mrc") as mrc:  # as other programs read the header
+        assert (int(mrc.header.nxstart), int(mrc.header.nystart), int(mrc.header.nzstart)) == (-8, 5, 120)
+    assert readers.read_mrc(str(tmp_path / "s.mrc")).start == (-8, 5, 120)
+    # columns along Z, rows along Y, sections along X: the array is stored as [x, y, z]
+    with mrcfile.new(tmp_path / "zyx.mrc") as mrc:
+        mrc.set_data(np.ascontiguousarray(data.transpose(2, 1, 0)))
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = 3, 2, 1
+        mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = 7, 8, 9  # of columns (z), rows (y), sections (x)
+    volume = readers.read_mrc(str(tmp_path / "zyx.mrc"))
+    np.testing.assert_array_equal(volume.data, data)
+    assert volume.start == (9, 8, 7)
+    readers.write_mrc_like(str(tmp_path / "copy.mrc"), volume.data, volume)
+    with mrcfile.open(tmp_path / "copy.mrc") as mrc:
+        assert (int(mrc.header.mapc), int(mrc.header.mapr), int(mrc.header.maps)) == (1, 2, 3)
+        np.testing.assert_array_equal(mrc.data, data)
+        assert (int(mrc.header.nxstart), int(mrc.header.nystart), int(mrc.header.nzstart)) == (9, 8, 7)
+
+
+def test_complex_and_badly_ordered_mrcs_are_refused(tmp_path):
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "complex.mrc") as mrc:
+        mrc.set_data(np.ones((2, 4, 4), np.complex64))
+    with pytest.raises(InputError, match=r"complex.mrc: is a complex-valued MRC \(mode 4\)"):
+        readers.read_mrc(str(tmp_path / "complex.mrc"))
+    with mrcfile.new(tmp_path / "axes.mrc") as mrc:
+        mrc.set_data(np.ones((2, 4, 4), np.float32))
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = 1, 1, 3
+    with pytest.raises(InputError, match=r"axes.mrc: .*mapc/mapr/maps \(1, 1, 3\)"):
+        readers.read_mrc(str(tmp_path / "axes.mrc"))
+
+
 def test_truncated_mrc_is_an_input_error(tmp_path):
     path = tmp_path / "cut.mrc"
     readers.write_mrc(str(path), np.zeros((4, 16, 16), np.float32))

@@ -18,15 +18,19 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 @dataclasses.dataclass(frozen=True)
 class Volume:
-    """A 3-D array (Z, Y, X) with its voxel size (x, y, z) in ångström and origin."""
+    """A 3-D array (Z, Y, X) with its voxel size (x, y, z) in ångström, origin (x, y, z)
+    in ångström and start indices (x, y, z) in voxels (MRC's nxstart, nystart, nzstart:
+    where the box lies in the unit cell)."""
 
     data: np.ndarray
     voxel_size: tuple = (1.0, 1.0, 1.0)
     origin: tuple = (0.0, 0.0, 0.0)
+    start: tuple = (0, 0, 0)
 
 
 def read_mrc(path):
-    """An MRC file as a `Volume`; a 2-D MRC becomes one slice."""
+    """An MRC file as a `Volume` in (Z, Y, X) order, whatever axis order its header's
+    mapc/mapr/maps give; a 2-D MRC becomes one slice; complex-valued maps are refused."""
     import mrcfile
 
     _require_file(path)
@@ -35,21 +39,32 @@ def read_mrc(path):
             warnings.simplefilter("ignore")
             with mrcfile.open(path, mode="r", permissive=False) as mrc:
                 data = np.asarray(mrc.data).copy()
+                header = mrc.header
                 voxel = mrc.voxel_size
-                origin = mrc.header.origin
                 voxel_size = (float(voxel.x), float(voxel.y), float(voxel.z))
-                origin = (float(origin.x), float(origin.y), float(origin.z))
+                origin = (float(header.origin.x), float(header.origin.y), float(header.origin.z))
+                axes = (int(header.mapc), int(header.mapr), int(header.maps))  # X/Y/Z (1/2/3) of columns, rows, sections
+                starts = (int(header.nxstart), int(header.nystart), int(header.nzstart))  # of columns, rows, sections
+                mode = int(header.mode)
     except (ValueError, OSError, EOFError) as error:
         raise InputError(path, f"not a readable MRC file ({_first_line(error)})") from None
+    if np.iscomplexobj(data):
+        raise InputError(path, f"is a complex-valued MRC (mode {mode}): expected a real density map or labels")
+    if sorted(axes) != [1, 2, 3]:
+        raise InputError(path, f"has mapc/mapr/maps {axes}: expected an order of the axes 1, 2, 3")
     if data.ndim == 2:
         data = data[np.newaxis]
     if data.ndim != 3:
         raise InputError(path, f"expected a 2-D or 3-D MRC volume, found {data.ndim} dimensions")
-    return Volume(data, voxel_size, origin)
+    # the array is (sections, rows, columns); put the Z, Y and X axes first to last
+    data = np.transpose(data, [2 - axes.index(axis) for axis in (3, 2, 1)])
+    start = tuple(starts[axes.index(axis)] for axis in (1, 2, 3))
+    return Volume(np.ascontiguousarray(data), voxel_size, origin, start)
 
 
-def write_mrc(path, data, voxel_size=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
-    """Write `data` (Z, Y, X) as MRC with the given voxel size and origin, atomically."""
+def write_mrc(path, data, voxel_size=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), start=(0, 0, 0)):
+    """Write `data` (Z, Y, X) as MRC in the standard axis order with the given voxel size,
+    origin and start indices (x, y, z), atomically."""
     import mrcfile
 
     with atomic_path(path) as tmp:
@@ -57,6 +72,12 @@ def write_mrc(path, data, voxel_size=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
             mrc.set_data(np.ascontiguousarray(data))
             mrc.voxel_size = tuple(voxel_size)
             mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = origin
+            mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = (int(value) for value in start)
+
+
+def write_mrc_like(path, data, volume):
+    """Write `data` (Z, Y, X) with the voxel size, origin and start indices of `volume`."""
+    write_mrc(path, data, volume.voxel_size, volume.origin, volume.start)
 
 
 def read_image(path):

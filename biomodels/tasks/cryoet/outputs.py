@@ -51,7 +51,7 @@ def predict_tomograms(predictor, input_path, output_dir, options):
             for index in FEATURE_CLASSES:
                 outputs[f"{stem}_{CLASS_NAMES[index]}.mrc"] = probabilities[..., index]
         for out_path, data in outputs.items():
-            readers.write_mrc(out_path, data, volume.voxel_size, volume.origin)
+            readers.write_mrc_like(out_path, data, volume)
             written.append(out_path)
     return written
 
