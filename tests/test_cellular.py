@@ -239,15 +239,61 @@ def test_command_line_chain(cellular_run, tmp_path):
                         "--cellprob_threshold=-100", "--flow_threshold=0.8")
     assert predicted.returncode == 0, predicted.stderr
     assert sorted(os.listdir(output)) == sorted(f"{n}_{k}" for n in ("big", "small")
-                                                for k in ("masks.tif", "flows.tif", "outlines.png"))
-    masks = tifffile.imread(output / "big_masks.tif")
+                                                for k in ("cp_masks.tif", "cp_flows.tif", "cp_output.png"))
+    masks = tifffile.imread(output / "big_cp_masks.tif")
     assert masks.shape == (150, 90) and masks.dtype == np.uint16
-    assert tifffile.imread(output / "big_flows.tif").shape == (3, 150, 90)
-    assert np.asarray(Image.open(output / "small_outlines.png")).shape == (40, 50, 3)
+    assert tifffile.imread(output / "big_cp_flows.tif").shape == (3, 150, 90)
+    assert np.asarray(Image.open(output / "small_cp_output.png")).shape == (40, 50, 3)
 
     bad = run_cli("biomodels.predict", "--task=cellular", f"--model={model_dir}", f"--input={images}",
                   f"--output={tmp_path / 'other'}", "--channels=a,b")
     assert_one_line_error(bad, "--channels=a,b")
+
+
+@pytest.mark.slow
+def test_predictions_keep_their_meaning_in_cellpose_and_imagej(cellular_run, tmp_path):
+    """Predictions written beside training images and their true masks: ImageJ sees a
+    16-bit label image and a 3-channel float hyperstack; Cellpose 3.1.1.2, reading the
+    folder as training data, finds the images with their true masks and no flows."""
+    _, model_dir, _ = cellular_run
+    folder = tmp_path / "cellpose"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    truths = {}
+    for name in ("a", "b"):
+        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 4000, (64, 48), np.uint16))
+        truths[name] = np.kron(rng.integers(0, 5, (8, 6)), np.ones((8, 8), np.int64)).astype(np.uint16)
+        tifffile.imwrite(folder / f"{name}_masks.tif", truths[name])
+    for _ in range(2):  # a second run over the same folder sees the same two images, not its outputs
+        predicted = run_cli("biomodels.predict", "--task=cellular", f"--model={model_dir / 'export'}", f"--input={folder}",
+                            f"--output={folder}", "--cellprob_threshold=-100")
+        assert predicted.returncode == 0, predicted.stderr
+        assert "Wrote 6 file(s)" in predicted.stdout
+    with tifffile.TiffFile(folder / "a_cp_flows.tif") as flows:
+        assert flows.is_imagej and flows.series[0].axes == "CYX" and flows.series[0].dtype == np.float32
+        assert flows.imagej_metadata["channels"] == 3 and flows.imagej_metadata["Labels"] == ["dY", "dX", "cellprob"]
+    with tifffile.TiffFile(folder / "a_cp_masks.tif") as masks:
+        assert masks.is_imagej and masks.series[0].axes == "YX" and masks.series[0].dtype == np.uint16
+
+    found_dir = tmp_path / "found"
+    found_dir.mkdir()
+    run_reference_script("cellpose_folder.py", folder, found_dir)
+    found = json.loads((found_dir / "found.json").read_text())
+    assert found["images"] == ["a.tif", "b.tif"]
+    for index, name in enumerate(found["images"]):
+        np.testing.assert_array_equal(np.load(found_dir / f"label_{index}.npy"), truths[name[0]])  # masks, no flows
+    assert found["predictions"]["a_cp_masks.tif"] == [[64, 48], "uint16"]
+    assert found["predictions"]["a_cp_flows.tif"][0] == [3, 64, 48]
+
+
+def test_synthetic_images_open_in_imagej_as_two_channels(tmp_path):
+    from biomodels.pipelines.synthetic import cellular as synthetic
+
+    synthetic.write_dataset(str(tmp_path), 1, 0, (64, 64))
+    [path] = (tmp_path / "images").iterdir()
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej and tif.imagej_metadata["channels"] == 2 and tif.series[0].axes == "CYX"
+        assert tif.series[0].shape == (2, 64, 64) and tif.series[0].dtype == np.uint16
 
 
 def test_export_signatures_in_a_fresh_process(cellular_run, tmp_path, task):

@@ -106,6 +106,17 @@ def write_tiff(path, data, metadata=None):
         tifffile.imwrite(tmp, data, metadata=metadata)
 
 
+def write_imagej_tiff(path, data, axes, labels=None):
+    """Write `data` as an ImageJ TIFF (hyperstack) whose axes are `axes` (such as "YX" or
+    "CYX"; ImageJ takes uint8, uint16 and float32), with optional channel `labels` that
+    Fiji shows as slice names, atomically."""
+    import tifffile
+
+    metadata = {"axes": axes, **({"Labels": list(labels)} if labels else {})}
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data, imagej=True, metadata=metadata)
+
+
 def write_png(path, data):
     from PIL import Image
 

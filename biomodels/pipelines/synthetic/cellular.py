@@ -17,7 +17,7 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from biomodels.pipelines.readers import write_png, write_tiff
+from biomodels.pipelines.readers import write_imagej_tiff, write_png
 
 VERSION = 1
 CLASSES = ("fed", "starved", "unidentified")
@@ -124,8 +124,10 @@ def write_image(directory, name, rng, shape=(256, 256)):
             classes[index] = "starved" if starved_image == follows_image else "fed"
     starved = {index for index, name_ in classes.items() if name_ == "starved"}
     image = render(rng, labels, centres, starved)
-    write_tiff(os.path.join(directory, "images", f"{name}.tif"),
-               np.round(np.clip(image / image.max(), 0, 1) * 60000).astype(np.uint16))
+    # channels first as an ImageJ hyperstack, so Fiji opens a 2-channel image
+    pixels = np.round(np.clip(image / image.max(), 0, 1) * 60000).astype(np.uint16)
+    write_imagej_tiff(os.path.join(directory, "images", f"{name}.tif"), np.moveaxis(pixels, -1, 0), "CYX",
+                      labels=("cytoplasm", "nucleus"))
     counts = {}
     for index, class_name in classes.items():
         folder = os.path.join(directory, "masks", name, class_name)

@@ -28,8 +28,8 @@ from biomodels.tasks.cellular.config import check_config, size_multiple
 
 log = logging.getLogger(__name__)
 
-#: what Cellpose writes beside an image (outputs, not inputs)
-OUTPUT_SUFFIXES = ("_masks", "_flows", "_outlines", "_cp_masks", "_seg")
+#: what Cellpose and biomodels write beside an image (masks, flows, outputs; not inputs)
+OUTPUT_SUFFIXES = ("_masks", "_flows", "_outlines", "_cp_masks", "_cp_output", "_cellprob", "_seg")
 NO_CLASS = -1
 
 

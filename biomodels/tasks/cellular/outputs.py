@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from biomodels.errors import ConfigError, InputError
+from biomodels.pipelines import readers
 from biomodels.tasks.cellular import data
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,26 @@ def parse_channels(text, default):
     return channels
 
 
+#: what predict writes beside each image's name: Cellpose's names for predictions, which
+#: its folder readers never take for images, training masks (NAME_masks) or flows (NAME_flows)
+OUTPUT_NAMES = {"masks": "_cp_masks.tif", "flows": "_cp_flows.tif", "outlines": "_cp_output.png"}
+FLOW_CHANNELS = ("dY", "dX", "cellprob")
+
+
+def write_masks(path, masks):
+    """Instance labels as a 16-bit ImageJ TIFF; beyond 65535 cells, 32-bit as Cellpose does."""
+    if masks.max() < 2**16:
+        readers.write_imagej_tiff(path, masks.astype(np.uint16), "YX")
+    else:
+        readers.write_tiff(path, masks.astype(np.uint32))
+
+
 def predict_images(predictor, input_path, output_dir, options):
-    """Segment every image under `input_path`; write NAME_masks.tif (uint16 labels),
-    NAME_flows.tif (float32 [3, H, W]: unit dY, dX and the cell-probability logit) and
-    NAME_outlines.png; returns the paths written."""
-    from biomodels.pipelines import readers
+    """Segment every image under `input_path`; write NAME_cp_masks.tif (uint16 labels, as
+    Cellpose names its predicted masks), NAME_cp_flows.tif (float32 [3, H, W]: unit dY,
+    dX and the cell-probability logit, an ImageJ hyperstack) and NAME_cp_output.png (the
+    outlines over the image); returns the paths written. Cellpose reads none of them as
+    an image or as training masks or flows of a folder (its NAME_masks and NAME_flows)."""
     from biomodels.report import progress_bar
 
     config = predictor.config
@@ -118,10 +134,12 @@ def predict_images(predictor, input_path, output_dir, options):
         image = data.normalise(raw)
         masks, maps = segment(predictor, image, diameter_mean / diameter, options, thresholds)
         stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
-        readers.write_tiff(f"{stem}_masks.tif", masks.astype(np.uint16) if masks.max() < 2**16 else masks)
-        readers.write_tiff(f"{stem}_flows.tif", np.ascontiguousarray(maps.transpose(2, 0, 1), np.float32))
-        readers.write_png(f"{stem}_outlines.png", outlines(image, masks))
-        written += [f"{stem}_masks.tif", f"{stem}_flows.tif", f"{stem}_outlines.png"]
+        names = {kind: f"{stem}{suffix}" for kind, suffix in OUTPUT_NAMES.items()}
+        write_masks(names["masks"], masks)
+        readers.write_imagej_tiff(names["flows"], np.ascontiguousarray(maps.transpose(2, 0, 1), np.float32), "CYX",
+                                  labels=FLOW_CHANNELS)
+        readers.write_png(names["outlines"], outlines(image, masks))
+        written += list(names.values())
         log.info("%s: %d cells", path, int(masks.max()))
         bar.update(done)
     return written
