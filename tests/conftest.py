@@ -151,3 +151,93 @@ def assert_one_line_error(result, *fragments):
 
 def random_volume(shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def assert_served_like_local(task_name, export_path, input_path, tmp_path, options):
+    """Predict `input_path` with the local SavedModel at `export_path`, through TF
+    Serving's REST API (the predict command line) and through its gRPC API, all three
+    with the task's predict `options`; every file written must be the same, floats to
+    1e-5 and everything else exactly. Returns the REST run's output folder."""
+    from biomodels import tasks
+    from biomodels.predictors import GrpcPredictor, SavedModelPredictor
+    from tf_serving_standin import TFServingStandIn
+
+    task = tasks.get(task_name)
+    full = {option.name: option.default for option in task.predict_options} | options
+    parsed = {option.name: option.value(full[option.name]) for option in task.predict_options}
+    local, rest, grpc = tmp_path / "served_local", tmp_path / "served_rest", tmp_path / "served_grpc"
+    for folder in (local, grpc):
+        folder.mkdir()
+    task.predict_files(SavedModelPredictor(str(export_path)), str(input_path), str(local), parsed)
+    flags = [f"--{name}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+             for name, value in options.items()]
+    with TFServingStandIn({task_name: {1: export_path}}) as server:
+        result = run_cli("biomodels.predict", f"--task={task_name}", f"--model={server.rest_url}/v1/models/{task_name}",
+                         f"--input={input_path}", f"--output={rest}", *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        task.predict_files(GrpcPredictor(server.grpc_url, model=task_name), str(input_path), str(grpc), parsed)
+    for other in (rest, grpc):
+        assert sorted(os.listdir(other)) == sorted(os.listdir(local))
+        for name in os.listdir(local):
+            assert_same_file(local / name, other / name)
+    return rest
+
+
+def assert_same_file(expected, found):
+    """The same content by kind of file: arrays (TIFF, MRC, PNG, .npy), tables (CSV),
+    JSON; floats to 1e-5, other values exactly; what names the model (its path or
+    address) is left out."""
+    import csv
+    import json
+
+    import tifffile
+    from PIL import Image
+
+    from biomodels.pipelines import readers
+
+    suffix = expected.suffix.lower()
+    if suffix in (".tif", ".tiff", ".mrc", ".png", ".npy", ".gif"):
+        load = {".tif": tifffile.imread, ".tiff": tifffile.imread, ".npy": np.load,
+                ".mrc": lambda path: readers.read_mrc(str(path)).data}.get(suffix, lambda path: np.asarray(Image.open(path)))
+        assert_same_values(load(expected), load(found), expected.name)
+    elif suffix == ".csv":
+        with open(expected) as a, open(found) as b:
+            rows_a, rows_b = list(csv.reader(a)), list(csv.reader(b))
+        assert len(rows_a) == len(rows_b), expected.name
+        for row_a, row_b in zip(rows_a, rows_b):
+            assert len(row_a) == len(row_b), expected.name
+            for cell_a, cell_b in zip(row_a, row_b):
+                try:
+                    assert abs(float(cell_a) - float(cell_b)) <= 1e-5, (expected.name, cell_a, cell_b)
+                except ValueError:
+                    assert cell_a == cell_b, (expected.name, cell_a, cell_b)
+    elif suffix == ".json":
+        a, b = json.loads(expected.read_text()), json.loads(found.read_text())
+        a.pop("model", None), b.pop("model", None)
+        assert_same_json(a, b, expected.name)
+    else:
+        assert expected.read_bytes() == found.read_bytes(), expected.name
+
+
+def assert_same_values(a, b, name):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, name
+    if np.issubdtype(a.dtype, np.floating):
+        assert np.abs(a.astype(np.float64) - b).max(initial=0.0) <= 1e-5, name
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def assert_same_json(a, b, name):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), name
+        for key in a:
+            assert_same_json(a[key], b[key], f"{name}:{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), name
+        for x, y in zip(a, b):
+            assert_same_json(x, y, name)
+    elif isinstance(a, float):
+        assert abs(a - b) <= 1e-5, (name, a, b)
+    else:
+        assert a == b, (name, a, b)

@@ -12,7 +12,7 @@ from biomodels import config as config_lib
 from biomodels.export.savedmodel import export_saved_model
 from biomodels.pipelines import track_files
 from biomodels.pipelines.synthetic import ccp as synthetic
-from conftest import assert_one_line_error, run_cli, run_without_biomodels
+from conftest import assert_one_line_error, assert_served_like_local, run_cli, run_without_biomodels
 from test_ccp import TINY_CCP
 
 SETS = [arg for item in TINY_CCP for arg in ("--set", item)]
@@ -194,3 +194,11 @@ def test_triage_reads_a_features_only_table_with_the_features_model(tmp_path):
     assert summary["model_kind"] == "features" and summary["threshold"] == 0.2 and summary["tracks"] == 10
     tracks, _ = track_files.read_track_csv(str(table))
     assert len(tracks) == 10
+
+
+@pytest.mark.slow
+def test_served_predictions_equal_the_local_exports(ccp_run, tmp_path):
+    """One output, `probability`: TF Serving's REST answer leaves its name out."""
+    _, _, model_dir, raw, _ = ccp_run
+    rest = assert_served_like_local("ccp", model_dir / "export", raw, tmp_path, {"threshold": 0.5})
+    assert (rest / "triage.csv").exists() and (rest / "cells.csv").exists()

@@ -9,7 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import assert_one_line_error, call_without_biomodels, run_cli, run_reference_script, train_synthetic_run
+from conftest import (assert_one_line_error, assert_served_like_local, call_without_biomodels, run_cli,
+                      run_reference_script, train_synthetic_run)
 
 TINY = ["nbase=4,8,16,32", "crop_size=32", "batch_size=2", "synthetic_images=6", "synthetic_shape=64,64"]
 
@@ -364,3 +365,14 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
     summary = load_description(package, perform_io_checks=True).validation_summary
     errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
     assert summary.status in ("passed", "valid-format"), errors
+
+
+@pytest.mark.slow
+def test_served_predictions_equal_the_local_exports(cellular_run, tmp_path):
+    _, model_dir, _ = cellular_run
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "cells.tif", np.random.default_rng(6).integers(0, 4000, (70, 60), np.uint16))
+    rest = assert_served_like_local("cellular", model_dir / "export", images, tmp_path,
+                                    {"diameter": 24.0, "cellprob_threshold": -100.0, "tile": 64, "overlap": 16})
+    assert (rest / "cells_cp_masks.tif").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from biomodels.pipelines import readers
-from conftest import TINY_CRYOET, assert_one_line_error, run_cli
+from conftest import TINY_CRYOET, assert_one_line_error, assert_served_like_local, run_cli
 
 SETS = [arg for item in TINY_CRYOET for arg in ("--set", item)]
 
@@ -155,3 +155,13 @@ def test_task_options_are_flags_of_that_task_only(tmp_path):
     assert "--flow_threshold" in shown.stdout and "--diameter" in shown.stdout and "--target_recall" not in shown.stdout
     shown = run_cli("biomodels.evaluate", "--task=cellular", "--help")
     assert "--min_size" in shown.stdout and "--tile" not in shown.stdout
+
+
+@pytest.mark.slow
+def test_served_predictions_equal_the_local_exports(trained_run, tmp_path):
+    _, _, model_dir, _ = trained_run
+    volume = np.random.default_rng(5).normal(size=(2, 40, 56)).astype(np.float32)
+    readers.write_mrc(str(tmp_path / "tomo.mrc"), volume, voxel_size=(21.0, 21.0, 21.0))
+    rest = assert_served_like_local("cryoet", model_dir / "export", tmp_path / "tomo.mrc", tmp_path,
+                                    {"tile": 32, "overlap": 8, "probabilities": True})
+    assert (rest / "tomo_labels.mrc").exists() and (rest / "tomo_ribosome.mrc").exists()

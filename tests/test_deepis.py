@@ -13,7 +13,7 @@ from biomodels import config as config_lib
 from biomodels.errors import InputError
 from biomodels.ops.distance import labels_from_distance, signed_distance, synapse_mask
 from biomodels.pipelines import readers
-from conftest import assert_one_line_error, run_cli, run_without_biomodels, train_synthetic_run
+from conftest import assert_one_line_error, assert_served_like_local, run_cli, run_without_biomodels, train_synthetic_run
 
 TINY_DEEPIS = ["widths=4,4,8,8,8", "gcn_kernels=1,3,3,3,3", "crop=16,32,32", "synthetic_shape=16,32,32",
                "synthetic_volumes=4", "batch_size=1"]
@@ -249,3 +249,13 @@ def test_export_matches_keras_in_a_fresh_process(tmp_path, deepis_task, tiny_dee
     direct = np.asarray(model(padded, training=False))[0, :18, :20, :30, 0]
     np.testing.assert_allclose(served["distance"][0], direct, atol=1e-4)
     np.testing.assert_array_equal(served["labels"][0], labels_from_distance(served["distance"][0]))
+
+
+@pytest.mark.slow
+def test_served_predictions_equal_the_local_exports(deepis_run, tmp_path):
+    from biomodels.pipelines.synthetic import deepis as synthetic
+
+    model_dir, _ = deepis_run
+    [path] = synthetic.write_dataset(str(tmp_path / "raw"), 1, seed=4, shape=(16, 40, 36))
+    rest = assert_served_like_local("deepis", model_dir / "export", path, tmp_path, {"tile": "16,32,32"})
+    assert (rest / "cells_000_synapse.tif").exists()

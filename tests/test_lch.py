@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from biomodels.errors import ConfigError, InputError
-from conftest import assert_one_line_error, call_without_biomodels, run_cli, train_synthetic_run
+from conftest import assert_one_line_error, assert_served_like_local, call_without_biomodels, run_cli, train_synthetic_run
 
 TINY_LCH = ["image_size=32", "filters=8,16,32", "latent_dim=8", "discriminator_units=16,16,8", "batch_size=8",
             "synthetic_cells=48", "synthetic_cell_lines=4"]
@@ -427,3 +427,15 @@ def test_serving_layout_warmup_and_bioimageio(tmp_path, lch_task, tiny_lch_confi
     summary = load_description(package, perform_io_checks=True).validation_summary
     errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
     assert summary.status in ("passed", "valid-format"), errors
+
+
+@pytest.mark.slow
+def test_served_predictions_equal_the_local_exports(lch_run, tmp_path):
+    """`encode` and `classify` have one output each: TF Serving's REST answer leaves its name out."""
+    from biomodels.pipelines.synthetic import lch as synthetic
+
+    model_dir, _ = lch_run
+    synthetic.write_dataset(str(tmp_path / "crops"), 8, 5, 4)
+    rest = assert_served_like_local("lch", model_dir / "export", tmp_path / "crops", tmp_path, {"batch_size": 3})
+    header = (rest / "embeddings.csv").read_text().splitlines()[0]
+    assert header.endswith("probability_high") and (rest / "embeddings.csv").read_text().count("\n") == 9

@@ -38,6 +38,9 @@ class DeepISTask(Task):
     predict_options = (
         Option("voxel_size", "string", None, "Voxel size x,y,z in µm (or one number) when the files do not say; puts "
                                              "the report in µm³ and µm².", parse=outputs.parse_voxel_size),
+        Option("tile", "string", None, "Tile z,y,x in voxels, blended with a quarter overlap (default: the run's "
+                                       "training crop; 32,64,64 for a served model, which does not say).",
+               parse=outputs.parse_tile),
     )
 
     @classmethod

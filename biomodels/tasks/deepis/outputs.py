@@ -29,6 +29,19 @@ def parse_voxel_size(text):
     return values
 
 
+def parse_tile(text):
+    """(z, y, x) tile size from 'z,y,x'; None for None."""
+    if not text:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 4:
+        raise ConfigError(f"--tile={text}: expected z,y,x in voxels, each at least 4")
+    return values
+
+
 def analyze_synapse(distance, voxel_size=None):
     """{"labels": 0/1/2 uint8, "synapse": bool, "report": dict} from a signed distance
     volume (Z, Y, X); `voxel_size` (x, y, z) in µm puts the report in µm³ and µm²."""
@@ -62,7 +75,7 @@ def predict_volumes(predictor, input_path, output_dir, options):
     paths = volume_paths(input_path)
     if not paths:
         raise InputError(input_path, "no .tif or .mat volumes in this directory")
-    crop = tuple(predictor.config.get("crop") or DeepISConfig.crop)
+    crop = options.get("tile") or tuple(predictor.config.get("crop") or DeepISConfig.crop)
     written = []
     bar = progress_bar(len(paths), "volumes")
     for done, path in enumerate(paths, start=1):

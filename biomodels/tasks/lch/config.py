@@ -44,6 +44,6 @@ def presets():
     }
 
 
-def latent_columns(config):
-    """The names of the code's components: z0, z1, …"""
-    return [f"z{index}" for index in range(config.latent_dim)]
+def latent_columns(latent_dim):
+    """The names of a code's `latent_dim` components: z0, z1, …"""
+    return [f"z{index}" for index in range(latent_dim)]

@@ -70,7 +70,8 @@ def write_embeddings(predictor, config, paths, crops, output_dir, options):
     path = os.path.join(output_dir, "embeddings.csv")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", *fields, *latent_columns(config), "probability_high"])
+        # the codes' own width: a served model's configuration is not known
+        writer.writerow(["file", *fields, *latent_columns(codes.shape[1]), "probability_high"])
         for index, file in enumerate(paths):
             probability = "" if probabilities is None else f"{probabilities[index]:.6f}"
             writer.writerow([os.path.basename(file), *(metadata[index][name] for name in fields),

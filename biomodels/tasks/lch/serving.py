@@ -65,5 +65,5 @@ def bioimageio_description(config, pixel_size=None):
             "axes": [{"type": "batch"}, *space_axes("micrometer", pixel_size, minimum=16, step=1),
                      {"type": "channel", "channel_names": ["gray"]}],
         }],
-        "outputs": [{"id": "latent", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": latent_columns(config)}]}],
+        "outputs": [{"id": "latent", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": latent_columns(config.latent_dim)}]}],
     }
