@@ -28,6 +28,8 @@ setup(
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-serving-api>=2.21,<2.22", "bioimageio.spec>=0.5.4"],
+        # bioimageio.core 0.11 (the model zoo's own test) pulls bioimageio.spec 0.5.12, which fails with pydantic 2.14
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-serving-api>=2.21,<2.22", "bioimageio.core==0.11.0",
+                 "pydantic==2.13.5"],
     },
 )

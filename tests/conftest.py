@@ -241,3 +241,20 @@ def assert_same_json(a, b, name):
         assert abs(a - b) <= 1e-5, (name, a, b)
     else:
         assert a == b, (name, a, b)
+
+
+def assert_bioimageio_core_passes(package, seeds=(1,)):
+    """bioimage.io's own test of `package` (bioimageio.core 0.11, what the model zoo
+    runs) passes in a fresh process under each hash seed, and its `predict` on the test
+    input gives the test output."""
+    import json
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bioimageio_core_check.py")
+    for seed in seeds:
+        env = dict(os.environ, PYTHONHASHSEED=str(seed), TF_CPP_MIN_LOG_LEVEL="2")
+        result = subprocess.run([sys.executable, script, str(package)], capture_output=True, text=True, env=env,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["status"] == "passed", (seed, report["failures"])
+        assert report["output_shape"] == report["expected_shape"] and report["max_difference"] < 1e-4, (seed, report)

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import (assert_one_line_error, assert_served_like_local, call_without_biomodels, run_cli,
-                      run_reference_script, train_synthetic_run)
+from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local,
+                      call_without_biomodels, run_cli, run_reference_script, train_synthetic_run)
 
 TINY = ["nbase=4,8,16,32", "crop_size=32", "batch_size=2", "synthetic_images=6", "synthetic_shape=64,64"]
 
@@ -360,11 +360,21 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
         assert outputs["flows"].shape[1:] == (32, 32, 2) and np.isfinite(outputs["cellprob"].numpy()).all()
     package = write_package(task, path, config, str(tmp_path / "1.bioimageio.zip"))
     with zipfile.ZipFile(package) as archive:
-        assert {"test_input_images.npy", "test_output_flows.npy", "test_output_style.npy"} <= set(archive.namelist())
-        assert np.load(archive.open("test_output_cellprob.npy")).max() < 0
+        assert {"test_input_images.npy", "test_output_maps.npy"} <= set(archive.namelist())
+        maps = np.load(archive.open("test_output_maps.npy"))
+        assert maps.shape == (1, 32, 32, 3) and maps[..., 2].max() < 0  # dY, dX, cellprob
     summary = load_description(package, perform_io_checks=True).validation_summary
     errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
     assert summary.status in ("passed", "valid-format"), errors
+
+
+@pytest.mark.slow
+def test_package_of_a_trained_run_passes_bioimageios_own_test(cellular_run, tmp_path):
+    _, model_dir, _ = cellular_run
+    result = run_cli("biomodels.export", "--task=cellular", f"--model_dir={model_dir}", f"--export_dir={tmp_path}",
+                     "--bioimageio", "--warmup=0")
+    assert result.returncode == 0, result.stderr
+    assert_bioimageio_core_passes(tmp_path / "cellular" / "1.bioimageio.zip", seeds=(2,))
 
 
 @pytest.mark.slow

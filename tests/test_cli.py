@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from biomodels.pipelines import readers
-from conftest import TINY_CRYOET, assert_one_line_error, assert_served_like_local, run_cli
+from conftest import TINY_CRYOET, assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local, run_cli
 
 SETS = [arg for item in TINY_CRYOET for arg in ("--set", item)]
 
@@ -67,6 +67,7 @@ def test_evaluate_export_and_predict(trained_run, tmp_path):
     with zipfile.ZipFile(export_dir / "cryoet" / "2.bioimageio.zip") as archive:
         rdf = json.loads(archive.read("rdf.yaml"))
     assert rdf["inputs"][0]["axes"][1]["scale"] == 20.0  # the synthetic tomograms' 2 nm voxels, in ångström
+    assert_bioimageio_core_passes(export_dir / "cryoet" / "2.bioimageio.zip", seeds=(3,))
     assert "cryoet" in (export_dir / "models.config").read_text()
 
     volume = np.random.default_rng(0).normal(size=(3, 40, 72)).astype(np.float32)

@@ -13,7 +13,8 @@ from biomodels import config as config_lib
 from biomodels.errors import InputError
 from biomodels.ops.distance import labels_from_distance, signed_distance, synapse_mask
 from biomodels.pipelines import readers
-from conftest import assert_one_line_error, assert_served_like_local, run_cli, run_without_biomodels, train_synthetic_run
+from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local, run_cli,
+                      run_without_biomodels, train_synthetic_run)
 
 TINY_DEEPIS = ["widths=4,4,8,8,8", "gcn_kernels=1,3,3,3,3", "crop=16,32,32", "synthetic_shape=16,32,32",
                "synthetic_volumes=4", "batch_size=1"]
@@ -259,3 +260,24 @@ def test_served_predictions_equal_the_local_exports(deepis_run, tmp_path):
     [path] = synthetic.write_dataset(str(tmp_path / "raw"), 1, seed=4, shape=(16, 40, 36))
     rest = assert_served_like_local("deepis", model_dir / "export", path, tmp_path, {"tile": "16,32,32"})
     assert (rest / "cells_000_synapse.tif").exists()
+
+
+@pytest.mark.slow
+def test_bioimageio_package_passes_bioimageios_own_test(deepis_run, tmp_path):
+    """Made by the export command from a trained run; its test input is a synthetic cell
+    pair (on the medium alone the distance is all but zero, which the validator refuses)."""
+    import zipfile
+
+    model_dir, _ = deepis_run
+    result = run_cli("biomodels.export", "--task=deepis", f"--model_dir={model_dir}", f"--export_dir={tmp_path}",
+                     "--bioimageio", "--warmup=0")
+    assert result.returncode == 0, result.stderr
+    package = tmp_path / "deepis" / "1.bioimageio.zip"
+    with zipfile.ZipFile(package) as archive:
+        rdf = json.loads(archive.read("rdf.yaml"))
+        distance = np.load(archive.open("test_output_distance.npy"))
+    assert [axis["id"] for axis in rdf["inputs"][0]["axes"][1:4]] == ["z", "y", "x"]
+    assert rdf["inputs"][0]["axes"][1]["scale"] == pytest.approx(0.2185)  # the synthetic volumes' voxels, in µm
+    assert distance.shape == (1, 16, 32, 32) and np.abs(distance).max() > 1e-3
+    assert_bioimageio_core_passes(package, seeds=(4,))
+

@@ -29,20 +29,25 @@ PROJECT_AUTHORS = [{"name": "biomodels contributors"}]
 
 
 def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, license_id="CC-BY-4.0"):
-    """Write `zip_path` (…/<version>.bioimageio.zip) for the SavedModel in `saved_model_dir`."""
+    """Write `zip_path` (…/<version>.bioimageio.zip) for the SavedModel in `saved_model_dir`:
+    the package holds a SavedModel of its own whose `serving_default` answers the ONE
+    output its rdf describes (`Task.bioimageio_output`), since bioimageio.core's
+    TensorFlow adapter matches a signature's outputs to the rdf by position, in an order
+    that changes with the process's hash seed."""
     import tensorflow as tf
 
     description = task.bioimageio_description(config, pixel_size)
-    signature, inputs = task.warmup_inputs(config)[0]
-    inputs = {name: value[:1] for name, value in inputs.items()}
-    loaded = tf.saved_model.load(saved_model_dir)
-    outputs = {name: value.numpy() for name, value in loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    [input_tensor], [output_tensor] = description["inputs"], description["outputs"]
+    input_name, test_input = task.bioimageio_test_input(config)
     with tempfile.TemporaryDirectory() as staging:
-        for tensor in description["inputs"]:
-            tensor["test_tensor"] = {"source": _save(staging, f"test_input_{tensor['id']}.npy", inputs[tensor["id"]])}
-        for tensor in description["outputs"]:
-            tensor["test_tensor"] = {"source": _save(staging, f"test_output_{tensor['id']}.npy", outputs[tensor["id"]])}
-        weights = shutil.make_archive(os.path.join(staging, "saved_model"), "zip", saved_model_dir)
+        packaged = os.path.join(staging, "saved_model")
+        _save_one_output_model(task, saved_model_dir, packaged, output_tensor["id"])
+        output = tf.saved_model.load(packaged).signatures["serving_default"](**{input_name: tf.constant(test_input)})
+        output = output[output_tensor["id"]].numpy()
+        input_tensor["test_tensor"] = {"source": _save(staging, f"test_input_{input_tensor['id']}.npy", test_input)}
+        output_tensor["test_tensor"] = {"source": _save(staging, f"test_output_{output_tensor['id']}.npy", output)}
+        weights = shutil.make_archive(packaged, "zip", packaged)
+        shutil.rmtree(packaged)
         with open(os.path.join(staging, "README.md"), "w") as handle:
             handle.write(_documentation(task, description))
         rdf = {
@@ -52,7 +57,7 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
             "license": license_id,
             "documentation": "README.md",
             **description,
-            "config": {"bioimageio": {"reproducibility_tolerance": reproducibility_tolerances(outputs)}},
+            "config": {"bioimageio": {"reproducibility_tolerance": reproducibility_tolerances({output_tensor["id"]: output})}},
             "weights": {"tensorflow_saved_model_bundle": {"source": os.path.basename(weights), "tensorflow_version": tf.__version__}},
         }
         with open(os.path.join(staging, "rdf.yaml"), "w") as handle:
@@ -63,8 +68,26 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
     return zip_path
 
 
-def space_axes(unit, pixel_size=None, minimum=None, step=None, like=None):
-    """The y and x space axes of an rdf tensor, in `unit` scaled by `pixel_size` (1 when
+def _save_one_output_model(task, saved_model_dir, path, output_id):
+    """A SavedModel at `path` whose serving_default takes the export's one input and
+    answers {output_id: task.bioimageio_output(the export's outputs)}."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    serve = loaded.signatures["serving_default"]
+    [(input_name, spec)] = serve.structured_input_signature[1].items()
+
+    @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=input_name)])
+    def packaged(x):
+        return {output_id: task.bioimageio_output(serve(**{input_name: x}))}
+
+    module = tf.Module()
+    module.exported = loaded
+    tf.saved_model.save(module, path, signatures={"serving_default": packaged.get_concrete_function()})
+
+
+def space_axes(unit, pixel_size=None, minimum=None, step=None, like=None, ids=("y", "x")):
+    """The space axes `ids` of an rdf tensor, in `unit` scaled by `pixel_size` (1 when
     unknown): of any size from `minimum` in steps of `step`, or, for an output, the size
     of the input tensor `like`."""
 
@@ -72,7 +95,7 @@ def space_axes(unit, pixel_size=None, minimum=None, step=None, like=None):
         size = {"tensor_id": like, "axis_id": axis_id} if like else {"min": minimum, "step": step}
         return {"type": "space", "id": axis_id, "size": size, "unit": unit, "scale": float(pixel_size or 1.0)}
 
-    return [axis("y"), axis("x")]
+    return [axis(axis_id) for axis_id in ids]
 
 
 def reproducibility_tolerances(outputs):

@@ -188,9 +188,24 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def bioimageio_description(self, config, pixel_size=None):
-        """The bioimage.io rdf fields of this task's `serving_default` model: name,
-        description, tags, cite, and inputs/outputs with their axes (ids as in the
-        signature, without test tensors); `pixel_size` scales the space axes."""
+        """The bioimage.io rdf fields of this task's package: name, description, tags,
+        cite, one input (named as in `serving_default`) and ONE output (what
+        `bioimageio_output` gives) with their axes, without test tensors; `pixel_size`
+        scales the space axes."""
+
+    def bioimageio_test_input(self, config):
+        """(input name, array with a batch of 1) from which a bioimage.io package's test
+        tensors are computed: the first warm-up input unless the task needs a realistic
+        one (the validator refuses outputs that are all but zero)."""
+        _, inputs = self.warmup_inputs(config)[0]
+        [(name, value)] = inputs.items()
+        return name, value[:1]
+
+    def bioimageio_output(self, outputs):
+        """The one tensor a bioimage.io package answers, from `serving_default`'s outputs
+        (TensorFlow tensors by name): by default its only output."""
+        [value] = outputs.values()
+        return value
 
     @abc.abstractmethod
     def predict_files(self, predictor, input_path, output_dir, options):

@@ -147,6 +147,9 @@ class CellularTask(Task):
     def bioimageio_description(self, config, pixel_size=None):
         return serving.bioimageio_description(config, pixel_size)
 
+    def bioimageio_output(self, outputs):
+        return serving.bioimageio_output(outputs)
+
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.predict_images(predictor, input_path, output_dir, options)
 

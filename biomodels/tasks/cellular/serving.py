@@ -2,7 +2,7 @@
 intensity scale (normalised and padded in the graph) and answers unit flows, the
 cell-probability logits and the style vector; `normalised` does the same for images
 already normalised (what tiled prediction sends); warm-up inputs; the bioimage.io
-description."""
+description and output."""
 
 import numpy as np
 
@@ -54,8 +54,8 @@ def bioimageio_description(config, pixel_size=None):
     names = ["cytoplasm", "nucleus"][:len(config.channels)]
     return {
         "name": "biomodels cellular Cellpose network",
-        "description": "Cellpose's CPnet: flows to each cell's centre and a cell-probability logit, from which "
-                       "biomodels.ops.flows.masks_from_flows builds instance masks.",
+        "description": "Cellpose's CPnet: flows to each cell's centre and a cell-probability logit (channels "
+                       "dY, dX, cellprob), from which biomodels.ops.flows.masks_from_flows builds instance masks.",
         "tags": ["cell-segmentation", "instance-segmentation", "cellpose", "fluorescence", "2d", "tensorflow", "biomodels"],
         "cite": [
             {"text": "Stringer et al., Cellpose: a generalist algorithm for cellular segmentation, Nature Methods 18, "
@@ -71,10 +71,15 @@ def bioimageio_description(config, pixel_size=None):
                                                                "max_percentile": 99.0}}],
         }],
         "outputs": [
-            {"id": "flows", "axes": [{"type": "batch"}, *like_input,
-                                     {"type": "channel", "channel_names": ["dy", "dx"]}]},
-            {"id": "cellprob", "axes": [{"type": "batch"}, *like_input]},
-            {"id": "style", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": [
-                f"style{i}" for i in range(config.nbase[-1])]}]},
+            {"id": "maps", "description": "unit flows towards each cell's centre (dY, dX) and the cell-probability "
+                                          "logit, the channels of Cellpose's own network output",
+             "axes": [{"type": "batch"}, *like_input, {"type": "channel", "channel_names": ["dy", "dx", "cellprob"]}]},
         ],
     }
+
+
+def bioimageio_output(outputs):
+    """The package answers one tensor, [dY, dX, cell-probability logit] per pixel."""
+    import tensorflow as tf
+
+    return tf.concat([outputs["flows"], outputs["cellprob"][..., tf.newaxis]], axis=-1)

@@ -1,6 +1,6 @@
 """cryoet's exported signatures: `serving_default` takes slices of any size and
 intensity scale (standardised and padded in the graph) and answers per-class
-probabilities and labels; warm-up inputs; the bioimage.io description."""
+probabilities and labels; warm-up inputs; the bioimage.io description and output."""
 
 import numpy as np
 
@@ -53,8 +53,12 @@ def bioimageio_description(config, pixel_size=None):
             "preprocessing": [{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x", "channel"]}}],
         }],
         "outputs": [
-            {"id": "probabilities", "axes": [{"type": "batch"}, *like_input,
-                                             {"type": "channel", "channel_names": list(CLASS_NAMES)}]},
-            {"id": "labels", "axes": [{"type": "batch"}, *like_input], "data": {"type": "int32"}},
+            {"id": "probabilities", "description": "per-class probabilities; the label of a pixel is their argmax",
+             "axes": [{"type": "batch"}, *like_input, {"type": "channel", "channel_names": list(CLASS_NAMES)}]},
         ],
     }
+
+
+def bioimageio_output(outputs):
+    """The package answers the probabilities (the labels are their argmax)."""
+    return outputs["probabilities"]

@@ -123,6 +123,12 @@ class DeepISTask(Task):
     def bioimageio_description(self, config, pixel_size=None):
         return serving.bioimageio_description(config, pixel_size)
 
+    def bioimageio_test_input(self, config):
+        return serving.bioimageio_test_input(config)
+
+    def bioimageio_output(self, outputs):
+        return serving.bioimageio_output(outputs)
+
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.predict_volumes(predictor, input_path, output_dir, options)
 

@@ -1,10 +1,9 @@
 """deepis's exported signature: `serving_default` takes RI volumes of any size (padded to
 the network's multiple in the graph) and answers the signed distance and the 0/1/2 labels;
-warm-up inputs."""
+warm-up inputs; the bioimage.io description, test input and output."""
 
 import numpy as np
 
-from biomodels.errors import ConfigError
 from biomodels.tasks.deepis.data import preprocess
 
 
@@ -31,4 +30,43 @@ def warmup_inputs(config):
 
 
 def bioimageio_description(config, pixel_size=None):
-    raise ConfigError("deepis is exported for TF Serving; a bioimage.io package of it is not made yet")
+    """Space axes in micrometres (the TIFF voxel size of the training volumes)."""
+    from biomodels.export.bioimageio import space_axes
+    from biomodels.models import DeepISNet
+
+    multiple = DeepISNet.size_multiple
+    zyx = ("z", "y", "x")
+    return {
+        "name": "biomodels deepis ResNet-GCN U-Net",
+        "description": "3-D U-Net (ResNet encoder, Global Convolutional Network skips) that maps a refractive-index "
+                       "tomogram to a signed distance: positive inside the CAR-T cell, negative inside its target "
+                       "cell, zero in the medium, in voxels; |distance| > 0.5 gives the two cells.",
+        "tags": ["refractive-index", "holotomography", "immunological-synapse", "instance-segmentation", "3d",
+                 "tensorflow", "biomodels"],
+        "cite": [{"text": "Lee, Lee, Song et al., DeepIS: deep learning framework for three-dimensional label-free "
+                          "tracking of immunological synapses between cells, eLife 9, e49023 (2020)",
+                  "doi": "10.7554/eLife.49023"}],
+        "inputs": [{
+            "id": "volumes", "description": f"refractive index (medium {config.medium_index}); normalised in the model "
+                                            f"as (RI - {config.medium_index}) / {config.ri_scale}",
+            "axes": [{"type": "batch"}, *space_axes("micrometer", pixel_size, minimum=multiple, step=multiple, ids=zyx),
+                     {"type": "channel", "channel_names": ["refractive_index"]}],
+        }],
+        "outputs": [{"id": "distance", "description": "signed distance in voxels: CAR-T > 0, target < 0, medium 0",
+                     "axes": [{"type": "batch"}, *space_axes("micrometer", pixel_size, like="volumes", ids=zyx)]}],
+    }
+
+
+def bioimageio_test_input(config):
+    """A synthetic tomogram of a CAR-T cell against its target at the training crop's
+    size: on the medium alone the distance would be all but zero, which the validator
+    refuses as a test output."""
+    from biomodels.pipelines.synthetic import deepis as synthetic
+
+    volume, _ = synthetic.volume(np.random.default_rng(0), tuple(config.crop))
+    return "volumes", volume[None, ..., None]
+
+
+def bioimageio_output(outputs):
+    """The package answers the signed distance (the labels are its thresholds)."""
+    return outputs["distance"]
