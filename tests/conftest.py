@@ -258,3 +258,11 @@ def assert_bioimageio_core_passes(package, seeds=(1,)):
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["status"] == "passed", (seed, report["failures"])
         assert report["output_shape"] == report["expected_shape"] and report["max_difference"] < 1e-4, (seed, report)
+
+
+def export_package(task_name, model_dir, export_dir):
+    """The bioimage.io package the export command writes for a trained run."""
+    result = run_cli("biomodels.export", f"--task={task_name}", f"--model_dir={model_dir}", f"--export_dir={export_dir}",
+                     "--bioimageio", "--warmup=0")
+    assert result.returncode == 0, result.stderr
+    return export_dir / task_name / "1.bioimageio.zip"

@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local,
-                      call_without_biomodels, run_cli, run_reference_script, train_synthetic_run)
+                      call_without_biomodels, export_package, run_cli, run_reference_script, train_synthetic_run)
 
 TINY = ["nbase=4,8,16,32", "crop_size=32", "batch_size=2", "synthetic_images=6", "synthetic_shape=64,64"]
 
@@ -371,10 +371,7 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
 @pytest.mark.slow
 def test_package_of_a_trained_run_passes_bioimageios_own_test(cellular_run, tmp_path):
     _, model_dir, _ = cellular_run
-    result = run_cli("biomodels.export", "--task=cellular", f"--model_dir={model_dir}", f"--export_dir={tmp_path}",
-                     "--bioimageio", "--warmup=0")
-    assert result.returncode == 0, result.stderr
-    assert_bioimageio_core_passes(tmp_path / "cellular" / "1.bioimageio.zip", seeds=(2,))
+    assert_bioimageio_core_passes(export_package("cellular", model_dir, tmp_path), seeds=(2,))
 
 
 @pytest.mark.slow

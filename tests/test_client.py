@@ -1,7 +1,6 @@
 """The REST and gRPC predictors against stand-in servers on 127.0.0.1 that follow TF
 Serving's documented REST and gRPC interfaces, backed by a real exported SavedModel."""
 
-import base64
 import json
 import socket
 
@@ -16,33 +15,12 @@ from biomodels.predictors.tf_serving import rest_request
 from biomodels.models import CryoETUNet
 from biomodels.pipelines import readers
 from conftest import run_cli
-from tf_serving_standin import TFServingStandIn
+from tf_serving_standin import TFServingStandIn, rest_inputs
 
 
 def decode_rest_json(body):
-    """TF Serving's JSON-to-tensor rules: columnar `inputs` (a dict of named values, or
-    one bare value) or row `instances` (a list of values, or of dicts by input name);
-    {"b64": ...} objects are binary strings."""
-
-    def tensor(value):
-        array = np.asarray(_unwrap_b64(value))
-        return array.astype(np.float32) if array.dtype.kind == "f" else array
-
-    if "inputs" in body:
-        inputs = body["inputs"]
-        return {name: tensor(value) for name, value in inputs.items()} if isinstance(inputs, dict) else {"inputs": tensor(inputs)}
-    instances = body["instances"]
-    if instances and isinstance(instances[0], dict) and "b64" not in instances[0]:
-        return {name: tensor([row[name] for row in instances]) for name in instances[0]}
-    return {"inputs": tensor(instances)}
-
-
-def _unwrap_b64(value):
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        return base64.b64decode(value["b64"])
-    if isinstance(value, list):
-        return [_unwrap_b64(item) for item in value]
-    return value
+    """The stand-in server's reading of a :predict body, as arrays."""
+    return {name: np.asarray(value) for name, value in rest_inputs(body, lambda: "inputs").items()}
 
 
 def test_rest_json_round_trip_columnar_row_and_b64():

@@ -13,8 +13,8 @@ from biomodels import config as config_lib
 from biomodels.errors import InputError
 from biomodels.ops.distance import labels_from_distance, signed_distance, synapse_mask
 from biomodels.pipelines import readers
-from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local, run_cli,
-                      run_without_biomodels, train_synthetic_run)
+from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local, export_package,
+                      run_cli, run_without_biomodels, train_synthetic_run)
 
 TINY_DEEPIS = ["widths=4,4,8,8,8", "gcn_kernels=1,3,3,3,3", "crop=16,32,32", "synthetic_shape=16,32,32",
                "synthetic_volumes=4", "batch_size=1"]
@@ -269,10 +269,7 @@ def test_bioimageio_package_passes_bioimageios_own_test(deepis_run, tmp_path):
     import zipfile
 
     model_dir, _ = deepis_run
-    result = run_cli("biomodels.export", "--task=deepis", f"--model_dir={model_dir}", f"--export_dir={tmp_path}",
-                     "--bioimageio", "--warmup=0")
-    assert result.returncode == 0, result.stderr
-    package = tmp_path / "deepis" / "1.bioimageio.zip"
+    package = export_package("deepis", model_dir, tmp_path)
     with zipfile.ZipFile(package) as archive:
         rdf = json.loads(archive.read("rdf.yaml"))
         distance = np.load(archive.open("test_output_distance.npy"))

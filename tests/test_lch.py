@@ -12,7 +12,7 @@ import pytest
 
 from biomodels.errors import ConfigError, InputError
 from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local,
-                      call_without_biomodels, run_cli, train_synthetic_run)
+                      call_without_biomodels, export_package, run_cli, train_synthetic_run)
 
 TINY_LCH = ["image_size=32", "filters=8,16,32", "latent_dim=8", "discriminator_units=16,16,8", "batch_size=8",
             "synthetic_cells=48", "synthetic_cell_lines=4"]
@@ -433,10 +433,7 @@ def test_serving_layout_warmup_and_bioimageio(tmp_path, lch_task, tiny_lch_confi
 @pytest.mark.slow
 def test_package_of_a_trained_run_passes_bioimageios_own_test(lch_run, tmp_path):
     model_dir, _ = lch_run
-    result = run_cli("biomodels.export", "--task=lch", f"--model_dir={model_dir}", f"--export_dir={tmp_path}",
-                     "--bioimageio", "--warmup=0")
-    assert result.returncode == 0, result.stderr
-    assert_bioimageio_core_passes(tmp_path / "lch" / "1.bioimageio.zip", seeds=(3,))
+    assert_bioimageio_core_passes(export_package("lch", model_dir, tmp_path), seeds=(3,))
 
 
 @pytest.mark.slow

@@ -235,33 +235,40 @@ def _metadata_response(name, version, servable):
     return response
 
 
-def rest_predict(servable, signature, request):
-    """The documented answer to a :predict body, row or columnar."""
+def rest_inputs(request, only_input):
+    """{input name: value} of a :predict body by the documented rules: row `instances`
+    (values, or objects by input name) or columnar `inputs` (one value, or an object by
+    name); a bare value is the signature's only input, named by `only_input()`."""
     if "instances" in request:
         instances = request["instances"]
         if instances and isinstance(instances[0], dict) and set(instances[0]) != {"b64"}:
             names = list(instances[0])
             if any(set(row) != set(names) for row in instances):
                 raise BadRequest("Failed to process element: every instance must name the same inputs")
-            inputs = {name: [_decode(row[name]) for row in instances] for name in names}
-        else:
-            inputs = {_only_input(servable, signature): [_decode(row) for row in instances]}
-        outputs = servable.predict(signature, inputs)
+            return {name: [decode_b64(row[name]) for row in instances] for name in names}
+        return {only_input(): [decode_b64(row) for row in instances]}
+    if "inputs" in request:
+        given = request["inputs"]
+        if isinstance(given, dict):
+            return {name: decode_b64(value) for name, value in given.items()}
+        return {only_input(): decode_b64(given)}
+    raise BadRequest("Missing 'inputs' or 'instances' key")
+
+
+def rest_predict(servable, signature, request):
+    """The documented answer to a :predict body, row or columnar."""
+    inputs = rest_inputs(request, lambda: _only_input(servable, signature))
+    outputs = servable.predict(signature, inputs)
+    if "instances" in request:
         if len(outputs) == 1:
             return {"predictions": next(iter(outputs.values())).tolist()}
         sizes = {len(value) for value in outputs.values()}
         if len(sizes) != 1:
             raise BadRequest("Tensors of a row-format answer must share their 0-th dimension")
         return {"predictions": [{name: value[i].tolist() for name, value in outputs.items()} for i in range(sizes.pop())]}
-    if "inputs" in request:
-        given = request["inputs"]
-        inputs = ({name: _decode(value) for name, value in given.items()} if isinstance(given, dict)
-                  else {_only_input(servable, signature): _decode(given)})
-        outputs = servable.predict(signature, inputs)
-        if len(outputs) == 1:
-            return {"outputs": next(iter(outputs.values())).tolist()}
-        return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
-    raise BadRequest("Missing 'inputs' or 'instances' key")
+    if len(outputs) == 1:
+        return {"outputs": next(iter(outputs.values())).tolist()}
+    return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
 
 
 def _only_input(servable, signature):
@@ -271,12 +278,12 @@ def _only_input(servable, signature):
     return inputs[0]
 
 
-def _decode(value):
+def decode_b64(value):
     """{"b64": …} objects become bytes; everything else as JSON gave it."""
     import base64
 
     if isinstance(value, dict) and set(value) == {"b64"}:
         return base64.b64decode(value["b64"])
     if isinstance(value, list):
-        return [_decode(item) for item in value]
+        return [decode_b64(item) for item in value]
     return value

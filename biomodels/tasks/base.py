@@ -38,6 +38,14 @@ class Option:
         return self.parse(given) if self.parse is not None and given is not None else given
 
 
+def comma_numbers(text, cast):
+    """The numbers of '1,2,3' made by `cast`; () when one is not a number."""
+    try:
+        return tuple(cast(part) for part in str(text).split(","))
+    except ValueError:
+        return ()
+
+
 def tiling_options(tile_default):
     """--tile, --overlap and --batch_size for tasks that predict in overlapping tiles;
     `tile_default` says in words what --tile defaults to."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from biomodels.errors import ConfigError, InputError
 from biomodels.pipelines import readers
+from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.cellular import data
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,7 @@ def parse_channels(text, default):
     """(cytoplasm, nucleus) channel indices from '0,1' or '0'; `default` for None."""
     if not text:
         return tuple(default)
-    try:
-        channels = tuple(int(part) for part in str(text).split(","))
-    except ValueError:
-        channels = ()
+    channels = comma_numbers(text, int)
     if not 1 <= len(channels) <= 2 or min(channels) < 0:
         raise ConfigError(f"--channels={text}: expected one or two channel indices from 0, such as 0,1")
     return channels

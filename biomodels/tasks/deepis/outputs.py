@@ -10,6 +10,7 @@ from biomodels.config import write_json_atomic
 from biomodels.errors import ConfigError, InputError
 from biomodels.ops import distance as distance_ops
 from biomodels.pipelines import readers
+from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.deepis.config import DeepISConfig
 from biomodels.tasks.deepis.data import read_study_mat, volume_paths
 
@@ -18,10 +19,7 @@ def parse_voxel_size(text):
     """(x, y, z) in µm from 'x,y,z' or one number for all three; None for None."""
     if not text:
         return None
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
+    values = comma_numbers(text, float)
     if len(values) == 1:
         values = values * 3
     if len(values) != 3 or min(values) <= 0:
@@ -33,10 +31,7 @@ def parse_tile(text):
     """(z, y, x) tile size from 'z,y,x'; None for None."""
     if not text:
         return None
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
+    values = comma_numbers(text, int)
     if len(values) != 3 or min(values) < 4:
         raise ConfigError(f"--tile={text}: expected z,y,x in voxels, each at least 4")
     return values
