@@ -34,7 +34,9 @@ def main():
         for seed in args.seeds.split(","):
             env = dict(os.environ, PYTHONHASHSEED=seed, TF_CPP_MIN_LOG_LEVEL="2")
             start = time.perf_counter()
-            result = subprocess.run([bioimageio, "test", package], capture_output=True, text=True, env=env)
+            # bioimageio.core unzips the weights into ./bioimageio_unzipped_tf_weights: a folder of its own
+            with tempfile.TemporaryDirectory() as cwd:
+                result = subprocess.run([bioimageio, "test", package], capture_output=True, text=True, env=env, cwd=cwd)
             verdict = "passed" if result.returncode == 0 else "FAILED"
             print(f"  PYTHONHASHSEED={seed}: {verdict} ({time.perf_counter() - start:.0f} s)")
             if result.returncode != 0:

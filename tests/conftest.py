@@ -249,14 +249,19 @@ def assert_bioimageio_core_passes(package, seeds=(1,)):
     input gives the test output."""
     import json
 
+    import tempfile
+
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bioimageio_core_check.py")
     for seed in seeds:
         env = dict(os.environ, PYTHONHASHSEED=str(seed), TF_CPP_MIN_LOG_LEVEL="2")
-        result = subprocess.run([sys.executable, script, str(package)], capture_output=True, text=True, env=env,
-                                timeout=600)
+        # bioimageio.core unzips the weights into ./bioimageio_unzipped_tf_weights: a folder of its own per
+        # run, or two test workers load each other's models
+        with tempfile.TemporaryDirectory() as cwd:
+            result = subprocess.run([sys.executable, script, os.path.abspath(package)], capture_output=True, text=True,
+                                    env=env, timeout=600, cwd=cwd)
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
-        assert report["status"] == "passed", (seed, report["failures"])
+        assert report["status"] == "passed", f"hash seed {seed}: " + "; ".join(report["failures"])
         assert report["output_shape"] == report["expected_shape"] and report["max_difference"] < 1e-4, (seed, report)
 
 
