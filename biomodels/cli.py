@@ -18,13 +18,20 @@ EXIT_USER_ERROR = 2
 
 def _requested_verbosity(argv):
     """The --verbosity/-v value on the command line, read before absl parses it."""
+    value = _argument(argv, "--verbosity", "-v")
+    return 0 if value is None else _as_int(value)
+
+
+def _argument(argv, *names):
+    """The value given on the command line to the first of `names` found (as --name=value
+    or --name value), read before absl parses it; None when absent."""
     for i, arg in enumerate(argv):
-        for prefix in ("--verbosity=", "-v="):
-            if arg.startswith(prefix):
-                return _as_int(arg[len(prefix):])
-        if arg in ("--verbosity", "-v") and i + 1 < len(argv):
-            return _as_int(argv[i + 1])
-    return 0
+        for name in names:
+            if arg.startswith(name + "="):
+                return arg[len(name) + 1:]
+            if arg == name and i + 1 < len(argv):
+                return argv[i + 1]
+    return None
 
 
 def _as_int(text):
@@ -73,12 +80,8 @@ def requested_task(argv=None):
     None when absent or unknown (main then says so in one line)."""
     from biomodels import tasks
 
-    argv = sys.argv if argv is None else argv
-    for i, arg in enumerate(argv):
-        name = arg.split("=", 1)[1] if arg.startswith("--task=") else argv[i + 1] if arg == "--task" and i + 1 < len(argv) else None
-        if name is not None:
-            return tasks.get(name) if name in tasks.names() else None
-    return None
+    name = _argument(sys.argv if argv is None else argv, "--task")
+    return tasks.get(name) if name in tasks.names() else None
 
 
 def define_task_options(options):
