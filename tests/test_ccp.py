@@ -216,6 +216,37 @@ def test_reader_errors_name_the_file(tmp_path):
     bad_label.write_text("label,clathrin_0,clathrin_1,auxilin_0,auxilin_1\nmaybe,1,2,3,4\n")
     with pytest.raises(InputError, match="label 'maybe'"):
         track_files.read_track_csv(str(bad_label))
+    for value in ("7", "-3", "0.6"):  # not read as 1 or 0
+        bad_label.write_text(f"label,clathrin_0,clathrin_1,auxilin_0,auxilin_1\n{value},1,2,3,4\n")
+        with pytest.raises(InputError, match=rf"label.csv: line 2: label {value} is not 0 or 1"):
+            track_files.read_track_csv(str(bad_label))
+    for value in ("0", "nan", "-2"):  # no NaN features downstream
+        bad_label.write_text(f"frame_interval_s,clathrin_0,clathrin_1,auxilin_0,auxilin_1\n{value},1,2,3,4\n")
+        with pytest.raises(InputError, match=r"label.csv: line 2: frame interval .* is not a positive number"):
+            track_files.read_track_csv(str(bad_label))
+
+
+def test_damaged_lifetime_data_labels_and_frame_interval(tmp_path):
+    import h5py
+
+    tracks = random_tracks()[:3]
+    path = tmp_path / "lifetimeData.mat"
+    for labels, framerate, problem in (([1, 7, 0], 1.0, r"track 2: label 7 is not 0 or 1"),
+                                       ([1, 0, 1], 0.0, r"framerate: frame interval 0 s"),
+                                       ([1, 0, 1], np.nan, r"framerate: frame interval nan s")):
+        track_writers.write_lifetime_data(str(path), tracks)
+        with h5py.File(path, "r+") as handle:
+            handle["lftData"]["label"] = np.asarray(labels, np.float64)[:, None]
+            del handle["lftData"]["framerate"]
+            handle["lftData"]["framerate"] = np.array([[framerate]])
+        with pytest.raises(InputError, match=problem):
+            track_files.read_lifetime_data(str(path), "c")
+    # a NaN label is no label: the auxilin rule decides
+    track_writers.write_lifetime_data(str(path), tracks)
+    with h5py.File(path, "r+") as handle:
+        handle["lftData"]["label"] = np.array([[1.0], [np.nan], [0.0]])
+    read, _ = track_files.read_lifetime_data(str(path), "c")
+    assert [track.label for track in read] == [1, None, 0]
 
 
 def test_feature_only_csv_trains_only_the_features_model(tmp_path, ccp_task, tiny_ccp_config):

@@ -177,6 +177,18 @@ def test_readers_and_their_errors(tmp_path, deepis_task, tiny_deepis_config):
     scipy.io.savemat(tmp_path / "bad.mat", {"input": ri})
     with pytest.raises(InputError, match="bad.mat: has no 3-D 'target'"):
         read_study_mat(str(tmp_path / "bad.mat"))
+    # new data to predict has no target
+    volume, missing = read_study_mat(str(tmp_path / "bad.mat"), require_target=False)
+    assert missing is None and volume.shape == np.transpose(ri, (2, 0, 1)).shape
+    # damaged as MATLAB files get damaged: cut short, or a 2-D input in a v7.3 file
+    (tmp_path / "cut.mat").write_bytes((tmp_path / "v73.mat").read_bytes()[:1200])
+    with pytest.raises(InputError, match="cut.mat: not a readable MATLAB v7.3 file"):
+        read_study_mat(str(tmp_path / "cut.mat"))
+    with h5py.File(tmp_path / "flat.mat", "w") as handle:
+        handle["input"] = ri[0]
+        handle["target"] = target[0]
+    with pytest.raises(InputError, match="flat.mat: has no 3-D 'input' or 'target'"):
+        read_study_mat(str(tmp_path / "flat.mat"))
 
     readers.write_tiff_volume(str(tmp_path / "a.tif"), ri, (0.2, 0.2, 0.4))
     readers.write_tiff_volume(str(tmp_path / "a_labels.tif"), two_boxes()[:4, :6, :5])

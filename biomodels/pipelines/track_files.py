@@ -170,7 +170,7 @@ def read_lifetime_data(path, cell):
     per_track = {name: fields[name].ravel() for name in ("lifetime_s", "catIdx", "label")
                  if name in fields and fields[name].size == count}
     # cmeAnalysis's "framerate" holds the time between frames in seconds, not a rate
-    frame_interval_s = _scalar(fields.get("framerate", fields.get("frameRate")))
+    frame_interval_s = _frame_interval(path, "framerate", _scalar(fields.get("framerate", fields.get("frameRate"))))
     tracks, skipped = [], collections.Counter()
     for index in range(count):
         frames = _last_finite(amplitude[index, :, 0]) + 1
@@ -184,7 +184,7 @@ def read_lifetime_data(path, cell):
             lifetime_s=lifetime_s, frame_interval_s=frame_interval_s,
             start_buffer=_finite(fields["sbA"][index, :, 0]) if "sbA" in fields and fields["sbA"].ndim == 3 else None,
             end_buffer=_finite(fields["ebA"][index, :, 0]) if "ebA" in fields and fields["ebA"].ndim == 3 else None,
-            label=int(per_track["label"][index]) if "label" in per_track else None,
+            label=_binary_label(path, f"track {index + 1}", per_track["label"][index]) if "label" in per_track else None,
             category=int(per_track["catIdx"][index]) if "catIdx" in per_track else None,
         )
         _keep_or_count(track, tracks, skipped)
@@ -245,7 +245,8 @@ def read_track_csv(path, cell=None):
             cell=row_cell, track_id=row[scalar["track"]].strip() if "track" in scalar else str(line - 1),
             clathrin=cut("clathrin"), auxilin=cut("auxilin"), background=cut("background"),
             auxilin_pval=cut("auxilin_pval"), positions=None if x is None or y is None else np.stack([x, y], axis=1),
-            frame_interval_s=_optional_number(path, line, row, scalar.get("frame_interval_s")),
+            frame_interval_s=_frame_interval(path, f"line {line}",
+                                             _optional_number(path, line, row, scalar.get("frame_interval_s"))),
             lifetime_s=_optional_number(path, line, row, scalar.get("lifetime_s")),
             label=_label(path, line, row[scalar["label"]]) if "label" in scalar else None,
             features=_numbers(path, line, row, feature_columns).astype(np.float32) if has_features else None,
@@ -302,16 +303,33 @@ def _label(path, line, text):
     word = text.strip().lower()
     if word in ("", "nan"):
         return None
-    try:
-        return int(float(word) > 0.5)
-    except ValueError:
-        pass
+    if _is_number(word):
+        return _binary_label(path, f"line {line}", float(word))
     if word not in LABEL_WORDS:
         raise InputError(path, f"line {line}: label {text!r} is not one of 0/1, true/false, aux+/aux-, positive/negative")
     return LABEL_WORDS[word]
 
 
 # -- shared checks -------------------------------------------------------------------------
+def _binary_label(path, where, value):
+    """0 or 1 from a number; NaN means no label (None); anything else is refused."""
+    if np.isnan(value):
+        return None
+    if value not in (0.0, 1.0):
+        raise InputError(path, f"{where}: label {value:g} is not 0 or 1")
+    return int(value)
+
+
+def _frame_interval(path, where, value):
+    """A frame interval in seconds: None when not given, else positive and finite."""
+    if value is None:
+        return None
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(path, f"{where}: frame interval {value:g} s is not a positive number of seconds")
+    return float(value)
+
+
+
 def _keep_or_count(track, tracks, skipped):
     """Append `track`, or count why it is left out."""
     if track.frames < MIN_FRAMES:

@@ -72,18 +72,22 @@ def read_volume_pair(paths, clip):
     return volume, np.clip(distance, -clip, clip).astype(np.float32), voxel_size
 
 
-def read_study_mat(path):
-    """(input, target) of a DeepIS .mat file as Z × Y × X float32 arrays."""
+def read_study_mat(path, require_target=True):
+    """(input, target) of a DeepIS .mat file as Z × Y × X float32 arrays; without
+    `require_target` (new data to predict) the target may be missing and is then None."""
     import h5py
 
     if not os.path.isfile(path):
         raise InputError(path, "no such file")
     arrays = {}
     if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as handle:
-            for key in ("input", "target"):
-                if key in handle:
-                    arrays[key] = np.transpose(np.asarray(handle[key]), (0, 2, 1))  # h5py: slices, columns, rows
+        try:
+            with h5py.File(path, "r") as handle:
+                for key in ("input", "target"):
+                    if key in handle and isinstance(handle[key], h5py.Dataset) and handle[key].ndim == 3:
+                        arrays[key] = np.transpose(np.asarray(handle[key]), (0, 2, 1))  # h5py: slices, columns, rows
+        except (OSError, KeyError, ValueError) as error:
+            raise InputError(path, f"not a readable MATLAB v7.3 file ({str(error).splitlines()[0]})") from None
     else:
         import scipy.io
 
@@ -93,9 +97,11 @@ def read_study_mat(path):
             raise InputError(path, f"not a readable MATLAB file ({str(error).splitlines()[0]})") from None
         arrays = {key: np.transpose(contents[key], (2, 0, 1)) for key in ("input", "target")
                   if key in contents and np.ndim(contents[key]) == 3}
-    missing = [key for key in ("input", "target") if key not in arrays]
+    missing = [key for key in ("input", "target") if key not in arrays and (require_target or key == "input")]
     if missing:
         raise InputError(path, f"has no 3-D {' or '.join(repr(k) for k in missing)} (expected the RI tomogram 'input' and its signed distance 'target')")
+    if "target" not in arrays:
+        return arrays["input"].astype(np.float32), None
     if arrays["input"].shape != arrays["target"].shape:
         raise InputError(path, f"'input' {arrays['input'].shape} and 'target' {arrays['target'].shape} differ in shape")
     readers.require_finite(path, arrays["target"])

@@ -75,7 +75,7 @@ def predict_volumes(predictor, input_path, output_dir, options):
     bar = progress_bar(len(paths), "volumes")
     for done, path in enumerate(paths, start=1):
         if path.lower().endswith(".mat"):
-            volume, voxel_size = read_study_mat(path)[0], None
+            volume, voxel_size = read_study_mat(path, require_target=False)[0], None
         else:
             volume, voxel_size = readers.read_tiff_volume(path)
         readers.require_finite(path, volume)
