@@ -9,6 +9,10 @@ import os
 def atomic_path(path):
     """Yield a temporary path beside `path` (same suffix, so libraries that check it are
     content); it is renamed onto `path` when the block ends without an error."""
+    from biomodels.errors import InputError
+
+    if os.path.isdir(path):
+        raise InputError(path, "is a folder where a file is to be written; move it or choose another output folder")
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     stem, suffix = os.path.splitext(name)

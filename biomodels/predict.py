@@ -13,12 +13,15 @@ import os
 
 def main(argv):
     from biomodels import cli, report, tasks
+    from biomodels.errors import InputError
     from biomodels.pipelines.readers import require_exists
     from biomodels.predictors import open_predictor
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
     require_exists(flags.input)
+    if os.path.exists(flags.output) and not os.path.isdir(flags.output):
+        raise InputError(flags.output, "is a file: --output names the folder predictions are written to")
     predictor = open_predictor(task, flags.model)
     os.makedirs(flags.output, exist_ok=True)
     written = task.predict_files(predictor, flags.input, flags.output, cli.task_option_values(task.predict_options))

@@ -141,6 +141,15 @@ def test_predict_bad_inputs(trained_run, tmp_path):
     assert_one_line_error(result, "nan.mrc", "NaN or Inf")
     assert not (tmp_path / "o" / "nan_labels.mrc").exists()
     assert_one_line_error(run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={tmp_path}"), "config.json", "not found")
+    # an output folder that is a file, and an output file that is a folder
+    volume = np.zeros((1, 16, 16), np.float32)
+    readers.write_mrc(str(tmp_path / "tomo.mrc"), volume)
+    (tmp_path / "taken").write_text("a file")
+    assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'tomo.mrc'}",
+                                  f"--output={tmp_path / 'taken'}"), "taken", "is a file")
+    (tmp_path / "out" / "tomo_labels.mrc").mkdir(parents=True)
+    assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'tomo.mrc'}",
+                                  f"--output={tmp_path / 'out'}"), "tomo_labels.mrc", "is a folder")
 
 
 @pytest.mark.slow

@@ -230,6 +230,9 @@ def test_crop_reading_converts_and_refuses(tmp_path, caplog, lch_task, tiny_lch_
     tifffile.imwrite(tmp_path / "two.tif", np.zeros((256, 256, 2), np.uint8), photometric="minisblack", planarconfig="contig")
     with pytest.raises(InputError, match="two.tif: is not a single-channel image"):
         read_crop(str(tmp_path / "two.tif"))
+    tifffile.imwrite(tmp_path / "empty.tif", np.zeros((0, 0), np.float32))
+    with pytest.raises(InputError, match="empty.tif: is too small for a cell crop"):
+        read_crop(str(tmp_path / "empty.tif"))
     tifffile.imwrite(tmp_path / "bright.tif", np.full((256, 256), 3.0, np.float32))
     with pytest.raises(InputError, match=r"bright.tif: float intensities must lie in \[0, 1\]"):
         read_crop(str(tmp_path / "bright.tif"))

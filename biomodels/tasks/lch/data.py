@@ -137,12 +137,12 @@ def read_crop(path):
         image = image[..., 0]
     if not (image.ndim == 2 or image.ndim == 3 and image.shape[-1] in (3, 4)):
         raise InputError(path, f"is not a single-channel image (shape {image.shape})")
+    if min(image.shape[:2]) < 16:  # before any statistic: an empty image has none
+        raise InputError(path, f"is too small for a cell crop ({image.shape[1]}×{image.shape[0]})")
     scale = _full_scale(path, image)
     if image.ndim == 3:
         log.warning("%s: RGB image converted to gray", path)
         image = image[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    if min(image.shape) < 16:
-        raise InputError(path, f"is too small for a cell crop ({image.shape[1]}×{image.shape[0]})")
     if image.shape != (STUDY_CROP_SIZE, STUDY_CROP_SIZE) and image.shape not in _SIZES_WARNED:
         _SIZES_WARNED.add(image.shape)  # once per size, not once per crop of a folder
         log.warning("%s: %d×%d crop centred and resized (the study's crops are %d×%d; said once per size)", path,
