@@ -124,3 +124,14 @@ def test_synthetic_tomogram_has_every_feature_class():
         assert density.dtype == np.float32 and labels.dtype == np.uint8 and density.shape == labels.shape
         present |= set(np.unique(labels).tolist())
     assert present == set(range(6))
+
+
+def test_extreme_voxels_do_not_overflow_the_statistics():
+    from biomodels.tasks.cryoet.data import normalise_tomogram
+
+    volume = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
+    volume[0, 0, :2] = -3e38  # two damaged voxels near float32's limit
+    normalised, mean, std = normalise_tomogram(volume)
+    assert np.isfinite([mean, std]).all() and np.isfinite(normalised).all()
+    assert normalised.dtype == np.float32 and abs(float(normalised.astype(np.float64).mean())) < 1e-3
+

@@ -77,10 +77,19 @@ def read_source(source, config):
 
 
 def normalise_tomogram(density):
-    """(normalised float32 volume, mean, std) with zero mean and unit variance."""
-    density = density.astype(np.float32)
-    mean, std = float(density.mean()), float(density.std())
-    return (density - mean) / max(std, 1e-6), mean, std
+    """(normalised float32 volume, mean, std) with zero mean and unit variance. The
+    statistics are summed in float64, slice by slice (no float64 copy of the volume): a
+    few voxels near float32's limit (±3e38, as damaged files hold) overflow a float32 sum
+    to infinity and turn every voxel into NaN."""
+    total = squares = 0.0
+    for image in density:
+        image = image.astype(np.float64)
+        total += float(image.sum())
+        squares += float(np.square(image).sum())
+    count = max(1, density.size)
+    mean = total / count
+    std = float(np.sqrt(max(squares / count - mean * mean, 0.0)))
+    return ((density.astype(np.float32) - np.float32(mean)) / np.float32(max(std, 1e-6))), mean, std
 
 
 def _as_slices(path):
