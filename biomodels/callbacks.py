@@ -1,5 +1,6 @@
 """Keras callbacks of a training run: stop on NaN with the place it happened, atomic
-whole-model checkpoints, and validation images in TensorBoard."""
+whole-model checkpoints and the epoch checkpoints a killed run resumes from (neither
+written once the weights stop being finite), and validation images in TensorBoard."""
 
 import csv
 import os
@@ -7,6 +8,7 @@ import os
 import keras
 import numpy as np
 
+from biomodels import run_state
 from biomodels.atomic import atomic_path
 
 
@@ -28,9 +30,25 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochCheckpoint(keras.callbacks.Callback):
+    """At the end of each whole epoch with finite weights, the run's state as run_state.save_epoch
+    writes it: what a rerun of the same command resumes from."""
+
+    def __init__(self, model_dir, first_epoch=0):
+        super().__init__()
+        self.model_dir = model_dir
+        self.last_saved = first_epoch  # epochs held by the newest checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _whole_and_finite(self.model):
+            run_state.save_epoch(self.model, self.model_dir, epoch + 1)
+            self.last_saved = epoch + 1
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Save the whole model at each epoch end, or only when `monitor` improves, through
-    a temporary file and a rename, so a killed run never leaves a half-written file."""
+    a temporary file and a rename, so a killed run never leaves a half-written file.
+    An epoch cut short or weights no longer finite are never saved."""
 
     def __init__(self, path, monitor=None, mode="min", best=None):
         super().__init__()
@@ -44,9 +62,31 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                 return
             if not (value > self.best if self.mode == "max" else value < self.best):
                 return
+        if not _whole_and_finite(self.model):
+            return
+        if self.monitor is not None:
             self.best = value
         with atomic_path(self.path) as tmp:
             self.model.save(tmp)
+
+
+def _whole_and_finite(model):
+    """Whether the epoch ran to its end (StopOnNaN stops it early) with finite weights."""
+    return not model.stop_training and run_state.weights_are_finite(model)
+
+
+def trim_history(history_csv, epochs_done):
+    """Drop CSVLogger's rows of epochs after `epochs_done`: an epoch a killed run logged
+    but did not checkpoint is trained again when the run resumes."""
+    if not os.path.isfile(history_csv):
+        return
+    with open(history_csv, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, [row for row in reader if int(row["epoch"]) < epochs_done]
+    with atomic_path(history_csv) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def best_in_history(history_csv, monitor, mode):

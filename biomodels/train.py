@@ -3,9 +3,12 @@
     python -m biomodels.train --task=cryoet [--data_dir=DIR] [--model_dir=DIR] [--preset=quick|paper] ...
 
 Without --data_dir the task's built-in synthetic data set is prepared once and reused.
-The run directory holds config.json, TensorBoard logs, best.keras and last.keras,
-BackupAndRestore state (the same command resumes a killed run), metrics_test.json,
-log.txt and the SavedModel in export/.
+Without --model_dir the run goes into runs/<task>/<timestamp>, unless an unfinished run
+of the same task, preset, configuration, data and seed is there: then the same command
+continues it from its last whole epoch, to the weights an uninterrupted run would reach.
+The run directory holds config.json, TensorBoard logs, best.keras and last.keras, the
+epoch checkpoints in backup/, metrics_test.json, log.txt, the SavedModel in export/ and,
+once all of that is written, finished.json.
 """
 
 import dataclasses
@@ -16,7 +19,7 @@ import math
 import os
 
 from biomodels import config as config_lib
-from biomodels import runtime
+from biomodels import run_state, runtime
 from biomodels.errors import BiomodelsError, InputError
 from biomodels.pipelines import dataset as dataset_lib
 
@@ -35,6 +38,13 @@ class RunOptions:
     init_from: str = ""
     verbose: str = "auto"
     export: bool = True
+    cache_bytes: int = None  # None: a quarter of the machine's memory
+
+
+def run_record(task, preset, config, data_dir, seed):
+    """The fields of config.json that identify a run (see run_state.run_identity)."""
+    return {"task": task.name, "preset": preset, "config": config_lib.to_dict(config),
+            "data_dir": os.path.abspath(data_dir), "seed": seed}
 
 
 def default_model_dir(task):
@@ -42,13 +52,9 @@ def default_model_dir(task):
     return os.path.join("runs", task.name, stamp)
 
 
-def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick"):
-    """Train, evaluate on test and export; returns the test metrics."""
-    import keras
-
-    from biomodels import callbacks as callbacks_lib
-    from biomodels.report import format_table, say
-
+def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick", lock=None):
+    """Train (or resume), evaluate on test and export; returns the test metrics.
+    `lock` is the run_state.RunLock the caller already holds on model_dir, if any."""
     runtime.seed_everything(options.seed, options.deterministic)
     policy = runtime.set_precision(options.precision)
     strategy = runtime.make_strategy(options.strategy)
@@ -60,12 +66,27 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     # read before anything is written, so a wrong file leaves no run directory behind
     initial_weights = _initial_weights(task, config, options.init_from) if options.init_from else None
     os.makedirs(model_dir, exist_ok=True)
+    lock = lock or run_state.RunLock(model_dir)
+    try:
+        return _train_locked(task, config, data_dir, manifest, model_dir, options, preset, policy, strategy, initial_weights)
+    finally:
+        lock.release()
+
+
+def _train_locked(task, config, data_dir, manifest, model_dir, options, preset, policy, strategy, initial_weights):
+    import keras
+
+    from biomodels import callbacks as callbacks_lib
+    from biomodels.report import format_table, say
+
     _check_resumable(model_dir, task, config)
-    config_lib.write_run_config(model_dir, task, preset, config, {"data_dir": os.path.abspath(data_dir), "precision": policy})
+    if run_state.is_finished(model_dir):
+        raise InputError(model_dir, "holds a finished run; choose a new --model_dir to train again")
+    config_lib.write_run_config(model_dir, task, preset, config,
+                                {"data_dir": os.path.abspath(data_dir), "seed": options.seed, "precision": policy})
 
     train_count = manifest["splits"]["train"]["count"]
     steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(train_count / config.batch_size))
-    train_data = dataset_lib.training_dataset(task, config, data_dir, manifest, config.batch_size, options.seed)
     val_data, val_steps = None, None
     if manifest["splits"]["val"]["count"]:
         val_steps = math.ceil(manifest["splits"]["val"]["count"] / config.batch_size)
@@ -76,16 +97,25 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
             _set_initial_weights(model, initial_weights, options.init_from)
         model.compile(**task.compile_arguments(config, manifest, steps_per_epoch),
                       jit_compile=runtime.jit_compile(options.jit_compile, task))
+        first_epoch = run_state.restore_latest(model, model_dir)
     say(f"Training {task.name} ({model.count_params():,} parameters, {policy}, {strategy.num_replicas_in_sync} replica(s)) "
-        f"for {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}, into {model_dir}")
+        f"for {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}, into {model_dir}"
+        + (f"; resuming after epoch {first_epoch}" if first_epoch else ""))
+    train_data = dataset_lib.training_dataset(task, config, manifest, config.batch_size, options.seed, steps_per_epoch,
+                                              first_epoch, options.cache_bytes)
     nan_guard = callbacks_lib.StopOnNaN()
-    callbacks = _callbacks(task, model_dir, val_data, nan_guard)
-    model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data,
-              validation_steps=val_steps, shuffle=False, callbacks=callbacks, verbose=options.verbose)
+    epoch_checkpoint = callbacks_lib.EpochCheckpoint(model_dir, first_epoch)
+    callbacks = _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint)
+    if first_epoch < config.epochs:
+        model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
+                  validation_data=val_data, validation_steps=val_steps, shuffle=False, callbacks=callbacks,
+                  verbose=options.verbose)
     if nan_guard.stopped_at is not None:
+        kept = (f"last.keras and {run_state.BACKUP_DIR}/ hold the weights after epoch {epoch_checkpoint.last_saved}, the last finite ones"
+                if epoch_checkpoint.last_saved else "no epoch ended with finite weights, so none were saved")
         raise BiomodelsError(
             f"training stopped: the loss became NaN or infinite at epoch {nan_guard.stopped_at[0] + 1}, "
-            f"batch {nan_guard.stopped_at[1]}; lower the learning rate or check the data in {data_dir}"
+            f"batch {nan_guard.stopped_at[1]}; {kept}; lower the learning rate or check the data in {data_dir}"
         )
     best = os.path.join(model_dir, "best.keras")
     if os.path.isfile(best):
@@ -102,6 +132,8 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
         export_dir = replace_saved_model(task, model, config, os.path.join(model_dir, "export"),
                                          {"metrics_test": metrics, "calibration": calibration})
         say(f"Exported the SavedModel to {export_dir}")
+    run_state.mark_finished(model_dir, {"finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                                        "epochs": config.epochs, "metrics_test": metrics})
     return metrics
 
 
@@ -154,18 +186,18 @@ def _set_initial_weights(model, weights, path):
     log.info("initialised weights from %s", path)
 
 
-def _callbacks(task, model_dir, val_data, nan_guard):
+def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint):
     import keras
 
-    from biomodels.callbacks import AtomicCheckpoint, ImageSummary, best_in_history
+    from biomodels.callbacks import AtomicCheckpoint, ImageSummary, best_in_history, trim_history
 
     monitor, mode = task.checkpoint_monitor
     if val_data is None:
         monitor, mode = "loss", "min"
     history = os.path.join(model_dir, "history.csv")
+    trim_history(history, epoch_checkpoint.last_saved)
     callbacks = [
         nan_guard,
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), double_checkpoint=True, delete_checkpoint=False),
         AtomicCheckpoint(os.path.join(model_dir, "last.keras")),
         AtomicCheckpoint(os.path.join(model_dir, "best.keras"), monitor=monitor, mode=mode,
                          best=best_in_history(history, monitor, mode)),
@@ -175,11 +207,12 @@ def _callbacks(task, model_dir, val_data, nan_guard):
     if val_data is not None:
         callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images"),
                                       count=task.summary_examples))
-    return callbacks
+    return callbacks + [epoch_checkpoint]  # last: what it saves, the epoch's other outputs already hold
 
 
 def main(argv):
     from biomodels import cli, prepare, tasks
+    from biomodels.report import say
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
@@ -193,15 +226,23 @@ def main(argv):
     if flags.init_from:
         # without TensorFlow ops: a multi-worker strategy must come first
         task.check_initial_weights(flags.init_from, config)
-    model_dir = flags.model_dir or default_model_dir(task)
+    data_dir = flags.data_dir or prepare.synthetic_dataset(task, config, seed=flags.seed)
+    model_dir, lock = flags.model_dir, None
+    if not model_dir:
+        identity = run_state.run_identity(run_record(task, flags.preset, config, data_dir, flags.seed))
+        model_dir, lock = run_state.find_unfinished(os.path.join("runs", task.name), identity)
+        if model_dir:
+            say(f"Continuing the unfinished run in {model_dir} (same task, preset, configuration, data and seed)")
+        else:
+            model_dir = default_model_dir(task)
     os.makedirs(model_dir, exist_ok=True)
     cli.log_to_file(os.path.join(model_dir, "log.txt"))
-    data_dir = flags.data_dir or prepare.synthetic_dataset(task, config, seed=flags.seed)
     options = RunOptions(
         seed=flags.seed, deterministic=flags.deterministic, precision=flags.precision, strategy=flags.strategy,
         jit_compile=flags.jit_compile, init_from=flags.init_from or "",
+        cache_bytes=None if flags.cache_mb is None else int(flags.cache_mb * 1e6),
     )
-    train(task, config, data_dir, model_dir, options, preset=flags.preset)
+    train(task, config, data_dir, model_dir, options, preset=flags.preset, lock=lock)
 
 
 def define_flags():
@@ -222,6 +263,8 @@ def define_flags():
     flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation; auto: what measured faster for the task.")
     flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
     flags.DEFINE_bool("deterministic", False, "Deterministic kernels: identical runs on CPU.")
+    flags.DEFINE_float("cache_mb", None, "Cache the training split in memory up to this size (MB; default: a quarter "
+                       "of the machine's memory); a larger split is streamed from its shards.", lower_bound=0)
     flags.DEFINE_string("init_from", None, "Start from the weights of a model_dir or .keras file (cellular: also a Cellpose PyTorch checkpoint).")
     flags.mark_flag_as_required("task")
 

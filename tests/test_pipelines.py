@@ -132,7 +132,7 @@ def test_training_dataset_shapes_dtypes_and_seeded_order(prepared_cryoet, cryoet
     manifest = dataset_lib.read_manifest(str(prepared_cryoet))
 
     def first_batches(seed):
-        data = dataset_lib.training_dataset(cryoet_task, tiny_cryoet_config, str(prepared_cryoet), manifest, 4, seed)
+        data = dataset_lib.training_dataset(cryoet_task, tiny_cryoet_config, manifest, 4, seed, steps_per_epoch=3)
         return [(x.numpy(), y.numpy()) for x, y in data.take(2)]
 
     batches = first_batches(3)
@@ -144,6 +144,31 @@ def test_training_dataset_shapes_dtypes_and_seeded_order(prepared_cryoet, cryoet
     for (x1, y1), (x2, y2) in zip(batches, again):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
+
+
+def _batches(data, count):
+    return [x.numpy() for x, _ in data.take(count)]
+
+
+def test_training_epochs_depend_on_seed_and_epoch_alone_cached_or_streamed(prepared_cryoet, cryoet_task,
+                                                                            tiny_cryoet_config):
+    """A run resumed at epoch 2 sees the batches an uninterrupted run sees from epoch 2,
+    whether the split is cached in memory or streamed from its shards."""
+    manifest = dataset_lib.read_manifest(str(prepared_cryoet))
+    config, steps = tiny_cryoet_config, 3
+    whole = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps), 4 * steps)
+    resumed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps, first_epoch=2), 2 * steps)
+    for a, b in zip(whole[2 * steps:], resumed):
+        np.testing.assert_array_equal(a, b)
+    # epochs differ from one another (a new order and new augmentation each epoch)
+    assert not np.array_equal(whole[0], whole[steps])
+    streamed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps, first_epoch=1,
+                                                     cache_bytes=0), 3 * steps)
+    streamed_again = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps, first_epoch=2,
+                                                           cache_bytes=0), 2 * steps)
+    for a, b in zip(streamed[steps:], streamed_again):
+        np.testing.assert_array_equal(a, b)
+    assert streamed[0].shape == whole[0].shape
 
 
 def test_missing_shard_is_reported(prepared_cryoet):

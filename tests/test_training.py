@@ -25,29 +25,70 @@ def test_auto_precision_is_float32_on_cpu_and_jit_follows_the_task(cryoet_task):
     assert runtime.jit_compile("true", cryoet_task) is True
 
 
+KILLED_AFTER_EPOCH = """
+import os, runpy, signal, sys
+from biomodels import callbacks
+save = callbacks.EpochCheckpoint.on_epoch_end
+def save_then_die(self, epoch, logs=None):
+    save(self, epoch, logs)
+    if epoch + 1 == int(os.environ["KILL_AFTER_EPOCH"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+callbacks.EpochCheckpoint.on_epoch_end = save_then_die
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_module("biomodels.train", run_name="__main__")
+"""
+
+
+def _weights(path):
+    import keras
+
+    import biomodels.models  # noqa: F401  registers the custom classes
+
+    return keras.saving.load_model(path).get_weights()
+
+
 @pytest.mark.slow
-def test_a_killed_run_resumes_where_it_stopped(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config, monkeypatch):
-    from biomodels import callbacks
+def test_the_plain_command_resumes_a_killed_run_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    """ccp (dropout and augmentation are random) killed with SIGKILL after epoch 2 of 4,
+    then the same command again: it continues that run and ends where a run never
+    interrupted ends."""
+    from conftest import run_cli
+    from test_ccp import TINY_CCP
 
-    config = _tiny(tiny_cryoet_config)
-    original = callbacks.ImageSummary.on_epoch_end  # the last callback of an epoch
+    sets = [arg for item in TINY_CCP for arg in ("--set", item)]
+    data_dir = tmp_path / "data"
+    result = run_cli("biomodels.prepare", "--task=ccp", f"--output_dir={data_dir}", "--synthetic", "--num_examples=3", *sets)
+    assert result.returncode == 0, result.stderr
+    command = ["--task=ccp", f"--data_dir={data_dir}", "--epochs=4", "--steps_per_epoch=3", "--deterministic", *sets]
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "killed.py").write_text(KILLED_AFTER_EPOCH)
+    killed = subprocess.run([sys.executable, "killed.py", *command], cwd=work, capture_output=True, text=True,
+                            env=dict(os.environ, KILL_AFTER_EPOCH="2"), timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (run,) = (work / "runs" / "ccp").iterdir()
+    assert sorted(os.listdir(run / "backup")) == ["epoch-0001", "epoch-0002"]
+    assert not (run / "finished.json").exists()
 
-    def crash_after_first_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt("simulated kill")
+    resumed = run_cli("biomodels.train", *command, cwd=work)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Continuing the unfinished run in {os.path.join('runs', 'ccp', run.name)}" in resumed.stdout
+    assert "resuming after epoch 2" in resumed.stdout
+    assert os.listdir(work / "runs" / "ccp") == [run.name] and (run / "finished.json").exists()
+    with open(run / "history.csv") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [0, 1, 2, 3]
 
-    monkeypatch.setattr(callbacks.ImageSummary, "on_epoch_end", crash_after_first_epoch)
-    options = RunOptions(export=False, verbose=0)
-    with pytest.raises(KeyboardInterrupt):
-        train(cryoet_task, config, str(prepared_cryoet), str(tmp_path / "run"), options)
-    assert (tmp_path / "run" / "last.keras").exists() and not (tmp_path / "run" / "metrics_test.json").exists()
-    monkeypatch.setattr(callbacks.ImageSummary, "on_epoch_end", original)
-    train(cryoet_task, config, str(prepared_cryoet), str(tmp_path / "run"), options)
-    with open(tmp_path / "run" / "history.csv") as handle:
-        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
-    assert epochs == [0, 1]
-    assert (tmp_path / "run" / "metrics_test.json").exists()
+    whole = run_cli("biomodels.train", *command, f"--model_dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    for a, b in zip(_weights(run / "last.keras"), _weights(tmp_path / "whole" / "last.keras"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    with open(run / "metrics_test.json") as a, open(tmp_path / "whole" / "metrics_test.json") as b:
+        assert json.load(a) == pytest.approx(json.load(b), abs=1e-6)
+
+    # a finished run is never touched: the same command now starts a new one
+    again = run_cli("biomodels.train", *command, "--epochs=1", cwd=work)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Continuing" not in again.stdout and len(os.listdir(work / "runs" / "ccp")) == 2
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The prepared data set on disk (`dataset.json` beside the shards) and the tf.data
 pipelines that feed training and evaluation from it."""
 
+import logging
 import os
 
 from biomodels.config import read_json
@@ -8,6 +9,7 @@ from biomodels.errors import InputError
 from biomodels.pipelines import tfrecord
 
 MANIFEST = "dataset.json"
+log = logging.getLogger("biomodels")
 
 
 def read_manifest(data_dir):
@@ -38,25 +40,71 @@ def examples(data_dir, manifest, split):
     return records.map(tfrecord.example_decoder(manifest["features"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def training_dataset(task, config, data_dir, manifest, batch_size, seed, split="train"):
-    """Shuffled, repeated, augmented and batched (inputs, targets) for `model.fit`.
+def split_bytes(manifest, split):
+    """The bytes of a split's shards: uncompressed, so about what it takes in memory."""
+    return sum(os.path.getsize(os.path.join(manifest["data_dir"], shard)) for shard in manifest["splits"][split]["shards"])
 
-    Augmentation gets a stateless seed per element from (seed, element index), so a
-    seeded run sees the same augmented batches every time.
+
+def default_cache_bytes():
+    """A quarter of the machine's memory: what training may hold of its split."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def training_dataset(task, config, manifest, batch_size, seed, steps_per_epoch, first_epoch=0, cache_bytes=None,
+                     split="train"):
+    """Augmented batches for `model.fit`, `steps_per_epoch` per epoch from `first_epoch` on.
+
+    Each epoch's batches depend on (seed, epoch) alone: the epoch's shuffle order comes
+    from them, and each element's stateless augmentation seed from (seed, epoch,
+    position in the epoch). A run resumed at epoch k therefore sees exactly the batches
+    an uninterrupted run sees from epoch k.
+
+    The split is cached in memory when its shards fit `cache_bytes` (default: a quarter
+    of the machine's memory); otherwise each epoch reads the shards again, interleaved in
+    a seeded order and shuffled through a buffer of bounded size.
     """
     import tensorflow as tf
 
     count = manifest["splits"][split]["count"]
-    data = examples(data_dir, manifest, split).cache()
-    data = data.shuffle(min(count, 2048), seed=seed, reshuffle_each_iteration=True).repeat()
-    data = data.enumerate()
+    size = split_bytes(manifest, split)
+    budget = default_cache_bytes() if cache_bytes is None else cache_bytes
+    files = [os.path.join(manifest["data_dir"], shard) for shard in manifest["splits"][split]["shards"]]
+    decode = tfrecord.example_decoder(manifest["features"])
+    if size <= budget:
+        cached = examples(manifest["data_dir"], manifest, split).cache()
+        buffer = min(count, 2048)
+        log.info("training split (%d examples, %.1f MB) cached in memory", count, size / 1e6)
+    else:
+        element_bytes = max(1, size // max(count, 1))
+        buffer = int(min(count, 2048, max(16, budget // 4 // element_bytes)))
+        log.info("training split (%d examples, %.1f MB) streamed from %d shard(s), shuffle buffer %d: "
+                 "over the cache budget of %.1f MB", count, size / 1e6, len(files), buffer, budget / 1e6)
+    seed_value, seed = seed, tf.constant(seed, tf.int64)
 
-    def augment_and_split(index, example):
-        element_seed = tf.stack([tf.cast(seed, tf.int64), index])
-        return task.model_io(task.augment(example, element_seed, config), config)
+    def one_epoch(epoch):
+        # TensorFlow pairs an op's seed with the graph's seed and, when the graph seed is
+        # 0 (--seed=0), compares the op seed with 0 in Python, which a tensor cannot do:
+        # give this function's graph a seed of its own
+        tf.compat.v1.get_default_graph().seed = 1 + abs(seed_value)
+        epoch_seed = seed * 1_000_003 + epoch
+        if size <= budget:
+            elements = cached
+        else:
+            order = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
+            elements = order.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
+                                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            elements = elements.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        elements = elements.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=True).repeat().enumerate()
 
-    data = data.map(augment_and_split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _shard_by_example(task.batch(data, batch_size, training=True).prefetch(tf.data.AUTOTUNE))
+        def augment_and_split(index, example):
+            element_seed = tf.stack([seed, epoch * 2**32 + index])
+            return task.model_io(task.augment(example, element_seed, config), config)
+
+        elements = elements.map(augment_and_split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return task.batch(elements, batch_size, training=True).take(steps_per_epoch)
+
+    epochs = tf.data.Dataset.range(first_epoch, 2**40).flat_map(one_epoch)
+    return _shard_by_example(epochs.prefetch(tf.data.AUTOTUNE))
 
 
 def evaluation_dataset(task, config, data_dir, manifest, batch_size, split):
