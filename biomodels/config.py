@@ -3,6 +3,7 @@ and the `config.json` that makes a model directory self-describing."""
 
 import dataclasses
 import json
+import math
 import os
 import typing
 
@@ -20,7 +21,55 @@ def resolve(task, preset="quick", overrides=()):
         raise ConfigError(f"unknown preset {preset!r} for task {task.name}; choose one of {sorted(presets)}")
     config = presets[preset]
     changes = dict(parse_override(type(config), text) for text in overrides)
-    return dataclasses.replace(config, **changes) if changes else config
+    config = dataclasses.replace(config, **changes) if changes else config
+    check_values(config)
+    return config
+
+
+# Ranges of the settings that have one, by name (a setting of any task with that name):
+# (lowest, highest, whether the lowest is allowed, whether the highest is allowed).
+_RANGES = {
+    "learning_rate": (0.0, 1.0, False, True),
+    "weight_decay": (0.0, 1.0, True, False),
+    "beta_1": (0.0, 1.0, True, False),
+    "beta_2": (0.0, 1.0, True, False),
+    "dropout": (0.0, 1.0, True, False),
+    "zoom_probability": (0.0, 1.0, True, True),
+    "aux_pval_cutoff": (0.0, 1.0, False, True),
+    "target_recall": (0.0, 1.0, False, True),
+    "triage_confidence": (0.0, 1.0, True, True),
+    "flow_threshold": (0.0, math.inf, True, True),
+    "frame_interval_s": (0.0, math.inf, False, True),
+    "ri_scale": (0.0, math.inf, False, True),
+    "diameter_mean": (0.0, math.inf, False, True),
+    "batch_size": (1, math.inf, True, True),
+    "epochs": (1, math.inf, True, True),
+}
+# settings that may be negative (thresholds on logits); every other number must not be
+_SIGNED = {"cellprob_threshold"}
+
+
+def check_values(config):
+    """Raise a ConfigError naming the setting unless every number is finite and in its
+    range: a learning rate of 1e6, -1 or nan would otherwise train a useless model."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            if not math.isfinite(number):
+                raise ConfigError(f"--set {field.name}={_shown(value)}: must be a finite number")
+            low, high, low_ok, high_ok = _RANGES.get(field.name, (-math.inf if field.name in _SIGNED else 0, math.inf, True, True))
+            if number < low or number > high or (number == low and not low_ok) or (number == high and not high_ok):
+                if high == math.inf:
+                    allowed = f"{'at least' if low_ok else 'above'} {low:g}"
+                else:
+                    allowed = f"in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+                raise ConfigError(f"--set {field.name}={_shown(value)}: must be {allowed}")
+
+
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def check_choice(name, value, choices):

@@ -92,6 +92,48 @@ def test_the_plain_command_resumes_a_killed_run_to_the_weights_of_an_uninterrupt
 
 
 @pytest.mark.slow
+def test_a_loss_that_turns_nan_leaves_the_last_finite_weights(tmp_path, prepared_cryoet, cryoet_task,
+                                                                tiny_cryoet_config, monkeypatch):
+    from biomodels import callbacks
+    from biomodels.errors import BiomodelsError
+
+    config = _tiny(tiny_cryoet_config, epochs=3)
+
+    def poison_in_second_epoch(self, batch, logs=None):
+        if self._epoch == 1 and batch == 1:
+            weight = self.model.trainable_weights[0]
+            weight.assign(np.full(weight.shape, np.nan, weight.dtype))
+
+    monkeypatch.setattr(callbacks.StopOnNaN, "on_train_batch_begin", poison_in_second_epoch, raising=False)
+    run = tmp_path / "run"
+    with pytest.raises(BiomodelsError, match=r"epoch 2, batch 1; last.keras and backup/ hold the weights after epoch 1"):
+        train(cryoet_task, config, str(prepared_cryoet), str(run), RunOptions(export=False, verbose=0))
+    assert os.listdir(run / "backup") == ["epoch-0001"]
+    last = _weights(run / "last.keras")
+    assert all(np.isfinite(w).all() for w in last)
+    monkeypatch.undo()
+    # the same run again resumes from the finite epoch and finishes
+    metrics = train(cryoet_task, config, str(prepared_cryoet), str(run), RunOptions(export=False, verbose=0))
+    assert np.isfinite(list(metrics.values())[0]) and (run / "finished.json").exists()
+
+
+def test_a_run_directory_in_use_is_refused_in_one_line(tmp_path, prepared_cryoet):
+    from biomodels.run_state import RunLock
+    from conftest import TINY_CRYOET, assert_one_line_error, run_cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = RunLock(str(run))
+    sets = [arg for item in TINY_CRYOET for arg in ("--set", item)]
+    result = run_cli("biomodels.train", "--task=cryoet", f"--data_dir={prepared_cryoet}", f"--model_dir={run}",
+                     "--epochs=1", "--steps_per_epoch=1", *sets)
+    assert_one_line_error(result, str(run), f"another train command (process {os.getpid()}) is using this run directory")
+    assert not (run / "config.json").exists()
+    lock.release()
+    assert RunLock(str(run)) is not None  # free again once released
+
+
+@pytest.mark.slow
 def test_a_run_directory_of_another_configuration_is_refused(tmp_path, prepared_cryoet, cryoet_task, tiny_cryoet_config):
     from biomodels.errors import InputError
 
