@@ -109,7 +109,9 @@ class ImageSummary(keras.callbacks.Callback):
     def __init__(self, task, val_data, log_dir, count=3):
         super().__init__()
         self.task, self.log_dir = task, log_dir
-        batch = next(iter(val_data.unbatch().batch(count)))  # (inputs, targets[, sample weights])
+        # (inputs, targets[, sample weights]); batched by the task, which pads examples of
+        # different sizes (ccp's traces, cellular's images)
+        batch = next(iter(task.batch(val_data.unbatch(), count, training=False)))
         self.inputs, self.targets = batch[0], batch[1]
         self._writer = None
 

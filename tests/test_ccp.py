@@ -296,6 +296,18 @@ def test_synthetic_data_through_every_reader_split_by_label_or_by_cell(tmp_path,
     assert sorted(source["split"] for source in manifest["sources"]) == ["test", "train", "val"]
 
 
+@pytest.mark.slow
+def test_a_batch_smaller_than_the_summary_images_trains(tmp_path, ccp_task):
+    """Validation batches of padded traces of different lengths: the image callback
+    re-batches 3 examples from batches of 2 (it crashed with "Cannot batch tensors")."""
+    from biomodels.train import RunOptions, train
+
+    config = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "batch_size=2", "epochs=1", "steps_per_epoch=2"])
+    prepare_dataset(ccp_task, config, str(tmp_path / "data"), synthetic=True, num_examples=2, show_progress=False)
+    metrics = train(ccp_task, config, str(tmp_path / "data"), str(tmp_path / "run"), RunOptions(export=False, verbose=0))
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+
+
 def test_padding_does_not_change_a_prediction():
     from biomodels.models import TraceNet
 
