@@ -5,7 +5,8 @@ and `dataset.json`.
 
 The split keeps each group (a tomogram, a cell…) within one split, or, for tasks that
 split example by example (tracks), is stratified by class. Everything is written into a
-staging folder first and moved into place only when complete.
+staging folder first and moved into place only when complete; staging folders that a
+killed prepare left behind are removed by the next one.
 """
 
 import datetime
@@ -15,15 +16,18 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
 from biomodels import config as config_lib
+from biomodels.atomic import LOCK_FILE, FolderLock
 from biomodels.errors import ConfigError, InputError
 from biomodels.pipelines import dataset as dataset_lib
 from biomodels.pipelines import tfrecord
 
 SPLITS = ("train", "val", "test")
+STAGING_PREFIX = ".prepare-"
 log = logging.getLogger("biomodels")
 
 
@@ -63,7 +67,9 @@ def prepare_dataset(task, config, output_dir, input_path=None, synthetic=False, 
         raise ConfigError("give either --input=PATH or --synthetic")
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".prepare-", dir=parent)
+    _remove_abandoned_staging(parent)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+    staging_lock, _ = FolderLock.acquire(staging)
     try:
         if synthetic:
             raw_dir = os.path.join(staging, "raw")
@@ -76,10 +82,32 @@ def prepare_dataset(task, config, output_dir, input_path=None, synthetic=False, 
         manifest["synthetic"] = bool(synthetic)
         shutil.rmtree(os.path.join(staging, "raw"), ignore_errors=True)
         config_lib.write_json_atomic(os.path.join(staging, dataset_lib.MANIFEST), manifest)
+        os.remove(os.path.join(staging, LOCK_FILE))  # the lock stays held until release
         _move_into(staging, output_dir)
     finally:
+        staging_lock.release()
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _remove_abandoned_staging(parent):
+    """Remove the staging folders that killed runs of prepare left in `parent`: those
+    whose lock no live process holds (a folder without a lock is a moment old, or older
+    than this rule)."""
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(path):
+            continue
+        if not os.path.exists(os.path.join(path, LOCK_FILE)):
+            if time.time() - os.path.getmtime(path) < 3600:
+                continue
+        else:
+            lock, _ = FolderLock.acquire(path)
+            if lock is None:
+                continue
+            lock.release()
+        log.info("removing %s, left by a prepare that was killed", path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def stratified_assignment(strata, fractions, seed):

@@ -10,8 +10,6 @@ so its name is the only record of how many epochs it holds: a run killed at any 
 resumes from a complete checkpoint. The two newest are kept.
 """
 
-import errno
-import fcntl
 import glob
 import json
 import os
@@ -21,48 +19,21 @@ import shutil
 import numpy as np
 
 from biomodels import config as config_lib
+from biomodels.atomic import FolderLock
 from biomodels.errors import InputError
 
-LOCK_FILE = ".lock"
 FINISHED_FILE = "finished.json"
 BACKUP_DIR = "backup"
 _EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
 _KEPT = 2
 
 
-class RunLock:
-    """An exclusive lock on a run directory, held until `release` or the process ends
-    (the kernel drops it when a killed process's files close, so nothing goes stale)."""
-
-    def __init__(self, model_dir):
-        self.path = os.path.join(model_dir, LOCK_FILE)
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            self._handle.seek(0)
-            owner = self._handle.read().strip() or "unknown"
-            self._handle.close()
-            if error.errno in (errno.EAGAIN, errno.EACCES):
-                raise InputError(model_dir, f"another train command (process {owner}) is using this run directory") from None
-            raise
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(str(os.getpid()))
-        self._handle.flush()
-
-    def release(self):
-        if not self._handle.closed:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-
-
-def try_lock(model_dir):
-    """A RunLock on `model_dir`, or None when another process holds it."""
-    try:
-        return RunLock(model_dir)
-    except InputError:
-        return None
+def lock_run(model_dir):
+    """A FolderLock on the run directory, or an InputError when another process holds it."""
+    lock, owner = FolderLock.acquire(model_dir)
+    if lock is None:
+        raise InputError(model_dir, f"another train command (process {owner}) is using this run directory")
+    return lock
 
 
 def is_finished(model_dir):
@@ -87,7 +58,7 @@ def find_unfinished(runs_root, identity):
             continue
         if run_identity(record) != identity:
             continue
-        lock = try_lock(model_dir)
+        lock, _ = FolderLock.acquire(model_dir)
         if lock is not None:
             return model_dir, lock
     return None, None

@@ -54,7 +54,7 @@ def default_model_dir(task):
 
 def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick", lock=None):
     """Train (or resume), evaluate on test and export; returns the test metrics.
-    `lock` is the run_state.RunLock the caller already holds on model_dir, if any."""
+    `lock` is the run_state.lock_run lock the caller already holds on model_dir, if any."""
     runtime.seed_everything(options.seed, options.deterministic)
     policy = runtime.set_precision(options.precision)
     strategy = runtime.make_strategy(options.strategy)
@@ -66,7 +66,7 @@ def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick
     # read before anything is written, so a wrong file leaves no run directory behind
     initial_weights = _initial_weights(task, config, options.init_from) if options.init_from else None
     os.makedirs(model_dir, exist_ok=True)
-    lock = lock or run_state.RunLock(model_dir)
+    lock = lock or run_state.lock_run(model_dir)
     try:
         return _train_locked(task, config, data_dir, manifest, model_dir, options, preset, policy, strategy, initial_weights)
     finally:

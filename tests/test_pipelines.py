@@ -196,3 +196,38 @@ def test_assign_groups_gives_every_split_a_group_and_is_seeded():
     assert sorted(first.values()).count("train") == 8 and set(first.values()) == {"train", "val", "test"}
     assert assign_groups(groups, (0.8, 0.1, 0.1), seed=3) == first
     assert set(assign_groups(groups[:3], (0.8, 0.1, 0.1), seed=0).values()) == {"train", "val", "test"}
+
+
+KILLED_PREPARE = """
+import os, signal, sys
+from biomodels import config as config_lib, tasks
+from biomodels.prepare import prepare_dataset
+task = tasks.get("cryoet")
+config = config_lib.resolve(task, "quick", ["synthetic_shape=6,64,64", "tile_size=32"])
+def die(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+task.write_synthetic = die
+prepare_dataset(task, config, sys.argv[1], synthetic=True, num_examples=2, show_progress=False)
+"""
+
+
+def test_a_killed_prepare_leaves_a_staging_folder_that_the_next_one_removes(tmp_path, cryoet_task, tiny_cryoet_config):
+    import subprocess
+    import sys
+
+    from biomodels.atomic import FolderLock
+    from biomodels.prepare import prepare_dataset
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_PREPARE)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "data" / "a")], capture_output=True, text=True)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert len([name for name in os.listdir(tmp_path / "data") if name.startswith(".prepare-")]) == 1
+    in_use = tmp_path / "data" / ".prepare-in-use"
+    in_use.mkdir()
+    lock, _ = FolderLock.acquire(str(in_use))  # as a prepare still running holds it
+    prepare_dataset(cryoet_task, tiny_cryoet_config, str(tmp_path / "data" / "b"), synthetic=True, num_examples=2,
+                    show_progress=False)
+    assert sorted(os.listdir(tmp_path / "data")) == [".prepare-in-use", "b"]
+    assert ".lock" not in os.listdir(tmp_path / "data" / "b")
+    lock.release()

@@ -118,19 +118,19 @@ def test_a_loss_that_turns_nan_leaves_the_last_finite_weights(tmp_path, prepared
 
 
 def test_a_run_directory_in_use_is_refused_in_one_line(tmp_path, prepared_cryoet):
-    from biomodels.run_state import RunLock
+    from biomodels.run_state import lock_run
     from conftest import TINY_CRYOET, assert_one_line_error, run_cli
 
     run = tmp_path / "run"
     run.mkdir()
-    lock = RunLock(str(run))
+    lock = lock_run(str(run))
     sets = [arg for item in TINY_CRYOET for arg in ("--set", item)]
     result = run_cli("biomodels.train", "--task=cryoet", f"--data_dir={prepared_cryoet}", f"--model_dir={run}",
                      "--epochs=1", "--steps_per_epoch=1", *sets)
     assert_one_line_error(result, str(run), f"another train command (process {os.getpid()}) is using this run directory")
     assert not (run / "config.json").exists()
     lock.release()
-    assert RunLock(str(run)) is not None  # free again once released
+    lock_run(str(run)).release()  # free again once released
 
 
 @pytest.mark.slow
