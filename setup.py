@@ -12,7 +12,8 @@ setup(
     packages=find_packages(include=["biomodels", "biomodels.*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
-        "keras>=3.10,<4",
+        # the MultiWorkerMirroredStrategy fix in biomodels/runtime.py patches this release's trainer
+        "keras>=3.15,<3.16",
         "numpy>=1.26",
         "scipy>=1.11",
         "numba>=0.61",

@@ -80,6 +80,9 @@ def is_chief(strategy):
 
 
 _PATCHED = False
+# Keras releases whose private trainer symbols the fix below was written for and tested
+# with (setup.py pins the same range)
+PATCHED_KERAS = ("3.15",)
 
 
 def _let_keras_fit_run_multi_worker():
@@ -99,6 +102,13 @@ def _let_keras_fit_run_multi_worker():
     global _PATCHED
     if _PATCHED:
         return
+    import keras
+
+    release = ".".join(keras.version().split(".")[:2])
+    if release not in PATCHED_KERAS:
+        raise ConfigError(f"--strategy=multi_worker: its fix of keras-team/keras#20585 was made for Keras "
+                          f"{' or '.join(PATCHED_KERAS)}, and this is Keras {keras.version()}; install "
+                          f"keras=={PATCHED_KERAS[-1]}.* or train with --strategy=mirrored")
     import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer

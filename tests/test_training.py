@@ -190,36 +190,48 @@ def _free_ports(count):
 
 
 @pytest.mark.slow
-def test_two_workers_train_to_identical_weights(tmp_path, prepared_cryoet):
-    import keras
+def test_two_workers_train_to_the_weights_of_one_process_on_the_same_global_batch(tmp_path):
+    """ccp's feature network (no batch norm, no dropout) for 3 steps of global batch 8:
+    two workers on 127.0.0.1 (4 examples each, gradients all-reduced) must end with the
+    weights one process reaches on the same batches, so the test fails if the workers'
+    gradients were never applied or never combined."""
+    from conftest import run_cli
+    from test_ccp import TINY_CCP
 
-    import biomodels.models  # noqa: F401  registers the classes in last.keras
-
-    from conftest import TINY_CRYOET
-
+    sets = [arg for item in [*TINY_CCP, "model=features"] for arg in ("--set", item)]
+    data_dir = tmp_path / "data"
+    result = run_cli("biomodels.prepare", "--task=ccp", f"--output_dir={data_dir}", "--synthetic", "--num_examples=2", *sets)
+    assert result.returncode == 0, result.stderr
+    command = [sys.executable, "-m", "biomodels.train", "--task=ccp", f"--data_dir={data_dir}", "--epochs=1",
+               "--steps_per_epoch=3", "--batch_size=8", "--deterministic", *sets]
+    single = subprocess.run([*command, f"--model_dir={tmp_path / 'single'}"], capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    sets = [arg for item in TINY_CRYOET for arg in ("--set", item)]
     processes = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "biomodels.train", "--task=cryoet", f"--data_dir={prepared_cryoet}",
-             f"--model_dir={tmp_path / 'run'}", "--strategy=multi_worker", "--epochs=1", "--steps_per_epoch=3",
-             "--deterministic", *sets],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        processes.append(subprocess.Popen([*command, f"--model_dir={tmp_path / 'run'}", "--strategy=multi_worker"],
+                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
-    chief = keras.saving.load_model(tmp_path / "run" / "last.keras")
-    worker = keras.saving.load_model(tmp_path / "run" / "worker-1" / "last.keras")
-    # trainable weights are updated from all-reduced gradients, so they agree exactly;
-    # batch-norm moving averages are each worker's own statistics and may differ
-    assert len(chief.trainable_weights) == len(worker.trainable_weights) > 0
-    for a, b in zip(chief.trainable_weights, worker.trainable_weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert "2 replica(s)" in outputs[0][0]
+    one = _weights(tmp_path / "single" / "last.keras")
+    for path in (tmp_path / "run" / "last.keras", tmp_path / "run" / "worker-1" / "last.keras"):
+        for a, b in zip(_weights(path), one, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
     assert not (tmp_path / "run" / "worker-1" / "export").exists()
+
+
+def test_the_multi_worker_fix_refuses_a_keras_release_it_was_not_made_for(monkeypatch):
+    from biomodels.errors import ConfigError
+
+    monkeypatch.setattr(runtime, "_PATCHED", False)
+    monkeypatch.setattr(runtime, "PATCHED_KERAS", ("3.99",))
+    with pytest.raises(ConfigError, match=r"made for Keras 3.99, and this is Keras 3\.\d+"):
+        runtime.make_strategy("multi_worker")
 
 
 def test_stop_on_nan_remembers_where():
