@@ -249,6 +249,35 @@ def test_damaged_lifetime_data_labels_and_frame_interval(tmp_path):
     assert [track.label for track in read] == [1, None, 0]
 
 
+def test_lifetime_data_with_text_fields(tmp_path):
+    """MATLAB writes char fields (uint16 with MATLAB_class 'char') and strings into real
+    files: one the reader does not use is left alone, a used one holding text is refused."""
+    import h5py
+
+    tracks = random_tracks()[:3]
+    path = tmp_path / "lifetimeData.mat"
+    track_writers.write_lifetime_data(str(path), tracks)
+    with h5py.File(path, "r+") as handle:
+        note = handle["lftData"].create_dataset("source", data=np.frombuffer("cell1".encode("utf-16-le"), np.uint16)[:, None])
+        note.attrs["MATLAB_class"] = np.bytes_("char")
+        handle["lftData"]["comment"] = "a string dataset"
+    read, _ = track_files.read_lifetime_data(str(path), "c")
+    assert len(read) == 3
+    with h5py.File(path, "r+") as handle:
+        if "label" in handle["lftData"]:
+            del handle["lftData"]["label"]
+        handle["lftData"]["label"] = "CCP"
+    with pytest.raises(InputError, match=r"lifetimeData.mat: dataset 'label' holds object values, not numbers"):
+        track_files.read_lifetime_data(str(path), "c")
+    with h5py.File(path, "r+") as handle:
+        amplitude = np.asarray(handle["lftData"]["A"])
+        del handle["lftData"]["A"]
+        text = handle["lftData"].create_dataset("A", data=np.zeros(amplitude.shape, np.uint16))
+        text.attrs["MATLAB_class"] = np.bytes_("char")
+    with pytest.raises(InputError, match=r"dataset 'A' holds MATLAB char, not numbers"):
+        track_files.read_lifetime_data(str(path), "c")
+
+
 def test_feature_only_csv_trains_only_the_features_model(tmp_path, ccp_task, tiny_ccp_config):
     rng = np.random.default_rng(0)
     path = tmp_path / "features.csv"

@@ -158,9 +158,7 @@ def read_lifetime_data(path, cell):
             group = handle["lftData"] if "lftData" in handle else handle
             if "A" not in group:
                 raise InputError(path, "has no dataset 'A' (tracks × frames × channels) in lftData")
-            # MATLAB writes column-major: h5py sees the axes reversed
-            fields = {name: np.asarray(group[name], np.float64).T for name in group
-                      if isinstance(group[name], h5py.Dataset)}
+            fields = _numeric_fields(path, group)
     except OSError as error:
         raise InputError(path, f"not a readable HDF5 file ({str(error).splitlines()[0]})") from None
     amplitude = fields["A"]
@@ -189,6 +187,30 @@ def read_lifetime_data(path, cell):
         )
         _keep_or_count(track, tracks, skipped)
     return tracks, dict(skipped)
+
+
+# the fields of lftData this reader uses; others (MATLAB writes char and cell fields into
+# real files: file names, notes) are left alone
+_LIFETIME_FIELDS = ("A", "c", "x", "y", "pval_Ar", "sbA", "ebA", "lifetime_s", "catIdx", "label", "framerate", "frameRate")
+
+
+def _numeric_fields(path, group):
+    """{name: float64 array in MATLAB's axis order} of the fields the reader uses; one
+    that holds text, cell references or anything but numbers is an InputError."""
+    import h5py
+
+    fields = {}
+    for name in _LIFETIME_FIELDS:
+        dataset = group.get(name)
+        if not isinstance(dataset, h5py.Dataset):
+            continue
+        matlab_class = dataset.attrs.get("MATLAB_class", b"")
+        matlab_class = matlab_class.decode() if isinstance(matlab_class, bytes) else str(matlab_class)
+        if matlab_class in ("char", "cell", "struct") or dataset.dtype.kind not in "biuf":
+            kind = f"MATLAB {matlab_class}" if matlab_class else f"{dataset.dtype} values"
+            raise InputError(path, f"dataset {name!r} holds {kind}, not numbers")
+        fields[name] = np.asarray(dataset, np.float64).T  # MATLAB writes column-major: h5py sees the axes reversed
+    return fields
 
 
 def _last_finite(values):
