@@ -10,6 +10,7 @@ import sys
 
 from absl import app, flags
 
+from biomodels import report
 from biomodels.errors import BiomodelsError
 
 FLAGS = flags.FLAGS
@@ -111,6 +112,8 @@ def run(main):
     """Run `main(argv)` as a command line: user errors become one line and exit 2."""
 
     def guarded_main(argv):
+        for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \udcNN, not a crash
+            stream.reconfigure(errors="backslashreplace")
         _log_to_console(FLAGS.verbosity)
         if len(argv) > 1:
             print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
@@ -119,6 +122,7 @@ def run(main):
             main(argv)
         except BiomodelsError as error:
             logging.getLogger("biomodels").info("stopped: %s", error)  # for log.txt; the console gets one line
+            report.end_open_line()
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 

@@ -6,9 +6,14 @@ that say what they are.
 --model takes a training run's model_dir, an exported SavedModel directory or a TF
 Serving address. Each task declares its own options (`Task.predict_options`); they are
 flags once --task names the task, and `--task=NAME --help` lists them.
+
+Inputs are read and predicted one at a time, each input's files written when it is
+done; if a later input of a folder is bad, the error names it and lists the outputs of
+the earlier ones, which are whole and kept.
 """
 
 import os
+import time
 
 
 def main(argv):
@@ -24,8 +29,27 @@ def main(argv):
         raise InputError(flags.output, "is a file: --output names the folder predictions are written to")
     predictor = open_predictor(task, flags.model)
     os.makedirs(flags.output, exist_ok=True)
-    written = task.predict_files(predictor, flags.input, flags.output, cli.task_option_values(task.predict_options))
+    started = time.time()
+    try:
+        written = task.predict_files(predictor, flags.input, flags.output, cli.task_option_values(task.predict_options))
+    except InputError as error:
+        kept = _written_since(flags.output, started)
+        if not kept:
+            raise
+        raise type(error)(error.path, f"{error.problem} (the {len(kept)} file(s) already written for earlier "
+                                      f"inputs are whole and kept in {flags.output}: {', '.join(kept)})") from None
     report.say(f"Wrote {len(written)} file(s) to {flags.output}")
+
+
+def _written_since(folder, started):
+    """The files under `folder` written since `started` (seconds), relative to it."""
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            if not name.startswith(".") and os.path.getmtime(path) >= started - 1:
+                found.append(os.path.relpath(path, folder))
+    return sorted(found)
 
 
 def define_flags():

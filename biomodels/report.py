@@ -3,6 +3,9 @@ tables of metrics, and progress bars for long loops (Keras's bar, no new depende
 Library code and the command lines both print through here."""
 
 import logging
+import sys
+
+_open_bars = set()  # bars drawn but not finished: the cursor is still on their line
 
 
 def say(message):
@@ -35,6 +38,19 @@ class _Bar:
 
     def update(self, done):
         self._bar.update(done)
+        if done < self._bar.target:
+            _open_bars.add(self)
+        else:
+            _open_bars.discard(self)
+
+
+def end_open_line():
+    """End the line of a progress bar left unfinished (a loop stopped by an error), so
+    that what is printed next starts a line of its own."""
+    if _open_bars:
+        _open_bars.clear()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def progress_bar(total, label):

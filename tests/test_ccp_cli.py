@@ -134,6 +134,27 @@ def test_bad_input(ccp_run, tmp_path):
                                   f"--data_dir={ccp_run[1]}"), "model=lstm")
 
 
+@pytest.mark.slow
+def test_a_file_name_that_is_not_utf8_is_predicted(ccp_run, tmp_path):
+    """Linux file names are bytes: one written by another system's encoding (Latin-1
+    'Zelle_ä') must not crash predict, and its cell keeps a readable name."""
+    import os
+    import shutil
+
+    _, _, model_dir, raw, _ = ccp_run
+    source = next(path for path in sorted(raw.rglob("*.csv")))
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(source, os.path.join(os.fsencode(folder), "Zelle_\xe4.csv".encode("latin-1")))
+    out = tmp_path / "out"
+    result = run_cli("biomodels.predict", "--task=ccp", f"--model={model_dir}", f"--input={folder}", f"--output={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(out / "triage.csv", newline="", encoding="utf-8") as handle:
+        files = {os.path.basename(row["file"]) for row in csv.DictReader(handle)}
+    assert files == {"Zelle_\\xe4.csv"}, files
+    json.loads((out / "triage_summary.json").read_text(encoding="utf-8"))
+
+
 @pytest.mark.parametrize("kind", ["traces", "features"])
 def test_exports_match_keras_in_a_fresh_process(tmp_path, kind):
     from biomodels import tasks

@@ -129,6 +129,39 @@ def test_bad_inputs_leave_nothing_behind(tmp_path):
                            "t.mrc", "not a readable MRC")
 
 
+def test_an_error_after_a_progress_bar_starts_its_own_line(tmp_path):
+    """On a terminal the bar is redrawn in place with no line end; the error line must
+    not be glued to it."""
+    import pty
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    density = np.random.default_rng(0).normal(size=(2, 16, 16)).astype(np.float32)
+    for name, labels in (("a", 0), ("b", 0), ("c", 9)):
+        readers.write_mrc(str(raw / f"{name}.mrc"), density)
+        readers.write_mrc(str(raw / f"{name}_labels.mrc"), np.full((2, 16, 16), labels, np.uint8))
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "biomodels.prepare", "--task=cryoet", f"--input={raw}",
+                                f"--output_dir={tmp_path / 'out'}", *SETS], stdout=secondary, stderr=secondary,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the other side closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 2
+    text = output.decode(errors="replace").replace("\r\n", "\n")
+    assert "item" in text  # the bar was drawn
+    (line,) = [line for line in text.split("\n") if "error:" in line]
+    assert line.startswith("error: ") and "c_labels.mrc" in line, repr(text[-500:])
+
+
 @pytest.mark.slow
 def test_predict_bad_inputs(trained_run, tmp_path):
     _, _, model_dir, _ = trained_run
@@ -147,6 +180,14 @@ def test_predict_bad_inputs(trained_run, tmp_path):
     (tmp_path / "taken").write_text("a file")
     assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'tomo.mrc'}",
                                   f"--output={tmp_path / 'taken'}"), "taken", "is a file")
+    # a folder whose second tomogram is bad: the first one's outputs are whole, kept and listed
+    readers.write_mrc(str(tmp_path / "folder" / "a.mrc"), volume)
+    readers.write_mrc(str(tmp_path / "folder" / "b.mrc"), nan_volume)
+    result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'folder'}",
+                     f"--output={tmp_path / 'partial'}")
+    assert_one_line_error(result, "b.mrc", "NaN or Inf", "the 2 file(s) already written for earlier inputs are whole and "
+                          f"kept in {tmp_path / 'partial'}: a_labels.mrc, a_overlay.png")
+    assert sorted(os.listdir(tmp_path / "partial")) == ["a_labels.mrc", "a_overlay.png"]
     (tmp_path / "out" / "tomo_labels.mrc").mkdir(parents=True)
     assert_one_line_error(run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'tomo.mrc'}",
                                   f"--output={tmp_path / 'out'}"), "tomo_labels.mrc", "is a folder")

@@ -124,6 +124,13 @@ def write_png(path, data):
         Image.fromarray(data).save(tmp, format="PNG")
 
 
+def readable(text):
+    """A name from the file system as text any file can hold: bytes of a file name that
+    are not UTF-8 (Linux names are bytes; Python keeps them as lone surrogates, which no
+    UTF-8 writer accepts) become \\xNN escapes, e.g. Latin-1 'Zelle_ä' → 'Zelle_\\xe4'."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def require_exists(path):
     """Raise unless `path` names an existing file or folder."""
     if not os.path.exists(path):

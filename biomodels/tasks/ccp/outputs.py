@@ -22,6 +22,7 @@ import numpy as np
 from biomodels import config as config_lib
 from biomodels.atomic import atomic_path
 from biomodels.errors import InputError
+from biomodels.pipelines.readers import readable
 from biomodels.tasks.ccp import data
 from biomodels.tasks.ccp.serving import served_model_kind
 
@@ -122,7 +123,7 @@ def _write_track_table(path, config, tracks, files, probabilities, review, order
             track = tracks[index]
             label = data.label(track, config)
             lifetime = track.lifetime_s or (track.frames * (track.frame_interval_s or config.frame_interval_s) or None)
-            writer.writerow([rank, track.cell, track.track_id, files[index], track.frames,
+            writer.writerow([rank, readable(track.cell), readable(track.track_id), readable(files[index]), track.frames,
                              "" if lifetime is None else f"{lifetime:g}", f"{probabilities[index]:.6f}",
                              int(review[index]), "" if label is None else label])
     return path
@@ -142,7 +143,7 @@ def _write_cell_table(path, tracks, probabilities, review, skipped_by_cell):
         writer = csv.writer(handle)
         writer.writerow(["rank", "cell", "tracks", "flagged_for_review", "flagged_fraction", "mean_probability", "left_out"])
         for rank, (cell, count, flagged, fraction, mean, left_out) in enumerate(rows, start=1):
-            writer.writerow([rank, cell, count, flagged, f"{fraction:.4f}", f"{mean:.4f}", left_out])
+            writer.writerow([rank, readable(cell), count, flagged, f"{fraction:.4f}", f"{mean:.4f}", left_out])
     return path
 
 
