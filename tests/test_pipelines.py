@@ -231,3 +231,34 @@ def test_a_killed_prepare_leaves_a_staging_folder_that_the_next_one_removes(tmp_
     assert sorted(os.listdir(tmp_path / "data")) == [".prepare-in-use", "b"]
     assert ".lock" not in os.listdir(tmp_path / "data" / "b")
     lock.release()
+
+
+def test_mrc_slices_round_trip_with_mrcfiles_header(tmp_path):
+    import mrcfile
+
+    from biomodels.pipelines.mrc_slices import MrcSlices, MrcSliceWriter
+
+    data = np.random.default_rng(0).normal(size=(3, 5, 7)).astype(np.float32)
+    readers.write_mrc(str(tmp_path / "in.mrc"), data, voxel_size=(2.0, 2.0, 3.0), origin=(1.0, 2.0, 3.0), start=(4, 5, 6))
+    slices = MrcSlices(str(tmp_path / "in.mrc"))
+    assert len(slices) == 3 and slices.shape == (3, 5, 7) and slices.start == (4, 5, 6)
+    np.testing.assert_array_equal(np.stack(list(slices)), data)
+    with MrcSliceWriter(str(tmp_path / "out.mrc"), data.shape, np.float32, slices) as writer:
+        for z in (2, 0, 1):  # any order
+            writer[z] = data[z]
+    written = readers.read_mrc(str(tmp_path / "out.mrc"))
+    np.testing.assert_array_equal(written.data, data)
+    assert (written.voxel_size, written.origin, written.start) == ((2.0, 2.0, 3.0), (1.0, 2.0, 3.0), (4, 5, 6))
+    with mrcfile.open(tmp_path / "out.mrc") as ours, mrcfile.open(tmp_path / "in.mrc") as theirs:
+        for field in ("dmin", "dmax", "dmean", "rms"):
+            assert float(ours.header[field]) == pytest.approx(float(theirs.header[field]), rel=1e-5), field
+    # a failure while writing leaves no file
+    with pytest.raises(ValueError):
+        with MrcSliceWriter(str(tmp_path / "bad.mrc"), data.shape, np.float32, slices) as writer:
+            writer[0] = data[0, :2]
+    assert sorted(os.listdir(tmp_path)) == ["in.mrc", "out.mrc"]
+    # a file cut short is refused before any slice is read
+    with open(tmp_path / "in.mrc", "r+b") as handle:
+        handle.truncate(1024 + 100)
+    with pytest.raises(InputError, match=r"in.mrc: not a readable MRC file \(cut short"):
+        MrcSlices(str(tmp_path / "in.mrc"))

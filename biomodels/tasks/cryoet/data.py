@@ -77,19 +77,26 @@ def read_source(source, config):
 
 
 def normalise_tomogram(density):
-    """(normalised float32 volume, mean, std) with zero mean and unit variance. The
-    statistics are summed in float64, slice by slice (no float64 copy of the volume): a
-    few voxels near float32's limit (±3e38, as damaged files hold) overflow a float32 sum
-    to infinity and turn every voxel into NaN."""
+    """(normalised float32 volume, mean, std) with zero mean and unit variance."""
+    mean, std, _ = tomogram_moments(density)
+    return ((density.astype(np.float32) - np.float32(mean)) / np.float32(max(std, 1e-6))), mean, std
+
+
+def tomogram_moments(slices):
+    """(mean, standard deviation, count of NaN or Inf voxels) of a tomogram given slice
+    by slice. The sums are float64, one slice at a time (no float64 copy of the volume):
+    a few voxels near float32's limit (±3e38, as damaged files hold) overflow a float32
+    sum to infinity and turn every voxel into NaN."""
     total = squares = 0.0
-    for image in density:
-        image = image.astype(np.float64)
+    count = not_finite = 0
+    for image in slices:
+        image = np.asarray(image, np.float64)
+        not_finite += int(image.size - np.count_nonzero(np.isfinite(image)))
         total += float(image.sum())
         squares += float(np.square(image).sum())
-    count = max(1, density.size)
-    mean = total / count
-    std = float(np.sqrt(max(squares / count - mean * mean, 0.0)))
-    return ((density.astype(np.float32) - np.float32(mean)) / np.float32(max(std, 1e-6))), mean, std
+        count += image.size
+    mean = total / max(1, count)
+    return mean, float(np.sqrt(max(squares / max(1, count) - mean * mean, 0.0))), not_finite
 
 
 def _as_slices(path):

@@ -1,5 +1,5 @@
 """What cryoet writes for people: label MRCs (and per-class probability MRCs) of every
-tomogram given to predict, with the input's voxel size and origin; and the images shown
+tomogram given to predict, with the input's voxel size and origin, streamed slice by slice; and the images shown
 in TensorBoard (input, ground truth and prediction in class colours)."""
 
 import os
@@ -9,7 +9,7 @@ import numpy as np
 from biomodels.errors import InputError
 from biomodels.pipelines import readers
 from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, NUM_CLASSES
-from biomodels.tasks.cryoet.data import normalise_tomogram, tomogram_paths
+from biomodels.tasks.cryoet.data import tomogram_moments, tomogram_paths
 
 LABEL_COLOURS = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]], np.uint8
@@ -17,9 +17,14 @@ LABEL_COLOURS = np.array(
 
 
 def predict_tomograms(predictor, input_path, output_dir, options):
-    """Label every MRC tomogram under `input_path`; write NAME_labels.mrc (8-bit) and,
-    with options["probabilities"], NAME_<class>.mrc per feature class."""
+    """Label every MRC tomogram under `input_path`, one at a time and slice by slice;
+    write NAME_labels.mrc (8-bit) and, with options["probabilities"], NAME_<class>.mrc
+    per feature class, each slice as it is computed: memory holds a few slices, not the
+    tomogram nor its probabilities."""
+    import contextlib
+
     from biomodels.ops.tiling import predict_tiled
+    from biomodels.pipelines.mrc_slices import MrcSlices, MrcSliceWriter
     from biomodels.report import progress_bar
 
     if os.path.isdir(input_path):
@@ -28,31 +33,33 @@ def predict_tomograms(predictor, input_path, output_dir, options):
             raise InputError(input_path, "no .mrc tomograms in this directory")
     else:
         paths = [input_path]
-    volumes = [(path, readers.read_mrc(path)) for path in paths]
-    for path, volume in volumes:
-        readers.require_finite(path, volume.data)
     # tiles the size the model was trained on, so per-image normalisation sees alike images
     tile = options.get("tile") or predictor.config.get("tile_size", 512)
     written = []
-    for path, volume in volumes:
-        density, _, _ = normalise_tomogram(volume.data)
-        probabilities = np.zeros(density.shape + (NUM_CLASSES,), np.float32)
-        bar = progress_bar(len(density), f"{os.path.basename(path)} slices")
-        for z, image in enumerate(density):
-            probabilities[z] = predict_tiled(
-                image[..., np.newaxis], lambda tiles: predictor("serving_default", images=tiles)["probabilities"],
-                tile=tile, overlap=options.get("overlap", 64), batch_size=options.get("batch_size", 4),
-            )
-            bar.update(z + 1)
+    for path in paths:
+        tomogram = MrcSlices(path)
+        mean, std, not_finite = tomogram_moments(tomogram)
+        if not_finite:
+            raise InputError(path, f"contains {not_finite} NaN or Inf values")
         stem = os.path.join(output_dir, os.path.basename(path)[: -len(".mrc")])
         # MRC mode 0 (8-bit): labels 0..5 read the same whether a tool takes it as signed or not
-        outputs = {f"{stem}_labels.mrc": np.argmax(probabilities, axis=-1).astype(np.int8)}
+        kinds = {f"{stem}_labels.mrc": np.int8}
         if options.get("probabilities"):
-            for index in FEATURE_CLASSES:
-                outputs[f"{stem}_{CLASS_NAMES[index]}.mrc"] = probabilities[..., index]
-        for out_path, data in outputs.items():
-            readers.write_mrc_like(out_path, data, volume)
-            written.append(out_path)
+            kinds.update({f"{stem}_{CLASS_NAMES[index]}.mrc": np.float32 for index in FEATURE_CLASSES})
+        bar = progress_bar(len(tomogram), f"{os.path.basename(path)} slices")
+        with contextlib.ExitStack() as files:
+            writers = [files.enter_context(MrcSliceWriter(out, tomogram.shape, dtype, tomogram)) for out, dtype in kinds.items()]
+            for z in range(len(tomogram)):
+                image = (tomogram[z].astype(np.float32) - np.float32(mean)) / np.float32(max(std, 1e-6))
+                probabilities = predict_tiled(
+                    image[..., np.newaxis], lambda tiles: predictor("serving_default", images=tiles)["probabilities"],
+                    tile=tile, overlap=options.get("overlap", 64), batch_size=options.get("batch_size", 4),
+                )
+                writers[0][z] = np.argmax(probabilities, axis=-1).astype(np.int8)
+                for writer, index in zip(writers[1:], FEATURE_CLASSES):
+                    writer[z] = probabilities[..., index]
+                bar.update(z + 1)
+        written += list(kinds)
     return written
 
 
