@@ -64,3 +64,68 @@ def test_architecture_and_keras_round_trip(tmp_path):
     restored = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(restored(images), model(images), atol=1e-6)
     assert restored.nbase == (8, 16, 32, 64)
+
+
+def _crafted_checkpoint(path, monkeypatch, values, offset, size, stride):
+    """A PyTorch zip checkpoint written without PyTorch: one float tensor `w` viewing a
+    storage of `values` with the given offset, size and stride, as torch.save lays it out."""
+    import collections
+    import pickle
+    import sys
+    import types
+    import zipfile
+
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+    FloatStorage = type("FloatStorage", (), {"__module__": "torch"})
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called here")
+
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+    storage = object()
+
+    class Tensor:
+        def __reduce__(self):
+            return _rebuild_tensor_v2, (storage, offset, size, stride, False, collections.OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", FloatStorage, "0", "cpu", len(values)) if obj is storage else None
+
+    import io
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump(collections.OrderedDict(w=Tensor()))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/data/0", np.asarray(values, "<f4").tobytes())
+
+
+@pytest.mark.parametrize("offset, size, stride, problem", [
+    (0, (2, 3), (3, 1), None),                       # a whole 2×3 tensor
+    (2, (2, 2), (1, 2), None),                       # a strided view inside the storage
+    (0, (4, 3), (3, 1), "reaching element 11 of a storage of 6"),
+    (5, (2,), (1,), "reaching element 6 of a storage of 6"),
+    (0, (10**12,), (10**6,), "of a storage of 6"),
+    (-1, (2,), (1,), "do not describe a tensor"),
+    (0, (2, 2), (1,), "do not describe a tensor"),
+    (0, (2,), (-1,), "do not describe a tensor"),
+])
+def test_tensor_extents_are_checked_against_their_storage(tmp_path, monkeypatch, offset, size, stride, problem):
+    from biomodels.errors import CheckpointError
+    from biomodels.pipelines.torch_checkpoint import read_state_dict
+
+    values = np.arange(6, dtype=np.float32)
+    path = tmp_path / "crafted.pth"
+    _crafted_checkpoint(path, monkeypatch, values, offset, size, stride)
+    monkeypatch.undo()
+    if problem is None:
+        expected = np.lib.stride_tricks.as_strided(values[offset:], size, tuple(4 * s for s in stride))
+        np.testing.assert_array_equal(read_state_dict(str(path))["w"], expected)
+    else:
+        with pytest.raises(CheckpointError, match=f"crafted.pth: holds a tensor .*{problem}"):
+            read_state_dict(str(path))

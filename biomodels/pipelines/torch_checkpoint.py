@@ -28,11 +28,29 @@ class _StorageType:
         self.name = name
 
 
-def _rebuild_tensor(storage, offset, size, stride, *unused):
-    itemsize = storage.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                           strides=tuple(s * itemsize for s in stride))
-    return np.array(view)
+def _tensor_rebuilder(path):
+    """torch._utils._rebuild_tensor_v2 for numpy: the (offset, size, stride) view of a
+    storage, each number checked against the storage first. A crafted file could
+    otherwise make the strided view reach outside the storage: a crash, or the
+    process's memory copied into the weights."""
+
+    def rebuild(storage, offset, size, stride, *unused):
+        size, stride = tuple(size), tuple(stride)
+        numbers = (offset, *size, *stride)
+        if (not isinstance(storage, np.ndarray) or len(size) != len(stride)
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers)):
+            raise CheckpointError(path, f"holds a tensor with offset {offset!r}, size {size!r} and stride {stride!r}, "
+                                        "which do not describe a tensor")
+        if 0 not in size:
+            last = offset + sum((extent - 1) * step for extent, step in zip(size, stride))
+            if last >= storage.size:
+                raise CheckpointError(path, f"holds a tensor of size {size} (offset {offset}, stride {stride}) "
+                                            f"reaching element {last} of a storage of {storage.size}")
+        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
+                                               strides=tuple(step * storage.itemsize for step in stride))
+        return np.array(view)
+
+    return rebuild
 
 
 def _rebuild_parameter(data, *unused):
@@ -48,7 +66,7 @@ class _StateDictUnpickler(pickle.Unpickler):
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor
+            return _tensor_rebuilder(self.path)
         if module == "torch._utils" and name == "_rebuild_parameter":
             return _rebuild_parameter
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -59,8 +77,14 @@ class _StateDictUnpickler(pickle.Unpickler):
         kind, storage_type, key, _location, _numel = saved_id
         if kind != "storage":
             raise CheckpointError(self.path, f"holds a persistent object of kind {kind!r}")
-        raw = self.archive.read(f"{self.prefix}data/{key}")
+        try:
+            raw = self.archive.read(f"{self.prefix}data/{key}")
+        except KeyError:
+            raise CheckpointError(self.path, f"has no storage data/{key}") from None
         dtype = _STORAGE_DTYPES[storage_type.name]
+        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        if len(raw) % itemsize:
+            raise CheckpointError(self.path, f"storage data/{key} holds {len(raw)} bytes, not whole {itemsize}-byte values")
         if dtype == "bfloat16":
             halves = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
             return halves.view(np.float32)
