@@ -101,7 +101,10 @@ def class_folders(mask_dir, skip_classes):
 def combine_objects(image_path, shape, folders, class_names):
     """(int32 labels, int32 class index per id [N + 1], report) from one PNG per object;
     overlapping pixels go to the smaller object. The report counts the objects, those that
-    share pixels with another, the shared pixels, and objects wholly covered by smaller ones."""
+    share pixels with another, the shared pixels, and objects wholly covered by smaller ones.
+
+    Each object is kept only as its bounding box's crop (one full-size mask at a time is
+    read), so memory grows with the objects' area, not with their count times the image's."""
     objects = []
     for class_name, paths in folders.items():
         for path in paths:
@@ -109,20 +112,22 @@ def combine_objects(image_path, shape, folders, class_names):
             if mask.ndim == 3:
                 mask = mask[..., 0]
             require_same_size(path, mask.shape, image_path, shape)
-            mask = mask > 0
-            if mask.any():
-                objects.append((int(mask.sum()), path, class_names.index(class_name), mask))
+            rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            if len(rows):
+                box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+                crop = mask[box] > 0
+                objects.append((int(crop.sum()), path, class_names.index(class_name), box, crop))
     labels = np.zeros(shape, np.int32)
     covered = np.zeros(shape, np.int32)
     classes = [NO_CLASS]
     # largest first, so a smaller object lying on a larger one keeps its pixels
-    for index, (_, _, class_index, mask) in enumerate(sorted(objects, key=lambda o: (-o[0], o[1])), start=1):
-        labels[mask] = index
-        covered += mask
+    for index, (_, _, class_index, box, crop) in enumerate(sorted(objects, key=lambda o: (-o[0], o[1])), start=1):
+        labels[box][crop] = index
+        covered[box] += crop
         classes.append(class_index)
     shared = covered > 1
     overlap_pixels = int(np.count_nonzero(shared))
-    overlapping = sum(1 for *_, mask in objects if overlap_pixels and np.any(mask & shared))
+    overlapping = sum(1 for *_, box, crop in objects if overlap_pixels and np.any(crop & shared[box]))
     from skimage.segmentation import relabel_sequential
 
     labels, _, inverse = relabel_sequential(labels)

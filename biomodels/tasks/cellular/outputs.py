@@ -104,7 +104,7 @@ def write_masks(path, masks):
 
 
 def predict_images(predictor, input_path, output_dir, options):
-    """Segment every image under `input_path`; write NAME_cp_masks.tif (uint16 labels, as
+    """Segment every image under `input_path`, one at a time; write NAME_cp_masks.tif (uint16 labels, as
     Cellpose names its predicted masks), NAME_cp_flows.tif (float32 [3, H, W]: unit dY,
     dX and the cell-probability logit, an ImageJ hyperstack) and NAME_cp_output.png (the
     outlines over the image); returns the paths written. Cellpose reads none of them as
@@ -116,7 +116,6 @@ def predict_images(predictor, input_path, output_dir, options):
     if not paths:
         raise InputError(input_path, "holds no TIFF or PNG images")
     channels = parse_channels(options.get("channels"), config.get("channels", (0, 1)))
-    images = [(path, data.read_cell_image(path, channels)) for path in paths]  # every file checked before writing
     diameter_mean = float(config.get("diameter_mean", 30.0))
     diameter = options.get("diameter") or predictor.calibration.get("training_diameter") or diameter_mean
     if diameter <= 0:
@@ -127,9 +126,9 @@ def predict_images(predictor, input_path, output_dir, options):
         "min_size": int(_option(options, "min_size", config, 15)),
     }
     written = []
-    bar = progress_bar(len(images), "images")
-    for done, (path, raw) in enumerate(images, start=1):
-        image = data.normalise(raw)
+    bar = progress_bar(len(paths), "images")
+    for done, path in enumerate(paths, start=1):  # one image in memory at a time
+        image = data.normalise(data.read_cell_image(path, channels))
         masks, maps = segment(predictor, image, diameter_mean / diameter, options, thresholds)
         stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
         names = {kind: f"{stem}{suffix}" for kind, suffix in OUTPUT_NAMES.items()}
