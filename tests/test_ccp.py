@@ -183,6 +183,28 @@ def test_short_and_empty_tracks_are_counted(tmp_path):
     assert skipped == {"clathrin or auxilin all NaN": 1, "shorter than 2 frames": 1}
 
 
+def test_a_csv_of_many_cells_is_parsed_once(tmp_path, monkeypatch, ccp_task, tiny_ccp_config):
+    """Sources are cells; reading each one must not parse the whole file again."""
+    import csv as csv_module
+
+    from biomodels.tasks.ccp import data
+
+    tracks = random_tracks(count=80)
+    for index, track in enumerate(tracks):
+        track.cell = f"cell{index % 40:02d}"
+    path = tmp_path / "tracks.csv"
+    track_writers.write_track_csv(str(path), tracks)
+    calls = []
+    original = csv_module.reader
+    monkeypatch.setattr(csv_module, "reader", lambda *a, **k: calls.append(1) or original(*a, **k))
+    sources = ccp_task.find_sources(str(path), tiny_ccp_config)
+    assert len(sources) == 40
+    read = [track for source in sources for track in data.read_tracks(source)[0]]
+    assert len(calls) == 2  # the cells' names, then every track
+    assert sorted((t.cell, t.track_id) for t in read) == sorted((t.cell, t.track_id) for t in track_files.read_track_csv(str(path))[0])
+    assert {t.cell for t in read} == {f"cell{i:02d}" for i in range(40)}
+
+
 def test_tracker_gaps_are_interpolated(tmp_path):
     track = random_tracks(1)[0]
     track.clathrin = np.array([1.0, np.nan, 3.0])

@@ -22,6 +22,7 @@ dropped without being counted. A file that is not what it claims to be raises an
 import collections
 import csv
 import dataclasses
+import functools
 import os
 import re
 
@@ -226,8 +227,26 @@ def _finite(values):
 # -- CSV ---------------------------------------------------------------------------------
 def read_track_csv(path, cell=None):
     """The tracks of a CSV with one row per track; `cell` keeps only that cell's rows
-    (the `cell` column, else the file's name)."""
+    (the `cell` column, else the file's name). The file is parsed once for all its cells
+    (prepare and predict read it cell by cell, which would otherwise parse it once per
+    cell: quadratic in the number of cells)."""
     _require_file(path)
+    status = os.stat(path)
+    by_cell = _parsed_track_csv(path, status.st_mtime_ns, status.st_size)
+    if cell is not None:
+        tracks, skipped = by_cell.get(cell, ([], {}))
+        return list(tracks), dict(skipped)
+    tracks, skipped = [], collections.Counter()
+    for cell_tracks, cell_skipped in by_cell.values():
+        tracks += cell_tracks
+        skipped.update(cell_skipped)
+    return tracks, dict(skipped)
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed_track_csv(path, mtime_ns, size):
+    """{cell: (tracks, {reason: count})} of a track CSV, cells in order of appearance;
+    cached for the file's latest version (the modification time and size are the key)."""
     default_cell = os.path.splitext(os.path.basename(path))[0]
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -251,14 +270,13 @@ def read_track_csv(path, cell=None):
                                f"(missing {', '.join(missing)})")
     scalar = {name: header.index(name) for name in ("cell", "track", "label", "frame_interval_s", "lifetime_s") if name in header}
     feature_columns = [header.index(name) for name in FEATURE_NAMES] if has_features else None
-    tracks, skipped = [], collections.Counter()
+    by_cell = {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(value.strip() for value in row):
             continue
         row = row + [""] * (len(header) - len(row))
         row_cell = row[scalar["cell"]].strip() if "cell" in scalar else default_cell
-        if cell is not None and row_cell != cell:
-            continue
+        tracks, skipped = by_cell.setdefault(row_cell, ([], collections.Counter()))
         arrays = {name: _numbers(path, line, row, columns) for name, columns in per_frame.items()}
         frames = _last_finite(arrays["clathrin"]) + 1 if has_traces else 0
         cut = lambda name: arrays[name][:frames] if name in arrays and frames else None  # noqa: E731
@@ -280,7 +298,7 @@ def read_track_csv(path, cell=None):
             _keep_or_count(track, tracks, skipped)
         else:
             tracks.append(track)
-    return tracks, dict(skipped)
+    return {name: (tracks, dict(skipped)) for name, (tracks, skipped) in by_cell.items()}
 
 
 def csv_cells(path):
