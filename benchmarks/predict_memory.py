@@ -26,7 +26,8 @@ TINY = ["base_filters=4", "depth=3", "tile_size=128", "synthetic_shape=6,128,128
 
 # runs predict in this process and prints its own peak resident set (ru_maxrss, KiB on Linux)
 MEASURED = """
-import resource, runpy, sys
+import os, resource, runpy, sys
+sys.path.insert(0, os.getcwd())  # the checkout this benchmark belongs to, not whichever biomodels is installed
 sys.argv = ["predict.py", *sys.argv[1:]]
 try:
     runpy.run_module("biomodels.predict", run_name="__main__")
