@@ -133,14 +133,6 @@ def from_dict(task, values):
     return task.Config(**fixed)
 
 
-def write_run_config(model_dir, task, preset, config, extra=None):
-    """Write model_dir/config.json (atomically): task, preset and the resolved config."""
-    record = {"task": task.name, "preset": preset, "config": to_dict(config), **(extra or {})}
-    path = os.path.join(model_dir, CONFIG_FILE)
-    write_json_atomic(path, record)
-    return record
-
-
 def read_run_config(model_dir):
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(path):

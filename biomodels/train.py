@@ -82,8 +82,8 @@ def _train_locked(task, config, data_dir, manifest, model_dir, options, preset, 
     _check_resumable(model_dir, task, config)
     if run_state.is_finished(model_dir):
         raise InputError(model_dir, "holds a finished run; choose a new --model_dir to train again")
-    config_lib.write_run_config(model_dir, task, preset, config,
-                                {"data_dir": os.path.abspath(data_dir), "seed": options.seed, "precision": policy})
+    config_lib.write_json_atomic(os.path.join(model_dir, config_lib.CONFIG_FILE),
+                                 {**run_record(task, preset, config, data_dir, options.seed), "precision": policy})
 
     train_count = manifest["splits"]["train"]["count"]
     steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(train_count / config.batch_size))
