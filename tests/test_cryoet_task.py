@@ -135,3 +135,15 @@ def test_extreme_voxels_do_not_overflow_the_statistics():
     assert np.isfinite([mean, std]).all() and np.isfinite(normalised).all()
     assert normalised.dtype == np.float32 and abs(float(normalised.astype(np.float64).mean())) < 1e-3
 
+
+
+def test_the_paper_preset_trains_without_augmentation(cryoet_task):
+    from biomodels import config as config_lib
+
+    example = {"image": tf.random.normal((16, 16)), "labels": tf.zeros((16, 16), tf.uint8)}
+    paper = config_lib.resolve(cryoet_task, "paper")
+    assert paper.augment is False
+    same = cryoet_task.augment(example, tf.constant([1, 2], tf.int64), paper)
+    np.testing.assert_array_equal(same["image"], example["image"])
+    quick = cryoet_task.augment(example, tf.constant([1, 2], tf.int64), config_lib.resolve(cryoet_task, "quick"))
+    assert not np.array_equal(quick["image"], example["image"])

@@ -33,7 +33,13 @@ def test_unet_paper_widths():
     model = CryoETUNet()
     widths = [layer.filters for layer in model.layers if layer.name.endswith("_conv1") and layer.name.startswith("down")]
     assert widths == [64, 128, 256, 512, 1024]
-    assert [l.name for l in model.layers if isinstance(l, keras.layers.Dropout)] == ["down1_dropout", "down2_dropout"]
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.SpatialDropout2D)]
+    assert [layer.name for layer in dropouts] == ["down1_dropout", "down2_dropout"]
+    # the study's Dropout2d: whole feature maps are dropped, each kept one scaled by 2
+    dropped = np.asarray(dropouts[0](np.ones((4, 8, 8, 16), np.float32), training=True))
+    per_map = dropped.reshape(4, 64, 16)
+    assert np.all(per_map.min(axis=1) == per_map.max(axis=1))
+    assert set(np.unique(per_map).tolist()) == {0.0, 2.0}
 
 
 def test_unet_keras_file_round_trip(tmp_path):

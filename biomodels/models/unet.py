@@ -1,7 +1,8 @@
 """The 2-D U-Net of the cryo-ET annotation study.
 
 Encoder: at each level a double 3×3 convolution with batch normalisation and ReLU,
-then 2×2 max-pooling; dropout (0.5) on the outputs of the second and third levels,
+then 2×2 max-pooling; dropout of whole feature maps (0.5, PyTorch's Dropout2d as in the
+study: Keras's SpatialDropout2D) on the outputs of the second and third levels,
 which also feed their skips. Decoder: bilinear ×2 upsampling, a 3×3 convolution
 without activation, concatenation with the skip, a double convolution. A 1×1
 convolution gives per-class logits; the softmax runs in float32 so mixed precision
@@ -41,7 +42,8 @@ class CryoETUNet(keras.Model):
                 x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
             x = _double_conv(x, base_filters * 2**level, name=f"down{level}")
             if level in dropout_levels and dropout > 0:
-                x = layers.Dropout(dropout, name=f"down{level}_dropout")(x)
+                # whole feature maps, as PyTorch's Dropout2d in the study's code
+                x = layers.SpatialDropout2D(dropout, name=f"down{level}_dropout")(x)
             skips.append(x)
         for level in reversed(range(depth - 1)):
             filters = base_filters * 2**level

@@ -21,6 +21,7 @@ class CryoETConfig:
     batch_size: int = 8
     epochs: int = 10
     steps_per_epoch: int = 80
+    augment: bool = True  # flips, quarter turns, gain and noise; the study trained without
     noise_augmentation: float = 0.1
     synthetic_tomograms: int = 16
     synthetic_shape: tuple[int, ...] = (24, 256, 256)
@@ -31,7 +32,7 @@ def presets():
         "quick": CryoETConfig(),
         "paper": CryoETConfig(
             base_filters=64, depth=5, dropout=0.5, tile_size=512, learning_rate=1e-3, lr_schedule="constant",
-            batch_size=4, epochs=50, steps_per_epoch=0, noise_augmentation=0.0,
+            batch_size=4, epochs=50, steps_per_epoch=0, augment=False, noise_augmentation=0.0,
         ),
     }
 

@@ -146,8 +146,12 @@ def preprocess(inputs):
 
 
 def augment(example, seed, config):
-    """Flip, quarter turns, a gain of 0.9-1.1 and Gaussian noise up to `noise_augmentation`."""
+    """Flip, quarter turns, a gain of 0.9-1.1 and Gaussian noise up to `noise_augmentation`;
+    nothing with `augment=False` (the study's setting)."""
     import tensorflow as tf
+
+    if not config.augment:
+        return example
 
     seeds = tf.random.experimental.stateless_split(seed, num=4)
     image = example["image"][..., tf.newaxis]
