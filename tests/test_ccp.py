@@ -98,9 +98,13 @@ def test_scores_known_answers():
     report = scores.scores_at_threshold(labels, probabilities, 0.38)
     assert report == pytest.approx({"accuracy": 0.5, "balanced_accuracy": 0.5, "precision": 0.5, "recall": 0.5,
                                     "specificity": 0.5, "flagged_fraction": 0.5})
-    baseline = scores.majority_baseline([0] * 9 + [1])
+    baseline = scores.majority_baseline([0] * 9 + [1], training_positive_fraction=0.2)
     assert baseline["accuracy"] == pytest.approx(0.9) and baseline["balanced_accuracy"] == 0.5
     assert baseline["roc_auc"] == 0.5 and baseline["pr_auc"] == pytest.approx(0.1) and baseline["recall"] == 0.0
+    # the majority is the training split's: on a test split where positives happen to be
+    # the majority, the baseline still answers negative (it could not know otherwise)
+    shifted = scores.majority_baseline([1] * 6 + [0] * 4, training_positive_fraction=0.1)
+    assert shifted["accuracy"] == pytest.approx(0.4) and shifted["recall"] == 0.0
 
 
 def test_threshold_for_recall():

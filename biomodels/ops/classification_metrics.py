@@ -82,11 +82,12 @@ def classification_report(labels, scores, threshold=0.5):
     return report
 
 
-def majority_baseline(labels):
-    """The same report for always answering the training's majority class (negative
-    when positives are the minority): what an accuracy must be compared against."""
+def majority_baseline(labels, training_positive_fraction):
+    """The same report on `labels` for always answering the majority class of the
+    training split (whose share of positives is given; not the evaluated labels', which
+    a model could not know): what an accuracy must be compared against."""
     labels = np.asarray(labels).astype(bool)
-    majority = labels.mean() > 0.5
+    majority = training_positive_fraction > 0.5
     constant = np.full(labels.shape, 1.0 if majority else 0.0)
     return classification_report(labels, constant, threshold=0.5)
 

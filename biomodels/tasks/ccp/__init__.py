@@ -141,7 +141,7 @@ class CCPTask(Task):
         return scores.calibrate(model, dataset)
 
     def evaluate(self, model, dataset, manifest, config, calibration=None):
-        return scores.evaluate(model, dataset, config, calibration or {})
+        return scores.evaluate(model, dataset, config, calibration or {}, manifest["statistics"]["positive_fraction"])
 
     def metrics_table(self, metrics):
         return scores.metrics_table(metrics)

@@ -27,14 +27,14 @@ def calibrate(model, dataset):
     }
 
 
-def evaluate(model, dataset, config, calibration):
+def evaluate(model, dataset, config, calibration, training_positive_fraction):
     from biomodels.ops.classification_metrics import (classification_report, majority_baseline,
                                                       scores_at_threshold, threshold_for_recall)
 
     labels, probabilities = predict_dataset(model, dataset)
     metrics = {"tracks": int(len(labels)), "positives": int(labels.sum())}
     metrics.update(classification_report(labels, probabilities, threshold=0.5))
-    metrics.update({f"baseline/{key}": value for key, value in majority_baseline(labels).items()})
+    metrics.update({f"baseline/{key}": value for key, value in majority_baseline(labels, training_positive_fraction).items()})
     positives = calibration.get("validation_positive_probabilities")
     if positives:
         threshold = threshold_for_recall(positives, config.target_recall, config.triage_confidence)
