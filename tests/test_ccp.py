@@ -363,6 +363,61 @@ def test_a_batch_smaller_than_the_summary_images_trains(tmp_path, ccp_task):
     assert 0.0 <= metrics["roc_auc"] <= 1.0
 
 
+@pytest.mark.slow
+def test_the_default_model_does_not_read_the_auxilin_that_labels_the_tracks(tmp_path, ccp_task):
+    """Labels come from the auxilin rule; on new cells, flattening every auxilin trace to
+    its median (labels unchanged) must change the default model's ROC-AUC by under 5 %."""
+    from biomodels.ops.classification_metrics import roc_auc
+    from biomodels.pipelines.synthetic import ccp as synthetic
+    from biomodels.predictors.local import KerasPredictor
+    from biomodels.tasks.ccp import data, outputs
+    from biomodels.train import RunOptions, train
+
+    config = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "epochs=3", "steps_per_epoch=8", "filters=8",
+                                                    "gru_units=8", "dense_units=8"])
+    assert config.trace_channels == ("clathrin",)
+    prepare_dataset(ccp_task, config, str(tmp_path / "data"), synthetic=True, num_examples=2, show_progress=False)
+    train(ccp_task, config, str(tmp_path / "data"), str(tmp_path / "run"), RunOptions(export=False, verbose=0))
+    from biomodels.runs import load_trained_model
+
+    predictor = KerasPredictor(ccp_task, load_trained_model(str(tmp_path / "run")), config)
+    synthetic.write_dataset(str(tmp_path / "new"), 2, seed=7, tracks_per_cell=150)
+    tracks = [track for source in data.find_sources(str(tmp_path / "new")) for track in data.read_tracks(source)[0]]
+    labels = np.array([data.label(track, config) for track in tracks])
+    assert 0 < labels.sum() < len(labels)
+    before = roc_auc(labels, outputs.score_tracks(predictor, "traces", tracks, config))
+    for track in tracks:
+        track.auxilin = np.full_like(track.auxilin, np.median(track.auxilin))
+    after = roc_auc(labels, outputs.score_tracks(predictor, "traces", tracks, config))
+    assert before > 0.6  # it learnt something from clathrin
+    assert abs(after - before) / before < 0.05
+
+
+def test_auxilin_as_input_needs_labels_of_the_users_own(tmp_path, ccp_task):
+    """The traces model reads auxilin only when no training label came from the rule."""
+    both = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "trace_channels=clathrin,auxilin"])
+    tracks = random_tracks(count=12)
+    for index, track in enumerate(tracks):
+        track.label = None if index == 0 else index % 2
+        track.auxilin_pval = np.ones(track.frames)
+    track_writers.write_track_csv(str(tmp_path / "raw" / "tracks.csv"), tracks)
+    manifest = prepare_dataset(ccp_task, both, str(tmp_path / "rule"), input_path=str(tmp_path / "raw"),
+                               show_progress=False)
+    with pytest.raises(ConfigError, match=r"trace_channels=clathrin,auxilin: 1 training labels come from the auxilin rule"):
+        ccp_task.build_model(both, manifest)
+    def trace_width(model):
+        return {tensor.name: tensor for tensor in model.inputs}["traces"].shape[-1]
+
+    assert trace_width(ccp_task.build_model(config_lib.resolve(ccp_task, "quick", TINY_CCP), manifest)) == 1
+    tracks[0].label = 1
+    track_writers.write_track_csv(str(tmp_path / "raw" / "tracks.csv"), tracks)
+    manifest = prepare_dataset(ccp_task, both, str(tmp_path / "given"), input_path=str(tmp_path / "raw"),
+                               show_progress=False)
+    assert trace_width(ccp_task.build_model(both, manifest)) == 2
+    with pytest.raises(ConfigError, match="choose clathrin or clathrin,auxilin"):
+        ccp_task.build_model(config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "trace_channels=dynamin"]), manifest)
+
+
 def test_padding_does_not_change_a_prediction():
     from biomodels.models import TraceNet
 

@@ -37,6 +37,7 @@ def ccp_run(tmp_path_factory):
 def test_train_reports_against_the_majority_baseline(ccp_run):
     _, _, model_dir, _, result = ccp_run
     assert "majority baseline" in result.stdout and "balanced accuracy" in result.stdout
+    assert "model inputs" in result.stdout and "clathrin traces" in result.stdout
     metrics = json.loads((model_dir / "metrics_test.json").read_text())
     assert metrics["baseline/balanced_accuracy"] == 0.5 and metrics["baseline/roc_auc"] == 0.5
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and 0.0 <= metrics["triage/recall"] <= 1.0
@@ -46,7 +47,7 @@ def test_train_reports_against_the_majority_baseline(ccp_run):
     export_info = json.loads((model_dir / "export" / "export.json").read_text())
     assert export_info["calibration"] == calibration
     assert export_info["signatures"]["serving_default"]["inputs"] == {
-        "traces": {"dtype": "float32", "shape": [None, None, 2]}, "lengths": {"dtype": "int32", "shape": [None]}}
+        "traces": {"dtype": "float32", "shape": [None, None, 1]}, "lengths": {"dtype": "int32", "shape": [None]}}
 
 
 @pytest.mark.slow

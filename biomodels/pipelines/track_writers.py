@@ -17,7 +17,8 @@ def write_track_csv(path, tracks):
     optional = [name for name in ("background", "auxilin_pval") if all(getattr(t, name) is not None for t in tracks)]
     with_positions = all(track.positions is not None for track in tracks)
     columns = ["clathrin", "auxilin", *optional] + (["x", "y"] if with_positions else [])
-    header = ["cell", "track", "frame_interval_s"] + (["label"] if all(t.label is not None for t in tracks) else [])
+    # a label column when any track has a label; an empty cell is no label (the auxilin rule decides)
+    header = ["cell", "track", "frame_interval_s"] + (["label"] if any(t.label is not None for t in tracks) else [])
     header += [f"{name}_{i}" for name in columns for i in range(length)]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -29,7 +30,7 @@ def write_track_csv(path, tracks):
                 values["x"], values["y"] = track.positions[:, 0], track.positions[:, 1]
             row = [track.cell, track.track_id, _text(track.frame_interval_s or 1.0)]
             if "label" in header:
-                row.append(str(track.label))
+                row.append("" if track.label is None else str(track.label))
             for name in columns:
                 row += [_text(v) for v in values[name]] + [""] * (length - track.frames)
             writer.writerow(row)

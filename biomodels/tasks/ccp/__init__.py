@@ -92,8 +92,11 @@ class CCPTask(Task):
         if stats["tracks_without_traces"]:
             raise ConfigError(f"{stats['tracks_without_traces']} training tracks have features but no traces; "
                               "train the features model (--set model=features) or give trace columns")
-        return TraceNet(stats["channel_mean"], stats["channel_variance"], config.filters, config.kernel_size,
-                        config.conv_layers, config.gru_units, config.dense_units, config.dropout)
+        data.check_channels(config, manifest)
+        chosen = data.channel_indices(config)
+        return TraceNet([stats["channel_mean"][i] for i in chosen], [stats["channel_variance"][i] for i in chosen],
+                        config.filters, config.kernel_size, config.conv_layers, config.gru_units, config.dense_units,
+                        config.dropout)
 
     def class_weights(self, config, manifest):
         """(positive, negative) loss weights: balanced makes both classes weigh the same."""

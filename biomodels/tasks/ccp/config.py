@@ -19,7 +19,11 @@ class CCPConfig:
     # features model
     hidden_units: tuple[int, ...] = (10, 10)
     activation: str = "tanh"
-    # traces model
+    # traces model: the traces it reads. Clathrin alone by default: labels given by the
+    # auxilin rule would otherwise be re-learnt from the auxilin trace they are computed
+    # from, and clathrin-only movies could not be scored; ("clathrin", "auxilin") is
+    # allowed only when every training label was given by the user
+    trace_channels: tuple[str, ...] = ("clathrin",)
     filters: int = 32
     kernel_size: int = 5
     conv_layers: int = 2

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from biomodels.errors import InputError
+from biomodels.errors import ConfigError, InputError
 from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, track_features
 from biomodels.pipelines import readers, track_files
 from biomodels.tasks.base import Source
@@ -51,6 +51,7 @@ def read_tracks(source):
 def read_source(source, config):
     tracks, skipped = read_tracks(source)
     examples = []
+    by_rule = sum(1 for track in tracks if track.label is None)
     for track in tracks:
         given = label(track, config)
         if given is None:
@@ -61,8 +62,30 @@ def read_source(source, config):
     if not examples:
         raise InputError(source.paths[0], f"no usable tracks for {source.group} (left out: {skipped or 'none'})")
     positives = int(sum(example["label"] for example in examples))
-    info = {"tracks": len(examples), "positives": positives, "skipped": skipped}
+    info = {"tracks": len(examples), "positives": positives, "labels_by_rule": by_rule, "skipped": skipped}
     return info, examples
+
+
+def channel_indices(config):
+    """Where the configured trace channels lie in the prepared traces (clathrin, auxilin)."""
+    chosen = tuple(config.trace_channels)
+    if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(CHANNELS):
+        raise ConfigError(f"--set trace_channels={','.join(chosen)}: choose clathrin or clathrin,auxilin")
+    return [CHANNELS.index(name) for name in chosen]
+
+
+def check_channels(config, manifest):
+    """Refuse auxilin as an input when labels come from the auxilin rule: the model would
+    re-learn the rule from the channel it is computed on."""
+    channel_indices(config)
+    if "auxilin" not in config.trace_channels:
+        return
+    by_rule = [source.get("labels_by_rule") for source in manifest["sources"]]
+    if any(count is None for count in by_rule) or sum(by_rule):
+        count = "some" if any(count is None for count in by_rule) else str(sum(by_rule))
+        raise ConfigError(f"--set trace_channels={','.join(config.trace_channels)}: {count} training labels come from "
+                          "the auxilin rule, which a model reading the auxilin trace would re-learn; read clathrin "
+                          "alone, or give every track a label of your own (a label column or field)")
 
 
 def label(track, config):
@@ -138,7 +161,7 @@ def model_io(example, config):
     target = tf.reshape(tf.cast(example["label"], tf.float32), [1])
     if config.model == "features":
         return {"features": preprocess(example["features"])}, target
-    traces = preprocess(example["traces"])
+    traces = tf.gather(preprocess(example["traces"]), channel_indices(config), axis=1)
     return {"traces": traces, "lengths": tf.shape(traces)[0]}, target
 
 
@@ -154,11 +177,12 @@ def batch(data, batch_size, training):
     )
 
 
-def trace_array(track):
-    """[frames, 2] float32: clathrin and auxilin; [0, 2] for a track given only as features."""
+def trace_array(track, channels=CHANNELS):
+    """[frames, len(channels)] float32 of the named traces (clathrin, auxilin); no frames
+    for a track given only as features."""
     if track.clathrin is None:
-        return np.zeros((0, len(CHANNELS)), np.float32)
-    return np.stack([track.clathrin, track.auxilin], axis=1).astype(np.float32)
+        return np.zeros((0, len(channels)), np.float32)
+    return np.stack([getattr(track, name) for name in channels], axis=1).astype(np.float32)
 
 
 def _track_files(directory):

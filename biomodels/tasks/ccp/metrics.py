@@ -32,7 +32,8 @@ def evaluate(model, dataset, config, calibration, training_positive_fraction):
                                                       scores_at_threshold, threshold_for_recall)
 
     labels, probabilities = predict_dataset(model, dataset)
-    metrics = {"tracks": int(len(labels)), "positives": int(labels.sum())}
+    inputs = "11 clathrin features" if config.model == "features" else " and ".join(config.trace_channels) + " traces"
+    metrics = {"tracks": int(len(labels)), "positives": int(labels.sum()), "inputs": inputs}
     metrics.update(classification_report(labels, probabilities, threshold=0.5))
     metrics.update({f"baseline/{key}": value for key, value in majority_baseline(labels, training_positive_fraction).items()})
     positives = calibration.get("validation_positive_probabilities")
@@ -59,6 +60,8 @@ def metrics_table(metrics):
             ("  precision of the list", metrics["triage/precision"], "-"),
         ]
     rows.append(("tracks (positives)", f"{metrics['tracks']} ({metrics['positives']})", ""))
+    if "inputs" in metrics:
+        rows.append(("model inputs", metrics["inputs"], ""))
     return ("metric", "model", "majority baseline"), rows
 
 

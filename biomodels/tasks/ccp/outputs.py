@@ -24,7 +24,7 @@ from biomodels.atomic import atomic_path
 from biomodels.errors import InputError
 from biomodels.pipelines.readers import readable
 from biomodels.tasks.ccp import data
-from biomodels.tasks.ccp.serving import served_model_kind
+from biomodels.tasks.ccp.serving import served_model_kind, served_trace_channels
 
 EXAMPLES_PER_ROW = 4
 
@@ -104,13 +104,14 @@ def score_tracks(predictor, kind, tracks, config, batch_size=256):
         for start in range(0, len(tracks), batch_size):
             probabilities[start:start + batch_size] = predictor(features=features[start:start + batch_size])["probability"]
         return probabilities
+    channels = served_trace_channels(predictor)
     lengths = np.array([track.frames for track in tracks], np.int32)
     order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         chosen = order[start:start + batch_size]
-        batch = np.zeros((len(chosen), lengths[chosen].max(), 2), np.float32)
+        batch = np.zeros((len(chosen), lengths[chosen].max(), len(channels)), np.float32)
         for row, index in enumerate(chosen):
-            batch[row, :lengths[index]] = data.trace_array(tracks[index])
+            batch[row, :lengths[index]] = data.trace_array(tracks[index], channels)
         probabilities[chosen] = predictor(traces=batch, lengths=lengths[chosen])["probability"]
     return probabilities
 

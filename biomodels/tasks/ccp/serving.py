@@ -1,5 +1,5 @@
-"""ccp's exported signature: `serving_default` takes NaN-padded traces and their lengths
-(the traces model) or the 11 features (the features model) and answers the probability
+"""ccp's exported signature: `serving_default` takes NaN-padded traces of the model's
+channels (clathrin, or clathrin and auxilin) and their lengths (the traces model) or the 11 features (the features model) and answers the probability
 that each track is auxilin-positive; warm-up inputs; which model a predictor serves."""
 
 import numpy as np
@@ -21,7 +21,7 @@ def serving_functions(model, config):
 
         return {"serving_default": serve_features}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, len(CHANNELS)], tf.float32, name="traces"),
+    @tf.function(input_signature=[tf.TensorSpec([None, None, len(config.trace_channels)], tf.float32, name="traces"),
                                   tf.TensorSpec([None], tf.int32, name="lengths")])
     def serve_traces(traces, lengths):
         probability = model({"traces": preprocess(traces), "lengths": lengths}, training=False)
@@ -34,13 +34,24 @@ def warmup_inputs(config):
     rng = np.random.default_rng(0)
     if config.model == "features":
         return [("serving_default", {"features": rng.normal(size=(n, NUM_FEATURES)).astype(np.float32)}) for n in (1, 32)]
-    return [("serving_default", {"traces": rng.normal(size=(n, frames, len(CHANNELS))).astype(np.float32),
+    return [("serving_default", {"traces": rng.normal(size=(n, frames, len(config.trace_channels))).astype(np.float32),
                                  "lengths": np.full(n, frames, np.int32)}) for n, frames in ((1, 40), (32, 120))]
 
 
 def bioimageio_description(config, pixel_size=None):
     raise ConfigError("the ccp model classifies intensity traces, not images: bioimage.io packages are for "
                       "image models, so export it for TF Serving without --bioimageio")
+
+
+def served_trace_channels(predictor):
+    """The trace channels the served traces model reads: from the training configuration
+    when the predictor has it, else from the width of its `traces` input (a model
+    trained before the choice existed, or served remotely: 1 clathrin, 2 both)."""
+    channels = predictor.config.get("trace_channels")
+    if channels:
+        return tuple(channels)
+    shape = predictor.signatures["serving_default"].inputs["traces"].shape
+    return CHANNELS[:1] if shape and shape[-1] == 1 else CHANNELS
 
 
 def served_model_kind(predictor):
