@@ -32,9 +32,11 @@ def evaluate(task, model, dataset, manifest, config, calibration):
 def score_images(true_labels, predicted, pixel_classes, class_names, thresholds):
     """The study's metrics over images, each averaged over images: average precision at
     each IoU threshold and foreground-pixel scores, for all cells and per class (a
-    predicted cell belongs to the class of the true cell it overlaps most)."""
+    predicted cell belongs to the class of the true cell it overlaps most; one that
+    overlaps no true cell counts as a false positive in every class)."""
     metrics = {"images": len(true_labels), "true_cells": int(sum(len(np.unique(t[t > 0])) for t in true_labels)),
-               "predicted_cells": int(sum(len(np.unique(p[p > 0])) for p in predicted))}
+               "predicted_cells": int(sum(len(np.unique(p[p > 0])) for p in predicted)),
+               "predicted_cells_touching_no_true_cell": sum(map(_touching_no_true_cell, true_labels, predicted))}
     metrics.update(_scores(true_labels, predicted, thresholds, prefix=""))
     for index, name in enumerate(class_names):
         pairs = []
@@ -43,13 +45,21 @@ def score_images(true_labels, predicted, pixel_classes, class_names, thresholds)
             object_classes[true[true > 0]] = classes[true > 0]
             owner = matching.attribute_predictions(true, pred, object_classes)
             true_class = np.where(classes == index, true, 0)
-            pred_class = np.where(owner[pred] == index, pred, 0)
+            # a predicted cell that touches no true cell could be of any class: it is a
+            # false positive in every class (else per-class precision would never see it)
+            pred_class = np.where((owner[pred] == index) | ((owner[pred] == -1) & (pred > 0)), pred, 0)
             if true_class.any() or pred_class.any():
                 pairs.append((true_class, pred_class))
         if pairs:
             metrics[f"{name}/cells"] = int(sum(len(np.unique(t[t > 0])) for t, _ in pairs))
             metrics.update(_scores(*map(list, zip(*pairs)), thresholds, prefix=f"{name}/"))
     return metrics
+
+
+def _touching_no_true_cell(true, pred):
+    """How many predicted cells share no pixel with any true cell."""
+    touching = np.unique(pred[(pred > 0) & (true > 0)])
+    return int(len(np.setdiff1d(np.unique(pred[pred > 0]), touching)))
 
 
 def _scores(true_labels, predicted, thresholds, prefix):
@@ -66,7 +76,11 @@ def metrics_rows(metrics, thresholds=AP_THRESHOLDS):
     columns = [f"ap@{t:g}" for t in thresholds] + ["pixel_precision", "pixel_recall", "pixel_f1", "pixel_jaccard"]
     header = ("cells", *[f"AP@{t:g}" for t in thresholds], "precision", "recall", "F1", "Jaccard")
     rows = [(f"all ({metrics['true_cells']})", *[metrics[c] for c in columns])]
+    stray = metrics.get("predicted_cells_touching_no_true_cell")
     classes = sorted({key.split("/")[0] for key in metrics if "/" in key})
     for name in classes:
         rows.append((f"{name} ({metrics[f'{name}/cells']})", *[metrics[f"{name}/{c}"] for c in columns]))
+    if stray is not None:
+        rows.append((f"predicted cells touching no true cell: {stray} (false positives in every class)",
+                     *[""] * len(columns)))
     return header, rows
