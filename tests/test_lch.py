@@ -261,6 +261,25 @@ def write_tiny_folder(directory, seed=0):
     return directory
 
 
+def test_the_baseline_sees_raw_brightness_and_contrast(lch_task, tiny_lch_config):
+    """Two crops of one pattern, one dim and flat, one bright and contrasted: the network
+    sees the same stretched image, the baseline's statistics tell them apart."""
+    pattern = np.random.default_rng(0).random((tiny_lch_config.image_size, tiny_lch_config.image_size, 1))
+    dim, bright = (np.round(20 + 20 * pattern)).astype(np.uint8), (np.round(100 + 150 * pattern)).astype(np.uint8)
+    seen, statistics = [], []
+    for crop in (dim, bright):
+        example = {"image": crop, "efficiency": np.int64(0), "cell_line": np.int64(0)}
+        image, targets = lch_task.model_io(example, tiny_lch_config)
+        seen.append(np.asarray(image))
+        statistics.append(np.asarray(targets["image_statistics"], np.float64))
+    np.testing.assert_allclose(seen[0], seen[1], atol=0.06)  # the stretch removes brightness and contrast
+    raw = [crop.astype(np.float64) / 255 for crop in (dim, bright)]
+    for crop, found in zip(raw, statistics):  # numpy's mean, std and percentiles of the raw crop
+        expected = [crop.mean(), crop.std(), *np.percentile(crop, [5, 50, 95])]
+        np.testing.assert_allclose(found, expected, atol=2e-3)
+    assert statistics[1][0] > 3 * statistics[0][0] and statistics[1][1] > 3 * statistics[0][1]
+
+
 def test_sources_group_crops_by_cell_line_and_check_the_table(tmp_path, lch_task, tiny_lch_config):
     folder = write_tiny_folder(tmp_path / "crops")
     sources = lch_task.find_sources(str(folder), tiny_lch_config)

@@ -15,7 +15,8 @@ The split is by cell, stratified by cell line (70/15/15), so every line is in ev
 split. `evaluate` encodes the cells of a split and scores each cell line with a
 logistic regression fitted on the training split's codes of the other lines
 (leave-one-cell-line-out), pooled into one ROC-AUC; the same classifier on simple image
-statistics (intensity mean, spread and percentiles) is shown beside it as a baseline.
+statistics (mean, spread and percentiles of the raw, unstretched intensities) is shown
+beside it as a baseline.
 After training, a classifier on the codes of all training and validation cells is kept
 in calibration.json and in the export, where it serves the `classify` signature and
 gives the direction for in-silico cells.

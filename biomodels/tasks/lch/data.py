@@ -204,7 +204,24 @@ def augment(example, seed, config):
 
 
 def model_io(example, config):
+    """(the network's image, {"efficiency", "cell_line", "image_statistics"}): the
+    statistics are of the crop's raw intensities (resized, not yet stretched), since the
+    baseline exists to show what brightness and contrast alone predict."""
     import tensorflow as tf
 
     image = tf.cast(example["image"], tf.float32)[None] / 255.0
-    return preprocess(image, config)[0], {"efficiency": example["efficiency"], "cell_line": example["cell_line"]}
+    targets = {"efficiency": example["efficiency"], "cell_line": example["cell_line"],
+               "image_statistics": raw_image_statistics(resize_crops(image, config.image_size))[0]}
+    return preprocess(image, config)[0], targets
+
+
+def raw_image_statistics(images):
+    """[batch, 5]: mean, standard deviation and the 5th, 50th and 95th percentiles of
+    each image's intensities."""
+    import tensorflow as tf
+
+    from biomodels.ops.normalisation import percentiles
+
+    flat = tf.reshape(images, [tf.shape(images)[0], -1])
+    quantiles = [tf.reshape(percentiles(images, q), [-1]) for q in (5.0, 50.0, 95.0)]
+    return tf.stack([tf.reduce_mean(flat, axis=1), tf.math.reduce_std(flat, axis=1), *quantiles], axis=1)
