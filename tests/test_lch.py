@@ -184,6 +184,17 @@ def test_leave_one_group_out_never_trains_on_the_held_out_group():
     predicted = probabilities >= 0.5
     assert np.all(predicted[~flipped] == labels[~flipped])
     assert np.all(predicted[flipped] != labels[flipped])
+    # nested selection: the penalty of each held-out group is chosen without its rows
+    seen = {}
+
+    def choose(features, labels_left, groups_left):
+        held_out = ({"a", "b", "c", "d"} - set(groups_left.tolist())).pop()
+        seen[held_out] = sorted(set(groups_left.tolist()))
+        return 0.1
+
+    nested, _ = leave_one_group_out(codes, labels, groups, codes, groups, l2=choose)
+    assert seen == {g: sorted({"a", "b", "c", "d"} - {g}) for g in "abcd"}
+    np.testing.assert_array_equal(nested, probabilities)
     # one class per group: without group "h", only class 0 is left to learn from
     lines = np.array(["h"] * 5 + ["l"] * 5)
     probabilities, unscored = leave_one_group_out(codes[:10], np.repeat([1, 0], 5), lines, codes[:10], lines)

@@ -81,7 +81,11 @@ def leave_one_group_out(train_features, train_labels, train_groups, test_feature
     all other groups. Returns (probabilities, {group: reason}) where a group whose
     remaining training rows lack a class gets NaN and a reason. (scikit-learn's
     LeaveOneGroupOut splits one set; here the held-out rows may come from another split
-    than the training rows, as evaluation on the test split needs.)"""
+    than the training rows, as evaluation on the test split needs.)
+
+    `l2` is a penalty, or a function (features, labels, groups) -> penalty called with the
+    remaining training rows of each held-out group: nested selection, so that the group
+    a classifier is judged on never takes part in choosing its penalty."""
     train_features = np.asarray(train_features, np.float64)
     train_labels = np.asarray(train_labels).reshape(-1)
     train_groups = np.asarray(train_groups)
@@ -94,7 +98,8 @@ def leave_one_group_out(train_features, train_labels, train_groups, test_feature
         if not (0 < labels.sum() < len(labels)):
             unscored[group.item() if hasattr(group, "item") else group] = "the other groups hold only one class"
             continue
-        classifier = fit_logistic(train_features[keep], labels, l2)
+        penalty = l2(train_features[keep], labels, train_groups[keep]) if callable(l2) else l2
+        classifier = fit_logistic(train_features[keep], labels, penalty)
         rows = test_groups == group
         probabilities[rows] = classifier.probabilities(np.asarray(test_features, np.float64)[rows])
     return probabilities, unscored

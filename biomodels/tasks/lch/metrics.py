@@ -45,11 +45,16 @@ def latent_metrics(task, model, dataset, manifest, config, calibration):
                "reconstruction/bce": float(evaluated["reconstruction_bce"].mean()),
                "reconstruction/mse": float(evaluated["reconstruction_mse"].mean())}
     for prefix, features in (("loco", "codes"), ("baseline", "image_statistics")):
-        l2 = classifier_penalty(train, features, config)
+        chosen = []
+
+        def penalty(rows, labels, lines):  # nested: chosen without the held-out line
+            chosen.append(classifier_penalty({features: rows, "efficiency": labels, "cell_line": lines}, features, config))
+            return chosen[-1]
+
         probabilities, unscored = leave_one_group_out(train[features], train["efficiency"], train["cell_line"],
-                                                      evaluated[features], evaluated["cell_line"], l2)
+                                                      evaluated[features], evaluated["cell_line"], penalty)
         metrics.update(_scores(prefix, evaluated["efficiency"], evaluated["cell_line"], probabilities, names))
-        metrics[f"{prefix}/l2"] = l2
+        metrics[f"{prefix}/l2"] = float(np.median(chosen)) if chosen else float("nan")
         metrics[f"{prefix}/unscored_cell_lines"] = len(unscored)
     if calibration.get("classifier"):
         classifier = LinearClassifier.from_dict(calibration["classifier"])
