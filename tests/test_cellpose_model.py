@@ -129,3 +129,37 @@ def test_tensor_extents_are_checked_against_their_storage(tmp_path, monkeypatch,
     else:
         with pytest.raises(CheckpointError, match=f"crafted.pth: holds a tensor .*{problem}"):
             read_state_dict(str(path))
+
+
+def test_coupled_sgd_follows_pytorchs_weight_decay():
+    """Two steps on w = 1 with a constant gradient 0.5, lr 0.1, momentum 0.9, decay 0.01:
+    PyTorch's SGD adds 0.01·w to the gradient before the momentum (w 0.949, then 0.852151);
+    Keras's own weight_decay shrinks w apart from it and ends elsewhere."""
+    import keras
+
+    from biomodels.models.cellpose import CoupledSGD
+
+    def two_steps(optimizer):
+        weight = keras.Variable([1.0])
+        values = []
+        for _ in range(2):
+            optimizer.apply_gradients([(keras.ops.convert_to_tensor([0.5]), weight)])
+            values.append(float(weight.numpy()[0]))
+        return values
+
+    assert two_steps(CoupledSGD(0.1, momentum=0.9, l2=0.01)) == pytest.approx([0.949, 0.852151], abs=1e-6)
+    assert two_steps(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.01))[1] != pytest.approx(0.852151, abs=1e-5)
+    restored = CoupledSGD.from_config(CoupledSGD(0.1, momentum=0.9, l2=0.01).get_config())
+    assert restored.l2 == 0.01
+
+
+def test_gray_reading_is_cellposes_channels_0_0(tmp_path):
+    from biomodels.pipelines import readers
+    from biomodels.tasks.cellular.data import read_cell_image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (16, 16, 3)).astype(np.uint8)
+    readers.write_png(str(tmp_path / "cells.png"), rgb)
+    image = read_cell_image(str(tmp_path / "cells.png"), (0, 1), gray=True)
+    assert image.shape == (16, 16, 2)
+    np.testing.assert_allclose(image[..., 0], rgb.astype(np.float64).mean(axis=-1), rtol=1e-6)
+    assert not image[..., 1].any()

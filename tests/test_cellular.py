@@ -79,6 +79,23 @@ def test_cellular_layout_combines_every_class(task, config, cellular_dir):
     assert info["diameter"] == pytest.approx(np.sqrt(np.median(sizes)) / (np.sqrt(np.pi) / 2))
 
 
+def test_min_masks_leaves_out_training_images_only(task, cellular_dir):
+    """Cellpose drops training images with fewer than min_masks masks; validation and
+    test images are all scored, so prepare keeps them and only training skips them."""
+    import tensorflow as tf
+
+    from biomodels import config as config_lib
+
+    config = config_lib.resolve(task, "quick", ["min_masks=3"])
+    sources = task.find_sources(str(cellular_dir), config)
+    few = [task.read_source(source, config) for source in sources]
+    counts = [info["objects"] for info, _ in few]
+    assert counts == [4, 2] and all(len(examples) == 1 and "skipped" not in info for info, examples in few)
+    kept = [bool(task.keep_for_training({k: tf.constant(v) for k, v in examples[0].items()}, config))
+            for _, examples in few]
+    assert kept == [True, False]
+
+
 def test_skip_classes_and_split_patterns(task, cellular_dir):
     from biomodels import config as config_lib
     from biomodels.errors import InputError

@@ -182,6 +182,27 @@ class CellposeLearningRate(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_epochs": self.warmup_epochs, "halving_epochs": self.halving_epochs}
 
 
+@keras.saving.register_keras_serializable(package="biomodels")
+class CoupledSGD(keras.optimizers.SGD):
+    """SGD with momentum whose weight decay is PyTorch's (and so Cellpose's): `l2` times
+    the weight added to the gradient before the momentum, where Keras's `weight_decay`
+    shrinks the weights apart from it (decoupled, as AdamW)."""
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, l2=0.0, **kwargs):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
+        self.l2 = float(l2)
+
+    def apply(self, grads, trainable_variables=None):
+        variables = self._trainable_variables if trainable_variables is None else trainable_variables
+        if self.l2:
+            grads = [None if grad is None else grad + self.l2 * keras.ops.cast(variable, grad.dtype)
+                     for grad, variable in zip(grads, variables)]
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
 _IGNORED_KEYS = ("num_batches_tracked", "diam_mean", "diam_labels")
 
 

@@ -94,6 +94,7 @@ def training_dataset(task, config, manifest, batch_size, seed, steps_per_epoch, 
             elements = order.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
                                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             elements = elements.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        elements = elements.filter(lambda example: task.keep_for_training(example, config))
         elements = elements.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=True).repeat().enumerate()
 
         def augment_and_split(index, example):

@@ -154,6 +154,13 @@ class Task(abc.ABC):
     def augment(self, example, seed, config):
         """A randomly transformed example; `seed` is a stateless [2] int64 seed."""
 
+    def keep_for_training(self, example, config):
+        """A boolean tensor: whether training uses this decoded example (evaluation uses
+        every one). All by default."""
+        import tensorflow as tf
+
+        return tf.constant(True)
+
     @abc.abstractmethod
     def model_io(self, example, config):
         """(network inputs, targets) from a decoded example, preprocessing applied."""

@@ -40,7 +40,7 @@ class CellularTask(Task):
     name = "cellular"
     summary = "Cellpose-style flow network for cell instance segmentation (CELLULAR autophagy data)"
     Config = CellularConfig
-    data_fields = ("channels", "skip_classes", "val_pattern", "test_pattern", "min_masks", "synthetic_images",
+    data_fields = ("channels", "gray", "skip_classes", "val_pattern", "test_pattern", "min_masks", "synthetic_images",
                    "synthetic_shape")
     serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
     predict_options = (
@@ -99,12 +99,13 @@ class CellularTask(Task):
         import keras
 
         from biomodels.models import CellposeLoss
-        from biomodels.models.cellpose import CellposeLearningRate
+        from biomodels.models.cellpose import CellposeLearningRate, CoupledSGD
 
         schedule = CellposeLearningRate(config.learning_rate, steps_per_epoch, config.epochs, config.warmup_epochs,
                                         config.final_halvings_epochs)
         if config.optimizer == "sgd":
-            optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=config.weight_decay)
+            # PyTorch's SGD, as Cellpose trains: weight decay added to the gradient (L2)
+            optimizer = CoupledSGD(schedule, momentum=0.9, l2=config.weight_decay)
         else:
             optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
         return {"loss": CellposeLoss(), "optimizer": optimizer}
@@ -116,6 +117,9 @@ class CellularTask(Task):
 
     def augment(self, example, seed, config):
         return data.augment(example, seed, config)
+
+    def keep_for_training(self, example, config):
+        return data.keep_for_training(example, config)
 
     def model_io(self, example, config):
         return data.model_io(example, config)

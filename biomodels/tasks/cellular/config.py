@@ -13,6 +13,9 @@ class CellularConfig:
     nbase: tuple[int, ...] = (16, 32, 64, 128)
     diameter_mean: float = 30.0
     channels: tuple[int, ...] = (0, 1)
+    # Cellpose's channels=[0, 0]: one gray channel (the mean of the image's channels) and a
+    # channel of zeros, instead of the `channels` picked
+    gray: bool = False
     skip_classes: tuple[str, ...] = ()
     val_pattern: str = ""
     test_pattern: str = ""
@@ -38,7 +41,7 @@ def presets():
     return {
         "quick": CellularConfig(),
         "paper": CellularConfig(
-            nbase=(32, 64, 128, 256), min_masks=5, crop_size=224, optimizer="sgd", learning_rate=0.2,
+            nbase=(32, 64, 128, 256), gray=True, min_masks=5, crop_size=224, optimizer="sgd", learning_rate=0.2,
             warmup_epochs=10, final_halvings_epochs=100, batch_size=8, epochs=500, steps_per_epoch=0,
         ),
     }

@@ -39,8 +39,17 @@ def image_files(folder):
     return [p for p in paths if not os.path.splitext(os.path.basename(p))[0].endswith(OUTPUT_SUFFIXES)]
 
 
-def read_cell_image(path, channels=(0, 1)):
-    """float32 [H, W, len(channels)] of the chosen channels."""
+def keep_for_training(example, config):
+    """Whether training uses an example: Cellpose leaves out training images with fewer
+    than `min_masks` masks; validation and test images are all scored."""
+    import tensorflow as tf
+
+    return tf.reduce_max(example["labels"]) >= config.min_masks
+
+
+def read_cell_image(path, channels=(0, 1), gray=False):
+    """float32 [H, W, len(channels)] of the chosen channels; with `gray`, Cellpose's
+    channels=[0, 0]: the mean of all the image's channels, then a channel of zeros."""
     image = np.asarray(readers.read_image(path))
     if image.ndim == 2:
         image = image[..., np.newaxis]
@@ -55,7 +64,10 @@ def read_cell_image(path, channels=(0, 1)):
         raise InputError(path, f"is too small ({image.shape[1]}×{image.shape[0]})")
     if any(c < 0 for c in channels):
         raise ConfigError(f"channels must be non-negative indices, got {channels}")
-    chosen = [image[..., c] if c < image.shape[-1] else np.zeros(image.shape[:2]) for c in channels]
+    if gray:
+        chosen = [image.astype(np.float64).mean(axis=-1), np.zeros(image.shape[:2])]
+    else:
+        chosen = [image[..., c] if c < image.shape[-1] else np.zeros(image.shape[:2]) for c in channels]
     return np.stack(chosen, axis=-1).astype(np.float32)
 
 
@@ -207,7 +219,7 @@ def assigned_split(source, config):
 def read_source(source, config):
     image_path, mask_path = source.paths
     class_names = list(source.details["class_names"])
-    raw = read_cell_image(image_path, config.channels)
+    raw = read_cell_image(image_path, config.channels, config.gray)
     if os.path.isdir(mask_path):
         folders = class_folders(mask_path, config.skip_classes)
         labels, classes, report = combine_objects(image_path, raw.shape[:2], folders, class_names)
@@ -220,9 +232,6 @@ def read_source(source, config):
         classes = np.full(labels.max() + 1, NO_CLASS, np.int32)
         report = {"objects": int(labels.max())}
     info = {"shape": list(labels.shape), "class_names": class_names, "diameter": mean_diameter(labels), **report}
-    if labels.max() < config.min_masks:
-        info["skipped"] = {f"images with fewer than {config.min_masks} masks": 1}
-        return info, []
     from biomodels.ops.flows import masks_to_flows
 
     example = {

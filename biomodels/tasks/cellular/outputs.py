@@ -128,7 +128,7 @@ def predict_images(predictor, input_path, output_dir, options):
     written = []
     bar = progress_bar(len(paths), "images")
     for done, path in enumerate(paths, start=1):  # one image in memory at a time
-        image = data.normalise(data.read_cell_image(path, channels))
+        image = data.normalise(data.read_cell_image(path, channels, bool(config.get("gray")) and not options.get("channels")))
         masks, maps = segment(predictor, image, diameter_mean / diameter, options, thresholds)
         stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
         names = {kind: f"{stem}{suffix}" for kind, suffix in OUTPUT_NAMES.items()}
