@@ -1,8 +1,10 @@
 """Random 3-D transforms of a volume with its signed distance target, in TensorFlow ops
-with stateless seeds (DeepIS): the 8 flips, an in-plane rotation, an in-plane zoom with
-crop (the distance, in voxels, is scaled by the zoom) and an in-plane elastic
+with stateless seeds (DeepIS): the 8 flips, an in-plane rotation, a zoom with crop in
+all three axes (so the distance, in voxels, scales exactly by the zoom; an in-plane zoom
+alone would stretch distances along Y and X but not along Z) and an in-plane elastic
 deformation. The in-plane transforms are one resampling of every Z slice at the same
-source coordinates, bilinear, with edges clamped."""
+source coordinates, bilinear, with edges clamped; the zoom along Z a linear resampling
+of the slices."""
 
 import math
 
@@ -28,7 +30,23 @@ def augment_volume_and_distance(example, seed, config):
         dy, dx = _smooth_displacement(height, width, config.elastic_voxels, seeds[6])
         ys, xs = ys + dy, xs + dx
     both = sample_in_plane(both, ys, xs)
+    both = zoom_along_z(both, zoom)
     return {"volume": both[..., 0], "distance": both[..., 1] * zoom}
+
+
+def zoom_along_z(volume, zoom):
+    """`volume` (Z, Y, X, C) magnified by `zoom` along Z about its centre (linear
+    between slices, edges clamped), keeping its depth."""
+    import tensorflow as tf
+
+    depth = tf.shape(volume)[0]
+    d = tf.cast(depth, tf.float32)
+    zs = (tf.range(d) - (d - 1) / 2) / zoom + (d - 1) / 2
+    z0 = tf.floor(zs)
+    weight = (zs - z0)[:, None, None, None]
+    below = tf.gather(volume, tf.clip_by_value(tf.cast(z0, tf.int32), 0, depth - 1))
+    above = tf.gather(volume, tf.clip_by_value(tf.cast(z0, tf.int32) + 1, 0, depth - 1))
+    return below * (1 - weight) + above * weight
 
 
 def _source_coordinates(height, width, angle, zoom):
