@@ -105,7 +105,7 @@ def _train_locked(task, config, data_dir, manifest, model_dir, options, preset, 
                                               first_epoch, options.cache_bytes)
     nan_guard = callbacks_lib.StopOnNaN()
     epoch_checkpoint = callbacks_lib.EpochCheckpoint(model_dir, first_epoch)
-    callbacks = _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint)
+    callbacks = _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint, task.early_stopping_patience(config))
     if first_epoch < config.epochs:
         model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
                   validation_data=val_data, validation_steps=val_steps, shuffle=False, callbacks=callbacks,
@@ -142,7 +142,7 @@ def evaluate_split(task, model, config, data_dir, manifest, split, model_dir, ca
     if manifest["splits"].get(split, {}).get("count", 0) == 0:
         raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"split {split!r} holds no examples")
     data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, split)
-    metrics = task.evaluate(model, data, manifest, config, calibration or {})
+    metrics = task.evaluate(model, data, manifest, config, calibration or {}, split=split)
     config_lib.write_json_atomic(os.path.join(model_dir, f"metrics_{split}.json"), metrics)
     return metrics
 
@@ -186,7 +186,7 @@ def _set_initial_weights(model, weights, path):
     log.info("initialised weights from %s", path)
 
 
-def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint):
+def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint, patience=0):
     import keras
 
     from biomodels.callbacks import AtomicCheckpoint, ImageSummary, best_in_history, trim_history
@@ -204,6 +204,8 @@ def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint):
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
         keras.callbacks.CSVLogger(history, append=True),
     ]
+    if patience and val_data is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
     if val_data is not None:
         callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images"),
                                       count=task.summary_examples))

@@ -94,7 +94,44 @@ def test_cell_scores_known_answers():
     assert shifted["dice/1"] == pytest.approx(2 * 60 / 150)  # 4 of 5 columns overlap
     assert shifted["synapse_displacement"] > 0
     missing = cell_scores(distance, np.zeros_like(distance))
-    assert missing["dice/1"] == 0.0 and np.isnan(missing["synapse_displacement"])
+    assert missing["dice/1"] == 0.0 and np.isnan(missing["synapse_displacement"]) and missing["synapse"] == "missed"
+    assert perfect["synapse"] == "found"
+    # a volume with no cell: a predicted cell there is no longer free
+    empty = np.zeros_like(distance)
+    invented = cell_scores(empty, distance)
+    assert invented["dice/1"] == 0.0 and invented["pearson/2"] == 0.0 and invented["synapse"] == "invented"
+    nothing = cell_scores(empty, empty)
+    assert np.isnan(nothing["dice/1"]) and nothing["synapse"] == "none"
+
+
+def test_volumes_are_reassembled_from_their_crops():
+    from biomodels.tasks.deepis.data import crops
+    from biomodels.tasks.deepis.metrics import _reassembled
+
+    rng = np.random.default_rng(0)
+    volumes = [(rng.random((10, 20, 13)).astype(np.float32), rng.random((10, 20, 13)).astype(np.float32)),
+               (rng.random((4, 8, 8)).astype(np.float32), rng.random((4, 8, 8)).astype(np.float32))]
+    stream = iter([example for volume, distance in volumes for example in crops(volume, distance, (4, 8, 8), 1.337)])
+    for volume, distance in volumes:
+        found_volume, found_distance = _reassembled(stream, volume.shape, (4, 8, 8))
+        np.testing.assert_array_equal(found_volume, volume)
+        np.testing.assert_array_equal(found_distance, distance)
+    assert next(stream, None) is None
+
+
+def test_summary_counts_every_volume_and_every_synapse_error():
+    from biomodels.ops.segmentation_metrics import cell_scores
+    from biomodels.tasks.deepis.metrics import metrics_table, summarise_scores
+
+    distance = signed_distance(two_boxes())
+    empty = np.zeros_like(distance)
+    scores = [cell_scores(distance, distance), cell_scores(empty, distance), cell_scores(distance, empty)]
+    metrics = summarise_scores(scores)
+    assert metrics["dice/car_t"] == pytest.approx(1 / 3) and metrics["dice/car_t/sd"] == pytest.approx(np.std([1, 0, 0]))
+    assert metrics["synapses_missed"] == 1 and metrics["synapses_invented"] == 1 and metrics["volumes"] == 3
+    assert metrics["synapse_displacement"] == 0.0  # averaged only where both exist, the errors counted beside it
+    rows = metrics_table({**metrics, "scored": "volumes"})[1]
+    assert ("synapses missed / invented", "1 / 1", "") in rows and rows[-1][0] == "3 volumes scored"
 
 
 def test_model_blocks_shapes_and_round_trip(tmp_path):
@@ -256,6 +293,9 @@ def test_command_line_chain(deepis_run, tmp_path):
     assert "synapse boundary displacement" in result.stdout
     metrics = json.loads((model_dir / "metrics_test.json").read_text())
     assert 0.0 <= metrics["mean_dice"] <= 1.0
+    manifest = json.loads((model_dir.parent / "data" / "dataset.json").read_text())
+    test_volumes = [source for source in manifest["sources"] if source["split"] == "test"]
+    assert metrics["scored"] == "volumes" and metrics["volumes"] == len(test_volumes) > 0
     [path] = synthetic.write_dataset(str(tmp_path / "raw"), 1, seed=9, shape=(20, 40, 36))
     out = tmp_path / "out"
     result = run_cli("biomodels.predict", "--task=deepis", f"--model={model_dir / 'export'}", f"--input={path}", f"--output={out}")

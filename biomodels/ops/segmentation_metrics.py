@@ -34,9 +34,10 @@ def class_scores(confusion):
 def cell_scores(true_distance, predicted_distance):
     """DeepIS scores of one volume from its true and predicted signed distances: per cell
     (1 CAR-T, 2 target) Dice and 3-D Pearson correlation of the masks (NaN where the cell
-    is absent from the truth), the synapse boundary displacement (symmetric mean distance
-    in voxels between the surfaces of the true and predicted synapses; NaN unless both
-    exist) and the distance's mean absolute error."""
+    is in neither; 0 where it is in one only), the synapse boundary displacement
+    (symmetric mean distance in voxels between the surfaces of the true and predicted
+    synapses; NaN unless both exist), whether the synapse was found, missed, invented or
+    absent from both, and the distance's mean absolute error."""
     from scipy import ndimage
 
     from biomodels.ops.distance import labels_from_distance, surface, synapse_mask
@@ -46,7 +47,8 @@ def cell_scores(true_distance, predicted_distance):
     for cell in (1, 2):
         t, p = (truth == cell), (guess == cell)
         if not t.any():
-            scores[f"dice/{cell}"] = scores[f"pearson/{cell}"] = float("nan")
+            # nothing to find: unscored if nothing was found, else a false cell scores 0
+            scores[f"dice/{cell}"] = scores[f"pearson/{cell}"] = 0.0 if p.any() else float("nan")
             continue
         scores[f"dice/{cell}"] = float(2 * np.sum(t & p) / (t.sum() + p.sum()))
         scores[f"pearson/{cell}"] = float(np.corrcoef(t.ravel(), p.ravel())[0, 1]) if p.any() and not p.all() else 0.0
@@ -57,5 +59,7 @@ def cell_scores(true_distance, predicted_distance):
         scores["synapse_displacement"] = float((to_true.mean() + to_predicted.mean()) / 2)
     else:
         scores["synapse_displacement"] = float("nan")
+    scores["synapse"] = {(True, True): "found", (True, False): "missed", (False, True): "invented",
+                         (False, False): "none"}[(bool(true_synapse.any()), bool(predicted_synapse.any()))]
     scores["distance_mae"] = float(np.mean(np.abs(np.asarray(true_distance) - np.asarray(predicted_distance))))
     return scores

@@ -36,11 +36,12 @@ def blend_window(tile, overlap):
     return window
 
 
-def predict_tiled(image, predict_batch, tile=512, overlap=64, batch_size=4):
+def predict_tiled(image, predict_batch, tile=512, overlap=64, batch_size=4, pad_value=None):
     """Apply `predict_batch` (N, *tile, C) -> (N, *tile, K) over `image` (*spatial, C),
     2-D or 3-D; `tile` and `overlap` are an int for every axis or one per axis.
 
-    Axes shorter than a tile are padded by reflection; the result is (*spatial, K).
+    Axes shorter than a tile are padded by reflection, or with `pad_value` when given
+    (what training crops were padded with); the result is (*spatial, K).
     """
     spatial = image.shape[:-1]
     tiles = (tile,) * len(spatial) if np.isscalar(tile) else tuple(tile)
@@ -48,8 +49,10 @@ def predict_tiled(image, predict_batch, tile=512, overlap=64, batch_size=4):
     overlaps = tuple(min(o, t // 2) for o, t in zip(overlaps, tiles))
     padding = [(0, max(0, t - n)) for t, n in zip(tiles, spatial)]
     if any(after for _, after in padding):
-        mode = "reflect" if min(spatial) > 1 else "edge"
-        image = np.pad(image, padding + [(0, 0)], mode=mode)
+        if pad_value is not None:
+            image = np.pad(image, padding + [(0, 0)], constant_values=pad_value)
+        else:
+            image = np.pad(image, padding + [(0, 0)], mode="reflect" if min(spatial) > 1 else "edge")
     full = image.shape[:-1]
     window = blend_window(tiles, overlaps)[..., np.newaxis]
     corners = list(itertools.product(*(tile_starts(n, t, o) for n, t, o in zip(full, tiles, overlaps))))

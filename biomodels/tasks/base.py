@@ -154,6 +154,10 @@ class Task(abc.ABC):
     def augment(self, example, seed, config):
         """A randomly transformed example; `seed` is a stateless [2] int64 seed."""
 
+    def early_stopping_patience(self, config):
+        """Epochs without a lower validation loss after which training stops (0: never)."""
+        return 0
+
     def keep_for_training(self, example, config):
         """A boolean tensor: whether training uses this decoded example (evaluation uses
         every one). All by default."""
@@ -180,8 +184,9 @@ class Task(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def evaluate(self, model, dataset, manifest, config, calibration=None):
-        """The study's metrics on a (inputs, targets) dataset, as a flat dict."""
+    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
+        """The study's metrics on a (inputs, targets) dataset of the prepared data set's
+        `split`, as a flat dict."""
 
     def metrics_table(self, metrics):
         """(header, rows) to print the metrics for people."""

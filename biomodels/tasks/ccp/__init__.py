@@ -143,7 +143,7 @@ class CCPTask(Task):
         review threshold of any target recall."""
         return scores.calibrate(model, dataset)
 
-    def evaluate(self, model, dataset, manifest, config, calibration=None):
+    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
         return scores.evaluate(model, dataset, config, calibration or {}, manifest["statistics"]["positive_fraction"])
 
     def metrics_table(self, metrics):

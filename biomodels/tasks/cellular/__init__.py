@@ -133,7 +133,7 @@ class CellularTask(Task):
         evaluate rescale images when no --diameter is given."""
         return {"training_diameter": manifest["statistics"]["mean_diameter"]}
 
-    def evaluate(self, model, dataset, manifest, config, calibration=None):
+    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
         return scores.evaluate(self, model, dataset, manifest, config, calibration or {})
 
     def metrics_table(self, metrics):

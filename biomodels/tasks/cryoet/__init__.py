@@ -109,7 +109,7 @@ class CryoETTask(Task):
         return data.model_io(example)
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, manifest, config, calibration=None):
+    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
         return scores.evaluate(model, dataset)
 
     def metrics_table(self, metrics):

@@ -105,8 +105,11 @@ class DeepISTask(Task):
         return data.model_io(example, config)
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, manifest, config, calibration=None):
-        return scores.evaluate(model, dataset)
+    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
+        return scores.evaluate(self, model, dataset, manifest, config, split)
+
+    def early_stopping_patience(self, config):
+        return config.early_stopping_patience
 
     def metrics_table(self, metrics):
         return scores.metrics_table(metrics)

@@ -28,6 +28,9 @@ class DeepISConfig:
     clip_norm: float = 1.0
     lr_schedule: str = "cosine"
     halve_every_epochs: int = 50
+    # the study stopped early on the validation loss; its patience is not published:
+    # `paper` waits one halving period
+    early_stopping_patience: int = 0
     batch_size: int = 2
     epochs: int = 10
     steps_per_epoch: int = 36
@@ -40,5 +43,6 @@ def presets():
         "quick": DeepISConfig(),
         "paper": DeepISConfig(widths=(32, 64, 128, 256, 512), gcn_kernels=(13, 13, 9, 7, 5), crop=(64, 128, 128),
                               beta_1=0.5, clip_norm=0.0, lr_schedule="halving", epochs=400, steps_per_epoch=0,
+                              early_stopping_patience=50,
                               synthetic_shape=(64, 128, 128)),
     }

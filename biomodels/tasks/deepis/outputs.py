@@ -61,10 +61,21 @@ def analyze_synapse(distance, voxel_size=None):
     return {"labels": labels, "synapse": synapse, "report": report}
 
 
+def predict_distance(predictor, volume, crop):
+    """The signed distance of a whole RI volume (Z, Y, X), tiled into `crop`-sized tiles
+    overlapping by a quarter; a volume smaller than a tile is padded with the medium's
+    index, as training crops are."""
+    from biomodels.ops.tiling import predict_tiled
+
+    medium = float(predictor.config.get("medium_index", DeepISConfig.medium_index))
+    return predict_tiled(volume.astype(np.float32)[..., None],
+                         lambda tiles: predictor("serving_default", volumes=tiles)["distance"][..., None],
+                         tile=crop, overlap=tuple(c // 4 for c in crop), batch_size=1, pad_value=medium)[..., 0]
+
+
 def predict_volumes(predictor, input_path, output_dir, options):
     """NAME_distance.tif, NAME_labels.tif, NAME_synapse.tif and NAME_report.json for
     every volume under `input_path`."""
-    from biomodels.ops.tiling import predict_tiled
     from biomodels.report import progress_bar
 
     paths = volume_paths(input_path)
@@ -80,9 +91,7 @@ def predict_volumes(predictor, input_path, output_dir, options):
             volume, voxel_size = readers.read_tiff_volume(path)
         readers.require_finite(path, volume)
         voxel_size = options.get("voxel_size") or voxel_size
-        distance = predict_tiled(volume.astype(np.float32)[..., None],
-                                 lambda tiles: predictor("serving_default", volumes=tiles)["distance"][..., None],
-                                 tile=crop, overlap=tuple(c // 4 for c in crop), batch_size=1)[..., 0]
+        distance = predict_distance(predictor, volume, crop)
         result = analyze_synapse(distance, voxel_size)
         stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
         readers.write_tiff_volume(f"{stem}_distance.tif", distance.astype(np.float32), voxel_size)

@@ -123,7 +123,7 @@ class LCHTask(Task):
         `classify` signature and gives the in-silico direction."""
         return scores.calibrate(self, model, dataset, manifest, config)
 
-    def evaluate(self, model, dataset, manifest, config, calibration=None):
+    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
         return scores.latent_metrics(self, model, dataset, manifest, config, calibration or {})
 
     def metrics_table(self, metrics):
