@@ -94,6 +94,13 @@ def test_min_masks_leaves_out_training_images_only(task, cellular_dir):
     kept = [bool(task.keep_for_training({k: tf.constant(v) for k, v in examples[0].items()}, config))
             for _, examples in few]
     assert kept == [True, False]
+    from biomodels.errors import ConfigError
+    from biomodels.tasks.cellular.data import check_training_images
+
+    manifest = {"sources": [{"split": "train", "objects": 4}, {"split": "test", "objects": 9}]}
+    check_training_images(manifest, config)
+    with pytest.raises(ConfigError, match="min_masks=5: no training image has that many masks \\(the most is 4\\)"):
+        check_training_images(manifest, config_lib.resolve(task, "quick", ["min_masks=5"]))
 
 
 def test_skip_classes_and_split_patterns(task, cellular_dir):

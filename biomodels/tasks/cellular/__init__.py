@@ -82,6 +82,7 @@ class CellularTask(Task):
     def build_model(self, config, manifest):
         from biomodels.models import CellposeNet
 
+        data.check_training_images(manifest, config)
         return CellposeNet(nchan=len(config.channels), nbase=config.nbase, diam_mean=config.diameter_mean)
 
     def check_initial_weights(self, path, config):

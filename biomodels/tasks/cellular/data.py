@@ -47,6 +47,15 @@ def keep_for_training(example, config):
     return tf.reduce_max(example["labels"]) >= config.min_masks
 
 
+def check_training_images(manifest, config):
+    """Refuse a configuration whose `min_masks` leaves no training image (training would
+    wait forever for a batch)."""
+    training = [source for source in manifest.get("sources", []) if source.get("split") == "train"]
+    if training and all(source.get("objects", 0) < config.min_masks for source in training):
+        raise ConfigError(f"--set min_masks={config.min_masks}: no training image has that many masks "
+                          f"(the most is {max(source.get('objects', 0) for source in training)})")
+
+
 def read_cell_image(path, channels=(0, 1), gray=False):
     """float32 [H, W, len(channels)] of the chosen channels; with `gray`, Cellpose's
     channels=[0, 0]: the mean of all the image's channels, then a channel of zeros."""
