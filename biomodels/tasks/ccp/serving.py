@@ -21,7 +21,10 @@ def serving_functions(model, config):
 
         return {"serving_default": serve_features}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, len(config.trace_channels)], tf.float32, name="traces"),
+    # the model's own width: a run trained before `trace_channels` existed reads both
+    width = {tensor.name: tensor for tensor in model.inputs}["traces"].shape[-1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, width], tf.float32, name="traces"),
                                   tf.TensorSpec([None], tf.int32, name="lengths")])
     def serve_traces(traces, lengths):
         probability = model({"traces": preprocess(traces), "lengths": lengths}, training=False)
