@@ -207,6 +207,10 @@ def test_a_csv_of_many_cells_is_parsed_once(tmp_path, monkeypatch, ccp_task, tin
     assert len(calls) == 2  # the cells' names, then every track
     assert sorted((t.cell, t.track_id) for t in read) == sorted((t.cell, t.track_id) for t in track_files.read_track_csv(str(path))[0])
     assert {t.cell for t in read} == {f"cell{i:02d}" for i in range(40)}
+    # the parsed file is cached: what a caller changes in its tracks stays its own
+    read[0].auxilin = None
+    again = data.read_tracks(sources[0])[0]
+    assert again[0].track_id == read[0].track_id and again[0].auxilin is not None
 
 
 def test_tracker_gaps_are_interpolated(tmp_path):

@@ -233,12 +233,10 @@ def read_track_csv(path, cell=None):
     _require_file(path)
     status = os.stat(path)
     by_cell = _parsed_track_csv(path, status.st_mtime_ns, status.st_size)
-    if cell is not None:
-        tracks, skipped = by_cell.get(cell, ([], {}))
-        return list(tracks), dict(skipped)
+    chosen = [by_cell.get(cell, ([], {}))] if cell is not None else by_cell.values()
     tracks, skipped = [], collections.Counter()
-    for cell_tracks, cell_skipped in by_cell.values():
-        tracks += cell_tracks
+    for cell_tracks, cell_skipped in chosen:
+        tracks += [dataclasses.replace(track) for track in cell_tracks]  # copies: the cache's own stay as read
         skipped.update(cell_skipped)
     return tracks, dict(skipped)
 
