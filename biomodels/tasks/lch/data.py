@@ -181,12 +181,18 @@ def preprocess(inputs, config):
     / 255): centre-cropped to a square, resized to the model's size (bilinear with
     antialiasing), then with `intensity_normalisation=percentile` each crop's 1st to
     99th percentile stretched to [0, 1]; clipped to [0, 1]."""
+    return stretch_intensities(resize_crops(inputs, config.image_size), config)
+
+
+def stretch_intensities(images, config):
+    """The second half of `preprocess`, on crops already at the model's size: with
+    `intensity_normalisation=percentile` each crop's 1st to 99th percentile stretched to
+    [0, 1]; clipped to [0, 1]."""
     import tensorflow as tf
 
     from biomodels.ops.normalisation import percentiles
 
     config_lib.check_choice("intensity_normalisation", config.intensity_normalisation, NORMALISATIONS)
-    images = resize_crops(inputs, config.image_size)
     if config.intensity_normalisation == "percentile":
         low, high = percentiles(images, 1.0), percentiles(images, 99.0)
         images = (images - low) / tf.maximum(high - low, 1e-3)
@@ -209,10 +215,10 @@ def model_io(example, config):
     baseline exists to show what brightness and contrast alone predict."""
     import tensorflow as tf
 
-    image = tf.cast(example["image"], tf.float32)[None] / 255.0
+    resized = resize_crops(tf.cast(example["image"], tf.float32)[None] / 255.0, config.image_size)
     targets = {"efficiency": example["efficiency"], "cell_line": example["cell_line"],
-               "image_statistics": raw_image_statistics(resize_crops(image, config.image_size))[0]}
-    return preprocess(image, config)[0], targets
+               "image_statistics": raw_image_statistics(resized)[0]}
+    return stretch_intensities(resized, config)[0], targets
 
 
 def raw_image_statistics(images):
