@@ -79,7 +79,12 @@ def read_source(source, config):
 def normalise_tomogram(density):
     """(normalised float32 volume, mean, std) with zero mean and unit variance."""
     mean, std, _ = tomogram_moments(density)
-    return ((density.astype(np.float32) - np.float32(mean)) / np.float32(max(std, 1e-6))), mean, std
+    return standardise(density, mean, std), mean, std
+
+
+def standardise(density, mean, std):
+    """float32 (density - mean) / std, a whole tomogram or one of its slices."""
+    return (density.astype(np.float32) - np.float32(mean)) / np.float32(max(std, 1e-6))
 
 
 def tomogram_moments(slices):

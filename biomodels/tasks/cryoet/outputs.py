@@ -9,7 +9,7 @@ import numpy as np
 from biomodels.errors import InputError
 from biomodels.pipelines import readers
 from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, NUM_CLASSES
-from biomodels.tasks.cryoet.data import tomogram_moments, tomogram_paths
+from biomodels.tasks.cryoet.data import standardise, tomogram_moments, tomogram_paths
 
 LABEL_COLOURS = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]], np.uint8
@@ -50,7 +50,7 @@ def predict_tomograms(predictor, input_path, output_dir, options):
         with contextlib.ExitStack() as files:
             writers = [files.enter_context(MrcSliceWriter(out, tomogram.shape, dtype, tomogram)) for out, dtype in kinds.items()]
             for z in range(len(tomogram)):
-                image = (tomogram[z].astype(np.float32) - np.float32(mean)) / np.float32(max(std, 1e-6))
+                image = standardise(tomogram[z], mean, std)
                 probabilities = predict_tiled(
                     image[..., np.newaxis], lambda tiles: predictor("serving_default", images=tiles)["probabilities"],
                     tile=tile, overlap=options.get("overlap", 64), batch_size=options.get("batch_size", 4),
