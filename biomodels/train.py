@@ -97,6 +97,7 @@ def _train_locked(task, config, data_dir, manifest, model_dir, options, preset, 
             _set_initial_weights(model, initial_weights, options.init_from)
         model.compile(**task.compile_arguments(config, manifest, steps_per_epoch),
                       jit_compile=runtime.jit_compile(options.jit_compile, task))
+        run_state.build_optimizer(model)
         first_epoch = run_state.restore_latest(model, model_dir)
     say(f"Training {task.name} ({model.count_params():,} parameters, {policy}, {strategy.num_replicas_in_sync} replica(s)) "
         f"for {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}, into {model_dir}"
