@@ -115,8 +115,8 @@ def masks_from_flows(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0
     """Instance labels (uint16, int32 past 65535 cells) from unit flows (2, H, W) (the
     network's flow outputs / 5) and cell-probability logits (H, W): pixels above
     `cellprob_threshold` follow the flows for `niter` steps, their end points are
-    clustered into cells, cells whose flow error exceeds `flow_threshold` (None: keep
-    all) are dropped, holes are filled and cells under `min_size` pixels removed."""
+    clustered into cells, cells whose flow error exceeds `flow_threshold` (None or 0:
+    keep all, as Cellpose) are dropped, holes are filled and cells under `min_size` pixels removed."""
     flows = np.asarray(flows, np.float32)
     cellprob = np.asarray(cellprob, np.float32)
     if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != cellprob.shape:
@@ -130,7 +130,7 @@ def masks_from_flows(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0
         masks[pixels[:, 0], pixels[:, 1]] = cluster_positions(ends, shape)
         too_big = np.flatnonzero(np.bincount(masks.reshape(-1))[1:] > 0.4 * masks.size) + 1
         masks[np.isin(masks, too_big)] = 0
-    if flow_threshold is not None and masks.max() > 0:
+    if flow_threshold and masks.max() > 0:
         errors = flow_errors(masks, flows)
         masks[np.isin(masks, np.flatnonzero(errors > flow_threshold) + 1)] = 0
     masks = fill_holes_and_remove_small(masks, min_size)
