@@ -2,7 +2,7 @@
 heat diffused from the cell's centre, and the masks recovered by following them.
 
 The centre of a cell is its pixel nearest to the median of its pixel coordinates (so it
-lies inside even a crescent-shaped cell). Heat is added at the centre and averaged over
+lies inside even a crescent-shaped cell), the first in raster order on ties. Heat is added at the centre and averaged over
 each pixel's 3×3 neighbourhood, where neighbours of another cell or the background count
 as zero, for twice the cell's height + width steps; the flow is the central difference
 of log(1 + heat) within the cell, normalised to unit length. The loops run compiled and
@@ -41,6 +41,10 @@ def masks_to_flows(labels, iterations=None):
     distance[ys, xs] = (ys - lookup[own]) ** 2
     lookup[ids] = ndimage.median(grid_x, labels, ids)
     distance[ys, xs] += (xs - lookup[own]) ** 2
+    # ties go to the first pixel in raster order, as Cellpose's argmin over the cell's
+    # pixels does (minimum_position alone breaks them by an unstable sort): squared
+    # distances are multiples of 1/4, so 4·distance·size + flat index is an exact key
+    distance[ys, xs] = 4 * distance[ys, xs] * labels.size + ys * labels.shape[1] + xs
     centres = np.asarray(ndimage.minimum_position(distance, labels, ids), np.int64).reshape(-1, 2)
     slices = ndimage.find_objects(labels)
     boxes = np.array([[slices[i - 1][0].start, slices[i - 1][0].stop, slices[i - 1][1].start, slices[i - 1][1].stop]

@@ -128,30 +128,33 @@ def masks_to_flows(masks):
                 + (2 * cell_xs - tf.gather(twice_median_x, cell_ids)) ** 2)
     key = tf.cast(distance, tf.int64) * tf.cast(tf.size(ids), tf.int64) + tf.cast(cell_flat, tf.int64)
     centres = tf.math.unsorted_segment_min(key, cell_ids, count)[1:] % tf.cast(tf.size(ids), tf.int64)
-    centre_map = tf.scatter_nd(centres[:, tf.newaxis], tf.ones_like(centres, tf.float32), tf.shape(ids, tf.int64))
+    centre_map = tf.scatter_nd(centres[:, tf.newaxis], tf.ones_like(centres, tf.float64), tf.shape(ids, tf.int64))
     # steps: twice the box's height + width, as in the numba path
     extent = (tf.math.unsorted_segment_max(cell_ys, cell_ids, count) - tf.math.unsorted_segment_min(cell_ys, cell_ids, count)
               + tf.math.unsorted_segment_max(cell_xs, cell_ids, count) - tf.math.unsorted_segment_min(cell_xs, cell_ids, count))
     steps = tf.concat([[0], 2 * (extent[1:] + 2)], axis=0)
     pixel_steps = tf.reshape(tf.gather(steps, ids), [height, width])
     centre_map = tf.reshape(centre_map, [height, width])
-    same = [tf.cast((_shift(masks, dy, dx, 0) == masks) & (masks > 0), tf.float32) for dy, dx in _NEIGHBOURS]
+    # float64, as the numba path: far from a large cell's centre the heat underflows float32
+    same = [tf.cast((_shift(masks, dy, dx, 0) == masks) & (masks > 0), tf.float64) for dy, dx in _NEIGHBOURS]
 
     def step(index, heat):
         active = index < pixel_steps
         warmed = heat + tf.where(active, centre_map, 0.0)
-        mean = tf.add_n([mask * _shift(warmed, dy, dx, 0.0) for mask, (dy, dx) in zip(same, _NEIGHBOURS)]) / 9.0
+        mean = tf.add_n([mask * _shift(warmed, dy, dx, tf.constant(0.0, tf.float64))
+                         for mask, (dy, dx) in zip(same, _NEIGHBOURS)]) / 9.0
         return index + 1, tf.where(active, mean, heat)
 
     _, heat = tf.while_loop(lambda index, _: index < tf.reduce_max(steps), step,
-                            (tf.constant(0), tf.zeros([height, width], tf.float32)))
+                            (tf.constant(0), tf.zeros([height, width], tf.float64)))
     logs = tf.math.log1p(heat)
     by_offset = dict(zip(_NEIGHBOURS, same))
-    dy = _shift(logs, 1, 0, 0.0) * by_offset[(1, 0)] - _shift(logs, -1, 0, 0.0) * by_offset[(-1, 0)]
-    dx = _shift(logs, 0, 1, 0.0) * by_offset[(0, 1)] - _shift(logs, 0, -1, 0.0) * by_offset[(0, -1)]
+    zero = tf.constant(0.0, tf.float64)
+    dy = _shift(logs, 1, 0, zero) * by_offset[(1, 0)] - _shift(logs, -1, 0, zero) * by_offset[(-1, 0)]
+    dx = _shift(logs, 0, 1, zero) * by_offset[(0, 1)] - _shift(logs, 0, -1, zero) * by_offset[(0, -1)]
     norm = tf.sqrt(dy * dy + dx * dx) + 1e-20
-    cell = tf.cast(masks > 0, tf.float32)
-    return tf.stack([dy / norm * cell, dx / norm * cell], axis=-1)
+    cell = tf.cast(masks > 0, tf.float64)
+    return tf.cast(tf.stack([dy / norm * cell, dx / norm * cell], axis=-1), tf.float32)
 
 
 def fill_holes(masks):

@@ -144,7 +144,7 @@ class CellularTask(Task):
         return outputs.summary_images(model, inputs, targets)
 
     def serving_functions(self, model, config, calibration=None):
-        return serving.serving_functions(model, config)
+        return serving.serving_functions(model, config, calibration)
 
     def warmup_inputs(self, config):
         return serving.warmup_inputs(config)

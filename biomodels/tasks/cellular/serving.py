@@ -1,8 +1,14 @@
-"""cellular's exported signatures: `serving_default` takes images of any size and
-intensity scale (normalised and padded in the graph) and answers unit flows, the
-cell-probability logits and the style vector; `normalised` does the same for images
-already normalised (what tiled prediction sends); warm-up inputs; the bioimage.io
-description and output."""
+"""cellular's exported signatures, all taking images of any size and intensity scale
+(normalised and padded in the graph):
+- `serving_default`: unit flows, the cell-probability logits and the style vector;
+- `normalised`: the same for images already normalised (what tiled prediction sends);
+- `instances`: the cells themselves: `masks` (int32, 0 background, 1..N), with `flows`
+  and `cellprob`, images rescaled to the network's cell size by the training cells'
+  diameter and Cellpose's dynamics run in the graph (biomodels.ops.graph_masks) with the
+  run's thresholds;
+- `masks`: only the masks, with a diameter and thresholds per image (`diameter` <= 0:
+  the training cells'), what `predict` asks a server for, so only masks travel.
+Also the warm-up inputs and the bioimage.io description and output."""
 
 import numpy as np
 
@@ -10,9 +16,10 @@ from biomodels.tasks.cellular.config import size_multiple
 from biomodels.tasks.cellular.data import preprocess
 
 
-def serving_functions(model, config):
+def serving_functions(model, config, calibration=None):
     import tensorflow as tf
 
+    from biomodels.ops import graph_masks
     from biomodels.ops.padding import pad_to_multiple
 
     multiple = size_multiple(config)
@@ -36,14 +43,60 @@ def serving_functions(model, config):
     def normalised(images):
         return run(images)
 
-    return {"serving_default": serve, "normalised": normalised}
+    training_diameter = float((calibration or {}).get("training_diameter") or config.diameter_mean)
+
+    def maps_at_cell_size(x, diameter):
+        """[B, H, W, 3] maps of normalised images, run with cells rescaled from
+        `diameter` to the network's (as predict's tiled path does, in one piece)."""
+        size = tf.shape(x)[1:3]
+        scale = config.diameter_mean / diameter
+        scaled = tf.maximum(8, tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32))
+        rescale = tf.abs(scale - 1.0) > 1e-3
+        x = tf.cond(rescale, lambda: tf.image.resize(x, scaled, method="bilinear"), lambda: x)
+        outputs = run(x)
+        maps = tf.concat([outputs["flows"], outputs["cellprob"][..., tf.newaxis]], axis=-1)
+        return tf.cond(rescale, lambda: tf.image.resize(maps, size, method="bilinear"), lambda: maps)
+
+    def masks_of(maps, flow_threshold, cellprob_threshold, min_size):
+        return graph_masks.masks_from_flows(maps[..., :2], maps[..., 2], flow_threshold, cellprob_threshold, min_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")])
+    def instances(images):
+        maps = maps_at_cell_size(preprocess(images), tf.constant(training_diameter))
+        masks = tf.map_fn(lambda m: masks_of(m, config.flow_threshold, config.cellprob_threshold, config.min_size),
+                          maps, fn_output_signature=tf.TensorSpec([None, None], tf.int32))
+        return {"masks": masks, "flows": maps[..., :2], "cellprob": maps[..., 2]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images"),
+                                  tf.TensorSpec([None], tf.float32, name="diameter"),
+                                  tf.TensorSpec([None], tf.float32, name="flow_threshold"),
+                                  tf.TensorSpec([None], tf.float32, name="cellprob_threshold"),
+                                  tf.TensorSpec([None], tf.float32, name="min_size")])
+    def masks(images, diameter, flow_threshold, cellprob_threshold, min_size):
+        def one(item):
+            image, diameter, flow_threshold, cellprob_threshold, min_size = item
+            diameter = tf.where(diameter > 0, diameter, training_diameter)
+            maps = maps_at_cell_size(preprocess(image[tf.newaxis]), diameter)[0]
+            return masks_of(maps, flow_threshold, cellprob_threshold, min_size)
+
+        return {"masks": tf.map_fn(one, (images, diameter, flow_threshold, cellprob_threshold, min_size),
+                                   fn_output_signature=tf.TensorSpec([None, None], tf.int32))}
+
+    return {"serving_default": serve, "normalised": normalised, "instances": instances, "masks": masks}
 
 
 def warmup_inputs(config):
     rng = np.random.default_rng(0)
     shape = (config.crop_size, config.crop_size, len(config.channels))
-    return [("serving_default", {"images": rng.uniform(0, 1000, size=(n, *shape)).astype(np.float32)})
-            for n in (1, 4)]
+
+    def images(count):
+        return rng.uniform(0, 1000, size=(count, *shape)).astype(np.float32)
+
+    options = {"diameter": np.zeros(1, np.float32), "flow_threshold": np.full(1, config.flow_threshold, np.float32),
+               "cellprob_threshold": np.full(1, config.cellprob_threshold, np.float32),
+               "min_size": np.full(1, config.min_size, np.float32)}
+    return ([("serving_default", {"images": images(n)}) for n in (1, 4)]
+            + [("instances", {"images": images(1)}), ("masks", {"images": images(1), **options})])
 
 
 def bioimageio_description(config, pixel_size=None):
