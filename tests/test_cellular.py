@@ -378,14 +378,21 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
     # bioimage.io's validator refuses any absolute tolerance for (CI met it by chance).
     kernel, bias = model.get_layer("output.2").get_weights()
     model.get_layer("output.2").set_weights([kernel, bias - np.array([0.0, 0.0, 100.0], np.float32)])
-    path = serving.export_version(task, model, config, str(tmp_path / "serving"), warmup=2)
+    path = serving.export_version(task, model, config, str(tmp_path / "serving"))
     loaded = tf.saved_model.load(path)
-    assert set(loaded.signatures) == {"serving_default", "normalised"}
+    assert set(loaded.signatures) == {"serving_default", "normalised", "instances", "masks"}
+    warmed = set()
     for record in tf.data.TFRecordDataset(os.path.join(path, serving.WARMUP_FILE)).as_numpy_iterator():
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
         inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        warmed.add(request.model_spec.signature_name)
         outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
-        assert outputs["flows"].shape[1:] == (32, 32, 2) and np.isfinite(outputs["cellprob"].numpy()).all()
+        if "flows" in outputs:
+            assert outputs["flows"].shape[1:] == (32, 32, 2) and np.isfinite(outputs["cellprob"].numpy()).all()
+        if "masks" in outputs:  # every logit is negative: no cell
+            assert outputs["masks"].dtype == tf.int32 and outputs["masks"].shape[1:] == (32, 32)
+            assert outputs["masks"].numpy().max() == 0
+    assert warmed == {"serving_default", "instances", "masks"}  # `normalised` is serving_default after normalising
     package = write_package(task, path, config, str(tmp_path / "1.bioimageio.zip"))
     with zipfile.ZipFile(package) as archive:
         assert {"test_input_images.npy", "test_output_maps.npy"} <= set(archive.namelist())
@@ -408,6 +415,7 @@ def test_served_predictions_equal_the_local_exports(cellular_run, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     tifffile.imwrite(images / "cells.tif", np.random.default_rng(6).integers(0, 4000, (70, 60), np.uint16))
+    # masks computed in the graph, a server's default: the masks travel, no flows
     rest = assert_served_like_local("cellular", model_dir / "export", images, tmp_path,
-                                    {"diameter": 24.0, "cellprob_threshold": -100.0, "tile": 64, "overlap": 16})
-    assert (rest / "cells_cp_masks.tif").exists()
+                                    {"diameter": 24.0, "cellprob_threshold": -100.0, "masks_in": "graph"})
+    assert sorted(os.listdir(rest)) == ["cells_cp_masks.tif", "cells_cp_output.png"]

@@ -59,7 +59,9 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "Run directory written by biomodels.train.")
     flags.DEFINE_string("export_dir", None, "Root of the TF Serving model tree.")
     flags.DEFINE_integer("version", None, "Version number (default: next free).", lower_bound=1)
-    flags.DEFINE_integer("warmup", 1, "Warmup requests to record (0 for none, at most 1000).", lower_bound=0, upper_bound=1000)
+    flags.DEFINE_integer("warmup", None, "Warmup requests to record (0 for none, at most 1000; default: each of the "
+                         "task's representative requests once, which covers every signature).", lower_bound=0,
+                         upper_bound=1000)
     flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
     flags.DEFINE_bool("bioimageio", False, "Also write export_dir/<task>/<version>.bioimageio.zip for the bioimage.io model zoo.")
     flags.DEFINE_string("license", "CC-BY-4.0", "SPDX licence of the bioimage.io package.")

@@ -51,7 +51,7 @@ def next_version(task_dir):
     return max(numbers, default=0) + 1
 
 
-def export_version(task, model, config, export_dir, version=None, warmup=1, overwrite=False, metadata=None):
+def export_version(task, model, config, export_dir, version=None, warmup=None, overwrite=False, metadata=None):
     """Write export_dir/<task>/<version>/ with warmup requests, then regenerate
     models.config and batching.config; returns the version folder."""
     task_dir = os.path.join(export_dir, task.name)
@@ -71,11 +71,12 @@ def export_version(task, model, config, export_dir, version=None, warmup=1, over
 
 def write_warmup_requests(saved_model_dir, task, config, count):
     """assets.extra/tf_serving_warmup_requests: `count` PredictionLog records (at most
-    1000) built from the task's representative inputs, so a server's first real
+    1000; None: each of the task's representative inputs once, every signature
+    covered) built from the task's representative inputs, so a server's first real
     request does not pay for graph warm-up."""
     import tensorflow as tf
 
-    if count <= 0:
+    if count is not None and count <= 0:
         return None
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
@@ -84,6 +85,7 @@ def write_warmup_requests(saved_model_dir, task, config, count):
                     "(pip install 'biomodels-keras[serving]'); --warmup=0 skips them without this warning")
         return None
     examples = task.warmup_inputs(config)
+    count = len(examples) if count is None else count
     path = os.path.join(saved_model_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:

@@ -49,6 +49,10 @@ class CellularTask(Task):
         Option("channels", "string", None, "Cytoplasm and nucleus channel indices from 0, such as 0,1 or 0 "
                                            "(default: the training channels)."),
         *MASK_OPTIONS,
+        Option("masks_in", "string", None, "Where Cellpose's dynamics run: graph (the model's `masks` signature, "
+                                           "whole images) or python (tiled network, numba); default: graph for "
+                                           "a TF Serving address, so only masks travel, python otherwise.",
+               parse=outputs.parse_masks_in),
         *tiling_options("512"),
     )
     evaluate_options = MASK_OPTIONS

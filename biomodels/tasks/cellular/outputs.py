@@ -57,6 +57,24 @@ def segment(predictor, image, scale, options, thresholds):
     return masks, maps
 
 
+def segment_in_graph(predictor, image, diameter, thresholds):
+    """Instance masks of one image [H, W, C] as read (the graph normalises it) from the
+    model's `masks` signature: the network on the whole image and Cellpose's dynamics
+    in the graph (ops.graph_masks), so a server answers with masks alone."""
+    outputs = predictor("masks", images=image[np.newaxis].astype(np.float32),
+                        diameter=np.array([diameter], np.float32),
+                        flow_threshold=np.array([thresholds["flow_threshold"] or 0.0], np.float32),
+                        cellprob_threshold=np.array([thresholds["cellprob_threshold"]], np.float32),
+                        min_size=np.array([thresholds["min_size"]], np.float32))
+    return outputs["masks"][0]
+
+
+def parse_masks_in(text):
+    if text not in ("graph", "python"):
+        raise ConfigError(f"--masks_in={text}: expected graph or python")
+    return text
+
+
 def flow_colours(flows):
     """uint8 RGB [H, W, 3] of flows (2, H, W): hue from the direction, brightness from the length."""
     dy, dx = flows
@@ -106,8 +124,9 @@ def write_masks(path, masks):
 def predict_images(predictor, input_path, output_dir, options):
     """Segment every image under `input_path`, one at a time; write NAME_cp_masks.tif (uint16 labels, as
     Cellpose names its predicted masks), NAME_cp_flows.tif (float32 [3, H, W]: unit dY,
-    dX and the cell-probability logit, an ImageJ hyperstack) and NAME_cp_output.png (the
-    outlines over the image); returns the paths written. Cellpose reads none of them as
+    dX and the cell-probability logit, an ImageJ hyperstack; not with masks computed in
+    the graph, which answers masks alone) and NAME_cp_output.png (the outlines over the
+    image); returns the paths written. Cellpose reads none of them as
     an image or as training masks or flows of a folder (its NAME_masks and NAME_flows)."""
     from biomodels.report import progress_bar
 
@@ -125,16 +144,25 @@ def predict_images(predictor, input_path, output_dir, options):
         "cellprob_threshold": _option(options, "cellprob_threshold", config, 0.0),
         "min_size": int(_option(options, "min_size", config, 15)),
     }
+    in_graph = (options.get("masks_in") or ("graph" if getattr(predictor, "remote", False) else "python")) == "graph"
+    if in_graph and "masks" not in predictor.signatures:
+        raise InputError(predictor.source, "has no `masks` signature (exported before biomodels computed masks in the "
+                                           "graph): export the run again, or use --masks_in=python")
     written = []
     bar = progress_bar(len(paths), "images")
     for done, path in enumerate(paths, start=1):  # one image in memory at a time
-        image = data.normalise(data.read_cell_image(path, channels, bool(config.get("gray")) and not options.get("channels")))
-        masks, maps = segment(predictor, image, diameter_mean / diameter, options, thresholds)
+        raw = data.read_cell_image(path, channels, bool(config.get("gray")) and not options.get("channels"))
+        image = data.normalise(raw)
         stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
         names = {kind: f"{stem}{suffix}" for kind, suffix in OUTPUT_NAMES.items()}
+        if in_graph:  # the masks alone: no flows file
+            masks = segment_in_graph(predictor, raw, diameter, thresholds)
+            del names["flows"]
+        else:
+            masks, maps = segment(predictor, image, diameter_mean / diameter, options, thresholds)
+            readers.write_imagej_tiff(names["flows"], np.ascontiguousarray(maps.transpose(2, 0, 1), np.float32), "CYX",
+                                      labels=FLOW_CHANNELS)
         write_masks(names["masks"], masks)
-        readers.write_imagej_tiff(names["flows"], np.ascontiguousarray(maps.transpose(2, 0, 1), np.float32), "CYX",
-                                  labels=FLOW_CHANNELS)
         readers.write_png(names["outlines"], outlines(image, masks))
         written += list(names.values())
         log.info("%s: %d cells", path, int(masks.max()))
