@@ -324,12 +324,28 @@ def test_export_matches_keras_in_a_fresh_process(tmp_path, deepis_task, tiny_dee
     volumes = (1.337 + 0.02 * np.random.default_rng(0).normal(size=(1, 18, 20, 30, 1))).astype(np.float32)
     path = export_saved_model(deepis_task, model, tiny_deepis_config, str(tmp_path / "export"))
     served, dtypes = run_without_biomodels(tmp_path, path, {"volumes": volumes})
-    assert dtypes == {"distance": "float32", "labels": "int32"}
+    assert dtypes == {"distance": "float32", "labels": "int32", "synapse": "uint8"}
     assert served["distance"].shape == (1, 18, 20, 30)
     padded = np.pad((volumes - 1.337) / 0.01, ((0, 0), (0, 14), (0, 12), (0, 2), (0, 0)))
     direct = np.asarray(model(padded, training=False))[0, :18, :20, :30, 0]
     np.testing.assert_allclose(served["distance"][0], direct, atol=1e-4)
     np.testing.assert_array_equal(served["labels"][0], labels_from_distance(served["distance"][0]))
+    np.testing.assert_array_equal(served["synapse"][0], synapse_mask(served["labels"][0]))
+
+
+def test_synapse_in_the_graph_equals_the_python_analysis():
+    from biomodels.tasks.deepis.serving import synapse_in_graph
+
+    labels = np.zeros((2, 6, 12, 10), np.int32)
+    labels[0, 1:5, 2:9, 1:4], labels[0, 1:5, 2:9, 6:10] = 1, 2  # 2 voxels between them: a synapse
+    labels[1, 1:3, 1:4, 1:3], labels[1, 3:6, 7:12, 5:10] = 1, 2  # too far apart: none
+    volumes = np.random.default_rng(3).integers(0, 3, (2, 7, 9, 11)).astype(np.int32)
+    for batch in (labels, volumes):
+        found = synapse_in_graph(batch).numpy()
+        assert found.dtype == np.uint8
+        for volume, synapse in zip(batch, found):
+            np.testing.assert_array_equal(synapse, synapse_mask(volume))
+    assert synapse_in_graph(labels).numpy()[0].any() and not synapse_in_graph(labels).numpy()[1].any()
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """deepis's exported signature: `serving_default` takes RI volumes of any size (padded to
-the network's multiple in the graph) and answers the signed distance and the 0/1/2 labels;
-warm-up inputs; the bioimage.io description, test input and output."""
+the network's multiple in the graph) and answers the signed distance, the 0/1/2 labels
+and the immunological synapse (uint8: where the CAR-T and target masks, each dilated by
+a ball of 2 voxels, overlap; ops.distance.synapse_mask in the graph); warm-up inputs;
+the bioimage.io description, test input and output."""
 
 import numpy as np
 
@@ -18,9 +20,26 @@ def serving_functions(model, config):
         x = pad_to_multiple(preprocess(volumes, config), model.size_multiple, axes=(1, 2, 3))  # 0: the medium after normalising
         distance = tf.cast(model(x, training=False), tf.float32)[:, :shape[1], :shape[2], :shape[3], 0]
         labels = tf.where(distance > 0.5, 1, tf.where(distance < -0.5, 2, 0))
-        return {"distance": distance, "labels": tf.cast(labels, tf.int32)}
+        return {"distance": distance, "labels": tf.cast(labels, tf.int32), "synapse": synapse_in_graph(labels)}
 
     return {"serving_default": serve}
+
+
+def synapse_in_graph(labels, dilation=2):
+    """uint8 [B, Z, Y, X]: 1 where the CAR-T (1) and target (2) masks of `labels`, each
+    dilated by a ball of `dilation` voxels, overlap. A binary dilation by a ball is a
+    3-D convolution with the ball, zero-padded, above one half."""
+    import tensorflow as tf
+
+    from biomodels.ops.distance import ball
+
+    kernel = tf.constant(ball(dilation, 3).astype(np.float32)[..., np.newaxis, np.newaxis])
+
+    def dilated(mask):
+        grown = tf.nn.conv3d(tf.cast(mask, tf.float32)[..., tf.newaxis], kernel, [1, 1, 1, 1, 1], "SAME")
+        return grown[..., 0] > 0.5
+
+    return tf.cast(dilated(labels == 1) & dilated(labels == 2), tf.uint8)
 
 
 def warmup_inputs(config):
