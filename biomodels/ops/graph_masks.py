@@ -10,8 +10,9 @@ The algorithm is biomodels.ops.flows.masks_from_flows (numba) step for step:
   takes its end bin's sink, and sinks over 40 % of the image are dropped;
 - each cell's flows are recomputed from its mask by heat diffusion (all cells at once:
   a pixel averages the 3×3 neighbours of its own cell, each cell for twice its height +
-  width steps, heat added at the pixel nearest the median of its coordinates), and cells
-  whose mean squared flow error exceeds `flow_threshold` are dropped;
+  width steps, heat added at the pixel nearest the median of its coordinates, first in
+  raster order on ties), and cells whose mean squared flow error exceeds
+  `flow_threshold` are dropped;
 - holes are filled, cells under `min_size` pixels removed, the rest numbered 1..N in the
   raster order of their seeds (the numba path's order).
 
@@ -128,33 +129,55 @@ def masks_to_flows(masks):
                 + (2 * cell_xs - tf.gather(twice_median_x, cell_ids)) ** 2)
     key = tf.cast(distance, tf.int64) * tf.cast(tf.size(ids), tf.int64) + tf.cast(cell_flat, tf.int64)
     centres = tf.math.unsorted_segment_min(key, cell_ids, count)[1:] % tf.cast(tf.size(ids), tf.int64)
-    centre_map = tf.scatter_nd(centres[:, tf.newaxis], tf.ones_like(centres, tf.float64), tf.shape(ids, tf.int64))
+    centre_map = tf.scatter_nd(centres[:, tf.newaxis], tf.ones_like(centres, tf.float32), tf.shape(ids, tf.int64))
     # steps: twice the box's height + width, as in the numba path
     extent = (tf.math.unsorted_segment_max(cell_ys, cell_ids, count) - tf.math.unsorted_segment_min(cell_ys, cell_ids, count)
               + tf.math.unsorted_segment_max(cell_xs, cell_ids, count) - tf.math.unsorted_segment_min(cell_xs, cell_ids, count))
     steps = tf.concat([[0], 2 * (extent[1:] + 2)], axis=0)
     pixel_steps = tf.reshape(tf.gather(steps, ids), [height, width])
     centre_map = tf.reshape(centre_map, [height, width])
-    # float64, as the numba path: far from a large cell's centre the heat underflows float32
-    same = [tf.cast((_shift(masks, dy, dx, 0) == masks) & (masks > 0), tf.float64) for dy, dx in _NEIGHBOURS]
+    cell = tf.cast(masks > 0, tf.float32)
+    # The mean over a pixel's 3×3 neighbours of its own cell is the plain 3×3 box sum
+    # (a convolution; there is no heat outside cells) less what the neighbours of other
+    # cells hold: pairs (pixel, neighbour of another cell), few, where cells touch.
+    pixel_index, other_index = _pairs_across_cells(masks)
+    box = tf.ones([3, 3, 1, 1], tf.float32)
 
     def step(index, heat):
         active = index < pixel_steps
         warmed = heat + tf.where(active, centre_map, 0.0)
-        mean = tf.add_n([mask * _shift(warmed, dy, dx, tf.constant(0.0, tf.float64))
-                         for mask, (dy, dx) in zip(same, _NEIGHBOURS)]) / 9.0
+        summed = tf.nn.conv2d(warmed[tf.newaxis, ..., tf.newaxis], box, 1, "SAME")[0, ..., 0]
+        foreign = tf.math.unsorted_segment_sum(tf.gather(tf.reshape(warmed, [-1]), other_index), pixel_index,
+                                               tf.size(warmed))
+        mean = (summed - tf.reshape(foreign, [height, width])) * cell / 9.0
         return index + 1, tf.where(active, mean, heat)
 
     _, heat = tf.while_loop(lambda index, _: index < tf.reduce_max(steps), step,
-                            (tf.constant(0), tf.zeros([height, width], tf.float64)))
-    logs = tf.math.log1p(heat)
-    by_offset = dict(zip(_NEIGHBOURS, same))
-    zero = tf.constant(0.0, tf.float64)
-    dy = _shift(logs, 1, 0, zero) * by_offset[(1, 0)] - _shift(logs, -1, 0, zero) * by_offset[(-1, 0)]
-    dx = _shift(logs, 0, 1, zero) * by_offset[(0, 1)] - _shift(logs, 0, -1, zero) * by_offset[(0, -1)]
+                            (tf.constant(0), tf.zeros([height, width], tf.float32)))
+    logs = tf.math.log1p(heat)  # zero outside cells
+
+    def own(dy, dx):  # the neighbour's log-heat where it lies in the same cell, else 0
+        return _shift(logs, dy, dx, 0.0) * tf.cast(_shift(masks, dy, dx, 0) == masks, tf.float32)
+
+    dy, dx = own(1, 0) - own(-1, 0), own(0, 1) - own(0, -1)
     norm = tf.sqrt(dy * dy + dx * dx) + 1e-20
-    cell = tf.cast(masks > 0, tf.float64)
-    return tf.cast(tf.stack([dy / norm * cell, dx / norm * cell], axis=-1), tf.float32)
+    return tf.stack([dy / norm * cell, dx / norm * cell], axis=-1)
+
+
+def _pairs_across_cells(masks):
+    """(flat index of a cell pixel, flat index of its 8-neighbour in another cell), every
+    such pair."""
+    width = tf.shape(masks)[1]
+    pixels, others = [], []
+    for dy, dx in _NEIGHBOURS:
+        if dy == dx == 0:
+            continue
+        other = _shift(masks, dy, dx, 0)
+        where = tf.cast(tf.where((masks > 0) & (other > 0) & (other != masks)), tf.int32)
+        flat = where[:, 0] * width + where[:, 1]
+        pixels.append(flat)
+        others.append(flat + dy * width + dx)
+    return tf.concat(pixels, axis=0), tf.concat(others, axis=0)
 
 
 def fill_holes(masks):
