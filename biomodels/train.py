@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import sys
 
 from biomodels import config as config_lib
 from biomodels import run_state, runtime
@@ -110,7 +111,7 @@ def _train_locked(task, config, data_dir, manifest, model_dir, options, preset, 
     if first_epoch < config.epochs:
         model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
                   validation_data=val_data, validation_steps=val_steps, shuffle=False, callbacks=callbacks,
-                  verbose=options.verbose)
+                  verbose=_fit_verbosity(options.verbose))
     if nan_guard.stopped_at is not None:
         kept = (f"last.keras and {run_state.BACKUP_DIR}/ hold the weights after epoch {epoch_checkpoint.last_saved}, the last finite ones"
                 if epoch_checkpoint.last_saved else "no epoch ended with finite weights, so none were saved")
@@ -136,6 +137,15 @@ def _train_locked(task, config, data_dir, manifest, model_dir, options, preset, 
     run_state.mark_finished(model_dir, {"finished": datetime.datetime.now().isoformat(timespec="seconds"),
                                         "epochs": config.epochs, "metrics_test": metrics})
     return metrics
+
+
+def _fit_verbosity(requested):
+    """Keras's fit verbosity: `auto` is a progress bar in a terminal and one line per
+    epoch otherwise (a log file or a batch job's output would hold thousands of bar
+    redraws)."""
+    if requested != "auto":
+        return requested
+    return 1 if sys.stdout.isatty() else 2
 
 
 def evaluate_split(task, model, config, data_dir, manifest, split, model_dir, calibration=None):

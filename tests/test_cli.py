@@ -45,6 +45,9 @@ def test_train_writes_a_complete_run(trained_run):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["task"] == "cryoet" and config["config"]["depth"] == 3
     assert "mean of the 5 features" in result.stdout
+    # stdout is a pipe, not a terminal: one line per epoch, no progress-bar redraws
+    assert "━" not in result.stdout and "\r" not in result.stdout
+    assert [line[:6] for line in result.stdout.splitlines() if line.startswith("2/2 - ")] == ["2/2 - "] * 2
     metrics = json.loads((model_dir / "metrics_test.json").read_text())
     assert 0.0 <= metrics["mean_iou_features"] <= 1.0
     events = [f for _, _, files in os.walk(model_dir / "logs") for f in files if "tfevents" in f]

@@ -165,28 +165,32 @@ def test_cellular_finds_bright_round_cells_and_serves_them_as_masks(tmp_path):
 
 
 @pytest.mark.slow
-def test_deepis_separates_a_car_t_cell_from_its_target(tmp_path):
-    """ImageJ TIFF stacks (NAME.tif, NAME_labels.tif): a small dense sphere (CAR-T) pressed
-    against a larger, less dense one (target) in medium. On two held-out volumes the
-    distance map's cells reach Dice 0.8 each and every synapse is found."""
-    import tifffile
+def test_lch_latent_codes_tell_the_lines_of_large_round_cells_from_small_long_ones(tmp_path):
+    """Crops named like the study's (DATE_LINE_sS_tT_pP_fF.png) with efficiency.csv:
+    the high-efficiency lines' cells are large and round, the low ones' small and
+    elongated, each line with its own brightness (which the per-crop percentile stretch
+    removes). The latent classifier, scored on lines it never saw, reaches ROC-AUC 0.9."""
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     raw = tmp_path / "raw"
     raw.mkdir()
-    shape = (16, 32, 32)
-    for index in range(8):  # side by side, turned by the training's flips and rotations
-        target_centre = np.array([8, rng.integers(13, 19), rng.integers(9, 13)])
-        car_t_centre = target_centre + [0, rng.integers(-2, 3), 11]
-        labels = np.zeros(shape, np.uint8)
-        labels[disc(shape, target_centre, 7)] = 2
-        labels[disc(shape, car_t_centre, 5) & (labels == 0)] = 1
-        index_map = np.choose(labels, [1.337, 1.385, 1.365]) + rng.normal(0, 0.002, shape)
-        tifffile.imwrite(raw / f"pair{index}.tif", index_map.astype(np.float32), imagej=True)
-        tifffile.imwrite(raw / f"pair{index}_labels.tif", labels, imagej=True)
-    metrics = learn(tmp_path, "deepis", raw, ["widths=4,4,8,8,8", "gcn_kernels=1,3,3,3,3", "crop=16,32,32", "batch_size=2",
-                                              "epochs=4", "steps_per_epoch=25", "learning_rate=0.005", "zoom_probability=0", "elastic_voxels=0"])
+    lines = {f"line{index}": index % 2 == 0 for index in range(6)}
+    (raw / "efficiency.csv").write_text("cell_type,efficiency\n"
+                                        + "".join(f"{name},{'high' if high else 'low'}\n" for name, high in lines.items()))
+    yy, xx = np.mgrid[:64, :64]
+    for line_index, (name, high) in enumerate(lines.items()):
+        brightness = rng.uniform(80, 200)
+        for cell in range(20):
+            angle = rng.uniform(0, np.pi)
+            u = (yy - 32) * np.cos(angle) + (xx - 32) * np.sin(angle)
+            v = -(yy - 32) * np.sin(angle) + (xx - 32) * np.cos(angle)
+            axes = (rng.uniform(18, 22),) * 2 if high else (rng.uniform(10, 13), rng.uniform(4, 6))
+            inside = (u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1
+            image = np.where(inside, brightness, 20.0) + rng.normal(0, 8, (64, 64))
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+                raw / f"20170101_{name}_s1_t{cell:03d}_p1_f{cell:03d}.png")
+    metrics = learn(tmp_path, "lch", raw, ["image_size=32", "filters=8,16,32", "latent_dim=8",
+                                           "discriminator_units=16,16,8", "batch_size=16", "epochs=4", "steps_per_epoch=10"])
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()})
-    assert metrics["volumes"] >= 1
-    assert metrics["dice/car_t"] >= 0.8 and metrics["dice/target"] >= 0.8, metrics
-    assert metrics["synapses_missed"] == 0 and metrics["synapses_invented"] == 0, metrics
+    assert metrics["loco/roc_auc"] >= 0.9, metrics

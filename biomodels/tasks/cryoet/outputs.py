@@ -7,7 +7,6 @@ import os
 import numpy as np
 
 from biomodels.errors import InputError
-from biomodels.pipelines import readers
 from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, NUM_CLASSES
 from biomodels.tasks.cryoet.data import standardise, tomogram_moments, tomogram_paths
 
