@@ -24,6 +24,9 @@ class Signature:
 class Predictor(abc.ABC):
     """Named signatures of one model, wherever it runs."""
 
+    #: whether the model runs elsewhere, so that what it answers crosses a network
+    remote = False
+
     def __init__(self, source, config=None, calibration=None):
         #: what the predictor was opened from (a path or an address), for messages
         self.source = str(source)

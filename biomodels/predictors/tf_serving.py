@@ -35,7 +35,6 @@ class _Unavailable(Exception):
 class _ServedPredictor(Predictor):
     """What REST and gRPC share: batch splitting, retries, signatures from metadata."""
 
-    #: the model runs elsewhere: what it answers crosses the network
     remote = True
 
     def __init__(self, source, model, version, max_batch_size, retries, backoff_seconds, timeout_seconds):

@@ -144,7 +144,7 @@ def predict_images(predictor, input_path, output_dir, options):
         "cellprob_threshold": _option(options, "cellprob_threshold", config, 0.0),
         "min_size": int(_option(options, "min_size", config, 15)),
     }
-    in_graph = (options.get("masks_in") or ("graph" if getattr(predictor, "remote", False) else "python")) == "graph"
+    in_graph = (options.get("masks_in") or ("graph" if predictor.remote else "python")) == "graph"
     if in_graph and "masks" not in predictor.signatures:
         raise InputError(predictor.source, "has no `masks` signature (exported before biomodels computed masks in the "
                                            "graph): export the run again, or use --masks_in=python")
