@@ -1,6 +1,8 @@
 """biomodels.ops.graph_masks, Cellpose's dynamics in TensorFlow ops, against the numba
 path (biomodels.ops.flows) on hand-made label images whose answer is known."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -22,13 +24,21 @@ def discs(shape, count, seed, radii=(5, 12)):
     return labels
 
 
-def both_paths(flows, cellprob, **thresholds):
-    """(numba masks, graph masks) from flows (2, H, W) and logits (H, W)."""
+@functools.lru_cache(maxsize=None)
+def graph_function():
+    """masks_from_flows as one tf.function for every size and threshold (traced once)."""
     import tensorflow as tf
 
-    expected = numba_flows.masks_from_flows(flows, cellprob, **thresholds)
-    graph = tf.function(lambda f, c: graph_masks.masks_from_flows(f, c, **thresholds))
-    found = graph(np.ascontiguousarray(flows.transpose(1, 2, 0)), cellprob).numpy()
+    scalar = tf.TensorSpec([], tf.float32)
+    return tf.function(graph_masks.masks_from_flows, input_signature=[
+        tf.TensorSpec([None, None, 2], tf.float32), tf.TensorSpec([None, None], tf.float32), scalar, scalar, scalar])
+
+
+def both_paths(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0, min_size=15):
+    """(numba masks, graph masks) from flows (2, H, W) and logits (H, W)."""
+    expected = numba_flows.masks_from_flows(flows, cellprob, flow_threshold, cellprob_threshold, min_size)
+    found = graph_function()(np.ascontiguousarray(flows.transpose(1, 2, 0)), cellprob, flow_threshold,
+                             cellprob_threshold, min_size).numpy()
     return expected, found
 
 

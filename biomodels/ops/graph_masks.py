@@ -26,9 +26,13 @@ Ids are handled as float32 in the max-pooling steps, exact up to 2**24 pixels (4
 import tensorflow as tf
 
 MAX_PIXELS = 2**24
+# The loops here are explicit tf.while_loop and tf.cond; AutoGraph would only spend
+# seconds converting the code each time a signature is traced.
+_plain = tf.autograph.experimental.do_not_convert
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
+@_plain
 def masks_from_flows(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0, min_size=15, niter=200):
     """int32 instance labels [H, W] (0 background, 1..N) from unit flows [H, W, 2] (dY,
     dX) and cell-probability logits [H, W]; the arguments of the numba path, as tensors
@@ -54,6 +58,7 @@ def masks_from_flows(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0
     return _dense(masks)
 
 
+@_plain
 def follow_flows(flows, positions, iterations=200):
     """[N, 2] positions (y, x) after `iterations` Euler steps along `flows` [H, W, 2],
     bilinearly interpolated, kept inside the image."""
@@ -88,6 +93,7 @@ def follow_flows(flows, positions, iterations=200):
     return tf.stack([y, x], axis=1)
 
 
+@_plain
 def cluster_positions(positions, shape, min_count=10, grow_count=2, grow_steps=5):
     """The sink id of each position's bin (0 if none); ids are 1 + the flat index of the
     sink's first pixel, so they rise in raster order as ndimage.label's do."""
@@ -102,6 +108,7 @@ def cluster_positions(positions, shape, min_count=10, grow_count=2, grow_steps=5
     return tf.gather(tf.reshape(tf.cast(sinks, tf.int32), [-1]), flat)
 
 
+@_plain
 def flow_errors(masks, flows):
     """Per id 0..max of `masks` (dense ids): the sum over dY and dX of the mean squared
     difference between the flows recomputed from the masks and `flows` [H, W, 2]."""
@@ -112,6 +119,7 @@ def flow_errors(masks, flows):
     return squared
 
 
+@_plain
 def masks_to_flows(masks):
     """Unit flows [H, W, 2] of dense instance ids [H, W] by heat diffusion, every cell at
     once (see the module's docstring); zero outside cells."""
@@ -180,6 +188,7 @@ def _pairs_across_cells(masks):
     return tf.concat(pixels, axis=0), tf.concat(others, axis=0)
 
 
+@_plain
 def fill_holes(masks):
     """`masks` with every background region enclosed by a single cell given to that cell.
     A background pixel is a candidate of cell m when the first cell pixel in each of the

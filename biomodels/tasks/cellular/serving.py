@@ -60,7 +60,8 @@ def serving_functions(model, config, calibration=None):
     def masks_of(maps, flow_threshold, cellprob_threshold, min_size):
         return graph_masks.masks_from_flows(maps[..., :2], maps[..., 2], flow_threshold, cellprob_threshold, min_size)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")])
+    # no AutoGraph: the loops are explicit TensorFlow ones, and converting them took seconds
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")], autograph=False)
     def instances(images):
         maps = maps_at_cell_size(preprocess(images), tf.constant(training_diameter))
         masks = tf.map_fn(lambda m: masks_of(m, config.flow_threshold, config.cellprob_threshold, config.min_size),
@@ -71,7 +72,7 @@ def serving_functions(model, config, calibration=None):
                                   tf.TensorSpec([None], tf.float32, name="diameter"),
                                   tf.TensorSpec([None], tf.float32, name="flow_threshold"),
                                   tf.TensorSpec([None], tf.float32, name="cellprob_threshold"),
-                                  tf.TensorSpec([None], tf.float32, name="min_size")])
+                                  tf.TensorSpec([None], tf.float32, name="min_size")], autograph=False)
     def masks(images, diameter, flow_threshold, cellprob_threshold, min_size):
         def one(item):
             image, diameter, flow_threshold, cellprob_threshold, min_size = item
