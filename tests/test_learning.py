@@ -25,6 +25,7 @@ def learn(tmp_path, task_name, raw_dir, sets, seed=0, export=False):
 
 
 def disc(shape, centre, radius):
+    """Boolean mask of the pixels (or voxels) within `radius` of `centre`."""
     grids = np.ogrid[tuple(slice(0, n) for n in shape)]
     return sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius ** 2
 
@@ -35,7 +36,8 @@ DENSITY = [0.0, 0.0, -1.5, 0.0, -0.6, -1.0]  # dense matter is dark; per class
 @pytest.mark.slow
 def test_cryoet_segments_dark_particles_rings_and_a_carbon_edge(tmp_path):
     """Tomograms of dark discs (ribosome), thin dark rings (single membrane) and a dark
-    half-plane (carbon edge) in mild noise: each class reaches IoU 0.6 on a held-out tomogram."""
+    half-plane (carbon edge), each class with its own density, in mild noise: on a
+    held-out tomogram IoU reaches 0.7, 0.5 and 0.9 (measured: 0.83, 0.68, 1.00)."""
     from biomodels.pipelines.readers import write_mrc
 
     rng = np.random.default_rng(0)
@@ -56,9 +58,8 @@ def test_cryoet_segments_dark_particles_rings_and_a_carbon_edge(tmp_path):
         density = np.choose(labels, DENSITY) + rng.normal(0, 0.2, labels.shape)
         write_mrc(str(raw / f"tomo{index}.mrc"), density.astype(np.float32))
         write_mrc(str(raw / f"tomo{index}_labels.mrc"), labels.astype(np.int8))
-    metrics = learn(tmp_path, "cryoet", raw, ["base_filters=4", "depth=3", "tile_size=32", "batch_size=4",
-                                               "epochs=4", "steps_per_epoch=75", "learning_rate=0.01", "base_filters=8"])
-    print({k: round(v, 3) for k, v in metrics.items() if k.startswith("iou")})
+    metrics = learn(tmp_path, "cryoet", raw, ["base_filters=8", "depth=3", "tile_size=32", "batch_size=4",
+                                               "epochs=4", "steps_per_epoch=75", "learning_rate=0.01"])
     for name, minimum in (("ribosome", 0.7), ("single_membrane", 0.5), ("carbon_edge", 0.9)):
         assert metrics[f"iou/{name}"] >= minimum, (name, metrics)
 
@@ -96,7 +97,6 @@ def test_ccp_tells_bright_pits_from_faint_ones_by_clathrin_alone(tmp_path):
         writer.writerows(rows)
     metrics = learn(tmp_path, "ccp", raw, ["batch_size=16", "filters=8", "gru_units=8", "dense_units=8",
                                            "epochs=3", "steps_per_epoch=20"])
-    print({k: round(v, 3) for k, v in metrics.items() if not isinstance(v, str)})
     assert metrics["baseline/roc_auc"] == 0.5
     assert metrics["roc_auc"] >= 0.95, metrics
     # the triage threshold, chosen on validation for 95 % recall, holds on the test tracks
@@ -140,7 +140,6 @@ def test_cellular_finds_bright_round_cells_and_serves_them_as_masks(tmp_path):
     metrics = learn(tmp_path, "cellular", raw, ["nbase=4,8,16,32", "crop_size=48", "diameter_mean=15", "batch_size=4",
                                                 "warmup_epochs=0", "learning_rate=0.005", "epochs=4", "steps_per_epoch=25",
                                                 "channels=0", "val_pattern=field7", "test_pattern=field[89]"], export=True)
-    print({k: round(v, 3) for k, v in metrics.items() if isinstance(v, (int, float))})
     assert metrics["images"] == 2 and metrics["true_cells"] >= 14
     assert metrics["ap@0.5"] >= 0.8 and metrics["pixel_jaccard"] >= 0.7, metrics
 
@@ -192,5 +191,4 @@ def test_lch_latent_codes_tell_the_lines_of_large_round_cells_from_small_long_on
                 raw / f"20170101_{name}_s1_t{cell:03d}_p1_f{cell:03d}.png")
     metrics = learn(tmp_path, "lch", raw, ["image_size=32", "filters=8,16,32", "latent_dim=8",
                                            "discriminator_units=16,16,8", "batch_size=16", "epochs=4", "steps_per_epoch=10"])
-    print({k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()})
     assert metrics["loco/roc_auc"] >= 0.9, metrics
