@@ -2,10 +2,11 @@
 heat diffused from the cell's centre, and the masks recovered by following them.
 
 The centre of a cell is its pixel nearest to the median of its pixel coordinates (so it
-lies inside even a crescent-shaped cell), the first in raster order on ties. Heat is added at the centre and averaged over
-each pixel's 3×3 neighbourhood, where neighbours of another cell or the background count
-as zero, for twice the cell's height + width steps; the flow is the central difference
-of log(1 + heat) within the cell, normalised to unit length. The loops run compiled and
+lies inside even a crescent-shaped cell), the first in raster order on ties. Heat is
+added at the centre and averaged over each pixel's 3×3 neighbourhood, where neighbours
+of another cell or the background count as zero, for twice the cell's height + width
+steps; the flow is the central difference of log(1 + heat) within the cell, normalised
+to unit length. The loops run compiled and
 in parallel over cells and points (`flow_kernels`).
 """
 
@@ -120,7 +121,8 @@ def masks_from_flows(flows, cellprob, flow_threshold=0.4, cellprob_threshold=0.0
     network's flow outputs / 5) and cell-probability logits (H, W): pixels above
     `cellprob_threshold` follow the flows for `niter` steps, their end points are
     clustered into cells, cells whose flow error exceeds `flow_threshold` (None or 0:
-    keep all, as Cellpose) are dropped, holes are filled and cells under `min_size` pixels removed."""
+    keep all, as Cellpose) are dropped, holes are filled and cells under `min_size`
+    pixels removed."""
     flows = np.asarray(flows, np.float32)
     cellprob = np.asarray(cellprob, np.float32)
     if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != cellprob.shape:

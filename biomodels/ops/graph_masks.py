@@ -139,9 +139,10 @@ def masks_to_flows(masks):
     centres = tf.math.unsorted_segment_min(key, cell_ids, count)[1:] % tf.cast(tf.size(ids), tf.int64)
     centre_map = tf.scatter_nd(centres[:, tf.newaxis], tf.ones_like(centres, tf.float32), tf.shape(ids, tf.int64))
     # steps: twice the box's height + width, as in the numba path
-    extent = (tf.math.unsorted_segment_max(cell_ys, cell_ids, count) - tf.math.unsorted_segment_min(cell_ys, cell_ids, count)
-              + tf.math.unsorted_segment_max(cell_xs, cell_ids, count) - tf.math.unsorted_segment_min(cell_xs, cell_ids, count))
-    steps = tf.concat([[0], 2 * (extent[1:] + 2)], axis=0)
+    def span(values):  # per id, max - min of the cell's coordinates
+        return tf.math.unsorted_segment_max(values, cell_ids, count) - tf.math.unsorted_segment_min(values, cell_ids, count)
+
+    steps = tf.concat([[0], 2 * (span(cell_ys)[1:] + span(cell_xs)[1:] + 2)], axis=0)
     pixel_steps = tf.reshape(tf.gather(steps, ids), [height, width])
     centre_map = tf.reshape(centre_map, [height, width])
     cell = tf.cast(masks > 0, tf.float32)

@@ -1,6 +1,7 @@
 """ccp's exported signature: `serving_default` takes NaN-padded traces of the model's
-channels (clathrin, or clathrin and auxilin) and their lengths (the traces model) or the 11 features (the features model) and answers the probability
-that each track is auxilin-positive; warm-up inputs; which model a predictor serves."""
+channels (clathrin, or clathrin and auxilin) and their lengths (the traces model) or the
+11 features (the features model) and answers the probability that each track is
+auxilin-positive; warm-up inputs; which model a predictor serves."""
 
 import numpy as np
 
