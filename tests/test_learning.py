@@ -192,3 +192,36 @@ def test_lch_latent_codes_tell_the_lines_of_large_round_cells_from_small_long_on
     metrics = learn(tmp_path, "lch", raw, ["image_size=32", "filters=8,16,32", "latent_dim=8",
                                            "discriminator_units=16,16,8", "batch_size=16", "epochs=4", "steps_per_epoch=10"])
     assert metrics["loco/roc_auc"] >= 0.9, metrics
+
+
+@pytest.mark.slow
+def test_deepis_tells_a_bright_small_cell_from_the_dim_large_one_it_presses_on(tmp_path):
+    """TIFF stacks with label volumes beside them: a small, bright CAR-T ball pressed
+    into a larger, dimmer target ball in medium of index 1.337, placed at random. On two
+    held-out volumes, scored whole, both cells reach Dice 0.8 (measured 0.87 and 0.91),
+    every synapse is found and none invented, and the synapse boundary lies within 3
+    voxels of the truth (measured 2.0). The zoom augmentation is off: it
+    magnifies cells past the edges of such small volumes."""
+    from biomodels.pipelines.readers import write_tiff_volume
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shape = (16, 32, 32)
+    for index in range(16):
+        car_t_radius, target_radius = rng.uniform(5, 6), rng.uniform(7, 8)
+        car_t = np.array([8, rng.integers(10, 22), rng.integers(9, 13)])
+        target = car_t + [0, rng.integers(-2, 3), car_t_radius + target_radius - 2]
+        labels = np.zeros(shape, np.uint8)
+        labels[disc(shape, target, target_radius)] = 2
+        labels[disc(shape, car_t, car_t_radius)] = 1  # the CAR-T cell flattens the contact
+        index_of_refraction = np.choose(labels, [1.337, 1.39, 1.355]) + rng.normal(0, 0.002, shape)
+        write_tiff_volume(str(raw / f"pair{index:02d}.tif"), index_of_refraction.astype(np.float32), (0.2, 0.2, 0.2))
+        write_tiff_volume(str(raw / f"pair{index:02d}_labels.tif"), labels, (0.2, 0.2, 0.2))
+    metrics = learn(tmp_path, "deepis", raw, ["widths=4,8,8,16,16", "gcn_kernels=1,5,5,3,3", "crop=16,32,32",
+                                              "batch_size=2", "learning_rate=0.002", "epochs=5", "steps_per_epoch=40",
+                                              "zoom_probability=0"])
+    assert metrics["scored"] == "volumes" and metrics["volumes"] == 2
+    assert metrics["dice/car_t"] >= 0.8 and metrics["dice/target"] >= 0.8, metrics
+    assert metrics["synapses_missed"] == 0 and metrics["synapses_invented"] == 0
+    assert metrics["synapse_displacement"] < 3.0, metrics
