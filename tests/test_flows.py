@@ -39,6 +39,21 @@ def test_all_cells_at_once_equal_one_cell_at_a_time():
     assert np.abs(together[:, labels > 0]).max() > 0.5
 
 
+
+def test_ids_need_not_be_dense_nor_the_background_present():
+    """Flows depend on the cells, not on how they are numbered: ids in the billions (as
+    from a tracker) or an image that cells cover entirely give the flows of 1..N."""
+    labels = disc((48, 64), (20, 18), 10)
+    labels = disc((48, 64), (22, 38), 11, label=2, labels=labels)
+    dense = masks_to_flows(labels)
+    sparse = np.where(labels > 0, labels.astype(np.int64) * 1_000_000_007, 0)
+    np.testing.assert_array_equal(masks_to_flows(sparse), dense)
+    halves = np.full((20, 30), 7_000_000_000, np.int64)
+    halves[:, 15:] = 9_000_000_000
+    flows = masks_to_flows(halves)
+    np.testing.assert_array_equal(flows, masks_to_flows(np.where(halves == halves[0, 0], 1, 2)))
+    assert np.all(np.hypot(flows[0], flows[1]) > 0.99)  # every pixel is in a cell
+
 def test_no_cells_and_bad_labels():
     np.testing.assert_array_equal(masks_to_flows(np.zeros((5, 6), np.uint16)), np.zeros((2, 5, 6), np.float32))
     with pytest.raises(ValueError, match="2-D"):

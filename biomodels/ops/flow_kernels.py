@@ -1,10 +1,73 @@
-"""Compiled (numba) loops behind biomodels.ops.flows: heat diffusion inside each cell's
-box and Euler integration of positions along the flows, each parallel over cells or
-points. Compiled on first use and cached on disk.
+"""Compiled (numba) loops behind biomodels.ops.flows: each cell's box and centre in one
+pass over the labels, heat diffusion inside each cell's box, Euler integration of
+positions along the flows and per-cell means, parallel over cells or points where that
+pays. Compiled on first use and cached on disk.
 """
 
 import numba
 import numpy as np
+
+
+@numba.njit(cache=True, parallel=True)
+def cell_geometry(labels, max_id):
+    """(ids [N], boxes [N, 4] (y0, y1, x0, x1), centres [N, 2] (y, x)) of the cells of a
+    label image whose ids lie in 1..max_id. A cell's centre is its pixel nearest to the
+    median of its pixel coordinates, the first in raster order on ties."""
+    height, width = labels.shape
+    counts = np.zeros(max_id + 1, np.int64)
+    for y in range(height):
+        for x in range(width):
+            counts[labels[y, x]] += 1
+    counts[0] = 0
+    ids = np.flatnonzero(counts).astype(np.int64)
+    slot = np.full(max_id + 1, -1, np.int64)
+    for index in range(len(ids)):
+        slot[ids[index]] = index
+    starts = np.zeros(len(ids) + 1, np.int64)
+    for index in range(len(ids)):
+        starts[index + 1] = starts[index] + counts[ids[index]]
+    # every cell's pixels in raster order, as one array of segments
+    ys = np.empty(starts[-1], np.int64)
+    xs = np.empty(starts[-1], np.int64)
+    filled = starts[:-1].copy()
+    for y in range(height):
+        for x in range(width):
+            cell = slot[labels[y, x]]
+            if cell >= 0:
+                ys[filled[cell]] = y
+                xs[filled[cell]] = x
+                filled[cell] += 1
+    boxes = np.empty((len(ids), 4), np.int64)
+    centres = np.empty((len(ids), 2), np.int64)
+    for cell in numba.prange(len(ids)):
+        first, last = starts[cell], starts[cell + 1]
+        n = last - first
+        cell_ys = ys[first:last]  # already sorted: raster order
+        cell_xs = np.sort(xs[first:last])
+        median_y = 0.5 * (cell_ys[(n - 1) // 2] + cell_ys[n // 2])
+        median_x = 0.5 * (cell_xs[(n - 1) // 2] + cell_xs[n // 2])
+        boxes[cell, 0], boxes[cell, 1] = cell_ys[0], cell_ys[n - 1] + 1
+        boxes[cell, 2], boxes[cell, 3] = cell_xs[0], cell_xs[n - 1] + 1
+        best = np.inf
+        for k in range(first, last):  # raster order: the first strict minimum wins ties
+            distance = (ys[k] - median_y) ** 2 + (xs[k] - median_x) ** 2
+            if distance < best:
+                best = distance
+                centres[cell, 0], centres[cell, 1] = ys[k], xs[k]
+    return ids, boxes, centres
+
+
+@numba.njit(cache=True)
+def cell_means(labels, values, max_id):
+    """[max_id] the mean of `values` (H, W) over each cell 1..max_id of `labels` (NaN
+    for an id without pixels)."""
+    sums = np.zeros(max_id + 1, np.float64)
+    counts = np.zeros(max_id + 1, np.int64)
+    for y in range(labels.shape[0]):
+        for x in range(labels.shape[1]):
+            sums[labels[y, x]] += values[y, x]
+            counts[labels[y, x]] += 1
+    return sums[1:] / counts[1:]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -43,25 +106,36 @@ def diffuse_cells(labels, ids, boxes, centres, iterations, flows):
                     flows[1, y + y0 - 1, x + x0 - 1] = dx / norm
 
 
+_FOLLOW_BLOCK = 16  # points advanced together: their independent steps overlap in the CPU
+
+
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def follow(flows, positions, iterations):
     """Move every (y, x) row of `positions` (float64, in place, inside the image) along
     `flows` (H, W, 2: dY, dX) for `iterations` Euler steps, bilinearly interpolated,
-    kept inside the image."""
+    kept inside the image. Points go in blocks, one step for the whole block at a time:
+    one point's steps depend on each other, a block's points do not."""
     height, width = flows.shape[0], flows.shape[1]
     last_top, last_left = max(height - 2, 0), max(width - 2, 0)
-    for point in numba.prange(positions.shape[0]):
-        y, x = positions[point, 0], positions[point, 1]
+    blocks = (positions.shape[0] + _FOLLOW_BLOCK - 1) // _FOLLOW_BLOCK
+    for block in numba.prange(blocks):
+        first = block * _FOLLOW_BLOCK
+        last = min(first + _FOLLOW_BLOCK, positions.shape[0])
+        ys = positions[first:last, 0].copy()
+        xs = positions[first:last, 1].copy()
         for _ in range(iterations):
-            top = min(int(y), last_top)  # y >= 0: truncation is the floor
-            left = min(int(x), last_left)
-            fy, fx = y - top, x - left
-            bottom, right = min(top + 1, height - 1), min(left + 1, width - 1)
-            w00, w01, w10, w11 = (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
-            dy = (flows[top, left, 0] * w00 + flows[top, right, 0] * w01
-                  + flows[bottom, left, 0] * w10 + flows[bottom, right, 0] * w11)
-            dx = (flows[top, left, 1] * w00 + flows[top, right, 1] * w01
-                  + flows[bottom, left, 1] * w10 + flows[bottom, right, 1] * w11)
-            y = min(max(y + dy, 0.0), height - 1.0)
-            x = min(max(x + dx, 0.0), width - 1.0)
-        positions[point, 0], positions[point, 1] = y, x
+            for point in range(last - first):
+                y, x = ys[point], xs[point]
+                top = min(int(y), last_top)  # y >= 0: truncation is the floor
+                left = min(int(x), last_left)
+                fy, fx = y - top, x - left
+                bottom, right = min(top + 1, height - 1), min(left + 1, width - 1)
+                w00, w01, w10, w11 = (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
+                dy = (flows[top, left, 0] * w00 + flows[top, right, 0] * w01
+                      + flows[bottom, left, 0] * w10 + flows[bottom, right, 0] * w11)
+                dx = (flows[top, left, 1] * w00 + flows[top, right, 1] * w01
+                      + flows[bottom, left, 1] * w10 + flows[bottom, right, 1] * w11)
+                ys[point] = min(max(y + dy, 0.0), height - 1.0)
+                xs[point] = min(max(x + dx, 0.0), width - 1.0)
+        positions[first:last, 0] = ys
+        positions[first:last, 1] = xs

@@ -17,9 +17,7 @@ def masks_to_flows(labels, iterations=None):
     """float32 (2, H, W): unit flows (dY, dX) of an instance label image (0 background),
     zero outside cells; `iterations` of diffusion for every cell (default: each cell
     twice its height + width)."""
-    from scipy import ndimage
-
-    from biomodels.ops.flow_kernels import diffuse_cells
+    from biomodels.ops.flow_kernels import cell_geometry, diffuse_cells
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -28,28 +26,14 @@ def masks_to_flows(labels, iterations=None):
         raise ValueError("labels must not be negative")
     flows = np.zeros((2, *labels.shape), np.float32)
     labels = labels.astype(np.int64)
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
+    max_id = int(labels.max()) if labels.size else 0
+    if max_id > labels.size:  # sparse ids: number them 1..N so the per-id tables stay small
+        _, inverse = np.unique(labels, return_inverse=True)
+        labels = inverse.reshape(labels.shape).astype(np.int64) + int(labels.min() > 0)  # 0 stays background
+        max_id = int(labels.max())
+    ids, boxes, centres = cell_geometry(labels, max_id)
     if not len(ids):
         return flows
-    # each cell's centre: its pixel nearest to the median of its coordinates
-    ys, xs = np.nonzero(labels)
-    own = labels[ys, xs]
-    grid_y, grid_x = np.mgrid[0:labels.shape[0], 0:labels.shape[1]]
-    lookup = np.zeros(int(ids.max()) + 1)
-    distance = np.full(labels.shape, np.inf)
-    lookup[ids] = ndimage.median(grid_y, labels, ids)
-    distance[ys, xs] = (ys - lookup[own]) ** 2
-    lookup[ids] = ndimage.median(grid_x, labels, ids)
-    distance[ys, xs] += (xs - lookup[own]) ** 2
-    # ties go to the first pixel in raster order, as Cellpose's argmin over the cell's
-    # pixels does (minimum_position alone breaks them by an unstable sort): squared
-    # distances are multiples of 1/4, so 4·distance·size + flat index is an exact key
-    distance[ys, xs] = 4 * distance[ys, xs] * labels.size + ys * labels.shape[1] + xs
-    centres = np.asarray(ndimage.minimum_position(distance, labels, ids), np.int64).reshape(-1, 2)
-    slices = ndimage.find_objects(labels)
-    boxes = np.array([[slices[i - 1][0].start, slices[i - 1][0].stop, slices[i - 1][1].start, slices[i - 1][1].stop]
-                      for i in ids], np.int64)
     if iterations is None:
         steps = 2 * (boxes[:, 1] - boxes[:, 0] + boxes[:, 3] - boxes[:, 2])
     else:
@@ -91,11 +75,12 @@ def cluster_positions(positions, shape, min_count=10, grow_count=2, grow_steps=5
 def flow_errors(masks, flows):
     """Per mask (ids 1..max): the sum over dY and dX of the mean squared difference
     between the flows recomputed from the mask and `flows`."""
-    from scipy import ndimage
+    from biomodels.ops.flow_kernels import cell_means
 
-    ids = np.arange(1, int(masks.max()) + 1)
+    max_id = int(masks.max())
     recomputed = masks_to_flows(masks)
-    return sum(np.asarray(ndimage.mean((recomputed[c] - flows[c]) ** 2, masks, ids)) for c in range(2))
+    squared = ((recomputed - flows) ** 2).sum(axis=0)
+    return cell_means(np.asarray(masks, np.int64), squared, max_id)
 
 
 def fill_holes_and_remove_small(masks, min_size=15):
