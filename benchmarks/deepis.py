@@ -1,12 +1,17 @@
-"""What does 3-D tiling cost? Predicts a 128×256×256 (Z×Y×X) refractive-index volume
-with the deepis serving function, tiled into training crops with blended overlaps, and
-as one untiled forward pass of the same voxels, and prints voxels per second for both
-and the tiling overhead as a ratio.
+"""What does 3-D tiling cost, and what does it change? Predicts a 128×256×256 (Z×Y×X)
+synthetic refractive-index volume of a cell pair with the deepis serving function three
+ways: one untiled forward pass of the whole volume, predict's default plan (the whole
+volume up to TILE_VOXELS, else the fewest even tiles of at most that many, overlapping
+by TILE_OVERLAP voxels), and the training crops with a quarter overlap (the old
+default). For each tiled way it prints seconds, voxels per second, the time against
+the untiled pass (target: at most 1.3×), the largest difference of the distance from
+the untiled pass's and the share of voxels whose label (CAR-T, target, medium) differs.
 
     python benchmarks/deepis.py [--model_dir=RUN] [--shape=128,256,256] [--repeats=2]
+                                [--tile_voxels=N]
 
 Without --model_dir it times a freshly built network of the quick preset (the speed does
-not depend on the weights).
+not depend on the weights; the differences do, so give a trained run for those).
 """
 
 import argparse
@@ -24,7 +29,10 @@ import numpy as np  # noqa: E402
 
 from biomodels import config as config_lib  # noqa: E402
 from biomodels import tasks  # noqa: E402
-from biomodels.ops.tiling import predict_tiled  # noqa: E402
+from biomodels.ops.distance import labels_from_distance  # noqa: E402
+from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
+from biomodels.pipelines.synthetic import deepis as synthetic  # noqa: E402
+from biomodels.tasks.deepis import outputs  # noqa: E402
 
 
 def main():
@@ -32,6 +40,7 @@ def main():
     parser.add_argument("--model_dir")
     parser.add_argument("--shape", default="128,256,256")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tile_voxels", type=int, default=outputs.TILE_VOXELS)
     args = parser.parse_args()
     task = tasks.get("deepis")
     if args.model_dir:
@@ -43,28 +52,38 @@ def main():
         model = task.build_model(config, {})
     serve = task.serving_functions(model, config)["serving_default"]
     shape = tuple(int(n) for n in args.shape.split(","))
-    volume = (config.medium_index + 0.02 * np.random.default_rng(0).normal(size=shape)).astype(np.float32)
+    volume, _ = synthetic.volume(np.random.default_rng(0), shape)
     crop = tuple(config.crop)
 
-    def tiled():
+    def tiled(tile, overlap):
         return predict_tiled(volume[..., None], lambda tiles: serve(volumes=tiles)["distance"].numpy()[..., None],
-                             tile=crop, overlap=tuple(c // 4 for c in crop), batch_size=1)
+                             tile=tile, overlap=overlap, batch_size=1, pad_value=config.medium_index)[..., 0]
 
-    def whole():
-        return serve(volumes=volume[None, ..., None])["distance"].numpy()
-
-    timings = {}
-    for name, run in (("tiled", tiled), ("untiled", whole)):
-        run()  # trace and warm up
+    plan = plan_tiles(shape, args.tile_voxels, outputs.TILE_OVERLAP)
+    ways = {"untiled": lambda: serve(volumes=volume[None, ..., None])["distance"].numpy()[0],
+            f"default plan, tiles {'×'.join(map(str, plan))}, overlap {outputs.TILE_OVERLAP}":
+                lambda: tiled(plan, outputs.TILE_OVERLAP),
+            f"training crops {'×'.join(map(str, crop))}, overlap a quarter": lambda: tiled(crop, [c // 4 for c in crop])}
+    timings, results = {}, {}
+    for name, run in ways.items():
+        results[name] = run()  # traces and warms up
         start = time.perf_counter()
         for _ in range(args.repeats):
             run()
         timings[name] = (time.perf_counter() - start) / args.repeats
     voxels = int(np.prod(shape))
-    print(f"deepis prediction of a {'×'.join(map(str, shape))} volume ({voxels:,} voxels), crops {crop}, overlap a quarter")
-    print(f"  tiled    {timings['tiled']:8.2f} s   {voxels / timings['tiled']:12,.0f} voxels/s")
-    print(f"  untiled  {timings['untiled']:8.2f} s   {voxels / timings['untiled']:12,.0f} voxels/s")
-    print(f"  tiling overhead: {timings['tiled'] / timings['untiled']:.2f}x the untiled forward pass")
+    whole = results["untiled"]
+    print(f"deepis prediction of a {'×'.join(map(str, shape))} volume ({voxels:,} voxels), at most "
+          f"{args.tile_voxels:,} voxels a tile; {os.cpu_count()} CPU cores")
+    for name, seconds in timings.items():
+        line = f"  {name:<48} {seconds:7.2f} s {voxels / seconds:12,.0f} voxels/s"
+        if name != "untiled":
+            difference = np.abs(results[name] - whole).max()
+            changed = np.mean(labels_from_distance(results[name]) != labels_from_distance(whole))
+            line += (f"   {seconds / timings['untiled']:5.2f}× untiled (target ≤ 1.3, ratio "
+                     f"{1.3 / (seconds / timings['untiled']):.2f})   max |Δdistance| {difference:.3f}, "
+                     f"labels differ at {changed:.4%}")
+        print(line)
 
 
 if __name__ == "__main__":

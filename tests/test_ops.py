@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from biomodels.ops.segmentation_metrics import class_scores, confusion_matrix
-from biomodels.ops.tiling import blend_window, predict_tiled, tile_starts
+from biomodels.ops.tiling import blend_window, plan_tiles, predict_tiled, tile_starts
 
 
 def test_tile_starts_cover_the_length_with_overlap():
@@ -14,6 +14,32 @@ def test_tile_starts_cover_the_length_with_overlap():
     assert starts[0] == 0 and starts[-1] == 1000 - 512
     assert all(b - a <= 512 - 64 for a, b in zip(starts, starts[1:]))
 
+
+
+def test_tile_plans_split_the_longest_axis_until_a_tile_fits():
+    assert plan_tiles((128, 256, 256), 10_000_000, 32) == (128, 256, 256)  # fits: whole, one tile
+    # too large: Y splits first (the longest axis, then the first of equal ones) into two
+    # tiles of (256 + 32) / 2 = 144 that overlap by 32; then X; then Y again, into three
+    assert plan_tiles((128, 256, 256), 6_000_000, 32) == (128, 144, 256)
+    assert plan_tiles((128, 256, 256), 4_000_000, 32) == (128, 144, 144)
+    assert plan_tiles((128, 256, 256), 2_000_000, 32) == (128, 107, 144)
+    assert plan_tiles((4096, 4096), 4_000_000, (64, 64)) == (1408, 2080)
+    for shape, budget in (((300, 1000, 1000), 5_000_000), ((37, 50), 400)):
+        tile = plan_tiles(shape, budget, 8)
+        assert np.prod(tile) <= budget and all(t <= n for t, n in zip(tile, shape))
+    assert plan_tiles((20, 20), 10, 8) == (14, 14)  # a tile of 2·overlap + 1 or less is split no further
+
+
+def test_one_tile_is_the_untiled_call_itself():
+    image = np.random.default_rng(0).random((20, 30, 1)).astype(np.float32)
+    calls = []
+
+    def marked(tiles):
+        calls.append(tiles.shape)
+        return tiles * 3 + 1
+
+    np.testing.assert_array_equal(predict_tiled(image, marked, tile=(20, 30), overlap=8), image * 3 + 1)
+    assert calls == [(1, 20, 30, 1)]
 
 def test_blend_window_is_positive_and_flat_in_the_middle():
     window = blend_window(16, 4)

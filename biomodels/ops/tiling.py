@@ -16,6 +16,27 @@ def tile_starts(length, tile, overlap):
     return starts
 
 
+def plan_tiles(shape, max_elements, overlap):
+    """The tile shape for an image or volume of `shape`: the whole of it when it holds at
+    most `max_elements` pixels or voxels, else the fewest tiles per axis (adding one at
+    a time to the axis with the longest tile) whose tiles, overlapping by `overlap` (an
+    int, or one per axis), each hold at most `max_elements`, split evenly. A tile of
+    2·overlap + 1 or less is split no further."""
+    shape = tuple(int(n) for n in shape)
+    overlaps = (overlap,) * len(shape) if np.isscalar(overlap) else tuple(overlap)
+    counts = [1] * len(shape)
+
+    def sizes():
+        return [-(-(n + (k - 1) * o) // k) for n, k, o in zip(shape, counts, overlaps)]
+
+    while int(np.prod(sizes())) > max_elements:
+        splittable = [axis for axis, size in enumerate(sizes()) if size > 2 * overlaps[axis] + 1]
+        if not splittable:
+            break
+        counts[max(splittable, key=lambda axis: sizes()[axis])] += 1
+    return tuple(sizes())
+
+
 def _ramp(tile, overlap):
     ramp = np.ones(tile, np.float32)
     if overlap > 0:
@@ -56,6 +77,10 @@ def predict_tiled(image, predict_batch, tile=512, overlap=64, batch_size=4, pad_
     full = image.shape[:-1]
     window = blend_window(tiles, overlaps)[..., np.newaxis]
     corners = list(itertools.product(*(tile_starts(n, t, o) for n, t, o in zip(full, tiles, overlaps))))
+    if len(corners) == 1:  # one tile: the untiled pass itself, nothing to blend
+        region = tuple(slice(0, t) for t in tiles)
+        output = np.asarray(predict_batch(image[region][np.newaxis]), np.float32)[0]
+        return output[tuple(slice(0, n) for n in spatial)]
     total = None
     weight = np.zeros(full + (1,), np.float32)
     for first in range(0, len(corners), batch_size):

@@ -12,7 +12,8 @@ become Z × Y × X), or TIFF stacks `NAME.tif` (RI, Z×Y×X) with `NAME_labels.t
 Volumes are cut into (or padded to) training crops; RI is normalised around the
 medium's index inside the graph: (RI − medium_index) / ri_scale.
 
-Prediction tiles volumes of any size in 3-D with blended overlaps; the distance is
+Prediction runs a volume whole up to 6 million voxels and larger ones in a few large
+3-D tiles with blended overlaps; the distance is
 thresholded at half a voxel into the two cells, the synapse is where both masks dilated
 by 2 voxels overlap, and a report gives cell volumes and synapse size, in µm³ and µm²
 when the voxel size is known (TIFF metadata or --voxel_size).
@@ -38,8 +39,9 @@ class DeepISTask(Task):
     predict_options = (
         Option("voxel_size", "string", None, "Voxel size x,y,z in µm (or one number) when the files do not say; puts "
                                              "the report in µm³ and µm².", parse=outputs.parse_voxel_size),
-        Option("tile", "string", None, "Tile z,y,x in voxels, blended with a quarter overlap (default: the run's "
-                                       "training crop; 32,64,64 for a served model, which does not say).",
+        Option("tile", "string", None, "Tile z,y,x in voxels, blended with a quarter overlap (default: the whole "
+                                       "volume up to 6 million voxels, else the fewest even tiles of at most that "
+                                       "many, overlapping by 32 voxels).",
                parse=outputs.parse_tile),
     )
 

@@ -28,7 +28,7 @@ def evaluate(task, model, dataset, manifest, config, split):
     per_volume = []
     for source in sources:
         volume, distance = _reassembled(examples, tuple(source["shape"]), crop)
-        per_volume.append(cell_scores(distance, predict_distance(predictor, volume, crop)))
+        per_volume.append(cell_scores(distance, predict_distance(predictor, volume)))
     return {**summarise_scores(per_volume), "scored": "volumes"}
 
 

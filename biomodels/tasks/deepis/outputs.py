@@ -61,16 +61,28 @@ def analyze_synapse(distance, voxel_size=None):
     return {"labels": labels, "synapse": synapse, "report": report}
 
 
-def predict_distance(predictor, volume, crop):
-    """The signed distance of a whole RI volume (Z, Y, X), tiled into `crop`-sized tiles
-    overlapping by a quarter; a volume smaller than a tile is padded with the medium's
-    index, as training crops are."""
-    from biomodels.ops.tiling import predict_tiled
+# Voxels in one tile of the default plan: the forward pass measured about 600 bytes of
+# memory a voxel for both presets (benchmarks/deepis.py), so a tile needs about 3.4 GiB.
+TILE_VOXELS = 6_000_000
+TILE_OVERLAP = 32  # voxels per axis between the default plan's tiles
 
+
+def predict_distance(predictor, volume, tile=None):
+    """The signed distance of a whole RI volume (Z, Y, X). By default the volume goes
+    whole when it holds at most TILE_VOXELS, else in the fewest even tiles of at most
+    that many, overlapping by TILE_OVERLAP voxels and blended; a `tile` (z, y, x) given
+    is blended with a quarter overlap. A volume smaller than a tile is padded with the
+    medium's index, as training crops are."""
+    from biomodels.ops.tiling import plan_tiles, predict_tiled
+
+    if tile is None:
+        tile, overlap = plan_tiles(volume.shape, TILE_VOXELS, TILE_OVERLAP), TILE_OVERLAP
+    else:
+        overlap = tuple(n // 4 for n in tile)
     medium = float(predictor.config.get("medium_index", DeepISConfig.medium_index))
     return predict_tiled(volume.astype(np.float32)[..., None],
                          lambda tiles: predictor("serving_default", volumes=tiles)["distance"][..., None],
-                         tile=crop, overlap=tuple(c // 4 for c in crop), batch_size=1, pad_value=medium)[..., 0]
+                         tile=tile, overlap=overlap, batch_size=1, pad_value=medium)[..., 0]
 
 
 def predict_volumes(predictor, input_path, output_dir, options):
@@ -81,7 +93,6 @@ def predict_volumes(predictor, input_path, output_dir, options):
     paths = volume_paths(input_path)
     if not paths:
         raise InputError(input_path, "no .tif or .mat volumes in this directory")
-    crop = options.get("tile") or tuple(predictor.config.get("crop") or DeepISConfig.crop)
     written = []
     bar = progress_bar(len(paths), "volumes")
     for done, path in enumerate(paths, start=1):
@@ -91,7 +102,7 @@ def predict_volumes(predictor, input_path, output_dir, options):
             volume, voxel_size = readers.read_tiff_volume(path)
         readers.require_finite(path, volume)
         voxel_size = options.get("voxel_size") or voxel_size
-        distance = predict_distance(predictor, volume, crop)
+        distance = predict_distance(predictor, volume, options.get("tile"))
         result = analyze_synapse(distance, voxel_size)
         stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
         readers.write_tiff_volume(f"{stem}_distance.tif", distance.astype(np.float32), voxel_size)
