@@ -100,6 +100,43 @@ def test_serving_function_handles_sizes_that_are_not_multiples(cryoet_task, tiny
     shifted = serve(images=tf.constant(images * 5.0 + 3.0))
     np.testing.assert_allclose(shifted["probabilities"], out["probabilities"], atol=1e-4)
 
+    # `standardised` takes images as they are: the same as serving_default on an image
+    # already standardised, and different on one that is not
+    standardised = cryoet_task.serving_functions(model, tiny_cryoet_config)["standardised"]
+    z = (images - images.mean(axis=(1, 2, 3), keepdims=True)) / images.std(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(standardised(images=tf.constant(z))["probabilities"], out["probabilities"], atol=1e-4)
+    assert np.abs(standardised(images=tf.constant(images * 5.0 + 3.0))["probabilities"] - out["probabilities"]).max() > 0.01
+
+
+def test_a_tile_means_the_same_at_any_tile_size(cryoet_task, tiny_cryoet_config):
+    """Training examples are standardised with their tomogram's statistics, not their
+    own; prediction standardises a slice with its tomogram's and sends tiles as they
+    are. With a network that looks at each pixel alone, any tiling gives the untiled
+    answer exactly (per-tile standardisation gave each tile its own offset)."""
+    from biomodels.tasks.cryoet.outputs import slice_probabilities
+
+    image, _ = cryoet_task.model_io({"image": tf.fill([8, 8], 2.5), "labels": tf.zeros([8, 8], tf.uint8)},
+                                    tiny_cryoet_config)
+    np.testing.assert_array_equal(image.numpy(), np.full((8, 8, 1), 2.5, np.float32))
+
+    class PixelwisePredictor:
+        signatures = ("serving_default", "standardised")
+        calls = []
+
+        def __call__(self, signature, images):
+            self.calls.append((signature, images.shape))
+            logits = np.concatenate([images * k for k in range(6)], axis=-1)
+            return {"probabilities": np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)}
+
+    predictor = PixelwisePredictor()
+    ramp = np.linspace(-2, 3, 96 * 80, dtype=np.float32).reshape(96, 80)  # tiles differ in mean
+    whole = slice_probabilities(predictor, ramp, {})
+    assert predictor.calls == [("standardised", (1, 96, 80, 1))]  # a small slice goes whole
+    for tile, overlap in ((32, 8), (48, 16)):
+        tiled = slice_probabilities(predictor, ramp, {"tile": tile, "overlap": overlap})
+        np.testing.assert_allclose(tiled, whole, atol=1e-6)
+    assert [shape for _, shape in predictor.calls[-2:]] == [(4, 48, 48, 1), (2, 48, 48, 1)]  # 3 × 2 tiles
+
 
 def test_evaluate_perfect_prediction_scores_one(cryoet_task, tiny_cryoet_config):
     labels = np.random.default_rng(0).integers(0, 6, (2, 8, 8))

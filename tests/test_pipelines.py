@@ -139,7 +139,7 @@ def test_training_dataset_shapes_dtypes_and_seeded_order(prepared_cryoet, cryoet
     x, y = batches[0]
     assert x.shape == (4, 32, 32, 1) and x.dtype == np.float32
     assert y.shape == (4, 32, 32) and y.dtype == np.int32
-    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)  # preprocessing standardises
+    assert np.abs(x.mean(axis=(1, 2, 3))).max() > 0.05  # tiles keep their tomogram's standardisation, not their own
     again = first_batches(3)
     for (x1, y1), (x2, y2) in zip(batches, again):
         np.testing.assert_array_equal(x1, x2)

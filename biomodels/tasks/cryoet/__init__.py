@@ -6,8 +6,9 @@ Each tomogram is normalised (zero mean, unit variance), its slices are cut into
 square tiles (reflection-padded at the borders, padding labelled 255 and ignored),
 and the split keeps every tomogram within one split.
 
-Preprocessing in the graph standardises each image the network sees; prediction
-tiles each slice with overlap and blends the tiles, and writes `NAME_labels.mrc`
+The network sees images standardised with their whole tomogram's statistics, never a
+tile's own; prediction runs each slice whole or, when it is large, in a few large tiles
+with overlap, blended, and writes `NAME_labels.mrc`
 (and one probability MRC per feature class) with the input's voxel size and origin.
 
 Modules: config (Config, presets, classes), data (readers, TF preprocessing and
@@ -35,7 +36,7 @@ class CryoETTask(Task):
     serving_batching = {"max_batch_size": 4, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
     predict_options = (
         Option("probabilities", "bool", False, "Also write one probability MRC per feature class."),
-        *tiling_options("the training tile size, else 512"),
+        *tiling_options("the whole slice up to 1.5 million pixels, else the fewest even tiles of at most that"),
     )
 
     @classmethod

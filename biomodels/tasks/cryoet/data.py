@@ -142,7 +142,8 @@ def class_statistics(examples):
 
 
 def preprocess(inputs):
-    """Standardise each image of a [N, H, W, C] batch to zero mean, unit variance."""
+    """Standardise each image of a [N, H, W, C] batch to zero mean, unit variance (what
+    `serving_default` does to the whole slices it is given)."""
     import tensorflow as tf
 
     inputs = tf.cast(inputs, tf.float32)
@@ -173,8 +174,9 @@ def augment(example, seed, config):
 
 
 def model_io(example):
-    """(standardised image [H, W, 1], int32 labels [H, W])."""
+    """(image [H, W, 1], int32 labels [H, W]): the tile as prepare wrote it, standardised
+    with its whole tomogram's mean and deviation, not its own, so that a tile means the
+    same at any tile size."""
     import tensorflow as tf
 
-    image = preprocess(example["image"][tf.newaxis, ..., tf.newaxis])[0]
-    return image, tf.cast(example["labels"], tf.int32)
+    return tf.cast(example["image"], tf.float32)[..., tf.newaxis], tf.cast(example["labels"], tf.int32)

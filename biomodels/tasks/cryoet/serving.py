@@ -1,6 +1,12 @@
-"""cryoet's exported signatures: `serving_default` takes slices of any size and
-intensity scale (standardised and padded in the graph) and answers per-class
-probabilities and labels; warm-up inputs; the bioimage.io description and output."""
+"""cryoet's exported signatures, warm-up inputs, the bioimage.io description and output.
+
+- `serving_default` takes whole slices of any size and intensity scale, standardises
+  each to zero mean and unit variance in the graph, and answers per-class probabilities
+  and labels;
+- `standardised` answers the same for images already standardised with their whole
+  tomogram's mean and deviation, as training tiles are: what predict sends, tile by
+  tile, so that a tile's result does not depend on the tile's own statistics.
+"""
 
 import numpy as np
 
@@ -15,22 +21,29 @@ def serving_functions(model, config):
 
     multiple = size_multiple(config)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
-    def serve(images):
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
-        # normalise before padding, so the padding does not shift the statistics; pad with
-        # the mean (0), which works for images of any size, even smaller than the padding
-        x = pad_to_multiple(preprocess(images), multiple, axes=(1, 2))
+    def answer(x, height, width):
+        # pad with the mean (0), which works for images of any size, even smaller than the padding
+        x = pad_to_multiple(x, multiple, axes=(1, 2))
         probabilities = tf.cast(model(x, training=False), tf.float32)[:, :height, :width, :]
         return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
-    return {"serving_default": serve}
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
+    def serve(images):
+        # standardise before padding, so the padding does not shift the statistics
+        return answer(preprocess(images), tf.shape(images)[1], tf.shape(images)[2])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
+    def standardised(images):
+        return answer(images, tf.shape(images)[1], tf.shape(images)[2])
+
+    return {"serving_default": serve, "standardised": standardised}
 
 
 def warmup_inputs(config):
     rng = np.random.default_rng(0)
     tile = config.tile_size
-    return [("serving_default", {"images": rng.normal(size=(n, tile, tile, 1)).astype(np.float32)}) for n in (1, 4)]
+    return [(name, {"images": rng.normal(size=(n, tile, tile, 1)).astype(np.float32)})
+            for name in ("serving_default", "standardised") for n in (1, 4)]
 
 
 def bioimageio_description(config, pixel_size=None):
