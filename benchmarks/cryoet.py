@@ -1,0 +1,89 @@
+"""What does 2-D tiling cost cryoet, and what does it change? Predicts one 2048×2048
+synthetic tomogram slice, standardised with its tomogram's statistics, through the
+`standardised` signature three ways: one untiled pass of the whole slice, predict's
+default plan (the whole slice up to TILE_PIXELS, else the fewest even tiles of at most
+that many, overlapping by 64 pixels), and square tiles of the training tile size with a
+64-pixel overlap. For each tiled way it prints seconds, pixels per second, the time
+against the untiled pass (target: at most 1.3×), the largest difference of a class
+probability from the untiled pass's and the share of pixels whose label differs.
+
+    python benchmarks/cryoet.py [--model_dir=RUN] [--size=2048] [--repeats=2]
+
+Without --model_dir it times a freshly built network of the quick preset (the speed does
+not depend on the weights; the differences do, so give a trained run for those).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from biomodels import cli  # noqa: E402
+
+tf = cli.import_tensorflow()
+
+import numpy as np  # noqa: E402
+
+from biomodels import config as config_lib  # noqa: E402
+from biomodels import tasks  # noqa: E402
+from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
+from biomodels.pipelines.synthetic import cryoet as synthetic  # noqa: E402
+from biomodels.tasks.cryoet import outputs  # noqa: E402
+from biomodels.tasks.cryoet.data import normalise_tomogram  # noqa: E402
+
+OVERLAP = 64
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_dir")
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    task = tasks.get("cryoet")
+    if args.model_dir:
+        from biomodels.runs import load_trained_model, run_config
+
+        config, model = run_config(task, args.model_dir), load_trained_model(args.model_dir)
+    else:
+        config = config_lib.resolve(task, "quick")
+        model = task.build_model(config, {})
+    serve = task.serving_functions(model, config)["standardised"]
+    density, _ = synthetic.tomogram(np.random.default_rng(0), (3, args.size, args.size))
+    image = normalise_tomogram(density)[0][1]
+    shape = image.shape
+
+    def tiled(tile):
+        return predict_tiled(image[..., None], lambda tiles: serve(images=tiles)["probabilities"].numpy(),
+                             tile=tile, overlap=OVERLAP, batch_size=4)
+
+    plan = plan_tiles(shape, outputs.TILE_PIXELS, OVERLAP)
+    ways = {"untiled": lambda: serve(images=image[None, ..., None])["probabilities"].numpy()[0],
+            f"default plan, tiles {'×'.join(map(str, plan))}": lambda: tiled(plan),
+            f"training tiles {config.tile_size}×{config.tile_size}": lambda: tiled(config.tile_size)}
+    timings, results = {}, {}
+    for name, run in ways.items():
+        results[name] = run()  # traces and warms up
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            run()
+        timings[name] = (time.perf_counter() - start) / args.repeats
+    pixels = int(np.prod(shape))
+    whole = results["untiled"]
+    print(f"cryoet prediction of a {shape[0]}×{shape[1]} slice ({pixels:,} pixels), at most {outputs.TILE_PIXELS:,} "
+          f"pixels a tile, overlap {OVERLAP}; {os.cpu_count()} CPU cores")
+    for name, seconds in timings.items():
+        line = f"  {name:<34} {seconds:7.2f} s {pixels / seconds:12,.0f} pixels/s"
+        if name != "untiled":
+            difference = np.abs(results[name] - whole).max()
+            changed = np.mean(results[name].argmax(-1) != whole.argmax(-1))
+            line += (f"   {seconds / timings['untiled']:5.2f}× untiled (target ≤ 1.3, ratio "
+                     f"{1.3 / (seconds / timings['untiled']):.2f})   max |Δprobability| {difference:.4f}, "
+                     f"labels differ at {changed:.4%}")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
