@@ -16,9 +16,9 @@ not depend on the weights; the differences do, so give a trained run for those).
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from biomodels import cli  # noqa: E402
 
@@ -32,6 +32,7 @@ from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
 from biomodels.pipelines.synthetic import cryoet as synthetic  # noqa: E402
 from biomodels.tasks.cryoet import outputs  # noqa: E402
 from biomodels.tasks.cryoet.data import normalise_tomogram  # noqa: E402
+from tiling_report import compare_tilings  # noqa: E402
 
 OVERLAP = 64
 
@@ -63,26 +64,10 @@ def main():
     ways = {"untiled": lambda: serve(images=image[None, ..., None])["probabilities"].numpy()[0],
             f"default plan, tiles {'×'.join(map(str, plan))}": lambda: tiled(plan),
             f"training tiles {config.tile_size}×{config.tile_size}": lambda: tiled(config.tile_size)}
-    timings, results = {}, {}
-    for name, run in ways.items():
-        results[name] = run()  # traces and warms up
-        start = time.perf_counter()
-        for _ in range(args.repeats):
-            run()
-        timings[name] = (time.perf_counter() - start) / args.repeats
     pixels = int(np.prod(shape))
-    whole = results["untiled"]
     print(f"cryoet prediction of a {shape[0]}×{shape[1]} slice ({pixels:,} pixels), at most {outputs.TILE_PIXELS:,} "
           f"pixels a tile, overlap {OVERLAP}; {os.cpu_count()} CPU cores")
-    for name, seconds in timings.items():
-        line = f"  {name:<34} {seconds:7.2f} s {pixels / seconds:12,.0f} pixels/s"
-        if name != "untiled":
-            difference = np.abs(results[name] - whole).max()
-            changed = np.mean(results[name].argmax(-1) != whole.argmax(-1))
-            line += (f"   {seconds / timings['untiled']:5.2f}× untiled (target ≤ 1.3, ratio "
-                     f"{1.3 / (seconds / timings['untiled']):.2f})   max |Δprobability| {difference:.4f}, "
-                     f"labels differ at {changed:.4%}")
-        print(line)
+    compare_tilings(ways, args.repeats, pixels, "pixels", "probability", lambda p: p.argmax(-1))
 
 
 if __name__ == "__main__":

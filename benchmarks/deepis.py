@@ -17,9 +17,9 @@ not depend on the weights; the differences do, so give a trained run for those).
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from biomodels import cli  # noqa: E402
 
@@ -33,6 +33,7 @@ from biomodels.ops.distance import labels_from_distance  # noqa: E402
 from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
 from biomodels.pipelines.synthetic import deepis as synthetic  # noqa: E402
 from biomodels.tasks.deepis import outputs  # noqa: E402
+from tiling_report import compare_tilings  # noqa: E402
 
 
 def main():
@@ -64,26 +65,10 @@ def main():
             f"default plan, tiles {'×'.join(map(str, plan))}, overlap {outputs.TILE_OVERLAP}":
                 lambda: tiled(plan, outputs.TILE_OVERLAP),
             f"training crops {'×'.join(map(str, crop))}, overlap a quarter": lambda: tiled(crop, [c // 4 for c in crop])}
-    timings, results = {}, {}
-    for name, run in ways.items():
-        results[name] = run()  # traces and warms up
-        start = time.perf_counter()
-        for _ in range(args.repeats):
-            run()
-        timings[name] = (time.perf_counter() - start) / args.repeats
     voxels = int(np.prod(shape))
-    whole = results["untiled"]
     print(f"deepis prediction of a {'×'.join(map(str, shape))} volume ({voxels:,} voxels), at most "
           f"{args.tile_voxels:,} voxels a tile; {os.cpu_count()} CPU cores")
-    for name, seconds in timings.items():
-        line = f"  {name:<48} {seconds:7.2f} s {voxels / seconds:12,.0f} voxels/s"
-        if name != "untiled":
-            difference = np.abs(results[name] - whole).max()
-            changed = np.mean(labels_from_distance(results[name]) != labels_from_distance(whole))
-            line += (f"   {seconds / timings['untiled']:5.2f}× untiled (target ≤ 1.3, ratio "
-                     f"{1.3 / (seconds / timings['untiled']):.2f})   max |Δdistance| {difference:.3f}, "
-                     f"labels differ at {changed:.4%}")
-        print(line)
+    compare_tilings(ways, args.repeats, voxels, "voxels", "distance", labels_from_distance)
 
 
 if __name__ == "__main__":
