@@ -26,13 +26,12 @@ tf = cli.import_tensorflow()
 
 import numpy as np  # noqa: E402
 
-from biomodels import config as config_lib  # noqa: E402
 from biomodels import tasks  # noqa: E402
 from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
 from biomodels.pipelines.synthetic import cryoet as synthetic  # noqa: E402
 from biomodels.tasks.cryoet import outputs  # noqa: E402
 from biomodels.tasks.cryoet.data import normalise_tomogram  # noqa: E402
-from tiling_report import compare_tilings  # noqa: E402
+from tiling_report import compare_tilings, run_or_quick_model  # noqa: E402
 
 OVERLAP = 64
 
@@ -44,13 +43,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     task = tasks.get("cryoet")
-    if args.model_dir:
-        from biomodels.runs import load_trained_model, run_config
-
-        config, model = run_config(task, args.model_dir), load_trained_model(args.model_dir)
-    else:
-        config = config_lib.resolve(task, "quick")
-        model = task.build_model(config, {})
+    config, model = run_or_quick_model(task, args.model_dir)
     serve = task.serving_functions(model, config)["standardised"]
     density, _ = synthetic.tomogram(np.random.default_rng(0), (3, args.size, args.size))
     image = normalise_tomogram(density)[0][1]

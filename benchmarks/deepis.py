@@ -27,13 +27,12 @@ tf = cli.import_tensorflow()
 
 import numpy as np  # noqa: E402
 
-from biomodels import config as config_lib  # noqa: E402
 from biomodels import tasks  # noqa: E402
 from biomodels.ops.distance import labels_from_distance  # noqa: E402
 from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
 from biomodels.pipelines.synthetic import deepis as synthetic  # noqa: E402
 from biomodels.tasks.deepis import outputs  # noqa: E402
-from tiling_report import compare_tilings  # noqa: E402
+from tiling_report import compare_tilings, run_or_quick_model  # noqa: E402
 
 
 def main():
@@ -44,13 +43,7 @@ def main():
     parser.add_argument("--tile_voxels", type=int, default=outputs.TILE_VOXELS)
     args = parser.parse_args()
     task = tasks.get("deepis")
-    if args.model_dir:
-        from biomodels.runs import load_trained_model, run_config
-
-        config, model = run_config(task, args.model_dir), load_trained_model(args.model_dir)
-    else:
-        config = config_lib.resolve(task, "quick")
-        model = task.build_model(config, {})
+    config, model = run_or_quick_model(task, args.model_dir)
     serve = task.serving_functions(model, config)["serving_default"]
     shape = tuple(int(n) for n in args.shape.split(","))
     volume, _ = synthetic.volume(np.random.default_rng(0), shape)

@@ -33,3 +33,16 @@ def compare_tilings(ways, repeats, elements, unit, difference_name, labels):
         print(f"  {name:<{width}} {seconds:7.2f} s {elements / seconds:12,.0f} {unit}/s   {ratio:5.2f}× untiled "
               f"(target ≤ {TARGET}, ratio {TARGET / ratio:.2f})   max |Δ{difference_name}| {difference:.4f}, "
               f"labels differ at {changed:.4%}")
+
+
+def run_or_quick_model(task, model_dir):
+    """(config, model) of the run in `model_dir`, or of a fresh quick-preset network when
+    it is None (the speed does not depend on the weights; the differences do)."""
+    if model_dir:
+        from biomodels.runs import load_trained_model, run_config
+
+        return run_config(task, model_dir), load_trained_model(model_dir)
+    from biomodels import config as config_lib
+
+    config = config_lib.resolve(task, "quick")
+    return config, task.build_model(config, {})
