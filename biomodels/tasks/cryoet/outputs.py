@@ -59,9 +59,10 @@ def predict_tomograms(predictor, input_path, output_dir, options):
     return written
 
 
-# Pixels in one tile of the default plan: the paper preset's forward pass measured about
-# 2.2-2.6 KB of memory a pixel (the quick preset's about 300 bytes), so a tile needs up to
-# about 3.5 GiB; a 1024×1024 slice goes whole.
+# Pixels in one tile of the default plan: the forward pass's peak resident memory grew by
+# 2.2-2.6 KB a pixel for the paper preset and 256-305 bytes for the quick one (512² and
+# 1024² slices, on CPU, 2026-11-30), so a tile needs up to about 3.5 GiB; a 1024×1024
+# slice goes whole.
 TILE_PIXELS = 1_500_000
 
 

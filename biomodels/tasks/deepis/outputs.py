@@ -61,8 +61,9 @@ def analyze_synapse(distance, voxel_size=None):
     return {"labels": labels, "synapse": synapse, "report": report}
 
 
-# Voxels in one tile of the default plan: the forward pass measured about 600 bytes of
-# memory a voxel for both presets (benchmarks/deepis.py), so a tile needs about 3.4 GiB.
+# Voxels in one tile of the default plan: the forward pass's peak resident memory grew by
+# 515-603 bytes a voxel for both presets (quick at 64×128×128 and 128×256×256, paper at
+# 32×128×128 and 64×128×128, on CPU, 2026-11-30), so a tile needs about 3.4 GiB.
 TILE_VOXELS = 6_000_000
 TILE_OVERLAP = 32  # voxels per axis between the default plan's tiles
 
