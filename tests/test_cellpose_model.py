@@ -30,6 +30,20 @@ def test_converted_cellpose_checkpoint_gives_pytorchs_outputs(reference_cpnet):
     assert np.abs(expected).max() > 0.1
 
 
+
+def test_a_model_written_back_as_a_cellpose_state_dict_is_cellposes_own(reference_cpnet):
+    """cellpose_state() is the inverse of the conversion: from the Cellpose checkpoint
+    and back gives Cellpose's arrays, key for key and value for value."""
+    from biomodels.pipelines.torch_checkpoint import read_cellpose_net, read_state_dict
+
+    original = read_state_dict(str(reference_cpnet / "cpnet.pth"))
+    written = read_cellpose_net(str(reference_cpnet / "cpnet.pth")).cellpose_state()
+    kept = {key for key in original if not key.endswith("num_batches_tracked")}
+    assert set(written) == kept
+    for key in kept:
+        assert written[key].shape == tuple(original[key].shape), key
+        np.testing.assert_allclose(written[key], np.asarray(original[key], np.float32), atol=1e-7, err_msg=key)
+
 def test_checkpoint_of_another_architecture_is_refused(reference_cpnet, tmp_path):
     from biomodels.errors import CheckpointError
     from biomodels.pipelines.torch_checkpoint import read_cellpose_net

@@ -157,6 +157,22 @@ class CellposeNet(keras.Model):
         if unused:
             raise CheckpointError(path, f"is not a CPnet of this architecture: unexpected entries such as {unused[0]}")
 
+    def cellpose_state(self):
+        """This model's weights as a Cellpose CPnet state dict (name -> float32 numpy
+        array, PyTorch layouts, with diam_mean and diam_labels): what
+        `load_cellpose_state` reads back, and what Cellpose loads once each array is
+        made a torch tensor and the dict saved with torch.save."""
+        import numpy as np
+
+        state = {}
+        for layer in self.layers:
+            for variable, (key, transpose) in zip(layer.weights, _torch_weights(layer)):
+                value = np.asarray(variable, np.float32)
+                # the inverse permutation of the one load_cellpose_state applies
+                state[key] = np.ascontiguousarray(value.transpose(np.argsort(transpose)) if transpose else value)
+        state["diam_mean"] = state["diam_labels"] = np.array([self.diam_mean], np.float32)
+        return state
+
 
 @keras.saving.register_keras_serializable(package="biomodels")
 class CellposeLearningRate(keras.optimizers.schedules.LearningRateSchedule):
