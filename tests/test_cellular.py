@@ -173,6 +173,38 @@ def test_augmented_flows_agree_with_flows_recomputed_from_the_transformed_mask(t
     assert angles_seen == 4
 
 
+
+def test_whole_images_get_cellposes_border_of_background(task, config):
+    """The network sees a whole image inside 8 pixels of zeros (background once
+    normalised), as Cellpose's run_net pads it: without them it missed 10 of 180 cells
+    cut by the edge of a 512×512 image, which Cellpose's eval found. Tiles of an image
+    get no border of their own; predict adds it to the whole image before tiling."""
+    from biomodels.models import CellposeNet
+    from biomodels.tasks.cellular.outputs import network_maps
+
+    calls = []
+
+    class Pixelwise:
+        def __call__(self, signature, images):
+            calls.append((signature, images.shape))
+            return {"flows": images[..., :2] * 0.5, "cellprob": images[..., 0] - images[..., 1]}
+
+    image = np.random.default_rng(0).random((40, 56, 2)).astype(np.float32)
+    maps = network_maps(Pixelwise(), image, 1.0)
+    assert calls == [("normalised", (1, 56, 72, 2))]  # one tile: the image and its border
+    np.testing.assert_allclose(maps, np.dstack([image * 0.5, image[..., 0] - image[..., 1]]), atol=1e-6)
+    network_maps(Pixelwise(), np.zeros((600, 40, 2), np.float32), 1.0, tile=512, overlap=64)
+    assert [shape for _, shape in calls[1:]] == [(2, 528, 56, 2)]  # --tile counts the image's pixels, not the border
+
+    model = CellposeNet(nchan=2, nbase=(4, 8, 16, 32))
+    functions = task.serving_functions(model, config)
+    raw = np.random.default_rng(1).uniform(0, 500, (1, 24, 40, 2)).astype(np.float32)
+    whole = functions["serving_default"](images=raw)["cellprob"].numpy()
+    normalised = np.asarray(task.preprocess(raw, config))
+    bordered = functions["normalised"](images=np.pad(normalised, ((0, 0), (8, 8), (8, 8), (0, 0))))["cellprob"]
+    np.testing.assert_allclose(whole, bordered.numpy()[:, 8:-8, 8:-8], atol=1e-5)
+    assert np.abs(functions["normalised"](images=normalised)["cellprob"].numpy() - whole).max() > 1e-3
+
 def test_loss_on_known_values():
     from biomodels.models import CellposeLoss
 

@@ -13,6 +13,7 @@ from biomodels.errors import ConfigError, InputError
 from biomodels.pipelines import readers
 from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.cellular import data
+from biomodels.tasks.cellular.config import IMAGE_BORDER
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +27,23 @@ def resize(image, height, width):
 
 def network_maps(predictor, image, scale, tile=512, overlap=64, batch_size=4):
     """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
-    resized by `scale` (the network's diameter over the image's), run in overlapping
-    tiles of at most `tile` pixels through the predictor's `normalised` signature, and
-    resized back."""
+    resized by `scale` (the network's diameter over the image's), given a border of
+    IMAGE_BORDER zero pixels, run in overlapping tiles of at most `tile` pixels through
+    the predictor's `normalised` signature, and cropped and resized back."""
     from biomodels.ops.tiling import predict_tiled
 
     height, width = image.shape[:2]
     if abs(scale - 1.0) > 1e-3:
         image = resize(image, max(8, round(height * scale)), max(8, round(width * scale)))
+    border = IMAGE_BORDER
+    image = np.pad(image, ((border, border), (border, border), (0, 0)))
 
     def run(tiles):
         outputs = predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))
         return np.concatenate([outputs["flows"], outputs["cellprob"][..., np.newaxis]], axis=-1)
 
-    tiles = (min(tile, image.shape[0]), min(tile, image.shape[1]))
-    maps = predict_tiled(image, run, tile=tiles, overlap=overlap, batch_size=batch_size)
+    tiles = (min(tile + 2 * border, image.shape[0]), min(tile + 2 * border, image.shape[1]))  # the border is extra
+    maps = predict_tiled(image, run, tile=tiles, overlap=overlap, batch_size=batch_size)[border:-border, border:-border]
     if maps.shape[:2] != (height, width):
         maps = resize(maps, height, width)
     return maps

@@ -1,7 +1,9 @@
 """cellular's exported signatures, all taking images of any size and intensity scale
 (normalised and padded in the graph):
 - `serving_default`: unit flows, the cell-probability logits and the style vector;
-- `normalised`: the same for images already normalised (what tiled prediction sends);
+- `normalised`: the same for images already normalised, taken as tiles: without the
+  border of zero pixels that whole images get (what tiled prediction sends, after
+  adding that border to the whole image);
 - `instances`: the cells themselves: `masks` (int32, 0 background, 1..N), with `flows`
   and `cellprob`, images rescaled to the network's cell size by the training cells'
   diameter and Cellpose's dynamics run in the graph (biomodels.ops.graph_masks) with the
@@ -12,7 +14,7 @@ Also the warm-up inputs and the bioimage.io description and output."""
 
 import numpy as np
 
-from biomodels.tasks.cellular.config import size_multiple
+from biomodels.tasks.cellular.config import IMAGE_BORDER, size_multiple
 from biomodels.tasks.cellular.data import preprocess
 
 
@@ -26,13 +28,15 @@ def serving_functions(model, config, calibration=None):
     network = model.with_style()
     channels = len(config.channels)
 
-    def run(x):
+    def run(x, border=IMAGE_BORDER):
+        """The network on normalised images; whole images get a `border` of zero pixels
+        around them (tiles of one get 0: their edges are not the image's)."""
         height, width = tf.shape(x)[1], tf.shape(x)[2]
         # exactly the network's channels: extra ones dropped, missing ones zero
-        x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, tf.maximum(channels - tf.shape(x)[3], 0)]])[..., :channels]
-        x = pad_to_multiple(x, multiple, axes=(1, 2))
+        x = tf.pad(x, [[0, 0], [border, border], [border, border], [0, tf.maximum(channels - tf.shape(x)[3], 0)]])
+        x = pad_to_multiple(x[..., :channels], multiple, axes=(1, 2))
         maps, style = network(x, training=False)
-        maps = tf.cast(maps, tf.float32)[:, :height, :width]
+        maps = tf.cast(maps, tf.float32)[:, border:border + height, border:border + width]
         return {"flows": maps[..., :2] / 5.0, "cellprob": maps[..., 2], "style": tf.cast(style, tf.float32)}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")])
@@ -41,7 +45,7 @@ def serving_functions(model, config, calibration=None):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")])
     def normalised(images):
-        return run(images)
+        return run(images, border=0)
 
     training_diameter = float((calibration or {}).get("training_diameter") or config.diameter_mean)
 
