@@ -5,7 +5,7 @@ import tensorflow as tf
 import keras
 
 from biomodels.models import CryoETUNet, WeightedSparseCategoricalCrossentropy
-from biomodels.models.layers import BilinearUpsample2D
+from biomodels.models.layers import BilinearUpsample2D, FusedBatchNormalization
 
 
 def test_bilinear_upsample_matches_tensorflow_resize():
@@ -105,3 +105,33 @@ def test_unet_under_mixed_precision_keeps_float32_probabilities():
         assert model.get_layer("down0_conv1").compute_dtype == "float16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fused_batch_norm_is_keras_batch_norm():
+    """Same outputs, gradients and moving statistics as Keras's BatchNormalization, in
+    training and inference, from the same weights."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 6, 5, 3)).astype(np.float32))
+    settings = {"momentum": 0.9, "epsilon": 1e-5}
+    keras_bn, fused = keras.layers.BatchNormalization(**settings), FusedBatchNormalization(**settings)
+    keras_bn.build(x.shape)
+    fused.build(x.shape)
+    weights = [rng.uniform(0.5, 1.5, 3), rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 3), rng.uniform(0.5, 2, 3)]
+    for layer in (keras_bn, fused):
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    for training in (True, False):
+        answers = []
+        for layer in (keras_bn, fused):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=training)
+                loss = tf.reduce_sum(y * tf.range(1.0, 4.0))
+            answers.append((y.numpy(), *[g.numpy() for g in tape.gradient(loss, [x, *layer.trainable_weights])]))
+        for ours, theirs in zip(answers[1], answers[0]):
+            np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    for ours, theirs in zip(fused.get_weights(), keras_bn.get_weights()):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert not np.allclose(fused.get_weights()[2], weights[2])  # the moving mean moved
+    # another rank: Keras's own computation
+    np.testing.assert_allclose(FusedBatchNormalization()(x[0], training=True),
+                               keras.layers.BatchNormalization()(x[0], training=True), atol=1e-5)

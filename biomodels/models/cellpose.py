@@ -18,6 +18,7 @@ import keras
 from keras import layers
 
 from biomodels.errors import CheckpointError
+from biomodels.models.layers import FusedBatchNormalization
 
 #: PyTorch BatchNorm2d(momentum=0.05) keeps 95 % of the running statistics per step
 _BN = {"epsilon": 1e-5, "momentum": 0.95}
@@ -38,7 +39,7 @@ class StyleVector(layers.Layer):
 
 def _batchconv(x, filters, size, name, relu=True):
     """BN -> (ReLU) -> conv, torch modules `name.0` (BN) and `name.2` (conv), or `.1` without ReLU."""
-    x = layers.BatchNormalization(**_BN, name=f"{name}.0")(x)
+    x = FusedBatchNormalization(**_BN, name=f"{name}.0")(x)
     if relu:
         x = layers.ReLU()(x)
     return layers.Conv2D(filters, size, padding="same", name=f"{name}.{2 if relu else 1}")(x)
