@@ -5,7 +5,8 @@ import tensorflow as tf
 import keras
 
 from biomodels.models import CryoETUNet, WeightedSparseCategoricalCrossentropy
-from biomodels.models.layers import BilinearUpsample2D, FusedBatchNormalization
+from biomodels.models import layers as model_layers
+from biomodels.models.layers import BilinearUpsample2D
 
 
 def test_bilinear_upsample_matches_tensorflow_resize():
@@ -113,7 +114,7 @@ def test_fused_batch_norm_is_keras_batch_norm():
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(2.0, 3.0, (4, 6, 5, 3)).astype(np.float32))
     settings = {"momentum": 0.9, "epsilon": 1e-5}
-    keras_bn, fused = keras.layers.BatchNormalization(**settings), FusedBatchNormalization(**settings)
+    keras_bn, fused = keras.layers.BatchNormalization(**settings), model_layers.BatchNormalization(**settings)
     keras_bn.build(x.shape)
     fused.build(x.shape)
     weights = [rng.uniform(0.5, 1.5, 3), rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 3), rng.uniform(0.5, 2, 3)]
@@ -133,5 +134,32 @@ def test_fused_batch_norm_is_keras_batch_norm():
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
     assert not np.allclose(fused.get_weights()[2], weights[2])  # the moving mean moved
     # another rank: Keras's own computation
-    np.testing.assert_allclose(FusedBatchNormalization()(x[0], training=True),
+    np.testing.assert_allclose(model_layers.BatchNormalization()(x[0], training=True),
                                keras.layers.BatchNormalization()(x[0], training=True), atol=1e-5)
+
+
+def test_cellpose_files_written_with_keras_batch_norm_still_load(tmp_path, monkeypatch):
+    """Runs trained before CellposeNet's batch norm went through the fused kernel saved
+    Keras's own layer; their .keras files and epoch weights load into today's model."""
+    import biomodels.models.cellpose as cellpose
+
+    images = np.random.default_rng(0).normal(size=(1, 32, 32, 2)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    with monkeypatch.context() as patch:
+        patch.setattr(cellpose.model_layers, "BatchNormalization", keras.layers.BatchNormalization)
+        old = cellpose.CellposeNet(nchan=2, nbase=(4, 8, 16, 32))
+        assert not any(type(layer).__module__.startswith("biomodels") for layer in old.layers
+                       if isinstance(layer, keras.layers.BatchNormalization))
+        for layer in old.layers:  # batch norm statistics that are not the initial ones
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.moving_mean.assign(np.linspace(-0.2, 0.2, layer.moving_mean.shape[0]).astype(np.float32))
+        old.save(tmp_path / "old.keras")
+        old.save_weights(tmp_path / "old.weights.h5")
+        expected = old(images, training=False).numpy()
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    assert isinstance(loaded.get_layer("output.0"), model_layers.BatchNormalization)
+    # the two kernels round differently; 1e-4 as for the PyTorch checkpoints' outputs
+    np.testing.assert_allclose(loaded(images, training=False), expected, atol=1e-4)
+    fresh = cellpose.CellposeNet(nchan=2, nbase=(4, 8, 16, 32))
+    fresh.load_weights(tmp_path / "old.weights.h5")
+    np.testing.assert_allclose(fresh(images, training=False), expected, atol=1e-4)

@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from biomodels.errors import CheckpointError
-from biomodels.models.layers import FusedBatchNormalization
+from biomodels.models import layers as model_layers
 
 #: PyTorch BatchNorm2d(momentum=0.05) keeps 95 % of the running statistics per step
 _BN = {"epsilon": 1e-5, "momentum": 0.95}
@@ -39,7 +39,7 @@ class StyleVector(layers.Layer):
 
 def _batchconv(x, filters, size, name, relu=True):
     """BN -> (ReLU) -> conv, torch modules `name.0` (BN) and `name.2` (conv), or `.1` without ReLU."""
-    x = FusedBatchNormalization(**_BN, name=f"{name}.0")(x)
+    x = model_layers.BatchNormalization(**_BN, name=f"{name}.0")(x)  # TensorFlow's fused kernel
     if relu:
         x = layers.ReLU()(x)
     return layers.Conv2D(filters, size, padding="same", name=f"{name}.{2 if relu else 1}")(x)

@@ -36,13 +36,17 @@ class BilinearUpsample2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="biomodels")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """Keras's BatchNormalization, with the same weights, settings and moving averages,
     computed by TensorFlow's fused kernel (FusedBatchNormV3) for [N, H, W, C] inputs
     normalised over C. Keras 3 normalises with separate moments and arithmetic ops;
     the fused kernel made a CPnet training step (widths 32-256, batch 8 of 224²) take
     3.51 s instead of 4.02 s on this project's 2-core CPU. Other ranks or axes, and
-    other backends, fall back to Keras's own computation."""
+    other backends, fall back to Keras's own computation.
+
+    The class keeps Keras's name on purpose: Keras files key a layer's weights by its
+    class name, so .keras files and epoch checkpoints written with Keras's layer load
+    into this one, and the other way round."""
 
     def call(self, inputs, training=None, mask=None):
         if (keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4 or self.axis not in (-1, 3)
