@@ -6,8 +6,8 @@ lies inside even a crescent-shaped cell), the first in raster order on ties. Hea
 added at the centre and averaged over each pixel's 3×3 neighbourhood, where neighbours
 of another cell or the background count as zero, for twice the cell's height + width
 steps; the flow is the central difference of log(1 + heat) within the cell, normalised
-to unit length. The loops run compiled and
-in parallel over cells and points (`flow_kernels`).
+to unit length. The loops run compiled and in parallel over cells and points
+(`flow_kernels`).
 """
 
 import numpy as np

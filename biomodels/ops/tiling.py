@@ -77,9 +77,8 @@ def predict_tiled(image, predict_batch, tile=512, overlap=64, batch_size=4, pad_
     full = image.shape[:-1]
     window = blend_window(tiles, overlaps)[..., np.newaxis]
     corners = list(itertools.product(*(tile_starts(n, t, o) for n, t, o in zip(full, tiles, overlaps))))
-    if len(corners) == 1:  # one tile: the untiled pass itself, nothing to blend
-        region = tuple(slice(0, t) for t in tiles)
-        output = np.asarray(predict_batch(image[region][np.newaxis]), np.float32)[0]
+    if len(corners) == 1:  # one tile, the (padded) image itself: the untiled pass, nothing to blend
+        output = np.asarray(predict_batch(image[np.newaxis]), np.float32)[0]
         return output[tuple(slice(0, n) for n in spatial)]
     total = None
     weight = np.zeros(full + (1,), np.float32)

@@ -21,7 +21,8 @@ def serving_functions(model, config):
 
     multiple = size_multiple(config)
 
-    def answer(x, height, width):
+    def answer(x):
+        height, width = tf.shape(x)[1], tf.shape(x)[2]
         # pad with the mean (0), which works for images of any size, even smaller than the padding
         x = pad_to_multiple(x, multiple, axes=(1, 2))
         probabilities = tf.cast(model(x, training=False), tf.float32)[:, :height, :width, :]
@@ -30,11 +31,11 @@ def serving_functions(model, config):
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
     def serve(images):
         # standardise before padding, so the padding does not shift the statistics
-        return answer(preprocess(images), tf.shape(images)[1], tf.shape(images)[2])
+        return answer(preprocess(images))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images")])
     def standardised(images):
-        return answer(images, tf.shape(images)[1], tf.shape(images)[2])
+        return answer(images)
 
     return {"serving_default": serve, "standardised": standardised}
 
