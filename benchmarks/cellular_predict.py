@@ -40,7 +40,7 @@ from biomodels.config import read_calibration  # noqa: E402
 from biomodels.predictors import KerasPredictor  # noqa: E402
 from biomodels.runs import load_trained_model, run_config  # noqa: E402
 from biomodels.tasks.cellular import data  # noqa: E402
-from biomodels.tasks.cellular.outputs import segment  # noqa: E402
+from biomodels.tasks.cellular.inference import segment  # noqa: E402
 import reference_env  # noqa: E402
 from timing import best_time  # noqa: E402
 
@@ -67,13 +67,14 @@ def main():
                  f"widths {list(model.nbase)} on {model.nchan}")
     images = {"512x512": gray_image(0), "2048x2048": np.block([[gray_image(4 * row + column) for column in range(4)]
                                                                for row in range(4)])}
+    network = lambda tiles: predictor("normalised", images=tiles)  # noqa: E731  what predict runs
     with tempfile.TemporaryDirectory() as folder:
         np.savez(os.path.join(folder, "state.npz"), **model.cellpose_state())
         ours = {}
         for name, image in images.items():
             np.save(os.path.join(folder, f"image_{name}.npy"), image.astype(np.float32))
             normalised = data.normalise(np.stack([image, np.zeros_like(image)], axis=-1).astype(np.float32))
-            ours[name] = best_time(lambda: segment(predictor, normalised, 1.0, {}, THRESHOLDS)[0], args.repeats)
+            ours[name] = best_time(lambda: segment(network, normalised, 1.0, THRESHOLDS)[0], args.repeats)
         theirs = json.loads(reference_env.run_script("cellpose_eval.py", folder, args.repeats).strip().splitlines()[-1])
         their_masks = {name: np.load(os.path.join(folder, f"cellpose_masks_{name}.npy")) for name in images}
     print(f"image -> masks, network widths 32-256 of {args.model_dir}; {os.cpu_count()} CPU cores, best of {args.repeats}")

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from biomodels import tasks  # noqa: E402
 from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
 from biomodels.pipelines.synthetic import cryoet as synthetic  # noqa: E402
-from biomodels.tasks.cryoet import outputs  # noqa: E402
+from biomodels.tasks.cryoet import inference  # noqa: E402
 from biomodels.tasks.cryoet.data import normalise_tomogram  # noqa: E402
 from tiling_report import compare_tilings, run_or_quick_model  # noqa: E402
 
@@ -53,12 +53,12 @@ def main():
         return predict_tiled(image[..., None], lambda tiles: serve(images=tiles)["probabilities"].numpy(),
                              tile=tile, overlap=OVERLAP, batch_size=4)
 
-    plan = plan_tiles(shape, outputs.TILE_PIXELS, OVERLAP)
+    plan = plan_tiles(shape, inference.TILE_PIXELS, OVERLAP)
     ways = {"untiled": lambda: serve(images=image[None, ..., None])["probabilities"].numpy()[0],
             f"default plan, tiles {'×'.join(map(str, plan))}": lambda: tiled(plan),
             f"training tiles {config.tile_size}×{config.tile_size}": lambda: tiled(config.tile_size)}
     pixels = int(np.prod(shape))
-    print(f"cryoet prediction of a {shape[0]}×{shape[1]} slice ({pixels:,} pixels), at most {outputs.TILE_PIXELS:,} "
+    print(f"cryoet prediction of a {shape[0]}×{shape[1]} slice ({pixels:,} pixels), at most {inference.TILE_PIXELS:,} "
           f"pixels a tile, overlap {OVERLAP}; {os.cpu_count()} CPU cores")
     compare_tilings(ways, args.repeats, pixels, "pixels", "probability", lambda p: p.argmax(-1))
 

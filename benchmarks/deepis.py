@@ -31,7 +31,7 @@ from biomodels import tasks  # noqa: E402
 from biomodels.ops.distance import labels_from_distance  # noqa: E402
 from biomodels.ops.tiling import plan_tiles, predict_tiled  # noqa: E402
 from biomodels.pipelines.synthetic import deepis as synthetic  # noqa: E402
-from biomodels.tasks.deepis import outputs  # noqa: E402
+from biomodels.tasks.deepis import inference  # noqa: E402
 from tiling_report import compare_tilings, run_or_quick_model  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--model_dir")
     parser.add_argument("--shape", default="128,256,256")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tile_voxels", type=int, default=outputs.TILE_VOXELS)
+    parser.add_argument("--tile_voxels", type=int, default=inference.TILE_VOXELS)
     args = parser.parse_args()
     task = tasks.get("deepis")
     config, model = run_or_quick_model(task, args.model_dir)
@@ -53,10 +53,10 @@ def main():
         return predict_tiled(volume[..., None], lambda tiles: serve(volumes=tiles)["distance"].numpy()[..., None],
                              tile=tile, overlap=overlap, batch_size=1, pad_value=config.medium_index)[..., 0]
 
-    plan = plan_tiles(shape, args.tile_voxels, outputs.TILE_OVERLAP)
+    plan = plan_tiles(shape, args.tile_voxels, inference.TILE_OVERLAP)
     ways = {"untiled": lambda: serve(volumes=volume[None, ..., None])["distance"].numpy()[0],
-            f"default plan, tiles {'×'.join(map(str, plan))}, overlap {outputs.TILE_OVERLAP}":
-                lambda: tiled(plan, outputs.TILE_OVERLAP),
+            f"default plan, tiles {'×'.join(map(str, plan))}, overlap {inference.TILE_OVERLAP}":
+                lambda: tiled(plan, inference.TILE_OVERLAP),
             f"training crops {'×'.join(map(str, crop))}, overlap a quarter": lambda: tiled(crop, [c // 4 for c in crop])}
     voxels = int(np.prod(shape))
     print(f"deepis prediction of a {'×'.join(map(str, shape))} volume ({voxels:,} voxels), at most "

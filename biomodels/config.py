@@ -133,6 +133,12 @@ def from_dict(task, values):
     return task.Config(**fixed)
 
 
+def model_config(task, predictor):
+    """The typed Config a predictor's model was trained with: the configuration its run
+    or export recorded, else the task's quick preset (a served model records none)."""
+    return from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]
+
+
 def read_run_config(model_dir):
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(path):

@@ -10,41 +10,18 @@ the run's configuration they are named after.
 import os
 
 
-def evaluate(task, model_dir, data_dir=None, split="test", overrides=None):
-    """The metrics of the run in `model_dir` on `split`; `overrides` replace fields of the
-    run's configuration (a task's evaluate options); None values are left out."""
-    import dataclasses
-
-    from biomodels import config as config_lib
-    from biomodels.errors import ConfigError
-    from biomodels.runs import load_trained_model, run_config
-    from biomodels.pipelines import dataset as dataset_lib
-    from biomodels.train import evaluate_split
-
-    config = run_config(task, model_dir)
-    overrides = {name: value for name, value in (overrides or {}).items() if value is not None}
-    if overrides:
-        unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(config)})
-        if unknown:
-            raise ConfigError(f"--{unknown[0]} does not apply to task {task.name}")
-        config = dataclasses.replace(config, **overrides)
-    data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
-    manifest = dataset_lib.read_manifest(data_dir)
-    model = load_trained_model(model_dir)
-    return evaluate_split(task, model, config, data_dir, manifest, split, model_dir, config_lib.read_calibration(model_dir))
-
-
 def main(argv):
     from biomodels import cli, report, tasks
 
     from biomodels.runs import run_config
+    from biomodels.training import evaluate_run
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
     run_config(task, flags.model_dir)  # a clear error before anything is written
     cli.log_to_file(os.path.join(flags.model_dir, "log.txt"))
     overrides = cli.task_option_values(task.evaluate_options)
-    metrics = evaluate(task, flags.model_dir, flags.data_dir, flags.split, overrides)
+    metrics = evaluate_run(task, flags.model_dir, flags.data_dir, flags.split, overrides)
     header, rows = task.metrics_table(metrics)
     report.say(f"{flags.split} split:\n" + report.format_table(rows, header))
     report.say(f"Wrote {os.path.join(flags.model_dir, f'metrics_{flags.split}.json')}")

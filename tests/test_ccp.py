@@ -359,7 +359,7 @@ def test_synthetic_data_through_every_reader_split_by_label_or_by_cell(tmp_path,
 def test_a_batch_smaller_than_the_summary_images_trains(tmp_path, ccp_task):
     """Validation batches of padded traces of different lengths: the image callback
     re-batches 3 examples from batches of 2 (it crashed with "Cannot batch tensors")."""
-    from biomodels.train import RunOptions, train
+    from biomodels.training import RunOptions, train
 
     config = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "batch_size=2", "epochs=1", "steps_per_epoch=2"])
     prepare_dataset(ccp_task, config, str(tmp_path / "data"), synthetic=True, num_examples=2, show_progress=False)
@@ -374,8 +374,8 @@ def test_the_default_model_does_not_read_the_auxilin_that_labels_the_tracks(tmp_
     from biomodels.ops.classification_metrics import roc_auc
     from biomodels.pipelines.synthetic import ccp as synthetic
     from biomodels.predictors.local import KerasPredictor
-    from biomodels.tasks.ccp import data, outputs
-    from biomodels.train import RunOptions, train
+    from biomodels.tasks.ccp import data, inference
+    from biomodels.training import RunOptions, train
 
     config = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "epochs=3", "steps_per_epoch=8", "filters=8",
                                                     "gru_units=8", "dense_units=8"])
@@ -389,10 +389,10 @@ def test_the_default_model_does_not_read_the_auxilin_that_labels_the_tracks(tmp_
     tracks = [track for source in data.find_sources(str(tmp_path / "new")) for track in data.read_tracks(source)[0]]
     labels = np.array([data.label(track, config) for track in tracks])
     assert 0 < labels.sum() < len(labels)
-    before = roc_auc(labels, outputs.score_tracks(predictor, "traces", tracks, config))
+    before = roc_auc(labels, inference.score_tracks(predictor, "traces", tracks, config))
     for track in tracks:
         track.auxilin = np.full_like(track.auxilin, np.median(track.auxilin))
-    after = roc_auc(labels, outputs.score_tracks(predictor, "traces", tracks, config))
+    after = roc_auc(labels, inference.score_tracks(predictor, "traces", tracks, config))
     assert before > 0.6  # it learnt something from clathrin
     assert abs(after - before) / before < 0.05
 

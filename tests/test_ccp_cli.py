@@ -198,7 +198,7 @@ def test_triage_reads_a_features_only_table_with_the_features_model(tmp_path):
     from biomodels.predictors import SavedModelPredictor
     from biomodels.models import TraceFeatureNet
     from biomodels.ops.track_features import FEATURE_NAMES
-    from biomodels.tasks.ccp.outputs import write_triage
+    from biomodels.tasks.base import option_values
 
     task = tasks.get("ccp")
     config = config_lib.resolve(task, "quick", [*TINY_CCP, "model=features"])
@@ -210,7 +210,8 @@ def test_triage_reads_a_features_only_table_with_the_features_model(tmp_path):
     rows = [",".join(["cell", "track", *FEATURE_NAMES])]
     rows += [",".join([f"cell{i % 2}", str(i), *map(str, rng.normal(size=11))]) for i in range(10)]
     table.write_text("\n".join(rows) + "\n")
-    written = write_triage(task, SavedModelPredictor(path), str(table), str(tmp_path / "out"), {"target_recall": 1.0})
+    written = task.predict_files(SavedModelPredictor(path), str(table), str(tmp_path / "out"),
+                                 option_values(task.predict_options, {"target_recall": 1.0}))
     assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["cells.csv", "triage.csv", "triage_summary.json"]
     summary = json.loads((tmp_path / "out" / "triage_summary.json").read_text())
     assert summary["model_kind"] == "features" and summary["threshold"] == 0.2 and summary["tracks"] == 10

@@ -180,7 +180,7 @@ def test_whole_images_get_cellposes_border_of_background(task, config):
     cut by the edge of a 512×512 image, which Cellpose's eval found. Tiles of an image
     get no border of their own; predict adds it to the whole image before tiling."""
     from biomodels.models import CellposeNet
-    from biomodels.tasks.cellular.outputs import network_maps
+    from biomodels.tasks.cellular.inference import network_maps
 
     calls = []
 
@@ -190,10 +190,11 @@ def test_whole_images_get_cellposes_border_of_background(task, config):
             return {"flows": images[..., :2] * 0.5, "cellprob": images[..., 0] - images[..., 1]}
 
     image = np.random.default_rng(0).random((40, 56, 2)).astype(np.float32)
-    maps = network_maps(Pixelwise(), image, 1.0)
+    normalised = lambda tiles: Pixelwise()("normalised", images=tiles)  # noqa: E731  the model's signature
+    maps = network_maps(normalised, image, 1.0)
     assert calls == [("normalised", (1, 56, 72, 2))]  # one tile: the image and its border
     np.testing.assert_allclose(maps, np.dstack([image * 0.5, image[..., 0] - image[..., 1]]), atol=1e-6)
-    network_maps(Pixelwise(), np.zeros((600, 40, 2), np.float32), 1.0, tile=512, overlap=64)
+    network_maps(normalised, np.zeros((600, 40, 2), np.float32), 1.0, tile=512, overlap=64)
     assert [shape for _, shape in calls[1:]] == [(2, 528, 56, 2)]  # --tile counts the image's pixels, not the border
 
     model = CellposeNet(nchan=2, nbase=(4, 8, 16, 32))
@@ -372,7 +373,7 @@ def test_export_signatures_in_a_fresh_process(cellular_run, tmp_path, task):
 
 
 def test_init_from_cellpose_checkpoint(cellular_run, tmp_path, task, config):
-    from biomodels.train import _initial_weights, _set_initial_weights
+    from biomodels.training import _initial_weights, _set_initial_weights
 
     run_reference_script("cpnet_outputs.py", tmp_path, "2,4,8,16,32", 32, 5)
     checkpoint = str(tmp_path / "cpnet.pth")

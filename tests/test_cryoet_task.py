@@ -113,7 +113,8 @@ def test_a_tile_means_the_same_at_any_tile_size(cryoet_task, tiny_cryoet_config)
     own; prediction standardises a slice with its tomogram's and sends tiles as they
     are. With a network that looks at each pixel alone, any tiling gives the untiled
     answer exactly (per-tile standardisation gave each tile its own offset)."""
-    from biomodels.tasks.cryoet.outputs import slice_probabilities
+    from biomodels.tasks.base import option_values
+    from biomodels.tasks.cryoet.inference import slice_probabilities
 
     image, _ = cryoet_task.model_io({"image": tf.fill([8, 8], 2.5), "labels": tf.zeros([8, 8], tf.uint8)},
                                     tiny_cryoet_config)
@@ -130,10 +131,11 @@ def test_a_tile_means_the_same_at_any_tile_size(cryoet_task, tiny_cryoet_config)
 
     predictor = PixelwisePredictor()
     ramp = np.linspace(-2, 3, 96 * 80, dtype=np.float32).reshape(96, 80)  # tiles differ in mean
-    whole = slice_probabilities(predictor, ramp, {})
+    whole = slice_probabilities(predictor, ramp, option_values(cryoet_task.predict_options, {}))
     assert predictor.calls == [("standardised", (1, 96, 80, 1))]  # a small slice goes whole
     for tile, overlap in ((32, 8), (48, 16)):
-        tiled = slice_probabilities(predictor, ramp, {"tile": tile, "overlap": overlap})
+        tiled = slice_probabilities(predictor, ramp,
+                                    option_values(cryoet_task.predict_options, {"tile": tile, "overlap": overlap}))
         np.testing.assert_allclose(tiled, whole, atol=1e-6)
     assert [shape for _, shape in predictor.calls[-2:]] == [(4, 48, 48, 1), (2, 48, 48, 1)]  # 3 × 2 tiles
 

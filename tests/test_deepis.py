@@ -54,21 +54,21 @@ def test_signed_distance_known_values():
 
 
 def test_synapse_and_report_on_touching_boxes(deepis_task):
-    from biomodels.tasks.deepis.outputs import analyze_synapse
+    from biomodels.tasks.deepis.inference import analyze_synapse
 
     labels = two_boxes()
     synapse = synapse_mask(labels)
     # dilated by 2 voxels, each box reaches 2 columns into the other: the synapse spans X 4..7
     assert set(np.unique(np.nonzero(synapse)[2])) == {4, 5, 6, 7}
     result = analyze_synapse(signed_distance(labels), voxel_size=(0.2, 0.2, 0.2))
-    np.testing.assert_array_equal(result["labels"], labels)
-    report = result["report"]
+    np.testing.assert_array_equal(result.labels, labels)
+    report = result.report
     assert report["car_t_voxels"] == 75 and report["target_voxels"] == 75
     assert report["car_t_volume_um3"] == pytest.approx(75 * 0.008)
     assert report["synapse_voxels"] == int(synapse.sum())
     assert 0 < report["synapse_surface_voxels"] < report["car_t_surface_voxels"]
     assert report["synapse_area_um2"] == pytest.approx(report["synapse_surface_voxels"] * 0.04)
-    assert "synapse_area_um2" not in analyze_synapse(signed_distance(labels))["report"]
+    assert "synapse_area_um2" not in analyze_synapse(signed_distance(labels)).report
 
 
 def test_boundary_weights_on_a_hand_made_example(tiny_deepis_config):

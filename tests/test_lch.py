@@ -369,15 +369,16 @@ def test_bad_input_gives_one_line(lch_run, tmp_path, lch_task):
     result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}", f"--output={tmp_path / 'out'}")
     assert_one_line_error(result, "170101_pdx01_s1_t000_p1_f000.png", "not a readable image")
     assert not (tmp_path / "out" / "embeddings.csv").exists()
-    from biomodels.tasks.lch.outputs import write_predictions
+    from biomodels.tasks.base import option_values
 
     (crops / "170101_pdx01_s1_t000_p1_f000.png").unlink()
     predictor = type("Predictor", (), {"config": {}, "calibration": {}, "source": str(model_dir)})()
     with pytest.raises(ConfigError, match="needs --cells"):
-        write_predictions(lch_task, predictor, str(crops), str(tmp_path / "out"), {"mode": "interpolate"})
+        lch_task.predict_files(predictor, str(crops), str(tmp_path / "out"),
+                               option_values(lch_task.predict_options, {"mode": "interpolate"}))
     with pytest.raises(InputError, match="nowhere.png: is not one of the crops"):
-        write_predictions(lch_task, predictor, str(crops), str(tmp_path / "out"),
-                          {"mode": "insilico", "cells": ["nowhere.png"]})
+        lch_task.predict_files(predictor, str(crops), str(tmp_path / "out"),
+                               option_values(lch_task.predict_options, {"mode": "insilico", "cells": ["nowhere.png"]}))
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 from biomodels import config as config_lib
 from biomodels import tasks
 from biomodels.prepare import prepare_dataset
-from biomodels.train import RunOptions, train
+from biomodels.training import RunOptions, train
 
 
 def learn(tmp_path, task_name, raw_dir, sets, seed=0, export=False):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from biomodels import runtime
-from biomodels.train import RunOptions, train
+from biomodels.training import RunOptions, train
 
 
 def _tiny(config, **changes):
@@ -157,7 +157,7 @@ import sys, json, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from biomodels import config as config_lib, tasks
-from biomodels.train import RunOptions, train
+from biomodels.training import RunOptions, train
 task = tasks.get("ccp")
 config = config_lib.resolve(task, "quick", sys.argv[3].split())
 options = RunOptions(strategy=sys.argv[4], seed=1, deterministic=True, export=False, verbose=0)
@@ -274,7 +274,7 @@ def test_init_from_a_run_copies_its_weights(tmp_path, prepared_cryoet, cryoet_ta
     import keras
 
     from biomodels.errors import InputError
-    from biomodels.train import _initial_weights, _set_initial_weights
+    from biomodels.training import _initial_weights, _set_initial_weights
 
     options = RunOptions(export=False, verbose=0)
     train(cryoet_task, _tiny(tiny_cryoet_config, epochs=1), str(prepared_cryoet), str(tmp_path / "first"), options)

@@ -12,21 +12,16 @@ import os
 
 def main(argv):
     from biomodels import cli, report, tasks
-    from biomodels import config as config_lib
-    from biomodels.runs import load_trained_model, run_config
-    from biomodels.export.serving import export_version
+    from biomodels.export.serving import export_run
+    from biomodels.runs import run_config
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
     config = run_config(task, flags.model_dir)
-    model = load_trained_model(flags.model_dir)
-    metrics_path = os.path.join(flags.model_dir, "metrics_test.json")
-    metadata = {"metrics_test": config_lib.read_json(metrics_path)} if os.path.isfile(metrics_path) else {}
-    metadata["calibration"] = config_lib.read_calibration(flags.model_dir)
     if flags.bioimageio:
         task.bioimageio_description(config)  # a task without an image model says so before anything is written
-    path = export_version(task, model, config, flags.export_dir, version=flags.version, warmup=flags.warmup,
-                          overwrite=flags.overwrite, metadata=metadata)
+    path = export_run(task, flags.model_dir, flags.export_dir, version=flags.version, warmup=flags.warmup,
+                      overwrite=flags.overwrite)
     report.say(f"Exported {task.name} to {path}; server configuration in {flags.export_dir}")
     if flags.bioimageio:
         from biomodels.export.bioimageio import write_package

@@ -51,6 +51,21 @@ def next_version(task_dir):
     return max(numbers, default=0) + 1
 
 
+def export_run(task, model_dir, export_dir, version=None, warmup=None, overwrite=False):
+    """Export the trained model of the run in `model_dir` (with its test metrics and
+    calibration) as export_dir/<task>/<version>/; returns the version folder."""
+    from biomodels import config as config_lib
+    from biomodels.runs import load_trained_model, run_config
+
+    config = run_config(task, model_dir)
+    model = load_trained_model(model_dir)
+    metrics_path = os.path.join(model_dir, "metrics_test.json")
+    metadata = {"metrics_test": config_lib.read_json(metrics_path)} if os.path.isfile(metrics_path) else {}
+    metadata["calibration"] = config_lib.read_calibration(model_dir)
+    return export_version(task, model, config, export_dir, version=version, warmup=warmup, overwrite=overwrite,
+                          metadata=metadata)
+
+
 def export_version(task, model, config, export_dir, version=None, warmup=None, overwrite=False, metadata=None):
     """Write export_dir/<task>/<version>/ with warmup requests, then regenerate
     models.config and batching.config; returns the version folder."""

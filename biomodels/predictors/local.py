@@ -69,4 +69,6 @@ class SavedModelPredictor(_FunctionPredictor):
         self._loaded = tf.saved_model.load(path)  # its signature functions hold only weak references to it
         info_path = os.path.join(path, EXPORT_INFO)
         info = config_lib.read_json(info_path) if os.path.isfile(info_path) else {}
+        #: the task export.json names, None without one
+        self.task_name = info.get("task")
         super().__init__(dict(self._loaded.signatures), path, info.get("config"), info.get("calibration"))

@@ -38,6 +38,46 @@ class Option:
         return self.parse(given) if self.parse is not None and given is not None else given
 
 
+def option_values(declared, given):
+    """{name: value} of every one of the `declared` Options: those in `given` (a dict by
+    name, as Python callers pass keyword arguments) checked against their bounds and
+    parsed, the others their defaults. A name not declared, or a value out of bounds, is
+    a ConfigError in one line.
+
+    Args:
+        declared: a task's `predict_options` or `evaluate_options`.
+        given: {option name: value}; None stands for the default.
+
+    Returns:
+        {option name: the value the task uses}.
+
+    Example:
+        >>> from biomodels import tasks
+        >>> values = option_values(tasks.get("cryoet").predict_options, {"overlap": 32})
+        >>> values["overlap"], values["tile"], values["probabilities"]
+        (32, None, False)
+    """
+    from biomodels.errors import ConfigError
+
+    by_name = {option.name: option for option in declared}
+    unknown = sorted(set(given) - set(by_name))
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(by_name)) or 'none'}")
+    values = {}
+    for name, option in by_name.items():
+        value = given.get(name)
+        if value is None:
+            value = option.default
+        elif option.kind == "list" and isinstance(value, str):
+            value = [part for part in value.split(",") if part]
+        if value is not None and option.lower_bound is not None and value < option.lower_bound:
+            raise ConfigError(f"{name}={value}: must be at least {option.lower_bound:g}")
+        if value is not None and option.upper_bound is not None and value > option.upper_bound:
+            raise ConfigError(f"{name}={value}: must be at most {option.upper_bound:g}")
+        values[name] = option.value(value)
+    return values
+
+
 def comma_numbers(text, cast):
     """The numbers of '1,2,3' made by `cast`; () when one is not a number."""
     try:
@@ -76,6 +116,8 @@ class Task(abc.ABC):
     #: the `Option`s of `python -m biomodels.evaluate --task=<name>`: each overrides the
     #: configuration field of its name for that evaluation
     evaluate_options = ()
+    #: the `biomodels.study_model.StudyModel` subclass that `biomodels.load` gives for this task
+    model_class = None
 
     @classmethod
     @abc.abstractmethod

@@ -29,7 +29,7 @@ from biomodels import config as config_lib
 from biomodels.errors import ConfigError
 from biomodels.tasks.base import Option, Task
 from biomodels.tasks.ccp import config as config_module
-from biomodels.tasks.ccp import data, outputs, serving
+from biomodels.tasks.ccp import data, inference, outputs, serving
 from biomodels.tasks.ccp import metrics as scores
 from biomodels.tasks.ccp.config import MODELS, CCPConfig
 
@@ -45,6 +45,7 @@ class CCPTask(Task):
     # requests are small; pad tracks of different lengths into one batch
     serving_batching = {"max_batch_size": 256, "batch_timeout_micros": 1000, "max_enqueued_batches": 64,
                         "num_batch_threads": 2, "pad_variable_length_inputs": True}
+    model_class = inference.CCPModel
     predict_options = (
         Option("target_recall", "float", None, "Flag for review the tracks above the threshold that keeps this recall "
                                                "on the validation split (default: the run's target_recall).",
@@ -159,7 +160,7 @@ class CCPTask(Task):
         return serving.bioimageio_description(config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
-        return outputs.write_triage(self, predictor, input_path, output_dir, options)
+        return outputs.write_triage(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)
 
 
 TASK = CCPTask()

@@ -3,6 +3,7 @@ into examples (traces, the 11 features, the label given or by the auxilin rule),
 training split's statistics, and the TensorFlow side: preprocessing, augmentation, the
 network's inputs and length-bucketed batches."""
 
+import collections
 import glob
 import os
 
@@ -46,6 +47,32 @@ def read_tracks(source):
     if track_files.is_hdf5(path):
         return track_files.read_lifetime_data(path, source.group)
     return track_files.read_processed_tracks(path, source.group)
+
+
+def gather_tracks(input_path, sources, kind):
+    """(tracks, the file of each, Counter of tracks left out by why, Counter of tracks
+    left out by cell) of `sources` (found under `input_path`), for a served model of
+    `kind` ("features" or "traces": a traces model leaves out tracks given only as
+    features). No track to rank is an InputError naming `input_path`."""
+    from biomodels.report import progress_bar
+
+    tracks, files, skipped, skipped_by_cell = [], [], collections.Counter(), collections.Counter()
+    bar = progress_bar(len(sources), "reading tracks")
+    for done, source in enumerate(sources, start=1):
+        found, left_out = read_tracks(source)
+        left_out = collections.Counter(left_out)
+        for track in found:
+            if kind == "traces" and track.clathrin is None:
+                left_out["features only (no traces)"] += 1
+                continue
+            tracks.append(track)
+            files.append(source.paths[0])
+        skipped.update(left_out)
+        skipped_by_cell[source.group] += sum(left_out.values())
+        bar.update(done)
+    if not tracks:
+        raise InputError(input_path, f"no tracks to rank (left out: {dict(skipped) or 'none'})")
+    return tracks, files, skipped, skipped_by_cell
 
 
 def read_source(source, config):

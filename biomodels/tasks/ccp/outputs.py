@@ -23,40 +23,24 @@ from biomodels import config as config_lib
 from biomodels.atomic import atomic_path
 from biomodels.errors import InputError
 from biomodels.pipelines.readers import readable
-from biomodels.tasks.ccp import data
-from biomodels.tasks.ccp.serving import served_model_kind, served_trace_channels
+from biomodels.tasks.ccp import data, inference
+from biomodels.tasks.ccp.serving import served_model_kind
 
 EXAMPLES_PER_ROW = 4
 
 
-def write_triage(task, predictor, input_path, output_dir, options):
-    """Rank the tracks under `input_path`; returns the paths written."""
-    from biomodels.report import progress_bar, say
+def write_triage(predictor, config, input_path, output_dir, options):
+    """Rank the tracks under `input_path` by `predictor` of a run trained with `config`;
+    returns the paths written."""
+    from biomodels.report import say
 
-    config = config_lib.from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]
     kind = served_model_kind(predictor)
     sources = data.find_sources(input_path)
-    threshold, basis = review_threshold(predictor, config, options)
-    tracks, files, skipped = [], [], collections.Counter()
-    skipped_by_cell = collections.Counter()
-    bar = progress_bar(len(sources), "reading tracks")
-    for done, source in enumerate(sources, start=1):
-        found, left_out = data.read_tracks(source)
-        left_out = collections.Counter(left_out)
-        for track in found:
-            if kind == "traces" and track.clathrin is None:
-                left_out["features only (no traces)"] += 1
-                continue
-            tracks.append(track)
-            files.append(source.paths[0])
-        skipped.update(left_out)
-        skipped_by_cell[source.group] += sum(left_out.values())
-        bar.update(done)
-    if not tracks:
-        raise InputError(input_path, f"no tracks to rank (left out: {dict(skipped) or 'none'})")
-    probabilities = score_tracks(predictor, kind, tracks, config)
+    threshold = inference.review_threshold(predictor, config, options)  # said before the files are read
+    tracks, files, skipped, skipped_by_cell = data.gather_tracks(input_path, sources, kind)
+    result = inference.triage(predictor, config, tracks, threshold)
+    probabilities, review, threshold, basis = result.probability, result.review, result.threshold, result.basis
     order = np.argsort(-probabilities, kind="stable")
-    review = probabilities >= threshold
     written = [
         _write_track_table(os.path.join(output_dir, "triage.csv"), config, tracks, files, probabilities, review, order),
         _write_cell_table(os.path.join(output_dir, "cells.csv"), tracks, probabilities, review, skipped_by_cell),
@@ -74,46 +58,6 @@ def write_triage(task, predictor, input_path, output_dir, options):
     say(f"Ranked {len(tracks)} tracks of {summary['cells']} cell(s): {int(review.sum())} flagged for review at "
         f"probability >= {threshold:.4f} ({basis}){left}")
     return written
-
-
-def review_threshold(predictor, config, options):
-    """(threshold, how it was set) from --threshold, else from the validation
-    probabilities the model carries and the target recall."""
-    from biomodels.ops.classification_metrics import threshold_for_recall
-
-    if options.get("threshold") is not None:
-        return float(options["threshold"]), "given threshold"
-    target = options.get("target_recall") or config.target_recall
-    positives = predictor.calibration.get("validation_positive_probabilities")
-    if not positives:
-        raise InputError(predictor.source, "carries no validation probabilities to set a threshold for a target recall "
-                                      "(trained without a validation split, or served remotely); pass --threshold")
-    if not 0 < target <= 1:
-        raise InputError(str(target), "--target_recall must be in (0, 1]")
-    confidence = config.triage_confidence
-    return (threshold_for_recall(positives, target, confidence),
-            f"recall {target:g} at {confidence:.0%} confidence from the validation split")
-
-
-def score_tracks(predictor, kind, tracks, config, batch_size=256):
-    """The model's probability for every track, in order. Traces go in batches of
-    similar lengths, padded to the longest of each batch."""
-    probabilities = np.zeros(len(tracks), np.float64)
-    if kind == "features":
-        features = np.stack([data.features(track, config) for track in tracks]).astype(np.float32)
-        for start in range(0, len(tracks), batch_size):
-            probabilities[start:start + batch_size] = predictor(features=features[start:start + batch_size])["probability"]
-        return probabilities
-    channels = served_trace_channels(predictor)
-    lengths = np.array([track.frames for track in tracks], np.int32)
-    order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        chosen = order[start:start + batch_size]
-        batch = np.zeros((len(chosen), lengths[chosen].max(), len(channels)), np.float32)
-        for row, index in enumerate(chosen):
-            batch[row, :lengths[index]] = data.trace_array(tracks[index], channels)
-        probabilities[chosen] = predictor(traces=batch, lengths=lengths[chosen])["probability"]
-    return probabilities
 
 
 def _write_track_table(path, config, tracks, files, probabilities, review, order):

@@ -19,7 +19,8 @@ outputs (masks from outputs, files of predict, TensorBoard images).
 """
 
 from biomodels.tasks.base import Option, Task, tiling_options
-from biomodels.tasks.cellular import checkpoints, data, outputs, serving
+from biomodels import config as config_lib
+from biomodels.tasks.cellular import checkpoints, data, inference, outputs, serving
 from biomodels.tasks.cellular import config as config_module
 from biomodels.tasks.cellular import metrics as scores
 from biomodels.tasks.cellular.config import CellularConfig
@@ -42,6 +43,7 @@ class CellularTask(Task):
     Config = CellularConfig
     data_fields = ("channels", "gray", "skip_classes", "val_pattern", "test_pattern", "min_masks", "synthetic_images",
                    "synthetic_shape")
+    model_class = inference.CellularModel
     serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
     predict_options = (
         Option("diameter", "float", None, "Mean cell diameter in pixels; images are rescaled so cells match the "
@@ -52,7 +54,7 @@ class CellularTask(Task):
         Option("masks_in", "string", None, "Where Cellpose's dynamics run: graph (the model's `masks` signature, "
                                            "whole images) or python (tiled network, numba); default: graph for "
                                            "a TF Serving address, so only masks travel, python otherwise.",
-               parse=outputs.parse_masks_in),
+               parse=inference.parse_masks_in),
         *tiling_options("512"),
     )
     evaluate_options = MASK_OPTIONS
@@ -139,7 +141,7 @@ class CellularTask(Task):
         return {"training_diameter": manifest["statistics"]["mean_diameter"]}
 
     def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
-        return scores.evaluate(self, model, dataset, manifest, config, calibration or {})
+        return scores.evaluate(model, dataset, manifest, config, calibration or {})
 
     def metrics_table(self, metrics):
         return scores.metrics_rows(metrics)
@@ -160,7 +162,7 @@ class CellularTask(Task):
         return serving.bioimageio_output(outputs)
 
     def predict_files(self, predictor, input_path, output_dir, options):
-        return outputs.predict_images(predictor, input_path, output_dir, options)
+        return outputs.predict_images(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)
 
 
 TASK = CellularTask()

@@ -57,20 +57,28 @@ def check_training_images(manifest, config):
 
 
 def read_cell_image(path, channels=(0, 1), gray=False):
-    """float32 [H, W, len(channels)] of the chosen channels; with `gray`, Cellpose's
-    channels=[0, 0]: the mean of all the image's channels, then a channel of zeros."""
-    image = np.asarray(readers.read_image(path))
+    """float32 [H, W, len(channels)] of the chosen channels of an image file (see
+    `cell_channels`)."""
+    return cell_channels(readers.read_image(path), channels, gray, path)
+
+
+def cell_channels(image, channels=(0, 1), gray=False, source="the image"):
+    """float32 [H, W, len(channels)] of the chosen channels of an image [H, W], [H, W, C]
+    or [C, H, W] (channels first, as ImageJ writes multi-channel TIFF); with `gray`,
+    Cellpose's channels=[0, 0]: the mean of all the image's channels, then a channel of
+    zeros. `source` names the image in errors."""
+    image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., np.newaxis]
     elif image.ndim == 3 and image.shape[0] <= 4 < min(image.shape[1:]) and image.shape[-1] > 4:
-        image = np.moveaxis(image, 0, -1)  # channels first, as ImageJ writes multi-channel TIFF
+        image = np.moveaxis(image, 0, -1)
     if image.ndim != 3 or image.shape[-1] > 4:
-        raise InputError(path, f"expected a 2-D image with at most 4 channels, found shape {image.shape}")
-    if image.shape[-1] == 4 and path.lower().endswith(".png"):
+        raise InputError(source, f"expected a 2-D image with at most 4 channels, found shape {image.shape}")
+    if image.shape[-1] == 4 and str(source).lower().endswith(".png"):
         image = image[..., :3]  # alpha
-    readers.require_finite(path, image)
+    readers.require_finite(source, image)
     if min(image.shape[:2]) < 8:
-        raise InputError(path, f"is too small ({image.shape[1]}×{image.shape[0]})")
+        raise InputError(source, f"is too small ({image.shape[1]}×{image.shape[0]})")
     if any(c < 0 for c in channels):
         raise ConfigError(f"channels must be non-negative indices, got {channels}")
     if gray:

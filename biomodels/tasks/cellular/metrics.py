@@ -8,11 +8,11 @@ from biomodels.ops import matching
 from biomodels.tasks.cellular.config import AP_THRESHOLDS, mask_thresholds
 
 
-def evaluate(task, model, dataset, manifest, config, calibration):
-    from biomodels.predictors import KerasPredictor
-    from biomodels.tasks.cellular.outputs import segment
+def evaluate(model, dataset, manifest, config, calibration):
+    from biomodels.tasks.cellular.inference import segment
+    from biomodels.tasks.cellular.serving import serving_functions
 
-    predictor = KerasPredictor(task, model, config)
+    normalised = serving_functions(model, config)["normalised"]  # the network as predict runs it
     diameter = calibration.get("training_diameter") or manifest["statistics"]["mean_diameter"]
     true_labels, predicted, pixel_classes = [], [], []
     for inputs, targets in dataset:
@@ -20,8 +20,8 @@ def evaluate(task, model, dataset, manifest, config, calibration):
             valid = target[..., 3] >= 0
             height, width = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
             image, target = image[:height, :width], target[:height, :width]
-            masks, _ = segment(predictor, image, config.diameter_mean / max(diameter, 1e-3), {},
-                               thresholds=mask_thresholds(config))
+            masks, _ = segment(lambda tiles: normalised(images=np.float32(tiles)), image, config.diameter_mean / max(diameter, 1e-3),
+                               mask_thresholds(config))
             true_labels.append(target[..., 3].astype(np.int32))
             pixel_classes.append(target[..., 4].astype(np.int32))
             predicted.append(masks)

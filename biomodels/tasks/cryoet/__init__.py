@@ -21,7 +21,7 @@ import numpy as np
 from biomodels.errors import ConfigError
 from biomodels.tasks.base import Option, Task, tiling_options
 from biomodels.tasks.cryoet import config as config_module
-from biomodels.tasks.cryoet import data, outputs, serving
+from biomodels.tasks.cryoet import data, inference, outputs, serving
 from biomodels.tasks.cryoet import metrics as scores
 from biomodels.tasks.cryoet.config import FEATURE_CLASSES, IGNORE_LABEL, NUM_CLASSES, CryoETConfig
 
@@ -34,6 +34,7 @@ class CryoETTask(Task):
     data_fields = ("tile_size", "exclude_slices", "synthetic_tomograms", "synthetic_shape")
     # a request is a few large slices: small batches, a short wait
     serving_batching = {"max_batch_size": 4, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
+    model_class = inference.CryoETModel
     predict_options = (
         Option("probabilities", "bool", False, "Also write one probability MRC per feature class."),
         *tiling_options("the whole slice up to 1.5 million pixels, else the fewest even tiles of at most that"),

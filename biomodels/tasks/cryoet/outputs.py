@@ -1,15 +1,16 @@
 """What cryoet writes for people: label MRCs (and per-class probability MRCs) of every
-tomogram given to predict, with the input's voxel size and origin, streamed slice by slice; and the images shown
-in TensorBoard (input, ground truth and prediction in class colours)."""
+tomogram given to predict, with the input's voxel size and origin, streamed slice by
+slice through `inference`; and the images shown in TensorBoard (input, ground truth and
+prediction in class colours)."""
 
 import os
 
 import numpy as np
 
 from biomodels.errors import InputError
-from biomodels.ops.tiling import plan_tiles, predict_tiled
+from biomodels.tasks.cryoet import inference
 from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, NUM_CLASSES
-from biomodels.tasks.cryoet.data import standardise, tomogram_moments, tomogram_paths
+from biomodels.tasks.cryoet.data import standardise, tomogram_paths
 
 LABEL_COLOURS = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]], np.uint8
@@ -32,51 +33,27 @@ def predict_tomograms(predictor, input_path, output_dir, options):
             raise InputError(input_path, "no .mrc tomograms in this directory")
     else:
         paths = [input_path]
-    if "standardised" not in predictor.signatures:
-        raise InputError(predictor.source, "has no `standardised` signature (exported before cryoet standardised "
-                                           "by tomogram rather than by tile): export the run again")
+    inference.require_standardised(predictor)
     written = []
     for path in paths:
         tomogram = MrcSlices(path)
-        mean, std, not_finite = tomogram_moments(tomogram)
-        if not_finite:
-            raise InputError(path, f"contains {not_finite} NaN or Inf values")
+        mean, std = inference.tomogram_statistics(tomogram, path)
         stem = os.path.join(output_dir, os.path.basename(path)[: -len(".mrc")])
         # MRC mode 0 (8-bit): labels 0..5 read the same whether a tool takes it as signed or not
         kinds = {f"{stem}_labels.mrc": np.int8}
-        if options.get("probabilities"):
+        if options["probabilities"]:
             kinds.update({f"{stem}_{CLASS_NAMES[index]}.mrc": np.float32 for index in FEATURE_CLASSES})
         bar = progress_bar(len(tomogram), f"{os.path.basename(path)} slices")
         with contextlib.ExitStack() as files:
             writers = [files.enter_context(MrcSliceWriter(out, tomogram.shape, dtype, tomogram)) for out, dtype in kinds.items()]
             for z in range(len(tomogram)):
-                probabilities = slice_probabilities(predictor, standardise(tomogram[z], mean, std), options)
+                probabilities = inference.slice_probabilities(predictor, standardise(tomogram[z], mean, std), options)
                 writers[0][z] = np.argmax(probabilities, axis=-1).astype(np.int8)
                 for writer, index in zip(writers[1:], FEATURE_CLASSES):
                     writer[z] = probabilities[..., index]
                 bar.update(z + 1)
         written += list(kinds)
     return written
-
-
-# Pixels in one tile of the default plan: the forward pass's peak resident memory grew by
-# 2.2-2.6 KB a pixel for the paper preset and 256-305 bytes for the quick one (512² and
-# 1024² slices, on CPU, 2026-11-30), so a tile needs up to about 3.5 GiB; a 1024×1024
-# slice goes whole.
-TILE_PIXELS = 1_500_000
-
-
-def slice_probabilities(predictor, image, options):
-    """[H, W, classes] probabilities of one slice standardised with its tomogram's mean
-    and deviation, through the `standardised` signature: the whole slice when it holds at
-    most TILE_PIXELS, else the fewest even tiles of at most that many (or square tiles
-    of options["tile"]), overlapping by options["overlap"] (64) pixels and blended.
-    Standardisation does not depend on the tiles, so neither does the result, up to the
-    network's view across tile edges."""
-    overlap = options.get("overlap", 64)
-    tile = options.get("tile") or plan_tiles(image.shape, TILE_PIXELS, overlap)
-    return predict_tiled(image[..., np.newaxis], lambda tiles: predictor("standardised", images=tiles)["probabilities"],
-                         tile=tile, overlap=overlap, batch_size=options.get("batch_size", 4))
 
 
 def summary_images(model, inputs, targets):

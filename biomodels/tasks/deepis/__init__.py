@@ -25,7 +25,8 @@ serving, outputs (files of predict, synapse analysis, TensorBoard images).
 from biomodels.errors import ConfigError
 from biomodels.tasks.base import Option, Task
 from biomodels.tasks.deepis import config as config_module
-from biomodels.tasks.deepis import data, outputs, serving
+from biomodels import config as config_lib
+from biomodels.tasks.deepis import data, inference, outputs, serving
 from biomodels.tasks.deepis import metrics as scores
 from biomodels.tasks.deepis.config import DeepISConfig
 
@@ -35,14 +36,15 @@ class DeepISTask(Task):
     summary = "3-D ResNet-GCN U-Net: CAR-T and target cells in refractive-index tomograms, and their synapse"
     Config = DeepISConfig
     data_fields = ("crop", "distance_clip", "synthetic_volumes", "synthetic_shape")
+    model_class = inference.DeepISModel
     serving_batching = {"max_batch_size": 2, "batch_timeout_micros": 2000, "max_enqueued_batches": 16, "num_batch_threads": 2}
     predict_options = (
         Option("voxel_size", "string", None, "Voxel size x,y,z in µm (or one number) when the files do not say; puts "
-                                             "the report in µm³ and µm².", parse=outputs.parse_voxel_size),
+                                             "the report in µm³ and µm².", parse=inference.parse_voxel_size),
         Option("tile", "string", None, "Tile z,y,x in voxels, blended with a quarter overlap (default: the whole "
                                        "volume up to 6 million voxels, else the fewest even tiles of at most that "
                                        "many, overlapping by 32 voxels).",
-               parse=outputs.parse_tile),
+               parse=inference.parse_tile),
     )
 
     @classmethod
@@ -108,7 +110,7 @@ class DeepISTask(Task):
 
     # -- results --------------------------------------------------------------
     def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
-        return scores.evaluate(self, model, dataset, manifest, config, split)
+        return scores.evaluate(model, dataset, manifest, config, split)
 
     def early_stopping_patience(self, config):
         return config.early_stopping_patience
@@ -135,7 +137,7 @@ class DeepISTask(Task):
         return serving.bioimageio_output(outputs)
 
     def predict_files(self, predictor, input_path, output_dir, options):
-        return outputs.predict_volumes(predictor, input_path, output_dir, options)
+        return outputs.predict_volumes(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)
 
 
 TASK = DeepISTask()

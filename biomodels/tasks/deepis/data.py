@@ -72,6 +72,18 @@ def read_volume_pair(paths, clip):
     return volume, np.clip(distance, -clip, clip).astype(np.float32), voxel_size
 
 
+def read_volume(path):
+    """(RI volume (Z, Y, X), voxel size (x, y, z) in µm or None) of a volume to predict:
+    a DeepIS .mat file (its target may be missing) or a TIFF stack; NaN or Inf voxels
+    are an InputError."""
+    if path.lower().endswith(".mat"):
+        volume, voxel_size = read_study_mat(path, require_target=False)[0], None
+    else:
+        volume, voxel_size = readers.read_tiff_volume(path)
+    readers.require_finite(path, volume)
+    return volume, voxel_size
+
+
 def read_study_mat(path, require_target=True):
     """(input, target) of a DeepIS .mat file as Z × Y × X float32 arrays; without
     `require_target` (new data to predict) the target may be missing and is then None."""

@@ -10,7 +10,7 @@ from biomodels.ops.segmentation_metrics import cell_scores
 from biomodels.tasks.deepis.config import CELL_NAMES
 
 
-def evaluate(task, model, dataset, manifest, config, split):
+def evaluate(model, dataset, manifest, config, split):
     """Scores of each whole volume of `split`, predicted tiled as predict does (the paper
     scored volumes, n of them, mean ± s.d.). Volumes are reassembled from their crops,
     which prepare writes in order; a data set split within volumes (too few volumes to
@@ -19,16 +19,17 @@ def evaluate(task, model, dataset, manifest, config, split):
     if not sources or any(source.get("split") == "all" for source in manifest["sources"]):
         return {**_score_crops(model, dataset), "scored": "crops"}
     from biomodels.pipelines import dataset as dataset_lib
-    from biomodels.predictors import KerasPredictor
-    from biomodels.tasks.deepis.outputs import predict_distance
+    from biomodels.tasks.deepis.inference import predict_distance
+    from biomodels.tasks.deepis.serving import serving_functions
 
-    predictor = KerasPredictor(task, model, config)
+    serve = serving_functions(model, config)["serving_default"]  # the network as predict runs it
     crop = tuple(config.crop)
     examples = dataset_lib.examples(manifest["data_dir"], manifest, split).as_numpy_iterator()
     per_volume = []
     for source in sources:
         volume, distance = _reassembled(examples, tuple(source["shape"]), crop)
-        per_volume.append(cell_scores(distance, predict_distance(predictor, volume)))
+        predicted = predict_distance(lambda tiles: serve(volumes=np.float32(tiles))["distance"], volume, config.medium_index)
+        per_volume.append(cell_scores(distance, predicted))
     return {**summarise_scores(per_volume), "scored": "volumes"}
 
 

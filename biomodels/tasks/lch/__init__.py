@@ -26,10 +26,11 @@ Modules: config, data (crops, metadata, efficiency table, TF preprocessing), met
 bioimage.io), outputs (embeddings, in-silico cells, interpolations, TensorBoard images).
 """
 
+from biomodels import config as config_lib
 from biomodels.errors import ConfigError
 from biomodels.tasks.base import Option, Task
 from biomodels.tasks.lch import config as config_module
-from biomodels.tasks.lch import data, outputs, serving
+from biomodels.tasks.lch import data, inference, outputs, serving
 from biomodels.tasks.lch import metrics as scores
 from biomodels.tasks.lch.config import LCHConfig
 from biomodels.tasks.lch.outputs import MODES
@@ -44,6 +45,7 @@ class LCHTask(Task):
     data_fields = ("image_size", "filename_pattern", "cell_type_field", "efficiency_csv", "synthetic_cells",
                    "synthetic_cell_lines")
     summary_examples = 64
+    model_class = inference.LCHModel
     predict_options = (
         Option("mode", "string", None, f"One of {', '.join(MODES)}: embeddings.csv (the default), cells decoded along "
                                        "the classifier direction, or decoded codes between two --cells."),
@@ -142,7 +144,7 @@ class LCHTask(Task):
         return serving.bioimageio_description(config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
-        return outputs.write_predictions(self, predictor, input_path, output_dir, options)
+        return outputs.write_predictions(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)
 
 
 TASK = LCHTask()

@@ -231,3 +231,16 @@ def raw_image_statistics(images):
     flat = tf.reshape(images, [tf.shape(images)[0], -1])
     quantiles = [tf.reshape(percentiles(images, q), [-1]) for q in (5.0, 50.0, 95.0)]
     return tf.stack([tf.reduce_mean(flat, axis=1), tf.math.reduce_std(flat, axis=1), *quantiles], axis=1)
+
+
+def load_crops(paths, size):
+    """[N, size, size, 1] float32 crops in [0, 1]: centred, square, resized; the rest of
+    the preprocessing happens in the model's graph."""
+    from biomodels.report import progress_bar
+
+    crops = []
+    bar = progress_bar(len(paths), "reading crops")
+    for done, path in enumerate(paths, start=1):
+        crops.append(fit_crop(read_crop(path), size))
+        bar.update(done)
+    return np.stack(crops)

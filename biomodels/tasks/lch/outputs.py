@@ -9,63 +9,40 @@ import os
 
 import numpy as np
 
-from biomodels import config as config_lib
 from biomodels.atomic import atomic_path, write_text_atomic
 from biomodels.errors import ConfigError, InputError
-from biomodels.tasks.lch.config import STUDY_CROP_SIZE, latent_columns
-from biomodels.tasks.lch.data import file_metadata, find_crops, fit_crop, preprocess, read_crop
+from biomodels.tasks.lch import data, inference
+from biomodels.tasks.lch.config import latent_columns
+from biomodels.tasks.lch.data import file_metadata, find_crops, preprocess
 
 MODES = ("embed", "insilico", "interpolate")
 VIEW_SIZE = 128  # pixels per panel in montages and GIFs
 GIF_FRAME_MS = 150
 
 
-def write_predictions(task, predictor, input_path, output_dir, options):
-    """Run `options["mode"]` over the crops under `input_path`; returns the paths written."""
-    mode = options.get("mode") or "embed"
+def write_predictions(predictor, config, input_path, output_dir, options):
+    """Run `options["mode"]` over the crops under `input_path` with `predictor` of a run
+    trained with `config`; returns the paths written."""
+    mode = options["mode"] or "embed"
     if mode not in MODES:
         raise ConfigError(f"--mode={mode}: choose one of {', '.join(MODES)}")
-    config = config_lib.from_dict(task, predictor.config) if predictor.config else task.presets()["quick"]
-    # a served model of unknown size gets the study's crop size and resizes in its graph
-    crop_size = config.image_size if predictor.config else STUDY_CROP_SIZE
+    crop_size = inference.crop_size_of(predictor, config)
     paths, _ = find_crops(input_path, config, require_table=False)
-    chosen = _chosen_cells(paths, options.get("cells"), mode)
+    chosen = _chosen_cells(paths, options["cells"], mode)
     if mode == "interpolate":
-        return write_interpolation(predictor, config, load_crops(chosen, crop_size), chosen, output_dir, options)
-    table = write_embeddings(predictor, config, paths, load_crops(paths, crop_size), output_dir, options)
+        return write_interpolation(predictor, config, data.load_crops(chosen, crop_size), chosen, output_dir, options)
+    table = write_embeddings(predictor, config, paths, data.load_crops(paths, crop_size), output_dir, options)
     if mode == "embed":
         return [table["path"]]
     return [table["path"], *write_insilico(predictor, config, chosen, table, output_dir, options)]
-
-
-def load_crops(paths, size):
-    """[N, size, size, 1] float32 crops in [0, 1]: centred, square, resized; the rest of
-    the preprocessing happens in the model's graph."""
-    from biomodels.report import progress_bar
-
-    crops = []
-    bar = progress_bar(len(paths), "reading crops")
-    for done, path in enumerate(paths, start=1):
-        crops.append(fit_crop(read_crop(path), size))
-        bar.update(done)
-    return np.stack(crops)
-
-
-def run_batched(predictor, signature, input_name, array, batch_size, output):
-    """`output` of `signature` for `array` given in batches as `input_name`."""
-    return np.concatenate([predictor(signature, **{input_name: array[start:start + batch_size]})[output]
-                           for start in range(0, len(array), batch_size)])
 
 
 def write_embeddings(predictor, config, paths, crops, output_dir, options):
     """embeddings.csv: file, metadata, z0..z(n-1), probability_high; returns the table
     as arrays too."""
     metadata = [file_metadata(path, config) for path in paths]
-    batch = options.get("batch_size") or 32
-    codes = run_batched(predictor, "encode", "images", crops, batch, "latent")
-    probabilities = None
-    if "classify" in predictor.signatures:
-        probabilities = run_batched(predictor, "classify", "images", crops, batch, "probability_high")
+    result = inference.embed(predictor, crops, options["batch_size"])
+    codes, probabilities = result.codes, result.probability_high
     fields = list(metadata[0]) if metadata else []
     path = os.path.join(output_dir, "embeddings.csv")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
@@ -87,27 +64,22 @@ def write_insilico(predictor, config, chosen, table, output_dir, options):
     prior's standard deviation, so every column means the same for every cell); a
     montage PNG (input, then the steps from low to high), a GIF per cell and
     insilico.json with the classifier's probability at every step."""
-    from biomodels.ops.latent_classifier import LinearClassifier
-
-    if not predictor.calibration.get("classifier"):
-        raise InputError(predictor.source, "carries no latent classifier (calibration): in-silico cells need the run "
-                                           "directory or the exported SavedModel of a run with a validation split")
-    classifier = LinearClassifier.from_dict(predictor.calibration["classifier"])
+    classifier = inference.classifier_of(predictor)
     if chosen is None:
         order = np.argsort(classifier.logits(table["codes"]), kind="stable")
         picks = list(order[:2]) + list(order[-2:][::-1])
         chosen = sorted(set(int(i) for i in picks), key=picks.index)
     else:
         chosen = [table["files"].index(path) for path in chosen]
-    steps = max(2, int(options.get("steps") or 9))
+    steps = options["steps"]
     span = config.insilico_span
     targets = np.linspace(-span, span, steps)
     direction = classifier.direction
     rows, written, record = [], [], []
     for index in chosen:
         code = table["codes"][index]
-        moved = (code[None, :] + (targets - code @ direction)[:, None] * direction[None, :]).astype(np.float32)
-        decoded = predictor("decode", latent=moved)["images"]
+        moved = inference.along_direction(code, direction, targets)
+        decoded = inference.decode(predictor, moved)
         name = os.path.splitext(os.path.basename(table["files"][index]))[0]
         rows.append([table["model_inputs"][index], *decoded])
         gif = os.path.join(output_dir, f"insilico_{name}.gif")
@@ -131,9 +103,7 @@ def write_insilico(predictor, config, chosen, table, output_dir, options):
 def write_interpolation(predictor, config, crops, chosen, output_dir, options):
     """Decode codes on the straight line between two cells; montage and GIF."""
     codes = predictor("encode", images=crops)["latent"]
-    steps = max(2, int(options.get("steps") or 9))
-    weights = np.linspace(0, 1, steps)[:, None]
-    decoded = predictor("decode", latent=((1 - weights) * codes[0] + weights * codes[1]).astype(np.float32))["images"]
+    decoded = inference.interpolate(predictor, codes, options["steps"])
     names = [os.path.splitext(os.path.basename(path))[0] for path in chosen]
     montage = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.png")
     inputs = np.asarray(preprocess(crops, config))

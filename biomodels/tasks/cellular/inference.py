@@ -1,0 +1,196 @@
+"""From a cell image to its instance masks, as Cellpose's `eval` does: the image's
+channels chosen and normalised, rescaled so its cells match the network's diameter,
+given a border and run in overlapping tiles, the flows followed (numba) or, through the
+model's `masks` signature, the whole dynamics run in the graph (what a server answers).
+`outputs` writes these results to files; `metrics` scores them."""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from biomodels.errors import ConfigError, InputError
+from biomodels.study_model import StudyModel, is_path
+from biomodels.tasks.base import comma_numbers
+from biomodels.tasks.cellular import data
+from biomodels.tasks.cellular.config import IMAGE_BORDER
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+    """cellular's answer for one image.
+
+    Attributes:
+        masks: instance labels [H, W] (0 background, cells 1..N), int32.
+        flows: unit flows towards each cell's centre [2, H, W] (dY, dX), float32;
+            None when the masks were computed in the model's graph (it answers masks only).
+        cellprob: the cell-probability logit [H, W], float32; None as `flows`.
+        diameter: the cell diameter in pixels the image was rescaled from.
+    """
+
+    masks: np.ndarray
+    flows: np.ndarray
+    cellprob: np.ndarray
+    diameter: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How to segment, resolved from predict's options, the run's configuration and its
+    calibration: channels, diameter, masks_from_flows' thresholds, where the dynamics run,
+    and the tiling."""
+
+    channels: tuple
+    gray: bool
+    diameter: float
+    diameter_mean: float
+    thresholds: dict
+    in_graph: bool
+    tile: int
+    overlap: int
+    batch_size: int
+
+
+def resolve_settings(predictor, config, options):
+    """The `Settings` for `predictor` (a Predictor) of a run trained with `config` under
+    predict's `options` (every one of the task's predict options, by name)."""
+    diameter = options["diameter"] or predictor.calibration.get("training_diameter") or config.diameter_mean
+    if diameter <= 0:
+        raise ConfigError(f"--diameter={diameter}: must be positive")
+    thresholds = {name: options[name] if options[name] is not None else getattr(config, name)
+                  for name in ("flow_threshold", "cellprob_threshold", "min_size")}
+    thresholds["min_size"] = int(thresholds["min_size"])
+    in_graph = (options["masks_in"] or ("graph" if predictor.remote else "python")) == "graph"
+    if in_graph and "masks" not in predictor.signatures:
+        raise InputError(predictor.source, "has no `masks` signature (exported before biomodels computed masks in the "
+                                           "graph): export the run again, or use --masks_in=python")
+    return Settings(channels=parse_channels(options["channels"], config.channels),
+                    gray=config.gray and not options["channels"], diameter=float(diameter),
+                    diameter_mean=float(config.diameter_mean), thresholds=thresholds, in_graph=in_graph,
+                    tile=options["tile"] or 512, overlap=options["overlap"], batch_size=options["batch_size"])
+
+
+def segment_image(predictor, raw, settings):
+    """The `Segmentation` of one image [H, W, C] as read, its channels chosen already
+    (`data.cell_channels`)."""
+    if settings.in_graph:
+        return Segmentation(masks=segment_in_graph(predictor, raw, settings.diameter, settings.thresholds),
+                            flows=None, cellprob=None, diameter=settings.diameter)
+    normalised = lambda tiles: predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))  # noqa: E731
+    masks, maps = segment(normalised, data.normalise(raw), settings.diameter_mean / settings.diameter,
+                          settings.thresholds, tile=settings.tile, overlap=settings.overlap,
+                          batch_size=settings.batch_size)
+    return Segmentation(masks=masks, flows=np.ascontiguousarray(maps[..., :2].transpose(2, 0, 1)),
+                        cellprob=np.ascontiguousarray(maps[..., 2]), diameter=settings.diameter)
+
+
+def resize(image, height, width):
+    """Bilinear resize of [H, W, C] float32 to [height, width, C]."""
+    import tensorflow as tf
+
+    return np.asarray(tf.image.resize(image, [height, width], method="bilinear"))
+
+
+def network_maps(normalised, image, scale, tile=512, overlap=64, batch_size=4):
+    """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
+    resized by `scale` (the network's diameter over the image's), given a border of
+    IMAGE_BORDER zero pixels, run in overlapping tiles of at most `tile` pixels through
+    `normalised` (tiles [N, h, w, C] -> {"flows", "cellprob"}, the model's `normalised`
+    signature), and cropped and resized back."""
+    from biomodels.ops.tiling import predict_tiled
+
+    height, width = image.shape[:2]
+    if abs(scale - 1.0) > 1e-3:
+        image = resize(image, max(8, round(height * scale)), max(8, round(width * scale)))
+    border = IMAGE_BORDER
+    image = np.pad(image, ((border, border), (border, border), (0, 0)))
+
+    def run(tiles):
+        outputs = normalised(tiles)
+        return np.concatenate([np.asarray(outputs["flows"]), np.asarray(outputs["cellprob"])[..., np.newaxis]], axis=-1)
+
+    tiles = (min(tile + 2 * border, image.shape[0]), min(tile + 2 * border, image.shape[1]))  # the border is extra
+    maps = predict_tiled(image, run, tile=tiles, overlap=overlap, batch_size=batch_size)[border:-border, border:-border]
+    if maps.shape[:2] != (height, width):
+        maps = resize(maps, height, width)
+    return maps
+
+
+def segment(normalised, image, scale, thresholds, tile=512, overlap=64, batch_size=4):
+    """(instance masks, maps [H, W, 3]) of one normalised image through `normalised`
+    (see `network_maps`); `thresholds` are masks_from_flows' flow_threshold,
+    cellprob_threshold and min_size."""
+    from biomodels.ops.flows import masks_from_flows
+
+    maps = network_maps(normalised, image, scale, tile=tile, overlap=overlap, batch_size=batch_size)
+    masks = masks_from_flows(maps[..., :2].transpose(2, 0, 1), maps[..., 2], **thresholds)
+    return masks, maps
+
+
+def segment_in_graph(predictor, image, diameter, thresholds):
+    """Instance masks of one image [H, W, C] as read (the graph normalises it) from the
+    model's `masks` signature: the network on the whole image and Cellpose's dynamics
+    in the graph (ops.graph_masks), so a server answers with masks alone."""
+    outputs = predictor("masks", images=image[np.newaxis].astype(np.float32),
+                        diameter=np.array([diameter], np.float32),
+                        flow_threshold=np.array([thresholds["flow_threshold"] or 0.0], np.float32),
+                        cellprob_threshold=np.array([thresholds["cellprob_threshold"]], np.float32),
+                        min_size=np.array([thresholds["min_size"]], np.float32))
+    return outputs["masks"][0]
+
+
+def parse_masks_in(text):
+    if text not in ("graph", "python"):
+        raise ConfigError(f"--masks_in={text}: expected graph or python")
+    return text
+
+
+def parse_channels(text, default):
+    """(cytoplasm, nucleus) channel indices from '0,1' or '0'; `default` for None."""
+    if not text:
+        return tuple(default)
+    channels = comma_numbers(text, int)
+    if not 1 <= len(channels) <= 2 or min(channels) < 0:
+        raise ConfigError(f"--channels={text}: expected one or two channel indices from 0, such as 0,1")
+    return channels
+
+
+class CellularModel(StudyModel):
+    """A cellular model: Cellpose's flow network, cells segmented as Cellpose's `eval` does.
+
+    `predict(data, **options)` takes one image ([H, W], [H, W, C] or ImageJ's [C, H, W],
+    any intensity scale) or the path of a TIFF or PNG image, and the options of
+    `python -m biomodels.predict --task=cellular` (diameter, channels, flow_threshold,
+    cellprob_threshold, min_size, masks_in, tile, overlap, batch_size). It answers a
+    `Segmentation`.
+
+    Example:
+        >>> model = biomodels.load(cellular_run)
+        >>> image = np.random.default_rng(0).uniform(0, 255, (64, 80))
+        >>> result = model.predict(image, diameter=20, flow_threshold=0.8)
+        >>> result.masks.shape, result.flows.shape, result.cellprob.shape, result.diameter
+        ((64, 80), (2, 64, 80), (64, 80), 20.0)
+    """
+
+    @classmethod
+    def from_file(cls, task, path):
+        """The model of a Cellpose CPnet checkpoint (a PyTorch state dict of Cellpose
+        1.x-3.x), converted to Keras in memory; its widths, channels and diameter are
+        read from the checkpoint, the rest is the paper preset."""
+        from biomodels.models.cellpose import CellposeNet, cellpose_input_channels
+        from biomodels.pipelines.torch_checkpoint import read_state_dict
+        from biomodels.predictors import KerasPredictor
+
+        state = read_state_dict(path)
+        model = CellposeNet.from_cellpose_state(state, nchan=cellpose_input_channels(state), path=path)
+        config = dataclasses.replace(task.presets()["paper"], nbase=tuple(model.nbase),
+                                     channels=(0, 1)[:model.nchan], diameter_mean=model.diam_mean)
+        return cls(task, KerasPredictor(task, model, config, source=path))
+
+    def predict(self, image, **options):
+        chosen = resolve_settings(self.predictor, self.config, self.options(options))
+        if is_path(image):
+            raw = data.read_cell_image(os.fspath(image), chosen.channels, chosen.gray)
+        else:
+            raw = data.cell_channels(image, chosen.channels, chosen.gray)
+        return segment_image(self.predictor, raw, chosen)
