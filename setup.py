@@ -26,6 +26,7 @@ setup(
         "tensorboard>=2.21,<2.22",
         "absl-py>=2.1",
     ],
+    entry_points={"console_scripts": ["biomodels=biomodels.console:main"]},
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],

@@ -12,7 +12,7 @@ two mask images (target ≥ 0.95).
 
     python benchmarks/cellular_predict.py --model_dir=RUN [--repeats=2]
 
-The run the README's figures came from (5 min 44 s here; AP@0.5 0.93 on its test split):
+The run docs/benchmarks.md's figures came from (5 min 44 s here; AP@0.5 0.93 on its test split):
 
     python -m biomodels.train --task=cellular --model_dir=RUN --set nbase=32,64,128,256 \\
         --set gray=true --set crop_size=112 --set epochs=8 --set steps_per_epoch=25

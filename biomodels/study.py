@@ -77,8 +77,11 @@ def train(task, data_dir=None, preset="quick", model_dir=None, seed=0, **setting
 
     Example:
         >>> run = biomodels.train("ccp", model_dir=str(tmp / "ccp_run"), epochs=1, steps_per_epoch=2,
-        ...                       synthetic_cells=3, batch_size=16)           # doctest: +ELLIPSIS
-        Training ccp ...
+        ...                       synthetic_cells=3, synthetic_tracks_per_cell=60)  # doctest: +ELLIPSIS
+        Preparing the built-in synthetic ccp data set in ...
+        Training ccp (...) for 1 epochs of 2 steps, batch 32, into .../ccp_run
+        ...
+        Exported the SavedModel to .../ccp_run/export
         >>> sorted(run.test_metrics)[:2]
         ['accuracy', 'balanced_accuracy']
     """

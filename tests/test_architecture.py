@@ -11,8 +11,8 @@ import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "biomodels")
 CLI_MODULES = {"biomodels.cli", "biomodels.train", "biomodels.predict", "biomodels.evaluate", "biomodels.prepare",
-               "biomodels.export.__main__"}
-TASK_MODULES = {"__init__.py", "config.py", "data.py", "metrics.py", "serving.py", "outputs.py"}
+               "biomodels.export.__main__", "biomodels.console"}
+TASK_MODULES = {"__init__.py", "config.py", "data.py", "inference.py", "metrics.py", "serving.py", "outputs.py"}
 
 
 def module_files():

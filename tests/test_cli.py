@@ -3,6 +3,8 @@ user mistakes: one line naming the file or flag, exit status 2, nothing half-wri
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -61,6 +63,11 @@ def test_evaluate_export_and_predict(trained_run, tmp_path):
     result = run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={model_dir}", "--split=val")
     assert result.returncode == 0, result.stderr
     assert json.loads((model_dir / "metrics_val.json").read_text())["pixels"] > 0
+    # the console command runs the same command with the same flags
+    console = subprocess.run([os.path.join(os.path.dirname(sys.executable), "biomodels"), "evaluate", "--task=cryoet",
+                              f"--model_dir={model_dir}", "--split=val"], capture_output=True, text=True, timeout=600)
+    assert console.returncode == 0, console.stderr
+    assert console.stdout == result.stdout
 
     export_dir = tmp_path / "serving"
     for version in (1, 2):
@@ -177,6 +184,7 @@ def test_predict_bad_inputs(trained_run, tmp_path):
     assert_one_line_error(result, "nan.mrc", "NaN or Inf")
     assert not (tmp_path / "o" / "nan_labels.mrc").exists()
     assert_one_line_error(run_cli("biomodels.evaluate", "--task=cryoet", f"--model_dir={tmp_path}"), "config.json", "not found")
+    assert_one_line_error(run_cli("biomodels.console", "fit", "--task=cryoet"), "unknown command 'fit'", "prepare, train")
     # an output folder that is a file, and an output file that is a folder
     volume = np.zeros((1, 16, 16), np.float32)
     readers.write_mrc(str(tmp_path / "tomo.mrc"), volume)

@@ -177,12 +177,10 @@ class CellularModel(StudyModel):
         """The model of a Cellpose CPnet checkpoint (a PyTorch state dict of Cellpose
         1.x-3.x), converted to Keras in memory; its widths, channels and diameter are
         read from the checkpoint, the rest is the paper preset."""
-        from biomodels.models.cellpose import CellposeNet, cellpose_input_channels
-        from biomodels.pipelines.torch_checkpoint import read_state_dict
+        from biomodels.pipelines.torch_checkpoint import read_cellpose_net
         from biomodels.predictors import KerasPredictor
 
-        state = read_state_dict(path)
-        model = CellposeNet.from_cellpose_state(state, nchan=cellpose_input_channels(state), path=path)
+        model = read_cellpose_net(path)  # Cellpose's CPnets take two channels
         config = dataclasses.replace(task.presets()["paper"], nbase=tuple(model.nbase),
                                      channels=(0, 1)[:model.nchan], diameter_mean=model.diam_mean)
         return cls(task, KerasPredictor(task, model, config, source=path))
