@@ -49,90 +49,142 @@ def default_model_dir(task):
     return os.path.join("runs", task.name, stamp)
 
 
-def train(task, config, data_dir, model_dir, options=RunOptions(), preset="quick", lock=None):
+def train(task, config, data_dir, model_dir, options=RunOptions(), *, preset="quick", lock=None):
     """Train (or resume), evaluate on test and export; returns the test metrics.
     `lock` is the run_state.lock_run lock the caller already holds on model_dir, if any."""
-    runtime.seed_everything(options.seed, options.deterministic)
-    policy = runtime.set_precision(options.precision)
-    strategy = runtime.make_strategy(options.strategy)
-    if not runtime.is_chief(strategy):
-        model_dir = os.path.join(model_dir, f"worker-{strategy.cluster_resolver.task_id}")
-    manifest = dataset_lib.read_manifest(data_dir)
-    if manifest["task"] != task.name:
-        raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"was prepared for task {manifest['task']!r}, not {task.name!r}")
-    # read before anything is written, so a wrong file leaves no run directory behind
-    initial_weights = _initial_weights(task, config, options.init_from) if options.init_from else None
-    os.makedirs(model_dir, exist_ok=True)
-    lock = lock or run_state.lock_run(model_dir)
+    run = TrainingRun(task, config, data_dir, model_dir, options, preset=preset)
+    lock = lock or run_state.lock_run(run.model_dir)
     try:
-        return _train_locked(task, config, data_dir, manifest, model_dir, options, preset, policy, strategy, initial_weights)
+        return run.complete()
     finally:
         lock.release()
 
 
-def _train_locked(task, config, data_dir, manifest, model_dir, options, preset, policy, strategy, initial_weights):
-    import keras
+class TrainingRun:
+    """One training run: its task, configuration, prepared data, directory, run options
+    and distribution strategy, with a method for each step of `complete`. Making it
+    checks the data set and the initial weights before anything is written."""
 
-    from biomodels import callbacks as callbacks_lib
-    from biomodels.report import format_table, say
+    def __init__(self, task, config, data_dir, model_dir, options=RunOptions(), *, preset="quick"):
+        runtime.seed_everything(options.seed, options.deterministic)
+        self.task, self.config, self.data_dir, self.options, self.preset = task, config, data_dir, options, preset
+        self.policy = runtime.set_precision(options.precision)
+        self.strategy = runtime.make_strategy(options.strategy)
+        if not runtime.is_chief(self.strategy):
+            model_dir = os.path.join(model_dir, f"worker-{self.strategy.cluster_resolver.task_id}")
+        self.model_dir = model_dir
+        self.manifest = dataset_lib.read_manifest(data_dir)
+        if self.manifest["task"] != task.name:
+            raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST),
+                             f"was prepared for task {self.manifest['task']!r}, not {task.name!r}")
+        # read before anything is written, so a wrong file leaves no run directory behind
+        self.initial_weights = _initial_weights(task, config, options.init_from) if options.init_from else None
+        os.makedirs(model_dir, exist_ok=True)
+        self.steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(self.split_count("train") / config.batch_size))
 
-    _check_resumable(model_dir, task, config)
-    if run_state.is_finished(model_dir):
-        raise InputError(model_dir, "holds a finished run; choose a new --model_dir to train again")
-    config_lib.write_json_atomic(os.path.join(model_dir, config_lib.CONFIG_FILE),
-                                 {**run_record(task, preset, config, data_dir, options.seed), "precision": policy})
+    def split_count(self, split):
+        return self.manifest["splits"][split]["count"]
 
-    train_count = manifest["splits"]["train"]["count"]
-    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(train_count / config.batch_size))
-    val_data, val_steps = None, None
-    if manifest["splits"]["val"]["count"]:
-        val_steps = math.ceil(manifest["splits"]["val"]["count"] / config.batch_size)
-        val_data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, "val")
-    with strategy.scope():
-        model = task.build_model(config, manifest)
-        if initial_weights is not None:
-            _set_initial_weights(model, initial_weights, options.init_from)
-        model.compile(**task.compile_arguments(config, manifest, steps_per_epoch),
-                      jit_compile=runtime.jit_compile(options.jit_compile, task))
-        run_state.build_optimizer(model)
-        first_epoch = run_state.restore_latest(model, model_dir)
-    say(f"Training {task.name} ({model.count_params():,} parameters, {policy}, {strategy.num_replicas_in_sync} replica(s)) "
-        f"for {config.epochs} epochs of {steps_per_epoch} steps, batch {config.batch_size}, into {model_dir}"
-        + (f"; resuming after epoch {first_epoch}" if first_epoch else ""))
-    train_data = dataset_lib.training_dataset(task, config, manifest, config.batch_size, options.seed, steps_per_epoch,
-                                              first_epoch, options.cache_bytes)
-    nan_guard = callbacks_lib.StopOnNaN()
-    epoch_checkpoint = callbacks_lib.EpochCheckpoint(model_dir, first_epoch)
-    callbacks = _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint, task.early_stopping_patience(config))
-    if first_epoch < config.epochs:
-        model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
-                  validation_data=val_data, validation_steps=val_steps, shuffle=False, callbacks=callbacks,
-                  verbose=_fit_verbosity(options.verbose))
-    if nan_guard.stopped_at is not None:
-        kept = (f"last.keras and {run_state.BACKUP_DIR}/ hold the weights after epoch {epoch_checkpoint.last_saved}, the last finite ones"
-                if epoch_checkpoint.last_saved else "no epoch ended with finite weights, so none were saved")
-        raise BiomodelsError(
-            f"training stopped: the loss became NaN or infinite at epoch {nan_guard.stopped_at[0] + 1}, "
-            f"batch {nan_guard.stopped_at[1]}; {kept}; lower the learning rate or check the data in {data_dir}"
-        )
-    best = os.path.join(model_dir, "best.keras")
-    if os.path.isfile(best):
-        model = keras.saving.load_model(best, safe_mode=True)
-    calibration = task.calibrate(model, val_data, manifest, config) if val_data is not None else {}
-    if calibration:
-        config_lib.write_json_atomic(os.path.join(model_dir, config_lib.CALIBRATION_FILE), calibration)
-    metrics = evaluate_split(task, model, config, data_dir, manifest, "test", model_dir, calibration)
-    header, rows = task.metrics_table(metrics)
-    say(f"Test split ({manifest['splits']['test']['count']} examples):\n" + format_table(rows, header))
-    if options.export and runtime.is_chief(strategy):
+    def complete(self):
+        """Every step, from a fresh or half-trained run directory to finished.json;
+        returns the test metrics."""
+        from biomodels.report import format_table, say
+
+        self.start()
+        val_data = self.validation_data()
+        model, first_epoch = self.compile()
+        say(f"Training {self.task.name} ({model.count_params():,} parameters, {self.policy}, "
+            f"{self.strategy.num_replicas_in_sync} replica(s)) for {self.config.epochs} epochs of {self.steps_per_epoch} "
+            f"steps, batch {self.config.batch_size}, into {self.model_dir}"
+            + (f"; resuming after epoch {first_epoch}" if first_epoch else ""))
+        model = self.fit(model, first_epoch, val_data)
+        calibration = self.calibrate(model, val_data)
+        metrics = evaluate_split(self.task, model, self.config, self.data_dir, "test", model_dir=self.model_dir,
+                                 calibration=calibration, manifest=self.manifest)
+        header, rows = self.task.metrics_table(metrics)
+        say(f"Test split ({self.split_count('test')} examples):\n" + format_table(rows, header))
+        self.export(model, metrics, calibration)
+        run_state.mark_finished(self.model_dir, {"finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                                                 "epochs": self.config.epochs, "metrics_test": metrics})
+        return metrics
+
+    def start(self):
+        """Refuse a directory of another run or a finished one; write config.json."""
+        _check_resumable(self.model_dir, self.task, self.config)
+        if run_state.is_finished(self.model_dir):
+            raise InputError(self.model_dir, "holds a finished run; choose a new --model_dir to train again")
+        record = run_record(self.task, self.preset, self.config, self.data_dir, self.options.seed)
+        config_lib.write_json_atomic(os.path.join(self.model_dir, config_lib.CONFIG_FILE),
+                                     {**record, "precision": self.policy})
+
+    def validation_data(self):
+        """The validation split's batches, None when it is empty."""
+        if not self.split_count("val"):
+            return None
+        return dataset_lib.evaluation_dataset(self.task, self.config, self.data_dir, self.manifest,
+                                              self.config.batch_size, "val")
+
+    def compile(self):
+        """(the compiled model under the strategy, the epochs already done), with the
+        initial weights or the latest epoch checkpoint restored."""
+        with self.strategy.scope():
+            model = self.task.build_model(self.config, self.manifest)
+            if self.initial_weights is not None:
+                _set_initial_weights(model, self.initial_weights, self.options.init_from)
+            model.compile(**self.task.compile_arguments(self.config, self.manifest, self.steps_per_epoch),
+                          jit_compile=runtime.jit_compile(self.options.jit_compile, self.task))
+            run_state.build_optimizer(model)
+            return model, run_state.restore_latest(model, self.model_dir)
+
+    def fit(self, model, first_epoch, val_data):
+        """Train from `first_epoch` to the configuration's epochs; returns the best model
+        (best.keras when validation chose one). A NaN or infinite loss stops the run
+        with an error naming the epoch and what was kept."""
+        import keras
+
+        from biomodels import callbacks as callbacks_lib
+
+        config, options = self.config, self.options
+        train_data = dataset_lib.training_dataset(self.task, config, self.manifest, config.batch_size, options.seed,
+                                                  self.steps_per_epoch, first_epoch, options.cache_bytes)
+        nan_guard = callbacks_lib.StopOnNaN()
+        epoch_checkpoint = callbacks_lib.EpochCheckpoint(self.model_dir, first_epoch)
+        callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, epoch_checkpoint,
+                               self.task.early_stopping_patience(config))
+        if first_epoch < config.epochs:
+            val_steps = math.ceil(self.split_count("val") / config.batch_size) if val_data is not None else None
+            model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=self.steps_per_epoch,
+                      validation_data=val_data, validation_steps=val_steps, shuffle=False, callbacks=callbacks,
+                      verbose=_fit_verbosity(options.verbose))
+        if nan_guard.stopped_at is not None:
+            kept = (f"last.keras and {run_state.BACKUP_DIR}/ hold the weights after epoch {epoch_checkpoint.last_saved}, "
+                    "the last finite ones" if epoch_checkpoint.last_saved else
+                    "no epoch ended with finite weights, so none were saved")
+            raise BiomodelsError(
+                f"training stopped: the loss became NaN or infinite at epoch {nan_guard.stopped_at[0] + 1}, "
+                f"batch {nan_guard.stopped_at[1]}; {kept}; lower the learning rate or check the data in {self.data_dir}"
+            )
+        best = os.path.join(self.model_dir, "best.keras")
+        return keras.saving.load_model(best, safe_mode=True) if os.path.isfile(best) else model
+
+    def calibrate(self, model, val_data):
+        """What the task fits on the validation split, kept in calibration.json ({} without one)."""
+        calibration = self.task.calibrate(model, val_data, self.manifest, self.config) if val_data is not None else {}
+        if calibration:
+            config_lib.write_json_atomic(os.path.join(self.model_dir, config_lib.CALIBRATION_FILE), calibration)
+        return calibration
+
+    def export(self, model, metrics, calibration):
+        """The SavedModel in model_dir/export (chief worker only, unless turned off)."""
+        from biomodels.report import say
+
+        if not self.options.export or not runtime.is_chief(self.strategy):
+            return
         from biomodels.export.savedmodel import replace_saved_model
 
-        export_dir = replace_saved_model(task, model, config, os.path.join(model_dir, "export"),
+        export_dir = replace_saved_model(self.task, model, self.config, os.path.join(self.model_dir, "export"),
                                          {"metrics_test": metrics, "calibration": calibration})
         say(f"Exported the SavedModel to {export_dir}")
-    run_state.mark_finished(model_dir, {"finished": datetime.datetime.now().isoformat(timespec="seconds"),
-                                        "epochs": config.epochs, "metrics_test": metrics})
-    return metrics
 
 
 def _fit_verbosity(requested):
@@ -144,8 +196,10 @@ def _fit_verbosity(requested):
     return 1 if sys.stdout.isatty() else 2
 
 
-def evaluate_split(task, model, config, data_dir, manifest, split, model_dir, calibration=None):
-    """The task's metrics on one split, also written to model_dir/metrics_<split>.json."""
+def evaluate_split(task, model, config, data_dir, split, *, model_dir, calibration=None, manifest=None):
+    """The task's metrics on one split, also written to model_dir/metrics_<split>.json;
+    `manifest` is the data set's, read from `data_dir` when not given."""
+    manifest = manifest or dataset_lib.read_manifest(data_dir)
     if manifest["splits"].get(split, {}).get("count", 0) == 0:
         raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"split {split!r} holds no examples")
     data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, split)
@@ -157,11 +211,8 @@ def evaluate_split(task, model, config, data_dir, manifest, split, model_dir, ca
 def evaluate_run(task, model_dir, data_dir=None, split="test", overrides=None):
     """The metrics of the run in `model_dir` on `split`; `overrides` replace fields of the
     run's configuration (a task's evaluate options); None values are left out."""
-    import dataclasses
-
     from biomodels.errors import ConfigError
     from biomodels.runs import load_trained_model, run_config
-    from biomodels.pipelines import dataset as dataset_lib
 
     config = run_config(task, model_dir)
     overrides = {name: value for name, value in (overrides or {}).items() if value is not None}
@@ -171,9 +222,9 @@ def evaluate_run(task, model_dir, data_dir=None, split="test", overrides=None):
             raise ConfigError(f"--{unknown[0]} does not apply to task {task.name}")
         config = dataclasses.replace(config, **overrides)
     data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
-    manifest = dataset_lib.read_manifest(data_dir)
-    model = load_trained_model(model_dir)
-    return evaluate_split(task, model, config, data_dir, manifest, split, model_dir, config_lib.read_calibration(model_dir))
+    manifest = dataset_lib.read_manifest(data_dir)  # a damaged data set is said before the model loads
+    return evaluate_split(task, load_trained_model(model_dir), config, data_dir, split, model_dir=model_dir,
+                          calibration=config_lib.read_calibration(model_dir), manifest=manifest)
 
 
 def _check_resumable(model_dir, task, config):
