@@ -61,7 +61,7 @@ def main():
     args = parser.parse_args()
     task = tasks.get("cellular")
     model = load_trained_model(args.model_dir)
-    predictor = KerasPredictor(task, model, run_config(task, args.model_dir), read_calibration(args.model_dir))
+    predictor = KerasPredictor(task, model, run_config(task, args.model_dir), read_calibration(task, args.model_dir))
     if model.nbase != (32, 64, 128, 256) or model.nchan != 2:
         sys.exit(f"{args.model_dir}: Cellpose 3 builds CPnets of widths 32-256 on 2 channels; this run's network has "
                  f"widths {list(model.nbase)} on {model.nchan}")

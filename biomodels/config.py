@@ -146,10 +146,23 @@ def read_run_config(model_dir):
     return read_json(path)
 
 
-def read_calibration(model_dir):
-    """What the task fitted on the validation split after training ({} if nothing)."""
+def read_calibration(task, model_dir):
+    """What the task fitted on the validation split after training ({} if nothing),
+    each of the task's `calibration_fields` checked for its type: a damaged file is one
+    InputError naming it and the field."""
     path = os.path.join(model_dir, CALIBRATION_FILE)
-    return read_json(path) if os.path.isfile(path) else {}
+    if not os.path.isfile(path):
+        return {}
+    calibration = read_json(path)
+    if not isinstance(calibration, dict):
+        raise InputError(path, f"is not a JSON object of fitted values (found a {type(calibration).__name__})")
+    for field, kind in task.calibration_fields.items():
+        value = calibration.get(field)
+        if value is None or not isinstance(value, kind) or isinstance(value, bool):
+            found = "missing" if field not in calibration else f"{type(value).__name__} {str(value)[:40]!r}"
+            expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise InputError(path, f"field {field}: expected {expected}, found {found}")
+    return calibration
 
 
 def read_json(path):

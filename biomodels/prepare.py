@@ -56,7 +56,7 @@ def assign_groups(groups, fractions, seed):
     return {groups[index]: split for index, split in zip(order, names)}
 
 
-def prepare_dataset(task, config, output_dir, input_path=None, synthetic=False, num_examples=None,
+def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=False, num_examples=None,
                     seed=0, fractions=None, show_progress=True):
     """Write the prepared data set into `output_dir`; returns its manifest. `fractions`
     default to the task's split."""
@@ -78,7 +78,8 @@ def prepare_dataset(task, config, output_dir, input_path=None, synthetic=False, 
             log.info("generating %d synthetic %s examples (seed %d)", count, task.name, seed)
             task.write_synthetic(raw_dir, count, seed, config)
             input_path = raw_dir
-        manifest = _write_shards(task, config, input_path, staging, seed, fractions, show_progress)
+        manifest = _write_shards(task, config, input_path, staging, seed=seed, fractions=fractions,
+                                 show_progress=show_progress)
         manifest["synthetic"] = bool(synthetic)
         shutil.rmtree(os.path.join(staging, "raw"), ignore_errors=True)
         config_lib.write_json_atomic(os.path.join(staging, dataset_lib.MANIFEST), manifest)
@@ -126,52 +127,47 @@ def stratified_assignment(strata, fractions, seed):
     return assignment.tolist()
 
 
-def _write_shards(task, config, input_path, staging, seed, fractions, show_progress):
-    sources = task.find_sources(input_path, config)
+def _split_plan(task, config, sources, fractions, seed, input_path):
+    """(how sources are split: "example", "assigned", "group" or "blocks"; {group: split}
+    when whole groups go to splits)."""
     groups = [source.group for source in sources]
     assigned = {source.group: task.assigned_split(source, config) for source in sources}
     assigned = {group: split for group, split in assigned.items() if split}
-    by_example = task.split_by_example(config) and not assigned
-    by_group = bool(assigned) or (not by_example and len(set(groups)) >= sum(1 for f in fractions if f > 0))
     if assigned:
-        split_of_group = {group: assigned.get(group, "train") for group in groups}
-    elif by_group:
-        split_of_group = assign_groups(groups, fractions, seed)
-    elif not by_example:
-        log.warning("only %d group(s) in %s: splitting each one's examples in contiguous blocks", len(set(groups)), input_path)
+        return "assigned", {group: assigned.get(group, "train") for group in groups}
+    if task.split_by_example(config):
+        return "example", None
+    if len(set(groups)) >= sum(1 for f in fractions if f > 0):
+        return "group", assign_groups(groups, fractions, seed)
+    log.warning("only %d group(s) in %s: splitting each one's examples in contiguous blocks", len(set(groups)), input_path)
+    return "blocks", None
+
+
+SPLIT_BY = {"example": "example, stratified", "assigned": "task's assignment", "group": "group",
+            "blocks": "contiguous blocks within each group"}
+
+
+def _write_shards(task, config, input_path, staging, *, seed, fractions, show_progress):
+    """Read every source under `input_path`, write its examples into the shards of their
+    splits in `staging`; returns the manifest."""
+    sources = task.find_sources(input_path, config)
+    split_by, split_of_group = _split_plan(task, config, sources, fractions, seed, input_path)
     writers = {split: tfrecord.SplitWriter(staging, split) for split in SPLITS}
-    source_records = []
-    held = []  # (source index, example) while splitting by example
-    bar = _progress(len(sources), "reading sources") if show_progress else None
     try:
-        feature_spec = None
-        for done, source in enumerate(sources, start=1):
-            info, examples = task.read_source(source, config)
-            examples = list(examples) if not by_group else examples
-            record = {"name": source.name, "group": source.group, "files": [os.path.abspath(p) for p in source.paths],
-                      "split": split_of_group[source.group] if by_group else "all", **info}
-            for index, example in enumerate(examples):
-                feature_spec = feature_spec or tfrecord.feature_spec_of(example)
-                if by_example:
-                    held.append((len(source_records), example))
-                    continue
-                split = split_of_group[source.group] if by_group else _contiguous_split(index, len(examples), fractions)
-                writers[split].write(tfrecord.encode_example(example))
-            source_records.append(record)
-            if bar:
-                bar.update(done)
+        feature_spec, source_records, held = _write_sources(task, config, sources, writers, split_by=split_by,
+                                                            split_of_group=split_of_group, fractions=fractions,
+                                                            show_progress=show_progress)
         if feature_spec is None:
             raise InputError(input_path, "holds no examples")
-        if by_example:
+        if split_by == "example":
             assignment = stratified_assignment([task.stratum(example) for _, example in held], fractions, seed)
             for (source_index, example), split in zip(held, assignment):
                 writers[split].write(tfrecord.encode_example(example))
                 examples_per_split = source_records[source_index].setdefault("examples", dict.fromkeys(SPLITS, 0))
                 examples_per_split[split] += 1
-        counts = {split: writer.count for split, writer in writers.items()}
-        if counts["train"] == 0:
+        if writers["train"].count == 0:
             raise InputError(input_path, "no examples fell into the training split")
-        splits = {split: {"count": counts[split], "shards": writers[split].commit()} for split in SPLITS}
+        splits = {split: {"count": writer.count, "shards": writer.commit()} for split, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.discard()
@@ -182,7 +178,7 @@ def _write_shards(task, config, input_path, staging, seed, fractions, show_progr
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
         "split_fractions": list(fractions),
-        "split_by": "example, stratified" if by_example else "task's assignment" if assigned else "group" if by_group else "contiguous blocks within each group",
+        "split_by": SPLIT_BY[split_by],
         "splits": splits,
         "features": feature_spec,
         "config": config_lib.to_dict(config),
@@ -192,6 +188,31 @@ def _write_shards(task, config, input_path, staging, seed, fractions, show_progr
     train = dataset_lib.examples(staging, manifest, "train").as_numpy_iterator()
     manifest["statistics"] = task.statistics(train)
     return manifest
+
+
+def _write_sources(task, config, sources, writers, *, split_by, split_of_group, fractions, show_progress):
+    """(feature spec, one manifest record per source, the examples held back to be split
+    by example as (source index, example)): each source read once, its examples written
+    to `writers` unless `split_by` is "example"."""
+    by_group = split_of_group is not None
+    source_records, held, feature_spec = [], [], None
+    bar = _progress(len(sources), "reading sources") if show_progress else None
+    for done, source in enumerate(sources, start=1):
+        info, examples = task.read_source(source, config)
+        examples = list(examples) if not by_group else examples
+        source_records.append({"name": source.name, "group": source.group,
+                               "files": [os.path.abspath(p) for p in source.paths],
+                               "split": split_of_group[source.group] if by_group else "all", **info})
+        for index, example in enumerate(examples):
+            feature_spec = feature_spec or tfrecord.feature_spec_of(example)
+            if split_by == "example":
+                held.append((len(source_records) - 1, example))
+                continue
+            split = split_of_group[source.group] if by_group else _contiguous_split(index, len(examples), fractions)
+            writers[split].write(tfrecord.encode_example(example))
+        if bar:
+            bar.update(done)
+    return feature_spec, source_records, held
 
 
 def _skipped_totals(source_records):

@@ -146,7 +146,8 @@ class TrainingRun:
 
         config, options = self.config, self.options
         train_data = dataset_lib.training_dataset(self.task, config, self.manifest, config.batch_size, options.seed,
-                                                  self.steps_per_epoch, first_epoch, options.cache_bytes)
+                                                  steps_per_epoch=self.steps_per_epoch, first_epoch=first_epoch,
+                                                  cache_bytes=options.cache_bytes)
         nan_guard = callbacks_lib.StopOnNaN()
         epoch_checkpoint = callbacks_lib.EpochCheckpoint(self.model_dir, first_epoch)
         callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, epoch_checkpoint,
@@ -224,7 +225,7 @@ def evaluate_run(task, model_dir, data_dir=None, split="test", overrides=None):
     data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
     manifest = dataset_lib.read_manifest(data_dir)  # a damaged data set is said before the model loads
     return evaluate_split(task, load_trained_model(model_dir), config, data_dir, split, model_dir=model_dir,
-                          calibration=config_lib.read_calibration(model_dir), manifest=manifest)
+                          calibration=config_lib.read_calibration(task, model_dir), manifest=manifest)
 
 
 def _check_resumable(model_dir, task, config):

@@ -6,6 +6,7 @@ task's options."""
 import ast
 import os
 import re
+import sys
 
 import pytest
 
@@ -127,3 +128,34 @@ def test_shared_command_lines_name_no_task_option():
         source = open(os.path.join(ROOT, command)).read()
         named = sorted(option for option in options if re.search(rf"[\"']{option}[\"']|--{option}\b", source))
         assert not named, f"{command} names task options {named}"
+
+
+def functions_over(limit_lines, limit_positional):
+    """(functions longer than `limit_lines`, functions taking more than
+    `limit_positional` positional parameters besides self and cls) under biomodels/,
+    as 'module:function (n)'."""
+    long, wide = [], []
+    for module, path in module_files().items():
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                positional = [a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if lines > limit_lines:
+                    long.append(f"{module}:{node.name} ({lines})")
+                if len(positional) > limit_positional:
+                    wide.append(f"{module}:{node.name} ({len(positional)})")
+    return long, wide
+
+
+def test_functions_fit_on_a_screen_and_take_few_positional_parameters():
+    long, wide = functions_over(60, 6)
+    assert not long, f"functions over 60 lines: {long}"
+    assert not wide, f"functions with more than 6 positional parameters (make the rest keyword-only): {wide}"
+
+
+def test_the_size_check_counts_lines_and_positional_parameters(tmp_path, monkeypatch):
+    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    (tmp_path / "m.py").write_text(f"def long(a):\n{body}\n\ndef wide(self, a, b, c, d, e, f, g, *, h=1):\n    pass\n"
+                                   "def fine(a, b, c, d, e, f, *, g=1, h=2):\n    pass\n")
+    monkeypatch.setattr(sys.modules[__name__], "module_files", lambda: {"biomodels.m": str(tmp_path / "m.py")})
+    assert functions_over(60, 6) == (["biomodels.m:long (61)"], ["biomodels.m:wide (7)"])

@@ -156,15 +156,15 @@ def test_training_epochs_depend_on_seed_and_epoch_alone_cached_or_streamed(prepa
     whether the split is cached in memory or streamed from its shards."""
     manifest = dataset_lib.read_manifest(str(prepared_cryoet))
     config, steps = tiny_cryoet_config, 3
-    whole = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps), 4 * steps)
-    resumed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps, first_epoch=2), 2 * steps)
+    whole = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps), 4 * steps)
+    resumed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps, first_epoch=2), 2 * steps)
     for a, b in zip(whole[2 * steps:], resumed):
         np.testing.assert_array_equal(a, b)
     # epochs differ from one another (a new order and new augmentation each epoch)
     assert not np.array_equal(whole[0], whole[steps])
-    streamed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps, first_epoch=1,
+    streamed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps, first_epoch=1,
                                                      cache_bytes=0), 3 * steps)
-    streamed_again = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps, first_epoch=2,
+    streamed_again = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps, first_epoch=2,
                                                            cache_bytes=0), 2 * steps)
     for a, b in zip(streamed[steps:], streamed_again):
         np.testing.assert_array_equal(a, b)
@@ -262,3 +262,29 @@ def test_mrc_slices_round_trip_with_mrcfiles_header(tmp_path):
         handle.truncate(1024 + 100)
     with pytest.raises(InputError, match=r"in.mrc: not a readable MRC file \(cut short"):
         MrcSlices(str(tmp_path / "in.mrc"))
+
+
+def test_a_damaged_manifest_names_the_file_and_the_field(prepared_cryoet):
+    """A dataset.json from a newer biomodels, or missing a field, or with a field of the
+    wrong type, is one InputError naming the file and the field, not a KeyError."""
+    import json
+
+    path = prepared_cryoet / "dataset.json"
+    original = json.loads(path.read_text())
+    damages = [
+        (lambda m: m.update(schema_version=99), "field schema_version: 99 is from a newer biomodels"),
+        (lambda m: m.update(schema_version=0), "field schema_version: 0 is not 1"),
+        (lambda m: m.pop("splits"), "field splits: expected a dict, found missing"),
+        (lambda m: m.update(task=3), "field task: expected a str, found a int"),
+        (lambda m: m["splits"].pop("val"), "field splits.val: expected a count and a list of shards"),
+        (lambda m: m["splits"]["train"].update(count="many"), "field splits.train: expected a count"),
+    ]
+    for damage, message in damages:
+        manifest = json.loads(json.dumps(original))
+        damage(manifest)
+        path.write_text(json.dumps(manifest))
+        with pytest.raises(InputError, match=f"dataset.json: {message}"):
+            dataset_lib.read_manifest(str(prepared_cryoet))
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError, match="dataset.json: is not a JSON object"):
+        dataset_lib.read_manifest(str(prepared_cryoet))

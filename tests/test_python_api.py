@@ -210,3 +210,23 @@ def test_bad_input_is_one_clear_error(runs, tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(InputError, match="notes.txt: is a file: a cryoet model is a run directory"):
         biomodels.load(tmp_path / "notes.txt", task="cryoet")
+
+
+def test_a_damaged_calibration_names_the_file_and_the_field(runs, tmp_path):
+    import shutil
+
+    from conftest import assert_one_line_error, run_cli
+
+    run = tmp_path / "ccp_run"
+    shutil.copytree(runs["ccp"], run)
+    calibration = json.loads((run / "calibration.json").read_text())
+    for damaged, message in (({**calibration, "validation_positive_probabilities": "0.2"},
+                              "field validation_positive_probabilities: expected list, found str '0.2'"),
+                             ({"validation_negative_probabilities": []},
+                              "field validation_positive_probabilities: expected list, found missing"),
+                             ([0.1], "is not a JSON object of fitted values")):
+        (run / "calibration.json").write_text(json.dumps(damaged))
+        with pytest.raises(InputError, match=f"calibration.json: {message}"):
+            biomodels.load(run)
+    result = run_cli("biomodels.evaluate", "--task=ccp", f"--model_dir={run}")
+    assert_one_line_error(result, "calibration.json", "is not a JSON object")

@@ -61,12 +61,12 @@ def export_run(task, model_dir, export_dir, version=None, warmup=None, overwrite
     model = load_trained_model(model_dir)
     metrics_path = os.path.join(model_dir, "metrics_test.json")
     metadata = {"metrics_test": config_lib.read_json(metrics_path)} if os.path.isfile(metrics_path) else {}
-    metadata["calibration"] = config_lib.read_calibration(model_dir)
+    metadata["calibration"] = config_lib.read_calibration(task, model_dir)
     return export_version(task, model, config, export_dir, version=version, warmup=warmup, overwrite=overwrite,
                           metadata=metadata)
 
 
-def export_version(task, model, config, export_dir, version=None, warmup=None, overwrite=False, metadata=None):
+def export_version(task, model, config, export_dir, *, version=None, warmup=None, overwrite=False, metadata=None):
     """Write export_dir/<task>/<version>/ with warmup requests, then regenerate
     models.config and batching.config; returns the version folder."""
     task_dir = os.path.join(export_dir, task.name)

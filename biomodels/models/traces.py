@@ -85,7 +85,7 @@ class TraceNet(keras.Model):
     """Masked 1-D convolutions and a bidirectional GRU over [batch, time, channels]
     traces with their int32 `lengths`."""
 
-    def __init__(self, channel_mean, channel_variance, filters=32, kernel_size=5, conv_layers=2, gru_units=32,
+    def __init__(self, channel_mean, channel_variance, *, filters=32, kernel_size=5, conv_layers=2, gru_units=32,
                  dense_units=32, dropout=0.1, **kwargs):
         channels = len(channel_mean)
         traces = keras.Input(shape=(None, channels), name="traces")

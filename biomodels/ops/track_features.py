@@ -64,7 +64,7 @@ def displacement_statistics(positions):
     return total, max_msd
 
 
-def track_features(clathrin, background=None, positions=None, lifetime_s=None, frame_interval_s=1.0,
+def track_features(clathrin, background=None, positions=None, *, lifetime_s=None, frame_interval_s=1.0,
                    start_buffer=None, end_buffer=None, total_displacement=None, msd=None):
     """The 11 features (float32, in FEATURE_NAMES order) of one track.
 

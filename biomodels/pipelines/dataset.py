@@ -19,14 +19,39 @@ def read_manifest(data_dir):
     if not os.path.isfile(path):
         raise InputError(path, "not found: prepare the data with `python -m biomodels.prepare` first")
     manifest = read_json(path)
-    if manifest.get("schema_version") != tfrecord.SCHEMA_VERSION:
-        raise InputError(path, f"schema version {manifest.get('schema_version')} is not {tfrecord.SCHEMA_VERSION}; prepare the data again")
+    check_manifest_fields(path, manifest)
     for split, info in manifest["splits"].items():
         for shard in info["shards"]:
             if not os.path.isfile(os.path.join(data_dir, shard)):
                 raise InputError(os.path.join(data_dir, shard), f"shard of split {split!r} is missing")
     manifest["data_dir"] = os.path.abspath(data_dir)
     return manifest
+
+
+#: the fields every manifest has, and their JSON types
+MANIFEST_FIELDS = {"task": str, "schema_version": int, "splits": dict, "features": dict, "sources": list,
+                   "statistics": dict}
+
+
+def check_manifest_fields(path, manifest):
+    """One InputError naming `path` and the field, unless the manifest is of this schema
+    version and has every field, of its type, and each split its count and shards."""
+    if not isinstance(manifest, dict):
+        raise InputError(path, "is not a JSON object: not a dataset.json of biomodels.prepare")
+    version = manifest.get("schema_version")
+    if isinstance(version, int) and version > tfrecord.SCHEMA_VERSION:
+        raise InputError(path, f"field schema_version: {version} is from a newer biomodels (this one reads "
+                               f"{tfrecord.SCHEMA_VERSION}); upgrade biomodels or prepare the data again")
+    if version != tfrecord.SCHEMA_VERSION:
+        raise InputError(path, f"field schema_version: {version} is not {tfrecord.SCHEMA_VERSION}; prepare the data again")
+    for field, kind in MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(field), kind):
+            found = "missing" if field not in manifest else f"a {type(manifest[field]).__name__}"
+            raise InputError(path, f"field {field}: expected a {kind.__name__}, found {found}; prepare the data again")
+    for split in ("train", "val", "test"):
+        info = manifest["splits"].get(split)
+        if not (isinstance(info, dict) and isinstance(info.get("count"), int) and isinstance(info.get("shards"), list)):
+            raise InputError(path, f"field splits.{split}: expected a count and a list of shards; prepare the data again")
 
 
 def examples(data_dir, manifest, split):
@@ -50,7 +75,7 @@ def default_cache_bytes():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
-def training_dataset(task, config, manifest, batch_size, seed, steps_per_epoch, first_epoch=0, cache_bytes=None,
+def training_dataset(task, config, manifest, batch_size, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=None,
                      split="train"):
     """Augmented batches for `model.fit`, `steps_per_epoch` per epoch from `first_epoch` on.
 

@@ -54,7 +54,7 @@ class RunPredictor(KerasPredictor):
         from biomodels.runs import load_trained_model, run_config
 
         config = run_config(task, model_dir)
-        super().__init__(task, load_trained_model(model_dir), config, config_lib.read_calibration(model_dir), model_dir)
+        super().__init__(task, load_trained_model(model_dir), config, config_lib.read_calibration(task, model_dir), model_dir)
 
 
 class SavedModelPredictor(_FunctionPredictor):

@@ -37,7 +37,7 @@ class _ServedPredictor(Predictor):
 
     remote = True
 
-    def __init__(self, source, model, version, max_batch_size, retries, backoff_seconds, timeout_seconds):
+    def __init__(self, source, model, *, version, max_batch_size, retries, backoff_seconds, timeout_seconds):
         super().__init__(source)
         if not model:
             raise ServingError(f"{source}: name the model (model=... or /v1/models/NAME in the URL)")
@@ -72,15 +72,15 @@ class _ServedPredictor(Predictor):
 
 
 class RestPredictor(_ServedPredictor):
-    def __init__(self, url, model=None, version=None, max_batch_size=8, retries=4, backoff_seconds=0.5,
+    def __init__(self, url, model=None, *, version=None, max_batch_size=8, retries=4, backoff_seconds=0.5,
                  timeout_seconds=120, rest_format="columnar"):
         match = REST_PATH.match(url)
         if not match:
             raise ServingError(f"{url}: expected http://host:port[/v1/models/NAME[/versions/N]]")
         if rest_format not in ("columnar", "row"):
             raise ValueError("rest_format is 'columnar' or 'row'")
-        super().__init__(url, match["model"] or model, match["version"] or version, max_batch_size, retries,
-                         backoff_seconds, timeout_seconds)
+        super().__init__(url, match["model"] or model, version=match["version"] or version, max_batch_size=max_batch_size,
+                         retries=retries, backoff_seconds=backoff_seconds, timeout_seconds=timeout_seconds)
         self.base, self.rest_format = match["base"], rest_format
 
     def metadata(self):
@@ -136,9 +136,10 @@ class RestPredictor(_ServedPredictor):
 
 
 class GrpcPredictor(_ServedPredictor):
-    def __init__(self, address, model=None, version=None, max_batch_size=8, retries=4, backoff_seconds=0.5,
+    def __init__(self, address, model=None, *, version=None, max_batch_size=8, retries=4, backoff_seconds=0.5,
                  timeout_seconds=120):
-        super().__init__(address, model, version, max_batch_size, retries, backoff_seconds, timeout_seconds)
+        super().__init__(address, model, version=version, max_batch_size=max_batch_size, retries=retries,
+                         backoff_seconds=backoff_seconds, timeout_seconds=timeout_seconds)
         self.target = address[len("grpc://"):].rstrip("/") if address.startswith("grpc://") else address
         self._stub = None
 

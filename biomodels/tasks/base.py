@@ -118,6 +118,8 @@ class Task(abc.ABC):
     evaluate_options = ()
     #: the `biomodels.study_model.StudyModel` subclass that `biomodels.load` gives for this task
     model_class = None
+    #: {field: type or tuple of types} of what `calibrate` keeps, checked when calibration.json is read
+    calibration_fields = {}
 
     @classmethod
     @abc.abstractmethod

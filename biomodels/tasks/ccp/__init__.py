@@ -46,6 +46,7 @@ class CCPTask(Task):
     serving_batching = {"max_batch_size": 256, "batch_timeout_micros": 1000, "max_enqueued_batches": 64,
                         "num_batch_threads": 2, "pad_variable_length_inputs": True}
     model_class = inference.CCPModel
+    calibration_fields = {"validation_positive_probabilities": list, "validation_negative_probabilities": list}
     predict_options = (
         Option("target_recall", "float", None, "Flag for review the tracks above the threshold that keeps this recall "
                                                "on the validation split (default: the run's target_recall).",
@@ -96,8 +97,8 @@ class CCPTask(Task):
         data.check_channels(config, manifest)
         chosen = data.channel_indices(config)
         return TraceNet([stats["channel_mean"][i] for i in chosen], [stats["channel_variance"][i] for i in chosen],
-                        config.filters, config.kernel_size, config.conv_layers, config.gru_units, config.dense_units,
-                        config.dropout)
+                        filters=config.filters, kernel_size=config.kernel_size, conv_layers=config.conv_layers,
+                        gru_units=config.gru_units, dense_units=config.dense_units, dropout=config.dropout)
 
     def class_weights(self, config, manifest):
         """(positive, negative) loss weights: balanced makes both classes weigh the same."""

@@ -130,9 +130,9 @@ def features(track, config):
     if track.features is not None:
         return np.asarray(track.features, np.float32)
     return track_features(
-        track.clathrin, track.background, track.positions, track.lifetime_s,
-        track.frame_interval_s or config.frame_interval_s, track.start_buffer, track.end_buffer,
-        track.total_displacement, track.msd,
+        track.clathrin, track.background, track.positions, lifetime_s=track.lifetime_s,
+        frame_interval_s=track.frame_interval_s or config.frame_interval_s, start_buffer=track.start_buffer,
+        end_buffer=track.end_buffer, total_displacement=track.total_displacement, msd=track.msd,
     )
 
 

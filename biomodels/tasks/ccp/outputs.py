@@ -39,14 +39,14 @@ def write_triage(predictor, config, input_path, output_dir, options):
     threshold = inference.review_threshold(predictor, config, options)  # said before the files are read
     tracks, files, skipped, skipped_by_cell = data.gather_tracks(input_path, sources, kind)
     result = inference.triage(predictor, config, tracks, threshold)
-    probabilities, review, threshold, basis = result.probability, result.review, result.threshold, result.basis
-    order = np.argsort(-probabilities, kind="stable")
+    review, threshold, basis = result.review, result.threshold, result.basis
+    order = np.argsort(-result.probability, kind="stable")
     written = [
-        _write_track_table(os.path.join(output_dir, "triage.csv"), config, tracks, files, probabilities, review, order),
-        _write_cell_table(os.path.join(output_dir, "cells.csv"), tracks, probabilities, review, skipped_by_cell),
+        _write_track_table(os.path.join(output_dir, "triage.csv"), config, tracks, files, result, order),
+        _write_cell_table(os.path.join(output_dir, "cells.csv"), tracks, result, skipped_by_cell),
     ]
     if kind == "traces":
-        written.append(_write_examples(os.path.join(output_dir, "triage_examples.png"), tracks, probabilities, order, threshold))
+        written.append(_write_examples(os.path.join(output_dir, "triage_examples.png"), tracks, result, order))
     summary = {
         "model": predictor.source, "model_kind": kind,
         "threshold": threshold, "threshold_basis": basis, "tracks": len(tracks), "cells": len(set(t.cell for t in tracks)),
@@ -60,7 +60,7 @@ def write_triage(predictor, config, input_path, output_dir, options):
     return written
 
 
-def _write_track_table(path, config, tracks, files, probabilities, review, order):
+def _write_track_table(path, config, tracks, files, result, order):
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "cell", "track", "file", "frames", "lifetime_s", "probability", "review", "label"])
@@ -69,12 +69,13 @@ def _write_track_table(path, config, tracks, files, probabilities, review, order
             label = data.label(track, config)
             lifetime = track.lifetime_s or (track.frames * (track.frame_interval_s or config.frame_interval_s) or None)
             writer.writerow([rank, readable(track.cell), readable(track.track_id), readable(files[index]), track.frames,
-                             "" if lifetime is None else f"{lifetime:g}", f"{probabilities[index]:.6f}",
-                             int(review[index]), "" if label is None else label])
+                             "" if lifetime is None else f"{lifetime:g}", f"{result.probability[index]:.6f}",
+                             int(result.review[index]), "" if label is None else label])
     return path
 
 
-def _write_cell_table(path, tracks, probabilities, review, skipped_by_cell):
+def _write_cell_table(path, tracks, result, skipped_by_cell):
+    probabilities, review = result.probability, result.review
     cells = collections.defaultdict(list)
     for index, track in enumerate(tracks):
         cells[track.cell].append(index)
@@ -92,11 +93,12 @@ def _write_cell_table(path, tracks, probabilities, review, skipped_by_cell):
     return path
 
 
-def _write_examples(path, tracks, probabilities, order, threshold):
+def _write_examples(path, tracks, result, order):
     """Traces of the top, the borderline (nearest the threshold) and the bottom tracks."""
     from biomodels.pipelines.trace_plots import draw_trace_grid
 
-    nearest = np.argsort(np.abs(probabilities - threshold), kind="stable")[:EXAMPLES_PER_ROW]
+    probabilities = result.probability
+    nearest = np.argsort(np.abs(probabilities - result.threshold), kind="stable")[:EXAMPLES_PER_ROW]
     groups = [("top", order[:EXAMPLES_PER_ROW]), ("borderline", nearest), ("bottom", order[::-1][:EXAMPLES_PER_ROW])]
     rows = []
     for label, indices in groups:

@@ -44,6 +44,7 @@ class CellularTask(Task):
     data_fields = ("channels", "gray", "skip_classes", "val_pattern", "test_pattern", "min_masks", "synthetic_images",
                    "synthetic_shape")
     model_class = inference.CellularModel
+    calibration_fields = {"training_diameter": (int, float)}
     serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
     predict_options = (
         Option("diameter", "float", None, "Mean cell diameter in pixels; images are rescaled so cells match the "

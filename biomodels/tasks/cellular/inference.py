@@ -91,7 +91,7 @@ def resize(image, height, width):
     return np.asarray(tf.image.resize(image, [height, width], method="bilinear"))
 
 
-def network_maps(normalised, image, scale, tile=512, overlap=64, batch_size=4):
+def network_maps(normalised, image, scale, *, tile=512, overlap=64, batch_size=4):
     """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
     resized by `scale` (the network's diameter over the image's), given a border of
     IMAGE_BORDER zero pixels, run in overlapping tiles of at most `tile` pixels through
@@ -116,7 +116,7 @@ def network_maps(normalised, image, scale, tile=512, overlap=64, batch_size=4):
     return maps
 
 
-def segment(normalised, image, scale, thresholds, tile=512, overlap=64, batch_size=4):
+def segment(normalised, image, scale, thresholds, *, tile=512, overlap=64, batch_size=4):
     """(instance masks, maps [H, W, 3]) of one normalised image through `normalised`
     (see `network_maps`); `thresholds` are masks_from_flows' flow_threshold,
     cellprob_threshold and min_size."""

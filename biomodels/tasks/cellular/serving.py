@@ -21,23 +21,7 @@ from biomodels.tasks.cellular.data import preprocess
 def serving_functions(model, config, calibration=None):
     import tensorflow as tf
 
-    from biomodels.ops import graph_masks
-    from biomodels.ops.padding import pad_to_multiple
-
-    multiple = size_multiple(config)
-    network = model.with_style()
-    channels = len(config.channels)
-
-    def run(x, border=IMAGE_BORDER):
-        """The network on normalised images; whole images get a `border` of zero pixels
-        around them (tiles of one get 0: their edges are not the image's)."""
-        height, width = tf.shape(x)[1], tf.shape(x)[2]
-        # exactly the network's channels: extra ones dropped, missing ones zero
-        x = tf.pad(x, [[0, 0], [border, border], [border, border], [0, tf.maximum(channels - tf.shape(x)[3], 0)]])
-        x = pad_to_multiple(x[..., :channels], multiple, axes=(1, 2))
-        maps, style = network(x, training=False)
-        maps = tf.cast(maps, tf.float32)[:, border:border + height, border:border + width]
-        return {"flows": maps[..., :2] / 5.0, "cellprob": maps[..., 2], "style": tf.cast(style, tf.float32)}
+    run = network_runner(model, config)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")])
     def serve(images):
@@ -48,6 +32,39 @@ def serving_functions(model, config, calibration=None):
         return run(images, border=0)
 
     training_diameter = float((calibration or {}).get("training_diameter") or config.diameter_mean)
+    return {"serving_default": serve, "normalised": normalised, **mask_signatures(run, config, training_diameter)}
+
+
+def network_runner(model, config):
+    """run(normalised images, border) -> {"flows", "cellprob", "style"}: the network on
+    normalised images; whole images get a `border` of zero pixels around them (tiles of
+    one get 0: their edges are not the image's)."""
+    import tensorflow as tf
+
+    from biomodels.ops.padding import pad_to_multiple
+
+    multiple = size_multiple(config)
+    network = model.with_style()
+    channels = len(config.channels)
+
+    def run(x, border=IMAGE_BORDER):
+        height, width = tf.shape(x)[1], tf.shape(x)[2]
+        # exactly the network's channels: extra ones dropped, missing ones zero
+        x = tf.pad(x, [[0, 0], [border, border], [border, border], [0, tf.maximum(channels - tf.shape(x)[3], 0)]])
+        x = pad_to_multiple(x[..., :channels], multiple, axes=(1, 2))
+        maps, style = network(x, training=False)
+        maps = tf.cast(maps, tf.float32)[:, border:border + height, border:border + width]
+        return {"flows": maps[..., :2] / 5.0, "cellprob": maps[..., 2], "style": tf.cast(style, tf.float32)}
+
+    return run
+
+
+def mask_signatures(run, config, training_diameter):
+    """The `instances` and `masks` signatures: images rescaled to the network's cell size,
+    `run` (network_runner's), and Cellpose's dynamics in the graph."""
+    import tensorflow as tf
+
+    from biomodels.ops import graph_masks
 
     def maps_at_cell_size(x, diameter):
         """[B, H, W, 3] maps of normalised images, run with cells rescaled from
@@ -87,7 +104,7 @@ def serving_functions(model, config, calibration=None):
         return {"masks": tf.map_fn(one, (images, diameter, flow_threshold, cellprob_threshold, min_size),
                                    fn_output_signature=tf.TensorSpec([None, None], tf.int32))}
 
-    return {"serving_default": serve, "normalised": normalised, "instances": instances, "masks": masks}
+    return {"instances": instances, "masks": masks}
 
 
 def warmup_inputs(config):

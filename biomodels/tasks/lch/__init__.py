@@ -46,6 +46,7 @@ class LCHTask(Task):
                    "synthetic_cell_lines")
     summary_examples = 64
     model_class = inference.LCHModel
+    calibration_fields = {"classifier": dict}
     predict_options = (
         Option("mode", "string", None, f"One of {', '.join(MODES)}: embeddings.csv (the default), cells decoded along "
                                        "the classifier direction, or decoded codes between two --cells."),
