@@ -40,11 +40,13 @@ from biomodels.config import read_calibration  # noqa: E402
 from biomodels.predictors import KerasPredictor  # noqa: E402
 from biomodels.runs import load_trained_model, run_config  # noqa: E402
 from biomodels.tasks.cellular import data  # noqa: E402
+from biomodels.tasks.base import TILING_DEFAULTS  # noqa: E402
+from biomodels.tasks.cellular.config import TILE_SIZE, CellularConfig, mask_thresholds  # noqa: E402
 from biomodels.tasks.cellular.inference import segment  # noqa: E402
 import reference_env  # noqa: E402
 from timing import best_time  # noqa: E402
 
-THRESHOLDS = {"flow_threshold": 0.4, "cellprob_threshold": 0.0, "min_size": 15}
+THRESHOLDS = mask_thresholds(CellularConfig())  # Cellpose's defaults
 
 
 def gray_image(seed, size=512):
@@ -74,7 +76,8 @@ def main():
         for name, image in images.items():
             np.save(os.path.join(folder, f"image_{name}.npy"), image.astype(np.float32))
             normalised = data.normalise(np.stack([image, np.zeros_like(image)], axis=-1).astype(np.float32))
-            ours[name] = best_time(lambda: segment(network, normalised, 1.0, THRESHOLDS)[0], args.repeats)
+            ours[name] = best_time(lambda: segment(network, normalised, 1.0, THRESHOLDS, tile=TILE_SIZE, **TILING_DEFAULTS)[0],
+                                   args.repeats)
         theirs = json.loads(reference_env.run_script("cellpose_eval.py", folder, args.repeats).strip().splitlines()[-1])
         their_masks = {name: np.load(os.path.join(folder, f"cellpose_masks_{name}.npy")) for name in images}
     print(f"image -> masks, network widths 32-256 of {args.model_dir}; {os.cpu_count()} CPU cores, best of {args.repeats}")

@@ -44,7 +44,7 @@ def main():
     args = parser.parse_args()
     task = tasks.get("cryoet")
     config, model = run_or_quick_model(task, args.model_dir)
-    serve = task.serving_functions(model, config)["standardised"]
+    serve = task.bind(config).serving_functions(model)["standardised"]
     density, _ = synthetic.tomogram(np.random.default_rng(0), (3, args.size, args.size))
     image = normalise_tomogram(density)[0][1]
     shape = image.shape

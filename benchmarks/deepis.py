@@ -44,7 +44,7 @@ def main():
     args = parser.parse_args()
     task = tasks.get("deepis")
     config, model = run_or_quick_model(task, args.model_dir)
-    serve = task.serving_functions(model, config)["serving_default"]
+    serve = task.bind(config).serving_functions(model)["serving_default"]
     shape = tuple(int(n) for n in args.shape.split(","))
     volume, _ = synthetic.volume(np.random.default_rng(0), shape)
     crop = tuple(config.crop)

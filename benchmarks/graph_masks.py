@@ -56,7 +56,7 @@ def whole_request(repeats):
 
     task = tasks.get("cellular")
     config = config_lib.resolve(task, "quick", [])
-    model = task.build_model(config, {})
+    model = task.bind(config).build_model()
     image = np.random.default_rng(2).uniform(0, 1000, (1, 512, 512, len(config.channels))).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         path = export_saved_model(task, model, config, os.path.join(folder, "export"))

@@ -31,7 +31,7 @@ def rate(count, seconds):
 
 
 def pipeline_rate(task, config, data_dir, manifest, batches):
-    data = dataset_lib.training_dataset(task, config, manifest, config.batch_size, seed=0, steps_per_epoch=10**6)
+    data = dataset_lib.training_dataset(task.bind(config, manifest=manifest), 0, steps_per_epoch=10**6)
     iterator = iter(data)
     next(iterator)  # warm up: file opening, cache filling starts
     for _ in range(batches):  # a first pass fills the cache
@@ -44,10 +44,11 @@ def pipeline_rate(task, config, data_dir, manifest, batches):
 
 def training_rate(task, config, data_dir, manifest, steps, jit_compile=False):
     """Examples per second of the training step on one fixed batch (after a warm-up step)."""
-    data = dataset_lib.training_dataset(task, config, manifest, config.batch_size, seed=0, steps_per_epoch=10**6)
+    task = task.bind(config, manifest=manifest)
+    data = dataset_lib.training_dataset(task, 0, steps_per_epoch=10**6)
     batch = next(iter(data))
-    model = task.build_model(config, manifest)
-    model.compile(**task.compile_arguments(config, manifest, steps_per_epoch=100), jit_compile=jit_compile)
+    model = task.build_model()
+    model.compile(**task.compile_arguments(steps_per_epoch=100), jit_compile=jit_compile)
     model.train_on_batch(*batch)
     start = time.perf_counter()
     for _ in range(steps):

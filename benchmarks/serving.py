@@ -50,13 +50,13 @@ def main():
         config, model = run_config(task, args.model_dir), load_trained_model(args.model_dir)
     else:
         config = config_lib.resolve(task, "quick")
-        model = task.build_model(config, None)
+        model = task.bind(config).build_model()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         loaded = tf.saved_model.load(export_saved_model(task, model, config, os.path.join(tmp, "1")))
-        keras_functions = task.serving_functions(model, config)
+        keras_functions = task.bind(config).serving_functions(model)
         first_input_of = {}
-        for signature, inputs in task.warmup_inputs(config):
+        for signature, inputs in task.bind(config).warmup_inputs():
             first_input_of.setdefault(signature, inputs)  # one representative shape per signature
         for signature, inputs in first_input_of.items():
             for batch in (1, 8):

@@ -45,4 +45,4 @@ def run_or_quick_model(task, model_dir):
     from biomodels import config as config_lib
 
     config = config_lib.resolve(task, "quick")
-    return config, task.build_model(config, {})
+    return config, task.bind(config).build_model()

@@ -60,6 +60,7 @@ def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=Fals
                     seed=0, fractions=None, show_progress=True):
     """Write the prepared data set into `output_dir`; returns its manifest. `fractions`
     default to the task's split."""
+    task = task.bind(config)
     fractions = tuple(fractions or task.default_split)
     if os.path.exists(os.path.join(output_dir, dataset_lib.MANIFEST)):
         raise InputError(output_dir, "already holds a prepared data set (dataset.json); choose another --output_dir")
@@ -74,11 +75,11 @@ def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=Fals
         if synthetic:
             raw_dir = os.path.join(staging, "raw")
             os.makedirs(raw_dir)
-            count = num_examples or task.default_synthetic_examples(config)
+            count = num_examples or task.default_synthetic_examples()
             log.info("generating %d synthetic %s examples (seed %d)", count, task.name, seed)
-            task.write_synthetic(raw_dir, count, seed, config)
+            task.write_synthetic(raw_dir, count, seed)
             input_path = raw_dir
-        manifest = _write_shards(task, config, input_path, staging, seed=seed, fractions=fractions,
+        manifest = _write_shards(task, input_path, staging, seed=seed, fractions=fractions,
                                  show_progress=show_progress)
         manifest["synthetic"] = bool(synthetic)
         shutil.rmtree(os.path.join(staging, "raw"), ignore_errors=True)
@@ -127,15 +128,15 @@ def stratified_assignment(strata, fractions, seed):
     return assignment.tolist()
 
 
-def _split_plan(task, config, sources, fractions, seed, input_path):
+def _split_plan(task, sources, fractions, seed, input_path):
     """(how sources are split: "example", "assigned", "group" or "blocks"; {group: split}
     when whole groups go to splits)."""
     groups = [source.group for source in sources]
-    assigned = {source.group: task.assigned_split(source, config) for source in sources}
+    assigned = {source.group: task.assigned_split(source) for source in sources}
     assigned = {group: split for group, split in assigned.items() if split}
     if assigned:
         return "assigned", {group: assigned.get(group, "train") for group in groups}
-    if task.split_by_example(config):
+    if task.split_by_example():
         return "example", None
     if len(set(groups)) >= sum(1 for f in fractions if f > 0):
         return "group", assign_groups(groups, fractions, seed)
@@ -147,14 +148,14 @@ SPLIT_BY = {"example": "example, stratified", "assigned": "task's assignment", "
             "blocks": "contiguous blocks within each group"}
 
 
-def _write_shards(task, config, input_path, staging, *, seed, fractions, show_progress):
+def _write_shards(task, input_path, staging, *, seed, fractions, show_progress):
     """Read every source under `input_path`, write its examples into the shards of their
     splits in `staging`; returns the manifest."""
-    sources = task.find_sources(input_path, config)
-    split_by, split_of_group = _split_plan(task, config, sources, fractions, seed, input_path)
+    sources = task.find_sources(input_path)
+    split_by, split_of_group = _split_plan(task, sources, fractions, seed, input_path)
     writers = {split: tfrecord.SplitWriter(staging, split) for split in SPLITS}
     try:
-        feature_spec, source_records, held = _write_sources(task, config, sources, writers, split_by=split_by,
+        feature_spec, source_records, held = _write_sources(task, sources, writers, split_by=split_by,
                                                             split_of_group=split_of_group, fractions=fractions,
                                                             show_progress=show_progress)
         if feature_spec is None:
@@ -181,7 +182,7 @@ def _write_shards(task, config, input_path, staging, *, seed, fractions, show_pr
         "split_by": SPLIT_BY[split_by],
         "splits": splits,
         "features": feature_spec,
-        "config": config_lib.to_dict(config),
+        "config": config_lib.to_dict(task.config),
         "sources": source_records,
         "skipped": _skipped_totals(source_records),
     }
@@ -190,7 +191,7 @@ def _write_shards(task, config, input_path, staging, *, seed, fractions, show_pr
     return manifest
 
 
-def _write_sources(task, config, sources, writers, *, split_by, split_of_group, fractions, show_progress):
+def _write_sources(task, sources, writers, *, split_by, split_of_group, fractions, show_progress):
     """(feature spec, one manifest record per source, the examples held back to be split
     by example as (source index, example)): each source read once, its examples written
     to `writers` unless `split_by` is "example"."""
@@ -198,7 +199,7 @@ def _write_sources(task, config, sources, writers, *, split_by, split_of_group, 
     source_records, held, feature_spec = [], [], None
     bar = _progress(len(sources), "reading sources") if show_progress else None
     for done, source in enumerate(sources, start=1):
-        info, examples = task.read_source(source, config)
+        info, examples = task.read_source(source)
         examples = list(examples) if not by_group else examples
         source_records.append({"name": source.name, "group": source.group,
                                "files": [os.path.abspath(p) for p in source.paths],
@@ -258,7 +259,7 @@ def cache_root():
 def synthetic_dataset(task, config, seed=0):
     """The embedded default data set for `task`: prepared once, then reused. Its key
     holds the task, the generator's version, the size and the settings that shape it."""
-    count = task.default_synthetic_examples(config)
+    count = task.bind(config).default_synthetic_examples()
     settings = config_lib.to_dict(config)
     shaping = json.dumps({field: settings[field] for field in task.data_fields}, sort_keys=True)
     digest = hashlib.sha1(shaping.encode()).hexdigest()[:8]

@@ -39,7 +39,7 @@ def main(argv):
         dataset_lib.read_manifest(flags.data_dir)  # a clear error before the run directory exists
     if flags.init_from:
         # without TensorFlow ops: a multi-worker strategy must come first
-        task.check_initial_weights(flags.init_from, config)
+        task.bind(config).check_initial_weights(flags.init_from)
     data_dir = flags.data_dir or prepare.synthetic_dataset(task, config, seed=flags.seed)
     model_dir, lock = flags.model_dir, None
     if not model_dir:

@@ -67,7 +67,7 @@ class TrainingRun:
 
     def __init__(self, task, config, data_dir, model_dir, options=RunOptions(), *, preset="quick"):
         runtime.seed_everything(options.seed, options.deterministic)
-        self.task, self.config, self.data_dir, self.options, self.preset = task, config, data_dir, options, preset
+        self.config, self.data_dir, self.options, self.preset = config, data_dir, options, preset
         self.policy = runtime.set_precision(options.precision)
         self.strategy = runtime.make_strategy(options.strategy)
         if not runtime.is_chief(self.strategy):
@@ -77,8 +77,9 @@ class TrainingRun:
         if self.manifest["task"] != task.name:
             raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST),
                              f"was prepared for task {self.manifest['task']!r}, not {task.name!r}")
+        self.task = task.bind(config, manifest=self.manifest)
         # read before anything is written, so a wrong file leaves no run directory behind
-        self.initial_weights = _initial_weights(task, config, options.init_from) if options.init_from else None
+        self.initial_weights = _initial_weights(self.task, options.init_from) if options.init_from else None
         os.makedirs(model_dir, exist_ok=True)
         self.steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(self.split_count("train") / config.batch_size))
 
@@ -99,8 +100,8 @@ class TrainingRun:
             + (f"; resuming after epoch {first_epoch}" if first_epoch else ""))
         model = self.fit(model, first_epoch, val_data)
         calibration = self.calibrate(model, val_data)
-        metrics = evaluate_split(self.task, model, self.config, self.data_dir, "test", model_dir=self.model_dir,
-                                 calibration=calibration, manifest=self.manifest)
+        metrics = evaluate_split(self.task.bind(manifest=self.manifest, calibration=calibration), model, "test",
+                                 model_dir=self.model_dir)
         header, rows = self.task.metrics_table(metrics)
         say(f"Test split ({self.split_count('test')} examples):\n" + format_table(rows, header))
         self.export(model, metrics, calibration)
@@ -121,17 +122,16 @@ class TrainingRun:
         """The validation split's batches, None when it is empty."""
         if not self.split_count("val"):
             return None
-        return dataset_lib.evaluation_dataset(self.task, self.config, self.data_dir, self.manifest,
-                                              self.config.batch_size, "val")
+        return dataset_lib.evaluation_dataset(self.task, "val")
 
     def compile(self):
         """(the compiled model under the strategy, the epochs already done), with the
         initial weights or the latest epoch checkpoint restored."""
         with self.strategy.scope():
-            model = self.task.build_model(self.config, self.manifest)
+            model = self.task.build_model()
             if self.initial_weights is not None:
                 _set_initial_weights(model, self.initial_weights, self.options.init_from)
-            model.compile(**self.task.compile_arguments(self.config, self.manifest, self.steps_per_epoch),
+            model.compile(**self.task.compile_arguments(self.steps_per_epoch),
                           jit_compile=runtime.jit_compile(self.options.jit_compile, self.task))
             run_state.build_optimizer(model)
             return model, run_state.restore_latest(model, self.model_dir)
@@ -145,13 +145,12 @@ class TrainingRun:
         from biomodels import callbacks as callbacks_lib
 
         config, options = self.config, self.options
-        train_data = dataset_lib.training_dataset(self.task, config, self.manifest, config.batch_size, options.seed,
-                                                  steps_per_epoch=self.steps_per_epoch, first_epoch=first_epoch,
-                                                  cache_bytes=options.cache_bytes)
+        train_data = dataset_lib.training_dataset(self.task, options.seed, steps_per_epoch=self.steps_per_epoch,
+                                                  first_epoch=first_epoch, cache_bytes=options.cache_bytes)
         nan_guard = callbacks_lib.StopOnNaN()
         epoch_checkpoint = callbacks_lib.EpochCheckpoint(self.model_dir, first_epoch)
         callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, epoch_checkpoint,
-                               self.task.early_stopping_patience(config))
+                               self.task.early_stopping_patience())
         if first_epoch < config.epochs:
             val_steps = math.ceil(self.split_count("val") / config.batch_size) if val_data is not None else None
             model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=self.steps_per_epoch,
@@ -170,7 +169,7 @@ class TrainingRun:
 
     def calibrate(self, model, val_data):
         """What the task fits on the validation split, kept in calibration.json ({} without one)."""
-        calibration = self.task.calibrate(model, val_data, self.manifest, self.config) if val_data is not None else {}
+        calibration = self.task.calibrate(model, val_data) if val_data is not None else {}
         if calibration:
             config_lib.write_json_atomic(os.path.join(self.model_dir, config_lib.CALIBRATION_FILE), calibration)
         return calibration
@@ -197,14 +196,13 @@ def _fit_verbosity(requested):
     return 1 if sys.stdout.isatty() else 2
 
 
-def evaluate_split(task, model, config, data_dir, split, *, model_dir, calibration=None, manifest=None):
-    """The task's metrics on one split, also written to model_dir/metrics_<split>.json;
-    `manifest` is the data set's, read from `data_dir` when not given."""
-    manifest = manifest or dataset_lib.read_manifest(data_dir)
+def evaluate_split(task, model, split, *, model_dir):
+    """The metrics of `task` (bound to its configuration, prepared data set and
+    calibration) on one split, also written to model_dir/metrics_<split>.json."""
+    manifest = task.manifest
     if manifest["splits"].get(split, {}).get("count", 0) == 0:
-        raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST), f"split {split!r} holds no examples")
-    data = dataset_lib.evaluation_dataset(task, config, data_dir, manifest, config.batch_size, split)
-    metrics = task.evaluate(model, data, manifest, config, calibration or {}, split=split)
+        raise InputError(os.path.join(manifest["data_dir"], dataset_lib.MANIFEST), f"split {split!r} holds no examples")
+    metrics = task.evaluate(model, dataset_lib.evaluation_dataset(task, split), split=split)
     config_lib.write_json_atomic(os.path.join(model_dir, f"metrics_{split}.json"), metrics)
     return metrics
 
@@ -224,8 +222,8 @@ def evaluate_run(task, model_dir, data_dir=None, split="test", overrides=None):
         config = dataclasses.replace(config, **overrides)
     data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
     manifest = dataset_lib.read_manifest(data_dir)  # a damaged data set is said before the model loads
-    return evaluate_split(task, load_trained_model(model_dir), config, data_dir, split, model_dir=model_dir,
-                          calibration=config_lib.read_calibration(task, model_dir), manifest=manifest)
+    bound = task.bind(config, manifest=manifest, calibration=config_lib.read_calibration(task, model_dir))
+    return evaluate_split(bound, load_trained_model(model_dir), split, model_dir=model_dir)
 
 
 def _check_resumable(model_dir, task, config):
@@ -239,16 +237,17 @@ def _check_resumable(model_dir, task, config):
         raise InputError(path, "belongs to a run with another task or configuration; use a new --model_dir to start afresh")
 
 
-def _initial_weights(task, config, path):
-    """The weights --init_from names: a model the task reads from `path` (a study's own
-    checkpoint format), else a run directory or a .keras file."""
+def _initial_weights(task, path):
+    """The weights --init_from names: a model the task (bound to its configuration)
+    reads from `path` (a study's own checkpoint format), else a run directory or a .keras
+    file."""
     import keras
 
     from biomodels.runs import load_trained_model
 
     import biomodels.models  # noqa: F401  registers the custom classes for deserialisation
 
-    source = task.initial_model(path, config)
+    source = task.initial_model(path)
     if source is None and os.path.isdir(path):
         source = load_trained_model(path)
     if source is None:

@@ -159,3 +159,58 @@ def test_the_size_check_counts_lines_and_positional_parameters(tmp_path, monkeyp
                                    "def fine(a, b, c, d, e, f, *, g=1, h=2):\n    pass\n")
     monkeypatch.setattr(sys.modules[__name__], "module_files", lambda: {"biomodels.m": str(tmp_path / "m.py")})
     assert functions_over(60, 6) == (["biomodels.m:long (61)"], ["biomodels.m:wide (7)"])
+
+
+def forwarding_methods(source):
+    """The methods of the classes in `source` whose body (after a docstring) only passes
+    their own parameters, in order, to a function of another module: `return
+    module.name(a, b)` for `def name(self, a, b)`."""
+    found = []
+    for cls in (node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ClassDef)):
+        for method in (node for node in cls.body if isinstance(node, ast.FunctionDef)):
+            body = [statement for statement in method.body
+                    if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant))]
+            if len(body) != 1 or not isinstance(body[0], ast.Return) or not isinstance(body[0].value, ast.Call):
+                continue
+            call = body[0].value
+            if not (isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name)
+                    and call.func.value.id != "self"):
+                continue
+            parameters = [a.arg for a in method.args.args[1:]]
+            passed = [a.id if isinstance(a, ast.Name) else None for a in call.args]
+            passed += [k.value.id if isinstance(k.value, ast.Name) else None for k in call.keywords]
+            if passed == parameters:
+                found.append(f"{cls.name}.{method.name}")
+    return found
+
+
+def test_task_classes_declare_their_modules_rather_than_forward_to_them():
+    from biomodels import tasks
+
+    for name in tasks.names():
+        source = open(os.path.join(ROOT, "tasks", name, "__init__.py")).read()
+        assert not forwarding_methods(source), f"{name}: {forwarding_methods(source)}"
+
+
+def test_the_forwarder_check_tells_a_forwarder_from_a_method_of_the_task():
+    source = ("class T:\n"
+              "    def a(self, x, y):\n        '''doc'''\n        return data.a(x, y)\n"
+              "    def b(self, x):\n        return data.b(x, self.config)\n"
+              "    def c(self, x):\n        return self.d(x)\n"
+              "    def e(self, model, inputs, targets):\n        return outputs.e(model, inputs)\n")
+    assert forwarding_methods(source) == ["T.a"]
+
+
+def test_a_bound_task_reads_its_configuration_manifest_and_calibration():
+    from biomodels import config as config_lib
+    from biomodels import tasks
+
+    registered = tasks.get("cellular")
+    assert registered.config == registered.presets()["quick"] and registered.manifest is None
+    paper = config_lib.resolve(registered, "paper")
+    bound = registered.bind(paper, manifest={"statistics": {"mean_diameter": 17.0}},
+                            calibration={"training_diameter": 17.0})
+    assert bound.config is paper and bound.calibration == {"training_diameter": 17.0}
+    assert bound.calibrate(None, None) == {"training_diameter": 17.0}  # read from the bound manifest
+    assert registered.config == registered.presets()["quick"]  # the registry's task is unchanged
+    assert bound.bind().config is paper and bound.bind().manifest is None

@@ -201,7 +201,7 @@ def test_a_csv_of_many_cells_is_parsed_once(tmp_path, monkeypatch, ccp_task, tin
     calls = []
     original = csv_module.reader
     monkeypatch.setattr(csv_module, "reader", lambda *a, **k: calls.append(1) or original(*a, **k))
-    sources = ccp_task.find_sources(str(path), tiny_ccp_config)
+    sources = ccp_task.bind(tiny_ccp_config).find_sources(str(path))
     assert len(sources) == 40
     read = [track for source in sources for track in data.read_tracks(source)[0]]
     assert len(calls) == 2  # the cells' names, then every track
@@ -318,9 +318,9 @@ def test_feature_only_csv_trains_only_the_features_model(tmp_path, ccp_task, tin
     manifest = prepare_dataset(ccp_task, tiny_ccp_config, str(data_dir), input_path=str(path), show_progress=False)
     assert manifest["statistics"]["tracks_without_traces"] == manifest["splits"]["train"]["count"]
     with pytest.raises(ConfigError, match="features but no traces"):
-        ccp_task.build_model(tiny_ccp_config, manifest)
+        ccp_task.bind(tiny_ccp_config, manifest=manifest).build_model()
     features_config = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "model=features"])
-    assert ccp_task.build_model(features_config, manifest).count_params() == (11 * 10 + 10) + (10 * 10 + 10) + (10 + 1)
+    assert ccp_task.bind(features_config, manifest=manifest).build_model().count_params() == (11 * 10 + 10) + (10 * 10 + 10) + (10 + 1)
 
 
 def test_unlabelled_tracks_cannot_be_prepared(tmp_path, ccp_task, tiny_ccp_config):
@@ -408,18 +408,18 @@ def test_auxilin_as_input_needs_labels_of_the_users_own(tmp_path, ccp_task):
     manifest = prepare_dataset(ccp_task, both, str(tmp_path / "rule"), input_path=str(tmp_path / "raw"),
                                show_progress=False)
     with pytest.raises(ConfigError, match=r"trace_channels=clathrin,auxilin: 1 training labels come from the auxilin rule"):
-        ccp_task.build_model(both, manifest)
+        ccp_task.bind(both, manifest=manifest).build_model()
     def trace_width(model):
         return {tensor.name: tensor for tensor in model.inputs}["traces"].shape[-1]
 
-    assert trace_width(ccp_task.build_model(config_lib.resolve(ccp_task, "quick", TINY_CCP), manifest)) == 1
+    assert trace_width(ccp_task.bind(config_lib.resolve(ccp_task, "quick", TINY_CCP), manifest=manifest).build_model()) == 1
     tracks[0].label = 1
     track_writers.write_track_csv(str(tmp_path / "raw" / "tracks.csv"), tracks)
     manifest = prepare_dataset(ccp_task, both, str(tmp_path / "given"), input_path=str(tmp_path / "raw"),
                                show_progress=False)
-    assert trace_width(ccp_task.build_model(both, manifest)) == 2
+    assert trace_width(ccp_task.bind(both, manifest=manifest).build_model()) == 2
     with pytest.raises(ConfigError, match="choose clathrin or clathrin,auxilin"):
-        ccp_task.build_model(config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "trace_channels=dynamin"]), manifest)
+        ccp_task.bind(config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "trace_channels=dynamin"]), manifest=manifest).build_model()
 
 
 def test_padding_does_not_change_a_prediction():
@@ -461,7 +461,7 @@ def test_trace_models_round_trip_through_keras_files(tmp_path):
 def test_balanced_loss_weighs_both_classes_equally(ccp_task, tiny_ccp_config):
     from biomodels.models import BalancedBinaryCrossentropy
 
-    positive_weight, negative_weight = ccp_task.class_weights(tiny_ccp_config, {"statistics": {"positive_fraction": 0.1}})
+    positive_weight, negative_weight = ccp_task.bind(tiny_ccp_config, manifest={"statistics": {"positive_fraction": 0.1}}).class_weights()
     assert (positive_weight, negative_weight) == pytest.approx((5.0, 0.5 / 0.9))
     loss = BalancedBinaryCrossentropy(positive_weight, negative_weight)
     labels = np.array([[1.0]] + [[0.0]] * 9)

@@ -186,7 +186,7 @@ def test_warmup_inputs_fit_the_signature(tmp_path):
 
     task = tasks.get("ccp")
     config = config_lib.resolve(task, "quick", TINY_CCP)
-    for name, inputs in task.warmup_inputs(config):
+    for name, inputs in task.bind(config).warmup_inputs():
         assert name == "serving_default" and set(inputs) == {"traces", "lengths"}
         assert inputs["traces"].dtype == np.float32 and inputs["lengths"].dtype == np.int32
         assert len(inputs["lengths"]) == len(inputs["traces"])

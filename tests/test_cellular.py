@@ -58,10 +58,10 @@ def cellular_dir(tmp_path):
 
 
 def test_cellular_layout_combines_every_class(task, config, cellular_dir):
-    sources = task.find_sources(str(cellular_dir), config)
+    sources = task.bind(config).find_sources(str(cellular_dir))
     assert [s.name for s in sources] == ["ST_A01", "ST_C03"]
     assert sources[0].details["class_names"] == ("Unidentified", "fed", "starved")
-    info, examples = task.read_source(sources[0], config)
+    info, examples = task.bind(config).read_source(sources[0])
     (example,) = examples
     labels, classes = example["labels"], example["classes"]
     assert labels.max() == 4 and info["objects"] == 4
@@ -87,11 +87,11 @@ def test_min_masks_leaves_out_training_images_only(task, cellular_dir):
     from biomodels import config as config_lib
 
     config = config_lib.resolve(task, "quick", ["min_masks=3"])
-    sources = task.find_sources(str(cellular_dir), config)
-    few = [task.read_source(source, config) for source in sources]
+    sources = task.bind(config).find_sources(str(cellular_dir))
+    few = [task.bind(config).read_source(source) for source in sources]
     counts = [info["objects"] for info, _ in few]
     assert counts == [4, 2] and all(len(examples) == 1 and "skipped" not in info for info, examples in few)
-    kept = [bool(task.keep_for_training({k: tf.constant(v) for k, v in examples[0].items()}, config))
+    kept = [bool(task.bind(config).keep_for_training({k: tf.constant(v) for k, v in examples[0].items()}))
             for _, examples in few]
     assert kept == [True, False]
     from biomodels.errors import ConfigError
@@ -108,16 +108,16 @@ def test_skip_classes_and_split_patterns(task, cellular_dir):
     from biomodels.errors import InputError
 
     config = config_lib.resolve(task, "quick", TINY + ["skip_classes=Unidentified", "test_pattern=ST_C0[0-9]"])
-    sources = task.find_sources(str(cellular_dir), config)
+    sources = task.bind(config).find_sources(str(cellular_dir))
     assert sources[1].details["class_names"] == ("fed", "starved")
-    info, (example,) = task.read_source(sources[1], config)
+    info, (example,) = task.bind(config).read_source(sources[1])
     assert example["labels"].max() == 1 and info["objects"] == 1
-    assert [task.assigned_split(s, config) for s in sources] == ["train", "test"]
+    assert [task.bind(config).assigned_split(s) for s in sources] == ["train", "test"]
     plain = config_lib.resolve(task, "quick", TINY)
-    assert task.assigned_split(sources[0], plain) is None
+    assert task.bind(plain).assigned_split(sources[0]) is None
     typo = config_lib.resolve(task, "quick", TINY + ["val_pattern=ST_X99"])
     with pytest.raises(InputError, match="no image name matches --set val_pattern=ST_X99"):
-        task.find_sources(str(cellular_dir), typo)
+        task.bind(typo).find_sources(str(cellular_dir))
 
 
 def test_cellpose_folder_layout_and_channels(task, config, tmp_path):
@@ -128,8 +128,8 @@ def test_cellpose_folder_layout_and_channels(task, config, tmp_path):
     labels = np.zeros((40, 48), np.uint16)
     labels[5:15, 5:15], labels[20:30, 20:40] = 7, 3
     tifffile.imwrite(folder / "img1_masks.tif", labels)
-    (source,) = task.find_sources(str(folder), config)
-    info, (example,) = task.read_source(source, config)
+    (source,) = task.bind(config).find_sources(str(folder))
+    info, (example,) = task.bind(config).read_source(source)
     assert example["image"].shape == (40, 48, 2)
     assert example["labels"].max() == 2 and set(np.unique(example["labels"])) == {0, 1, 2}
     assert (example["classes"] == -1).all()
@@ -161,7 +161,7 @@ def test_augmented_flows_agree_with_flows_recomputed_from_the_transformed_mask(t
     config = dataclasses.replace(config, crop_size=96, scale_range=(1.0, 1.0), diameter_mean=30.0)
     angles_seen = 0
     for seed in range(4):
-        out = task.augment(example, tf.constant([seed, 11], tf.int64), config)
+        out = task.bind(config).augment(example, tf.constant([seed, 11], tf.int64))
         moved, flows = out["labels"].numpy(), out["flows"].numpy()
         assert moved.max() == labels.max() and abs(np.count_nonzero(moved) - np.count_nonzero(labels)) < 0.1 * np.count_nonzero(labels)
         recomputed = masks_to_flows(moved).transpose(1, 2, 0)
@@ -191,17 +191,17 @@ def test_whole_images_get_cellposes_border_of_background(task, config):
 
     image = np.random.default_rng(0).random((40, 56, 2)).astype(np.float32)
     normalised = lambda tiles: Pixelwise()("normalised", images=tiles)  # noqa: E731  the model's signature
-    maps = network_maps(normalised, image, 1.0)
+    maps = network_maps(normalised, image, 1.0, tile=512, overlap=64, batch_size=4)
     assert calls == [("normalised", (1, 56, 72, 2))]  # one tile: the image and its border
     np.testing.assert_allclose(maps, np.dstack([image * 0.5, image[..., 0] - image[..., 1]]), atol=1e-6)
-    network_maps(normalised, np.zeros((600, 40, 2), np.float32), 1.0, tile=512, overlap=64)
+    network_maps(normalised, np.zeros((600, 40, 2), np.float32), 1.0, tile=512, overlap=64, batch_size=4)
     assert [shape for _, shape in calls[1:]] == [(2, 528, 56, 2)]  # --tile counts the image's pixels, not the border
 
     model = CellposeNet(nchan=2, nbase=(4, 8, 16, 32))
-    functions = task.serving_functions(model, config)
+    functions = task.bind(config).serving_functions(model)
     raw = np.random.default_rng(1).uniform(0, 500, (1, 24, 40, 2)).astype(np.float32)
     whole = functions["serving_default"](images=raw)["cellprob"].numpy()
-    normalised = np.asarray(task.preprocess(raw, config))
+    normalised = np.asarray(task.bind(config).preprocess(raw))
     bordered = functions["normalised"](images=np.pad(normalised, ((0, 0), (8, 8), (8, 8), (0, 0))))["cellprob"]
     np.testing.assert_allclose(whole, bordered.numpy()[:, 8:-8, 8:-8], atol=1e-5)
     assert np.abs(functions["normalised"](images=normalised)["cellprob"].numpy() - whole).max() > 1e-3
@@ -377,8 +377,8 @@ def test_init_from_cellpose_checkpoint(cellular_run, tmp_path, task, config):
 
     run_reference_script("cpnet_outputs.py", tmp_path, "2,4,8,16,32", 32, 5)
     checkpoint = str(tmp_path / "cpnet.pth")
-    model = task.build_model(config, {})
-    _set_initial_weights(model, _initial_weights(task, config, checkpoint), checkpoint)
+    model = task.bind(config, manifest={}).build_model()
+    _set_initial_weights(model, _initial_weights(task.bind(config), checkpoint), checkpoint)
     images = np.load(tmp_path / "images.npy").transpose(0, 2, 3, 1)
     expected = np.load(tmp_path / "maps.npy").transpose(0, 2, 3, 1)
     assert np.abs(np.asarray(model(images, training=False)) - expected).max() < 1e-4
@@ -406,7 +406,7 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
     from biomodels.export import serving
     from biomodels.export.bioimageio import write_package
 
-    model = task.build_model(config, {})
+    model = task.bind(config, manifest={}).build_model()
     # Every cell-probability logit negative, as an untrained network can give: the case
     # bioimage.io's validator refuses any absolute tolerance for (CI met it by chance).
     kernel, bias = model.get_layer("output.2").get_weights()

@@ -10,7 +10,7 @@ from biomodels.tasks import cryoet
 
 
 def test_find_sources_pairs_tomograms_with_labels(cryoet_task, tiny_cryoet_config, tomogram_dir):
-    sources = cryoet_task.find_sources(str(tomogram_dir), tiny_cryoet_config)
+    sources = cryoet_task.bind(tiny_cryoet_config).find_sources(str(tomogram_dir))
     assert [s.name for s in sources] == [f"synthetic_tomogram_{i:03d}" for i in range(3)]
     assert all(s.paths[1].endswith("_labels.mrc") for s in sources)
 
@@ -20,8 +20,8 @@ def test_read_source_tiles_and_pads_with_ignored_labels(cryoet_task, tiny_cryoet
     labels = np.ones((2, 40, 50), np.uint8)
     readers.write_mrc(str(tmp_path / "t.mrc"), density)
     readers.write_mrc(str(tmp_path / "t_labels.mrc"), labels)
-    [source] = cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
-    info, examples = cryoet_task.read_source(source, tiny_cryoet_config)
+    [source] = cryoet_task.bind(tiny_cryoet_config).find_sources(str(tmp_path))
+    info, examples = cryoet_task.bind(tiny_cryoet_config).read_source(source)
     examples = list(examples)
     assert len(examples) == 2 * 2 * 2  # 2 slices, 40x50 padded to 64x64, tiles of 32
     assert all(e["image"].shape == (32, 32) for e in examples)
@@ -34,9 +34,9 @@ def test_two_dimensional_study_layout(cryoet_task, tiny_cryoet_config, tmp_path)
     for name in ("a", "b"):
         readers.write_tiff(str(tmp_path / "Image" / f"{name}.tif"), np.random.rand(32, 32).astype(np.float32))
         readers.write_png(str(tmp_path / "label" / f"{name}.png"), np.full((32, 32), 2, np.uint8))
-    sources = cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+    sources = cryoet_task.bind(tiny_cryoet_config).find_sources(str(tmp_path))
     assert [s.name for s in sources] == ["a", "b"]
-    _, examples = cryoet_task.read_source(sources[0], tiny_cryoet_config)
+    _, examples = cryoet_task.bind(tiny_cryoet_config).read_source(sources[0])
     [example] = list(examples)
     assert (example["labels"] == 2).all()
 
@@ -52,18 +52,18 @@ def test_bad_tomograms_are_named(cryoet_task, tiny_cryoet_config, tmp_path, make
     density, labels = make_bad(density, labels)
     readers.write_mrc(str(tmp_path / "bad.mrc"), density)
     readers.write_mrc(str(tmp_path / "bad_labels.mrc"), labels)
-    [source] = cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+    [source] = cryoet_task.bind(tiny_cryoet_config).find_sources(str(tmp_path))
     with pytest.raises(InputError, match=message) as error:
-        cryoet_task.read_source(source, tiny_cryoet_config)
+        cryoet_task.bind(tiny_cryoet_config).read_source(source)
     assert "bad" in str(error.value)
 
 
 def test_missing_labels_and_empty_directory(cryoet_task, tiny_cryoet_config, tmp_path):
     with pytest.raises(InputError, match="no tomograms"):
-        cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+        cryoet_task.bind(tiny_cryoet_config).find_sources(str(tmp_path))
     readers.write_mrc(str(tmp_path / "lonely.mrc"), np.zeros((1, 8, 8), np.float32))
     with pytest.raises(InputError, match="no label volume lonely_labels.mrc"):
-        cryoet_task.find_sources(str(tmp_path), tiny_cryoet_config)
+        cryoet_task.bind(tiny_cryoet_config).find_sources(str(tmp_path))
 
 
 def test_augment_moves_image_and_labels_together(cryoet_task, tiny_cryoet_config):
@@ -72,7 +72,7 @@ def test_augment_moves_image_and_labels_together(cryoet_task, tiny_cryoet_config
     labels = (image * 3).astype(np.uint8)
     config = tiny_cryoet_config.__class__(**{**tiny_cryoet_config.__dict__, "noise_augmentation": 0.0})
     for seed in range(8):
-        out = cryoet_task.augment({"image": tf.constant(image), "labels": tf.constant(labels)}, tf.constant([seed, 0], tf.int64), config)
+        out = cryoet_task.bind(config).augment({"image": tf.constant(image), "labels": tf.constant(labels)}, tf.constant([seed, 0], tf.int64))
         bright = np.argwhere(out["image"].numpy() > 0.5)
         marked = np.argwhere(out["labels"].numpy() == 3)
         np.testing.assert_array_equal(bright, marked)
@@ -81,7 +81,7 @@ def test_augment_moves_image_and_labels_together(cryoet_task, tiny_cryoet_config
 
 def test_class_weights_from_frequencies_average_to_one(cryoet_task, tiny_cryoet_config):
     frequencies = [0.7, 0.1, 0.05, 0.05, 0.05, 0.05]
-    weights = np.array(cryoet_task.class_weights(tiny_cryoet_config, {"statistics": {"class_frequencies": frequencies}}))
+    weights = np.array(cryoet_task.bind(tiny_cryoet_config, manifest={"statistics": {"class_frequencies": frequencies}}).class_weights())
     assert np.dot(weights, frequencies) == pytest.approx(1.0)
     assert weights[0] < weights[1]
 
@@ -90,7 +90,7 @@ def test_serving_function_handles_sizes_that_are_not_multiples(cryoet_task, tiny
     from biomodels.models import CryoETUNet
 
     model = CryoETUNet(base_filters=4, depth=3)
-    serve = cryoet_task.serving_functions(model, tiny_cryoet_config)["serving_default"]
+    serve = cryoet_task.bind(tiny_cryoet_config).serving_functions(model)["serving_default"]
     images = np.random.default_rng(0).normal(size=(2, 30, 21, 1)).astype(np.float32)
     out = serve(images=tf.constant(images))
     assert out["probabilities"].shape == (2, 30, 21, 6) and out["labels"].dtype == tf.int32
@@ -102,7 +102,7 @@ def test_serving_function_handles_sizes_that_are_not_multiples(cryoet_task, tiny
 
     # `standardised` takes images as they are: the same as serving_default on an image
     # already standardised, and different on one that is not
-    standardised = cryoet_task.serving_functions(model, tiny_cryoet_config)["standardised"]
+    standardised = cryoet_task.bind(tiny_cryoet_config).serving_functions(model)["standardised"]
     z = (images - images.mean(axis=(1, 2, 3), keepdims=True)) / images.std(axis=(1, 2, 3), keepdims=True)
     np.testing.assert_allclose(standardised(images=tf.constant(z))["probabilities"], out["probabilities"], atol=1e-4)
     assert np.abs(standardised(images=tf.constant(images * 5.0 + 3.0))["probabilities"] - out["probabilities"]).max() > 0.01
@@ -116,8 +116,7 @@ def test_a_tile_means_the_same_at_any_tile_size(cryoet_task, tiny_cryoet_config)
     from biomodels.tasks.base import option_values
     from biomodels.tasks.cryoet.inference import slice_probabilities
 
-    image, _ = cryoet_task.model_io({"image": tf.fill([8, 8], 2.5), "labels": tf.zeros([8, 8], tf.uint8)},
-                                    tiny_cryoet_config)
+    image, _ = cryoet_task.bind(tiny_cryoet_config).model_io({"image": tf.fill([8, 8], 2.5), "labels": tf.zeros([8, 8], tf.uint8)})
     np.testing.assert_array_equal(image.numpy(), np.full((8, 8, 1), 2.5, np.float32))
 
     class PixelwisePredictor:
@@ -148,7 +147,7 @@ def test_evaluate_perfect_prediction_scores_one(cryoet_task, tiny_cryoet_config)
             return tf.one_hot(tf.cast(inputs[..., 0], tf.int32), 6)
 
     data = tf.data.Dataset.from_tensor_slices((labels[..., None].astype(np.float32), labels)).batch(2)
-    metrics = cryoet_task.evaluate(Oracle(), data, {}, tiny_cryoet_config)
+    metrics = cryoet_task.bind(tiny_cryoet_config, manifest={}).evaluate(Oracle(), data)
     assert metrics["mean_iou_features"] == pytest.approx(1.0)
     assert metrics["f1/ribosome"] == pytest.approx(1.0) and metrics["pixels"] == 128
 
@@ -182,7 +181,7 @@ def test_the_paper_preset_trains_without_augmentation(cryoet_task):
     example = {"image": tf.random.normal((16, 16)), "labels": tf.zeros((16, 16), tf.uint8)}
     paper = config_lib.resolve(cryoet_task, "paper")
     assert paper.augment is False
-    same = cryoet_task.augment(example, tf.constant([1, 2], tf.int64), paper)
+    same = cryoet_task.bind(paper).augment(example, tf.constant([1, 2], tf.int64))
     np.testing.assert_array_equal(same["image"], example["image"])
-    quick = cryoet_task.augment(example, tf.constant([1, 2], tf.int64), config_lib.resolve(cryoet_task, "quick"))
+    quick = cryoet_task.bind(config_lib.resolve(cryoet_task, "quick")).augment(example, tf.constant([1, 2], tf.int64))
     assert not np.array_equal(quick["image"], example["image"])

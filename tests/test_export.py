@@ -18,7 +18,7 @@ def test_export_matches_keras_model_in_a_fresh_process(tmp_path, cryoet_task, ti
     path = export_saved_model(cryoet_task, model, tiny_cryoet_config, str(tmp_path / "export" / "1"))
     served, dtypes = run_without_biomodels(tmp_path, path, {"images": images})
     assert dtypes == {"probabilities": "float32", "labels": "int32"}
-    expected = cryoet_task.serving_functions(model, tiny_cryoet_config)["serving_default"](images=images)["probabilities"]
+    expected = cryoet_task.bind(tiny_cryoet_config).serving_functions(model)["serving_default"](images=images)["probabilities"]
     direct = model(cryoet_task.preprocess(images[:, :36, :44]), training=False)  # 36x44 are multiples of 4
     assert np.abs(served["probabilities"] - np.asarray(expected)).max() < 1e-4
     assert np.abs(served["probabilities"] - np.asarray(direct)).max() < 1e-4

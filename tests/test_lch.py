@@ -254,15 +254,15 @@ def test_preprocess_stretches_each_crop_between_its_percentiles(lch_task, tiny_l
 
     ramp = np.linspace(0.2, 0.6, 32 * 32, dtype=np.float32).reshape(1, 32, 32, 1)
     dim = np.full((1, 32, 32, 1), 0.3, np.float32)
-    out = np.asarray(lch_task.preprocess(np.concatenate([ramp, dim]), tiny_lch_config))
+    out = np.asarray(lch_task.bind(tiny_lch_config).preprocess(np.concatenate([ramp, dim])))
     values = np.sort(out[0].ravel())
     assert values[10] == pytest.approx(0.0, abs=1e-6) and values[-11] == pytest.approx(1.0, abs=1e-6)
     assert values[512] == pytest.approx(0.5, abs=0.01)  # linear in between
     assert np.all(out[1] == 0.0)  # a flat crop has no contrast to stretch
-    plain = np.asarray(lch_task.preprocess(ramp, dataclasses.replace(tiny_lch_config, intensity_normalisation="none")))
+    plain = np.asarray(lch_task.bind(dataclasses.replace(tiny_lch_config, intensity_normalisation="none")).preprocess(ramp))
     np.testing.assert_allclose(plain, ramp, atol=1e-6)
     with pytest.raises(ConfigError, match="intensity_normalisation"):
-        lch_task.preprocess(ramp, dataclasses.replace(tiny_lch_config, intensity_normalisation="zscore"))
+        lch_task.bind(dataclasses.replace(tiny_lch_config, intensity_normalisation="zscore")).preprocess(ramp)
 
 
 def write_tiny_folder(directory, seed=0):
@@ -280,7 +280,7 @@ def test_the_baseline_sees_raw_brightness_and_contrast(lch_task, tiny_lch_config
     seen, statistics = [], []
     for crop in (dim, bright):
         example = {"image": crop, "efficiency": np.int64(0), "cell_line": np.int64(0)}
-        image, targets = lch_task.model_io(example, tiny_lch_config)
+        image, targets = lch_task.bind(tiny_lch_config).model_io(example)
         seen.append(np.asarray(image))
         statistics.append(np.asarray(targets["image_statistics"], np.float64))
     np.testing.assert_allclose(seen[0], seen[1], atol=0.06)  # the stretch removes brightness and contrast
@@ -293,25 +293,25 @@ def test_the_baseline_sees_raw_brightness_and_contrast(lch_task, tiny_lch_config
 
 def test_sources_group_crops_by_cell_line_and_check_the_table(tmp_path, lch_task, tiny_lch_config):
     folder = write_tiny_folder(tmp_path / "crops")
-    sources = lch_task.find_sources(str(folder), tiny_lch_config)
+    sources = lch_task.bind(tiny_lch_config).find_sources(str(folder))
     assert [source.group for source in sources] == ["pdx01", "pdx02", "pdx03", "pdx04"]
     assert all(len(source.paths) == 4 and source.paths[0].endswith("efficiency.csv") for source in sources)
-    info, examples = lch_task.read_source(sources[2], tiny_lch_config)
+    info, examples = lch_task.bind(tiny_lch_config).read_source(sources[2])
     assert info["cell_line_index"] == 2 and info["cells"] == 3
     assert examples[0]["image"].shape == (32, 32, 1) and examples[0]["image"].dtype == np.uint8
     assert int(examples[0]["efficiency"]) == (1 if info["efficiency"] == "high" else 0)
     (folder / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="notes.txt: is not a single-cell crop"):
-        lch_task.find_sources(str(folder), tiny_lch_config)
+        lch_task.bind(tiny_lch_config).find_sources(str(folder))
     (folder / "notes.txt").unlink()
     rows = list(csv.reader(open(folder / "efficiency.csv")))
     with open(folder / "efficiency.csv", "w", newline="") as handle:
         csv.writer(handle).writerows(rows[:-1])
     with pytest.raises(InputError, match="efficiency.csv: gives no efficiency for cell type 'pdx04'"):
-        lch_task.find_sources(str(folder), tiny_lch_config)
+        lch_task.bind(tiny_lch_config).find_sources(str(folder))
     (folder / "efficiency.csv").unlink()
     with pytest.raises(InputError, match="efficiency.csv: not found"):
-        lch_task.find_sources(str(folder), tiny_lch_config)
+        lch_task.bind(tiny_lch_config).find_sources(str(folder))
 
 
 # -- command lines ---------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_export_signatures_in_a_fresh_process(lch_run, tmp_path, lch_task, tiny_
     export = model_dir / "export"
     model = keras.saving.load_model(str(model_dir / "best.keras"), safe_mode=True)
     crops = np.random.default_rng(3).uniform(0, 1, (3, 256, 256, 1)).astype(np.float32)
-    codes = np.asarray(model.encoder(np.asarray(lch_task.preprocess(crops, tiny_lch_config)), training=False))
+    codes = np.asarray(model.encoder(np.asarray(lch_task.bind(tiny_lch_config).preprocess(crops)), training=False))
     served, dtypes = call_without_biomodels(tmp_path, export, {
         "serving_default": {"images": crops}, "encode": {"images": crops}, "decode": {"latent": codes},
         "classify": {"images": crops}})

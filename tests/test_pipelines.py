@@ -132,7 +132,7 @@ def test_training_dataset_shapes_dtypes_and_seeded_order(prepared_cryoet, cryoet
     manifest = dataset_lib.read_manifest(str(prepared_cryoet))
 
     def first_batches(seed):
-        data = dataset_lib.training_dataset(cryoet_task, tiny_cryoet_config, manifest, 4, seed, steps_per_epoch=3)
+        data = dataset_lib.training_dataset(cryoet_task.bind(tiny_cryoet_config, manifest=manifest), seed, batch_size=4, steps_per_epoch=3)
         return [(x.numpy(), y.numpy()) for x, y in data.take(2)]
 
     batches = first_batches(3)
@@ -156,16 +156,14 @@ def test_training_epochs_depend_on_seed_and_epoch_alone_cached_or_streamed(prepa
     whether the split is cached in memory or streamed from its shards."""
     manifest = dataset_lib.read_manifest(str(prepared_cryoet))
     config, steps = tiny_cryoet_config, 3
-    whole = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps), 4 * steps)
-    resumed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps, first_epoch=2), 2 * steps)
+    whole = _batches(dataset_lib.training_dataset(cryoet_task.bind(config, manifest=manifest), 5, batch_size=4, steps_per_epoch=steps), 4 * steps)
+    resumed = _batches(dataset_lib.training_dataset(cryoet_task.bind(config, manifest=manifest), 5, batch_size=4, steps_per_epoch=steps, first_epoch=2), 2 * steps)
     for a, b in zip(whole[2 * steps:], resumed):
         np.testing.assert_array_equal(a, b)
     # epochs differ from one another (a new order and new augmentation each epoch)
     assert not np.array_equal(whole[0], whole[steps])
-    streamed = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps, first_epoch=1,
-                                                     cache_bytes=0), 3 * steps)
-    streamed_again = _batches(dataset_lib.training_dataset(cryoet_task, config, manifest, 4, 5, steps_per_epoch=steps, first_epoch=2,
-                                                           cache_bytes=0), 2 * steps)
+    streamed = _batches(dataset_lib.training_dataset(cryoet_task.bind(config, manifest=manifest), 5, batch_size=4, steps_per_epoch=steps, first_epoch=1, cache_bytes=0), 3 * steps)
+    streamed_again = _batches(dataset_lib.training_dataset(cryoet_task.bind(config, manifest=manifest), 5, batch_size=4, steps_per_epoch=steps, first_epoch=2, cache_bytes=0), 2 * steps)
     for a, b in zip(streamed[steps:], streamed_again):
         np.testing.assert_array_equal(a, b)
     assert streamed[0].shape == whole[0].shape
@@ -206,7 +204,7 @@ task = tasks.get("cryoet")
 config = config_lib.resolve(task, "quick", ["synthetic_shape=6,64,64", "tile_size=32"])
 def die(*args):
     os.kill(os.getpid(), signal.SIGKILL)
-task.write_synthetic = die
+type(task).write_synthetic = die  # on the class: prepare binds a task of its own to the configuration
 prepare_dataset(task, config, sys.argv[1], synthetic=True, num_examples=2, show_progress=False)
 """
 

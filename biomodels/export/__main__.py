@@ -19,7 +19,7 @@ def main(argv):
     task = tasks.get(flags.task)
     config = run_config(task, flags.model_dir)
     if flags.bioimageio:
-        task.bioimageio_description(config)  # a task without an image model says so before anything is written
+        task.bind(config).bioimageio_description()  # a task without an image model says so before anything is written
     path = export_run(task, flags.model_dir, flags.export_dir, version=flags.version, warmup=flags.warmup,
                       overwrite=flags.overwrite)
     report.say(f"Exported {task.name} to {path}; server configuration in {flags.export_dir}")

@@ -36,9 +36,10 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
     that changes with the process's hash seed."""
     import tensorflow as tf
 
-    description = task.bioimageio_description(config, pixel_size)
+    task = task.bind(config)
+    description = task.bioimageio_description(pixel_size)
     [input_tensor], [output_tensor] = description["inputs"], description["outputs"]
-    input_name, test_input = task.bioimageio_test_input(config)
+    input_name, test_input = task.bioimageio_test_input()
     with tempfile.TemporaryDirectory() as staging:
         packaged = os.path.join(staging, "saved_model")
         _save_one_output_model(task, saved_model_dir, packaged, output_tensor["id"])

@@ -19,7 +19,7 @@ def export_saved_model(task, model, config, path, metadata=None, before_publish=
 
     if os.path.exists(path):
         raise InputError(path, "already exists; choose another export path or version")
-    functions = task.serving_functions(model, config, (metadata or {}).get("calibration"))
+    functions = task.bind(config, calibration=(metadata or {}).get("calibration")).serving_functions(model)
     module = tf.Module()
     module.model = model
     for name, function in functions.items():

@@ -99,7 +99,7 @@ def write_warmup_requests(saved_model_dir, task, config, count):
         log.warning("no warmup requests written: they need tensorflow-serving-api "
                     "(pip install 'biomodels-keras[serving]'); --warmup=0 skips them without this warning")
         return None
-    examples = task.warmup_inputs(config)
+    examples = task.bind(config).warmup_inputs()
     count = len(examples) if count is None else count
     path = os.path.join(saved_model_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)

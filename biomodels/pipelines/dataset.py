@@ -75,9 +75,10 @@ def default_cache_bytes():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
-def training_dataset(task, config, manifest, batch_size, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=None,
-                     split="train"):
-    """Augmented batches for `model.fit`, `steps_per_epoch` per epoch from `first_epoch` on.
+def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=None, split="train", batch_size=None):
+    """Augmented batches for `model.fit` of a task bound to its configuration and
+    prepared data set (`Task.bind`), `steps_per_epoch` per epoch from `first_epoch` on, of
+    `batch_size` examples (default: the configuration's).
 
     Each epoch's batches depend on (seed, epoch) alone: the epoch's shuffle order comes
     from them, and each element's stateless augmentation seed from (seed, epoch,
@@ -90,6 +91,7 @@ def training_dataset(task, config, manifest, batch_size, seed, *, steps_per_epoc
     """
     import tensorflow as tf
 
+    manifest, batch_size = task.manifest, batch_size or task.config.batch_size
     count = manifest["splits"][split]["count"]
     size = split_bytes(manifest, split)
     budget = default_cache_bytes() if cache_bytes is None else cache_bytes
@@ -119,12 +121,12 @@ def training_dataset(task, config, manifest, batch_size, seed, *, steps_per_epoc
             elements = order.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
                                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             elements = elements.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        elements = elements.filter(lambda example: task.keep_for_training(example, config))
+        elements = elements.filter(task.keep_for_training)
         elements = elements.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=True).repeat().enumerate()
 
         def augment_and_split(index, example):
             element_seed = tf.stack([seed, epoch * 2**32 + index])
-            return task.model_io(task.augment(example, element_seed, config), config)
+            return task.model_io(task.augment(example, element_seed))
 
         elements = elements.map(augment_and_split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return task.batch(elements, batch_size, training=True).take(steps_per_epoch)
@@ -133,12 +135,14 @@ def training_dataset(task, config, manifest, batch_size, seed, *, steps_per_epoc
     return _shard_by_example(epochs.prefetch(tf.data.AUTOTUNE))
 
 
-def evaluation_dataset(task, config, data_dir, manifest, batch_size, split):
-    """(inputs, targets) batches of a split, unshuffled and unaugmented."""
+def evaluation_dataset(task, split, batch_size=None):
+    """(inputs, targets) batches of a split of the prepared data set a task is bound to,
+    unshuffled and unaugmented, of `batch_size` examples (default: the configuration's)."""
     import tensorflow as tf
 
-    data = examples(data_dir, manifest, split)
-    data = data.map(lambda example: task.model_io(example, config), num_parallel_calls=tf.data.AUTOTUNE)
+    batch_size = batch_size or task.config.batch_size
+    data = examples(task.manifest["data_dir"], task.manifest, split)
+    data = data.map(task.model_io, num_parallel_calls=tf.data.AUTOTUNE)
     return _shard_by_example(task.batch(data, batch_size, training=False).prefetch(tf.data.AUTOTUNE))
 
 

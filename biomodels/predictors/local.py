@@ -43,7 +43,8 @@ class KerasPredictor(_FunctionPredictor):
     """A Keras model of `task` through the task's serving functions, as it would be exported."""
 
     def __init__(self, task, model, config, calibration=None, source="in-memory model"):
-        super().__init__(task.serving_functions(model, config, calibration), source, config_lib.to_dict(config), calibration)
+        super().__init__(task.bind(config, calibration=calibration).serving_functions(model), source,
+                         config_lib.to_dict(config), calibration)
 
 
 class RunPredictor(KerasPredictor):

@@ -86,12 +86,16 @@ def comma_numbers(text, cast):
         return ()
 
 
+#: the defaults of --overlap and --batch_size of tasks that predict in overlapping tiles
+TILING_DEFAULTS = {"overlap": 64, "batch_size": 4}
+
+
 def tiling_options(tile_default):
     """--tile, --overlap and --batch_size for tasks that predict in overlapping tiles;
     `tile_default` says in words what --tile defaults to."""
     return (Option("tile", "integer", None, f"Tile size for tiled inference (default: {tile_default}).", lower_bound=16),
-            Option("overlap", "integer", 64, "Overlap between tiles, blended.", lower_bound=0),
-            Option("batch_size", "integer", 4, "Tiles per batch.", lower_bound=1))
+            Option("overlap", "integer", TILING_DEFAULTS["overlap"], "Overlap between tiles, blended.", lower_bound=0),
+            Option("batch_size", "integer", TILING_DEFAULTS["batch_size"], "Tiles per batch.", lower_bound=1))
 
 
 class Task(abc.ABC):
@@ -121,6 +125,21 @@ class Task(abc.ABC):
     #: {field: type or tuple of types} of what `calibrate` keeps, checked when calibration.json is read
     calibration_fields = {}
 
+    def __init__(self, config=None, *, manifest=None, calibration=None):
+        #: the configuration (the task's Config) this task is made for: the quick preset by default
+        self.config = self.presets()["quick"] if config is None else config
+        #: the prepared data set's manifest (dataset.json), where there is one
+        self.manifest = manifest
+        #: what `calibrate` fitted after training, {} before
+        self.calibration = calibration or {}
+
+    def bind(self, config=None, *, manifest=None, calibration=None):
+        """This task made for `config` (None keeps this one's), with a prepared data set's
+        `manifest` and a run's `calibration` where there are some: its methods read them
+        from itself. The registry's tasks (`biomodels.tasks.get`) are made for the quick
+        preset."""
+        return type(self)(self.config if config is None else config, manifest=manifest, calibration=calibration)
+
     @classmethod
     @abc.abstractmethod
     def presets(cls):
@@ -128,15 +147,15 @@ class Task(abc.ABC):
 
     # -- raw data -------------------------------------------------------------
     @abc.abstractmethod
-    def find_sources(self, input_path, config):
+    def find_sources(self, input_path):
         """The `Source`s under a user's file or folder; raises InputError if none."""
 
     @abc.abstractmethod
-    def read_source(self, source, config):
+    def read_source(self, source):
         """(info dict for the manifest, iterable of examples as dicts of numpy arrays)."""
 
     @abc.abstractmethod
-    def write_synthetic(self, directory, num_examples, seed, config):
+    def write_synthetic(self, directory, num_examples, seed):
         """Write `num_examples` raw synthetic inputs, in the real format, to `directory`."""
 
     @property
@@ -145,20 +164,20 @@ class Task(abc.ABC):
         the embedded data set's cache key."""
         return importlib.import_module(f"biomodels.pipelines.synthetic.{self.name}").VERSION
 
-    def default_synthetic_examples(self, config):
+    def default_synthetic_examples(self):
         return 10
 
     def statistics(self, examples):
         """Summary statistics of the training examples for the manifest."""
         return {}
 
-    def split_by_example(self, config):
+    def split_by_example(self):
         """True: examples go to the splits one by one, stratified by `stratum` (the
         data set is held in memory while it is split); False: every group of sources
         stays within one split."""
         return False
 
-    def assigned_split(self, source, config):
+    def assigned_split(self, source):
         """The split a source must go to ("train", "val" or "test"), when the user's
         configuration names it (file-name patterns, say); None leaves it to the
         fractions. Once any source is assigned, unassigned ones go to training."""
@@ -170,39 +189,40 @@ class Task(abc.ABC):
 
     # -- model ----------------------------------------------------------------
     @abc.abstractmethod
-    def build_model(self, config, manifest):
-        """A fresh Keras model."""
+    def build_model(self):
+        """A fresh Keras model of this configuration (and the manifest's statistics, for
+        tasks whose models standardise with them)."""
 
-    def check_initial_weights(self, path, config):
+    def check_initial_weights(self, path):
         """Raise an InputError if --init_from=`path` cannot serve this configuration,
         without TensorFlow ops (it runs before the distribution strategy exists)."""
         from biomodels.pipelines.readers import require_exists
 
         require_exists(path)
 
-    def initial_model(self, path, config):
+    def initial_model(self, path):
         """A model holding the weights of `path` for --init_from when it is in a format
         of the study's own (a PyTorch checkpoint, say); None: a model_dir or .keras file."""
         return None
 
     @abc.abstractmethod
-    def compile_arguments(self, config, manifest, steps_per_epoch):
+    def compile_arguments(self, steps_per_epoch):
         """Keyword arguments for `model.compile`: loss, optimizer, metrics."""
 
     @abc.abstractmethod
-    def preprocess(self, inputs, config):
-        """TensorFlow ops from raw model input to network input under `config`; shared by
-        the training pipeline, evaluation, prediction and the serving graph."""
+    def preprocess(self, inputs):
+        """TensorFlow ops from raw model input to network input under this configuration;
+        shared by the training pipeline, evaluation, prediction and the serving graph."""
 
     @abc.abstractmethod
-    def augment(self, example, seed, config):
+    def augment(self, example, seed):
         """A randomly transformed example; `seed` is a stateless [2] int64 seed."""
 
-    def early_stopping_patience(self, config):
+    def early_stopping_patience(self):
         """Epochs without a lower validation loss after which training stops (0: never)."""
         return 0
 
-    def keep_for_training(self, example, config):
+    def keep_for_training(self, example):
         """A boolean tensor: whether training uses this decoded example (evaluation uses
         every one). All by default."""
         import tensorflow as tf
@@ -210,7 +230,7 @@ class Task(abc.ABC):
         return tf.constant(True)
 
     @abc.abstractmethod
-    def model_io(self, example, config):
+    def model_io(self, example):
         """(network inputs, targets) from a decoded example, preprocessing applied."""
 
     def batch(self, data, batch_size, training):
@@ -219,16 +239,17 @@ class Task(abc.ABC):
         return data.batch(batch_size, drop_remainder=training)
 
     # -- results --------------------------------------------------------------
-    def calibrate(self, model, dataset, manifest, config):
+    def calibrate(self, model, dataset):
         """What the task fits once training ends, as a JSON-ready dict (each task's
         docstring says what it holds: ccp the validation probabilities that set its
         review threshold, cellular the training cells' diameter, lch the classifier of
         the codes). It is kept in the run (calibration.json) and the export
-        (export.json), and handed to `evaluate`, `serving_functions` and prediction."""
+        (export.json), and a task bound with it hands it to `evaluate`, the serving
+        functions and prediction."""
         return {}
 
     @abc.abstractmethod
-    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
+    def evaluate(self, model, dataset, split="test"):
         """The study's metrics on a (inputs, targets) dataset of the prepared data set's
         `split`, as a flat dict."""
 
@@ -241,27 +262,27 @@ class Task(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def serving_functions(self, model, config, calibration=None):
+    def serving_functions(self, model):
         """{signature name: tf.function with an input signature}, preprocessing inside;
-        `calibration` is what `calibrate` fitted, for signatures that depend on it."""
+        signatures that depend on the calibration read the task's."""
 
     @abc.abstractmethod
-    def warmup_inputs(self, config):
+    def warmup_inputs(self):
         """[(signature name, {input name: array})] of representative shapes, replayed
         by TF Serving when it loads the model."""
 
     @abc.abstractmethod
-    def bioimageio_description(self, config, pixel_size=None):
+    def bioimageio_description(self, pixel_size=None):
         """The bioimage.io rdf fields of this task's package: name, description, tags,
         cite, one input (named as in `serving_default`) and ONE output (what
         `bioimageio_output` gives) with their axes, without test tensors; `pixel_size`
         scales the space axes."""
 
-    def bioimageio_test_input(self, config):
+    def bioimageio_test_input(self):
         """(input name, array with a batch of 1) from which a bioimage.io package's test
         tensors are computed: the first warm-up input unless the task needs a realistic
         one (the validator refuses outputs that are all but zero)."""
-        _, inputs = self.warmup_inputs(config)[0]
+        _, inputs = self.warmup_inputs()[0]
         [(name, value)] = inputs.items()
         return name, value[:1]
 

@@ -55,110 +55,96 @@ class CCPTask(Task):
                lower_bound=0.0, upper_bound=1.0),
     )
 
-    @classmethod
-    def presets(cls):
-        return config_module.presets()
+    # the modules' functions this task is made of, where they need nothing of the task
+    presets = staticmethod(config_module.presets)
+    find_sources = staticmethod(data.find_sources)
+    statistics = staticmethod(data.statistics)
+    preprocess = staticmethod(data.preprocess)
+    batch = staticmethod(data.batch)
+    metrics_table = staticmethod(scores.metrics_table)
+    calibrate = staticmethod(scores.calibrate)
 
     # -- raw data -------------------------------------------------------------
-    def find_sources(self, input_path, config):
-        return data.find_sources(input_path)
+    def read_source(self, source):
+        return data.read_source(source, self.config)
 
-    def read_source(self, source, config):
-        return data.read_source(source, config)
-
-    def write_synthetic(self, directory, num_examples, seed, config):
+    def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import ccp as synthetic
 
-        synthetic.write_dataset(directory, num_examples, seed, config.synthetic_tracks_per_cell)
+        synthetic.write_dataset(directory, num_examples, seed, self.config.synthetic_tracks_per_cell)
 
-    def default_synthetic_examples(self, config):
-        return config.synthetic_cells
+    def default_synthetic_examples(self):
+        return self.config.synthetic_cells
 
-    def split_by_example(self, config):
-        return not config.group_split
+    def split_by_example(self):
+        return not self.config.group_split
 
     def stratum(self, example):
         return int(example["label"])
 
-    def statistics(self, examples):
-        return data.statistics(examples)
-
     # -- model ----------------------------------------------------------------
-    def build_model(self, config, manifest):
+    def build_model(self):
         from biomodels.models import TraceFeatureNet, TraceNet
 
+        config = self.config
         config_lib.check_choice("model", config.model, MODELS)
-        stats = manifest["statistics"]
+        stats = self.manifest["statistics"]
         if config.model == "features":
             return TraceFeatureNet(stats["feature_mean"], stats["feature_variance"], config.hidden_units, config.activation)
         if stats["tracks_without_traces"]:
             raise ConfigError(f"{stats['tracks_without_traces']} training tracks have features but no traces; "
                               "train the features model (--set model=features) or give trace columns")
-        data.check_channels(config, manifest)
+        data.check_channels(config, self.manifest)
         chosen = data.channel_indices(config)
         return TraceNet([stats["channel_mean"][i] for i in chosen], [stats["channel_variance"][i] for i in chosen],
                         filters=config.filters, kernel_size=config.kernel_size, conv_layers=config.conv_layers,
                         gru_units=config.gru_units, dense_units=config.dense_units, dropout=config.dropout)
 
-    def class_weights(self, config, manifest):
+    def class_weights(self):
         """(positive, negative) loss weights: balanced makes both classes weigh the same."""
+        config = self.config
         config_lib.check_choice("class_weighting", config.class_weighting, ("balanced", "none"))
-        fraction = manifest["statistics"]["positive_fraction"]
+        fraction = self.manifest["statistics"]["positive_fraction"]
         if config.class_weighting == "none" or fraction in (0.0, 1.0):
             return 1.0, 1.0
         return 0.5 / fraction, 0.5 / (1.0 - fraction)
 
-    def compile_arguments(self, config, manifest, steps_per_epoch):
+    def compile_arguments(self, steps_per_epoch):
         import keras
 
         from biomodels.models import BalancedBinaryCrossentropy
         from biomodels.models.schedules import cosine_decay
 
+        config = self.config
         learning_rate = config.learning_rate
         if config.lr_schedule == "cosine":
             learning_rate = cosine_decay(config.learning_rate, config.epochs, steps_per_epoch)
-        positive_weight, negative_weight = self.class_weights(config, manifest)
+        positive_weight, negative_weight = self.class_weights()
         return {
             "loss": BalancedBinaryCrossentropy(positive_weight, negative_weight),
             "optimizer": keras.optimizers.Adam(learning_rate),
             "metrics": [keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")],
         }
 
-    def preprocess(self, inputs, config=None):
-        """Cast to float32 and set non-finite values (NaN padding) to zero; the models
-        standardise their inputs themselves with the training statistics."""
-        return data.preprocess(inputs)
+    def augment(self, example, seed):
+        return data.augment(example, seed, self.config)
 
-    def augment(self, example, seed, config):
-        return data.augment(example, seed, config)
-
-    def model_io(self, example, config):
-        return data.model_io(example, config)
-
-    def batch(self, dataset, batch_size, training):
-        return data.batch(dataset, batch_size, training)
+    def model_io(self, example):
+        return data.model_io(example, self.config)
 
     # -- results --------------------------------------------------------------
-    def calibrate(self, model, dataset, manifest, config):
-        """{"validation_positive_probabilities", "validation_negative_probabilities"}:
-        the validation split's probabilities, from which predict and evaluate set the
-        review threshold of any target recall."""
-        return scores.calibrate(model, dataset)
+    def evaluate(self, model, dataset, split="test"):
+        return scores.evaluate(model, dataset, self.config, self.calibration,
+                               self.manifest["statistics"]["positive_fraction"])
 
-    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
-        return scores.evaluate(model, dataset, config, calibration or {}, manifest["statistics"]["positive_fraction"])
+    def serving_functions(self, model):
+        return serving.serving_functions(model, self.config)
 
-    def metrics_table(self, metrics):
-        return scores.metrics_table(metrics)
+    def warmup_inputs(self):
+        return serving.warmup_inputs(self.config)
 
-    def serving_functions(self, model, config, calibration=None):
-        return serving.serving_functions(model, config)
-
-    def warmup_inputs(self, config):
-        return serving.warmup_inputs(config)
-
-    def bioimageio_description(self, config, pixel_size=None):
-        return serving.bioimageio_description(config, pixel_size)
+    def bioimageio_description(self, pixel_size=None):
+        return serving.bioimageio_description(self.config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.write_triage(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

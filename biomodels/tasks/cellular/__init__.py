@@ -23,17 +23,17 @@ from biomodels import config as config_lib
 from biomodels.tasks.cellular import checkpoints, data, inference, outputs, serving
 from biomodels.tasks.cellular import config as config_module
 from biomodels.tasks.cellular import metrics as scores
-from biomodels.tasks.cellular.config import CellularConfig
+from biomodels.tasks.cellular.config import TILE_SIZE, CellularConfig
 
 #: masks_from_flows' thresholds: options of predict and of evaluate (where each overrides
 #: the configuration field of its name)
 MASK_OPTIONS = (
-    Option("flow_threshold", "float", None, "Drop masks whose flow error exceeds this (default: the run's, 0.4).",
-           lower_bound=0.0),
+    Option("flow_threshold", "float", None, "Drop masks whose flow error exceeds this (default: the run's, "
+                                            f"{CellularConfig.flow_threshold:g}).", lower_bound=0.0),
     Option("cellprob_threshold", "float", None, "Pixels with a cell-probability logit above this are followed "
-                                                "(default: the run's, 0)."),
-    Option("min_size", "integer", None, "Drop masks smaller than this many pixels (default: the run's, 15).",
-           lower_bound=0),
+                                                f"(default: the run's, {CellularConfig.cellprob_threshold:g})."),
+    Option("min_size", "integer", None, "Drop masks smaller than this many pixels (default: the run's, "
+                                        f"{CellularConfig.min_size}).", lower_bound=0),
 )
 
 
@@ -56,59 +56,63 @@ class CellularTask(Task):
                                            "whole images) or python (tiled network, numba); default: graph for "
                                            "a TF Serving address, so only masks travel, python otherwise.",
                parse=inference.parse_masks_in),
-        *tiling_options("512"),
+        *tiling_options(str(TILE_SIZE)),
     )
     evaluate_options = MASK_OPTIONS
 
-    @classmethod
-    def presets(cls):
-        return config_module.presets()
+    # the modules' functions this task is made of, where they need nothing of the task
+    presets = staticmethod(config_module.presets)
+    statistics = staticmethod(data.statistics)
+    preprocess = staticmethod(data.preprocess)
+    batch = staticmethod(data.batch)
+    metrics_table = staticmethod(scores.metrics_rows)
+    summary_images = staticmethod(outputs.summary_images)
+    bioimageio_output = staticmethod(serving.bioimageio_output)
 
     # -- raw data -------------------------------------------------------------
-    def find_sources(self, input_path, config):
-        return data.find_sources(input_path, config)
+    def find_sources(self, input_path):
+        return data.find_sources(input_path, self.config)
 
-    def assigned_split(self, source, config):
-        return data.assigned_split(source, config)
+    def assigned_split(self, source):
+        return data.assigned_split(source, self.config)
 
-    def read_source(self, source, config):
-        return data.read_source(source, config)
+    def read_source(self, source):
+        return data.read_source(source, self.config)
 
-    def write_synthetic(self, directory, num_examples, seed, config):
+    def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import cellular as synthetic
 
-        synthetic.write_dataset(directory, num_examples, seed, tuple(config.synthetic_shape))
+        synthetic.write_dataset(directory, num_examples, seed, tuple(self.config.synthetic_shape))
 
-    def default_synthetic_examples(self, config):
-        return config.synthetic_images
-
-    def statistics(self, examples):
-        return data.statistics(examples)
+    def default_synthetic_examples(self):
+        return self.config.synthetic_images
 
     # -- model ----------------------------------------------------------------
-    def build_model(self, config, manifest):
+    def build_model(self):
         from biomodels.models import CellposeNet
 
-        data.check_training_images(manifest, config)
+        config = self.config
+        data.check_training_images(self.manifest or {}, config)
         return CellposeNet(nchan=len(config.channels), nbase=config.nbase, diam_mean=config.diameter_mean)
 
-    def check_initial_weights(self, path, config):
-        super().check_initial_weights(path, config)
+    def check_initial_weights(self, path):
+        super().check_initial_weights(path)
         if checkpoints.is_cellpose_checkpoint(path):
-            checkpoints.fitting_state(path, config)
+            checkpoints.fitting_state(path, self.config)
 
-    def initial_model(self, path, config):
+    def initial_model(self, path):
         """A Cellpose PyTorch checkpoint (not a run or .keras file) as a Keras model, for --init_from."""
         if not checkpoints.is_cellpose_checkpoint(path):
             return None
-        return checkpoints.model_from_checkpoint(path, config)
+        return checkpoints.model_from_checkpoint(path, self.config)
 
-    def compile_arguments(self, config, manifest, steps_per_epoch):
+    def compile_arguments(self, steps_per_epoch):
         import keras
 
         from biomodels.models import CellposeLoss
         from biomodels.models.cellpose import CellposeLearningRate, CoupledSGD
 
+        config = self.config
         schedule = CellposeLearningRate(config.learning_rate, steps_per_epoch, config.epochs, config.warmup_epochs,
                                         config.final_halvings_epochs)
         if config.optimizer == "sgd":
@@ -118,49 +122,32 @@ class CellularTask(Task):
             optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
         return {"loss": CellposeLoss(), "optimizer": optimizer}
 
-    def preprocess(self, inputs, config=None):
-        """[N, H, W, C] -> each channel of each image scaled so its 1st and 99th
-        percentiles become 0 and 1 (channels with no spread become 0)."""
-        return data.preprocess(inputs)
+    def augment(self, example, seed):
+        return data.augment(example, seed, self.config)
 
-    def augment(self, example, seed, config):
-        return data.augment(example, seed, config)
+    def keep_for_training(self, example):
+        return data.keep_for_training(example, self.config)
 
-    def keep_for_training(self, example, config):
-        return data.keep_for_training(example, config)
-
-    def model_io(self, example, config):
-        return data.model_io(example, config)
-
-    def batch(self, dataset, batch_size, training):
-        return data.batch(dataset, batch_size, training)
+    def model_io(self, example):
+        return data.model_io(example, self.config)
 
     # -- results --------------------------------------------------------------
-    def calibrate(self, model, dataset, manifest, config):
+    def calibrate(self, model, dataset):
         """{"training_diameter"}: the training cells' mean diameter, to which predict and
         evaluate rescale images when no --diameter is given."""
-        return {"training_diameter": manifest["statistics"]["mean_diameter"]}
+        return {"training_diameter": self.manifest["statistics"]["mean_diameter"]}
 
-    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
-        return scores.evaluate(model, dataset, manifest, config, calibration or {})
+    def evaluate(self, model, dataset, split="test"):
+        return scores.evaluate(model, dataset, self.manifest, self.config, self.calibration)
 
-    def metrics_table(self, metrics):
-        return scores.metrics_rows(metrics)
+    def serving_functions(self, model):
+        return serving.serving_functions(model, self.config, self.calibration)
 
-    def summary_images(self, model, inputs, targets):
-        return outputs.summary_images(model, inputs, targets)
+    def warmup_inputs(self):
+        return serving.warmup_inputs(self.config)
 
-    def serving_functions(self, model, config, calibration=None):
-        return serving.serving_functions(model, config, calibration)
-
-    def warmup_inputs(self, config):
-        return serving.warmup_inputs(config)
-
-    def bioimageio_description(self, config, pixel_size=None):
-        return serving.bioimageio_description(config, pixel_size)
-
-    def bioimageio_output(self, outputs):
-        return serving.bioimageio_output(outputs)
+    def bioimageio_description(self, pixel_size=None):
+        return serving.bioimageio_description(self.config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.predict_images(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

@@ -10,6 +10,8 @@ AP_THRESHOLDS = (0.5, 0.75, 0.9)
 # before the network, as Cellpose's run_net pads: without them the network missed cells
 # cut by the image's edge (10 of 180 on a 512×512 synthetic image, benchmarks/cellular_predict.py)
 IMAGE_BORDER = 8
+# pixels per side of the tiles prediction runs the network on, when --tile is not given
+TILE_SIZE = 512
 
 
 @dataclasses.dataclass(frozen=True)

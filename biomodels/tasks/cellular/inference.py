@@ -13,7 +13,7 @@ from biomodels.errors import ConfigError, InputError
 from biomodels.study_model import StudyModel, is_path
 from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.cellular import data
-from biomodels.tasks.cellular.config import IMAGE_BORDER
+from biomodels.tasks.cellular.config import IMAGE_BORDER, TILE_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ def resolve_settings(predictor, config, options):
     return Settings(channels=parse_channels(options["channels"], config.channels),
                     gray=config.gray and not options["channels"], diameter=float(diameter),
                     diameter_mean=float(config.diameter_mean), thresholds=thresholds, in_graph=in_graph,
-                    tile=options["tile"] or 512, overlap=options["overlap"], batch_size=options["batch_size"])
+                    tile=options["tile"] or TILE_SIZE, overlap=options["overlap"], batch_size=options["batch_size"])
 
 
 def segment_image(predictor, raw, settings):
@@ -91,7 +91,7 @@ def resize(image, height, width):
     return np.asarray(tf.image.resize(image, [height, width], method="bilinear"))
 
 
-def network_maps(normalised, image, scale, *, tile=512, overlap=64, batch_size=4):
+def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
     """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
     resized by `scale` (the network's diameter over the image's), given a border of
     IMAGE_BORDER zero pixels, run in overlapping tiles of at most `tile` pixels through
@@ -116,7 +116,7 @@ def network_maps(normalised, image, scale, *, tile=512, overlap=64, batch_size=4
     return maps
 
 
-def segment(normalised, image, scale, thresholds, *, tile=512, overlap=64, batch_size=4):
+def segment(normalised, image, scale, thresholds, *, tile, overlap, batch_size):
     """(instance masks, maps [H, W, 3]) of one normalised image through `normalised`
     (see `network_maps`); `thresholds` are masks_from_flows' flow_threshold,
     cellprob_threshold and min_size."""

@@ -5,7 +5,8 @@ F1 and Jaccard, each averaged over images, for all cells and per class; the prin
 import numpy as np
 
 from biomodels.ops import matching
-from biomodels.tasks.cellular.config import AP_THRESHOLDS, mask_thresholds
+from biomodels.tasks.base import TILING_DEFAULTS
+from biomodels.tasks.cellular.config import AP_THRESHOLDS, TILE_SIZE, mask_thresholds
 
 
 def evaluate(model, dataset, manifest, config, calibration):
@@ -21,7 +22,7 @@ def evaluate(model, dataset, manifest, config, calibration):
             height, width = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
             image, target = image[:height, :width], target[:height, :width]
             masks, _ = segment(lambda tiles: normalised(images=np.float32(tiles)), image, config.diameter_mean / max(diameter, 1e-3),
-                               mask_thresholds(config))
+                               mask_thresholds(config), tile=TILE_SIZE, **TILING_DEFAULTS)
             true_labels.append(target[..., 3].astype(np.int32))
             pixel_classes.append(target[..., 4].astype(np.int32))
             predicted.append(masks)

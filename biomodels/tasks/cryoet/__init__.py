@@ -40,57 +40,61 @@ class CryoETTask(Task):
         *tiling_options("the whole slice up to 1.5 million pixels, else the fewest even tiles of at most that"),
     )
 
-    @classmethod
-    def presets(cls):
-        return config_module.presets()
+    # the modules' functions this task is made of, where they need nothing of the task
+    presets = staticmethod(config_module.presets)
+    find_sources = staticmethod(data.find_sources)
+    statistics = staticmethod(data.class_statistics)
+    preprocess = staticmethod(data.preprocess)
+    model_io = staticmethod(data.model_io)
+    metrics_table = staticmethod(scores.metrics_table)
+    summary_images = staticmethod(outputs.summary_images)
+    bioimageio_output = staticmethod(serving.bioimageio_output)
+    predict_files = staticmethod(outputs.predict_tomograms)
 
     # -- raw data -------------------------------------------------------------
-    def find_sources(self, input_path, config):
-        return data.find_sources(input_path)
+    def read_source(self, source):
+        return data.read_source(source, self.config)
 
-    def read_source(self, source, config):
-        return data.read_source(source, config)
-
-    def write_synthetic(self, directory, num_examples, seed, config):
+    def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import cryoet as synthetic
 
-        synthetic.write_dataset(directory, num_examples, seed, tuple(config.synthetic_shape))
+        synthetic.write_dataset(directory, num_examples, seed, tuple(self.config.synthetic_shape))
 
-    def default_synthetic_examples(self, config):
-        return config.synthetic_tomograms
-
-    def statistics(self, examples):
-        return data.class_statistics(examples)
+    def default_synthetic_examples(self):
+        return self.config.synthetic_tomograms
 
     # -- model ----------------------------------------------------------------
-    def build_model(self, config, manifest):
+    def build_model(self):
         from biomodels.models import CryoETUNet
 
+        config = self.config
         return CryoETUNet(num_classes=NUM_CLASSES, base_filters=config.base_filters, depth=config.depth, dropout=config.dropout)
 
-    def class_weights(self, config, manifest):
+    def class_weights(self):
         """Given weights, or inverse square-root class frequencies of the training
-        labels, scaled so an average training pixel weighs 1."""
+        labels (the manifest's), scaled so an average training pixel weighs 1."""
+        config = self.config
         if config.class_weights:
             if len(config.class_weights) != NUM_CLASSES:
                 raise ConfigError(f"class_weights needs {NUM_CLASSES} values, got {len(config.class_weights)}")
             return [float(w) for w in config.class_weights]
-        frequencies = np.asarray(manifest["statistics"]["class_frequencies"], np.float64)
+        frequencies = np.asarray(self.manifest["statistics"]["class_frequencies"], np.float64)
         frequencies = np.maximum(frequencies, 1e-4)
         weights = frequencies**-0.5
         return (weights / np.sum(frequencies * weights)).tolist()
 
-    def compile_arguments(self, config, manifest, steps_per_epoch):
+    def compile_arguments(self, steps_per_epoch):
         import keras
 
         from biomodels.models import WeightedSparseCategoricalCrossentropy
         from biomodels.models.schedules import cosine_decay
 
+        config = self.config
         learning_rate = config.learning_rate
         if config.lr_schedule == "cosine":
             learning_rate = cosine_decay(config.learning_rate, config.epochs, steps_per_epoch)
         return {
-            "loss": WeightedSparseCategoricalCrossentropy(self.class_weights(config, manifest), IGNORE_LABEL),
+            "loss": WeightedSparseCategoricalCrossentropy(self.class_weights(), IGNORE_LABEL),
             "optimizer": keras.optimizers.Adam(learning_rate),
             "metrics": [
                 keras.metrics.IoU(
@@ -100,40 +104,21 @@ class CryoETTask(Task):
             ],
         }
 
-    def preprocess(self, inputs, config=None):
-        """Standardise each image of a [N, H, W, C] batch to zero mean, unit variance."""
-        return data.preprocess(inputs)
-
-    def augment(self, example, seed, config):
-        return data.augment(example, seed, config)
-
-    def model_io(self, example, config):
-        return data.model_io(example)
+    def augment(self, example, seed):
+        return data.augment(example, seed, self.config)
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
+    def evaluate(self, model, dataset, split="test"):
         return scores.evaluate(model, dataset)
 
-    def metrics_table(self, metrics):
-        return scores.metrics_table(metrics)
+    def serving_functions(self, model):
+        return serving.serving_functions(model, self.config)
 
-    def summary_images(self, model, inputs, targets):
-        return outputs.summary_images(model, inputs, targets)
+    def warmup_inputs(self):
+        return serving.warmup_inputs(self.config)
 
-    def serving_functions(self, model, config, calibration=None):
-        return serving.serving_functions(model, config)
-
-    def warmup_inputs(self, config):
-        return serving.warmup_inputs(config)
-
-    def bioimageio_description(self, config, pixel_size=None):
-        return serving.bioimageio_description(config, pixel_size)
-
-    def bioimageio_output(self, outputs):
-        return serving.bioimageio_output(outputs)
-
-    def predict_files(self, predictor, input_path, output_dir, options):
-        return outputs.predict_tomograms(predictor, input_path, output_dir, options)
+    def bioimageio_description(self, pixel_size=None):
+        return serving.bioimageio_description(self.config, pixel_size)
 
 
 TASK = CryoETTask()

@@ -47,39 +47,41 @@ class DeepISTask(Task):
                parse=inference.parse_tile),
     )
 
-    @classmethod
-    def presets(cls):
-        return config_module.presets()
+    # the modules' functions this task is made of, where they need nothing of the task
+    presets = staticmethod(config_module.presets)
+    find_sources = staticmethod(data.find_sources)
+    metrics_table = staticmethod(scores.metrics_table)
+    summary_images = staticmethod(outputs.summary_images)
+    bioimageio_output = staticmethod(serving.bioimageio_output)
 
     # -- raw data -------------------------------------------------------------
-    def find_sources(self, input_path, config):
-        return data.find_sources(input_path)
+    def read_source(self, source):
+        return data.read_source(source, self.config)
 
-    def read_source(self, source, config):
-        return data.read_source(source, config)
-
-    def write_synthetic(self, directory, num_examples, seed, config):
+    def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import deepis as synthetic
 
-        synthetic.write_dataset(directory, num_examples, seed, tuple(config.synthetic_shape))
+        synthetic.write_dataset(directory, num_examples, seed, tuple(self.config.synthetic_shape))
 
-    def default_synthetic_examples(self, config):
-        return config.synthetic_volumes
+    def default_synthetic_examples(self):
+        return self.config.synthetic_volumes
 
     # -- model ----------------------------------------------------------------
-    def build_model(self, config, manifest):
+    def build_model(self):
         from biomodels.models import DeepISNet
 
+        config = self.config
         if any(n % DeepISNet.size_multiple for n in config.crop):
             raise ConfigError(f"--set crop={','.join(map(str, config.crop))}: every size must be a multiple of "
                               f"{DeepISNet.size_multiple}")
         return DeepISNet(widths=config.widths, gcn_kernels=config.gcn_kernels)
 
-    def compile_arguments(self, config, manifest, steps_per_epoch):
+    def compile_arguments(self, steps_per_epoch):
         import keras
 
         from biomodels.models.schedules import cosine_decay
 
+        config = self.config
         if config.loss not in ("l1", "l2"):
             raise ConfigError(f"--set loss={config.loss}: choose l1 (the paper) or l2 (the study's code)")
         if config.lr_schedule not in ("cosine", "halving"):
@@ -95,46 +97,37 @@ class DeepISTask(Task):
                                           global_clipnorm=config.clip_norm or None)
         return {"loss": loss, "optimizer": optimizer}
 
-    def preprocess(self, inputs, config):
+    def preprocess(self, inputs):
         """Refractive index to network input: (RI - medium_index) / ri_scale with the run's
         settings (1.337 and 0.01 by default); non-finite voxels become the medium."""
-        return data.preprocess(inputs, config)
+        return data.preprocess(inputs, self.config)
 
-    def augment(self, example, seed, config):
+    def augment(self, example, seed):
         from biomodels.pipelines.augment3d import augment_volume_and_distance
 
-        return augment_volume_and_distance(example, seed, config)
+        return augment_volume_and_distance(example, seed, self.config)
 
-    def model_io(self, example, config):
-        return data.model_io(example, config)
+    def model_io(self, example):
+        return data.model_io(example, self.config)
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
-        return scores.evaluate(model, dataset, manifest, config, split)
+    def evaluate(self, model, dataset, split="test"):
+        return scores.evaluate(model, dataset, self.manifest, self.config, split)
 
-    def early_stopping_patience(self, config):
-        return config.early_stopping_patience
+    def early_stopping_patience(self):
+        return self.config.early_stopping_patience
 
-    def metrics_table(self, metrics):
-        return scores.metrics_table(metrics)
+    def serving_functions(self, model):
+        return serving.serving_functions(model, self.config)
 
-    def summary_images(self, model, inputs, targets):
-        return outputs.summary_images(model, inputs, targets)
+    def warmup_inputs(self):
+        return serving.warmup_inputs(self.config)
 
-    def serving_functions(self, model, config, calibration=None):
-        return serving.serving_functions(model, config)
+    def bioimageio_description(self, pixel_size=None):
+        return serving.bioimageio_description(self.config, pixel_size)
 
-    def warmup_inputs(self, config):
-        return serving.warmup_inputs(config)
-
-    def bioimageio_description(self, config, pixel_size=None):
-        return serving.bioimageio_description(config, pixel_size)
-
-    def bioimageio_test_input(self, config):
-        return serving.bioimageio_test_input(config)
-
-    def bioimageio_output(self, outputs):
-        return serving.bioimageio_output(outputs)
+    def bioimageio_test_input(self):
+        return serving.bioimageio_test_input(self.config)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.predict_volumes(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

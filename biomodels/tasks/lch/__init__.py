@@ -56,78 +56,74 @@ class LCHTask(Task):
         Option("batch_size", "integer", 32, "Crops per request.", lower_bound=1),
     )
 
-    @classmethod
-    def presets(cls):
-        return config_module.presets()
+    # the modules' functions this task is made of, where they need nothing of the task
+    presets = staticmethod(config_module.presets)
+    fit_crop = staticmethod(data.fit_crop)
+    statistics = staticmethod(data.statistics)
 
     # -- raw data -------------------------------------------------------------
-    def find_sources(self, input_path, config):
+    def find_sources(self, input_path):
         """One source per cell line: (efficiency CSV, its crops…)."""
-        return data.find_sources(input_path, config)
+        return data.find_sources(input_path, self.config)
 
-    def read_source(self, source, config):
-        return data.read_source(source, config)
+    def read_source(self, source):
+        return data.read_source(source, self.config)
 
-    def fit_crop(self, crop, size):
-        """[size, size, 1] float32 in [0, 1] from a [H, W] crop: centred, square, resized."""
-        return data.fit_crop(crop, size)
-
-    def write_synthetic(self, directory, num_examples, seed, config):
+    def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import lch as synthetic
 
-        synthetic.write_dataset(directory, num_examples, seed, config.synthetic_cell_lines)
+        synthetic.write_dataset(directory, num_examples, seed, self.config.synthetic_cell_lines)
 
-    def default_synthetic_examples(self, config):
-        return config.synthetic_cells
+    def default_synthetic_examples(self):
+        return self.config.synthetic_cells
 
-    def split_by_example(self, config):
+    def split_by_example(self):
         return True
 
     def stratum(self, example):
         return int(example["cell_line"])
 
-    def statistics(self, examples):
-        return data.statistics(examples)
-
     # -- model ----------------------------------------------------------------
-    def build_model(self, config, manifest):
+    def build_model(self):
         from biomodels.models import AdversarialAutoencoder
 
+        config = self.config
         multiple = AdversarialAutoencoder.size_multiple_for(config.filters)
         if config.image_size % multiple:
             raise ConfigError(f"--set image_size={config.image_size} must be a multiple of {multiple}: "
                               f"each of the {len(config.filters)} encoder layers halves it")
         return AdversarialAutoencoder(config.image_size, config.latent_dim, config.filters, config.discriminator_units,
-                                      config.adversarial_weight, seed=manifest.get("seed", 0))
+                                      config.adversarial_weight, seed=(self.manifest or {}).get("seed", 0))
 
-    def compile_arguments(self, config, manifest, steps_per_epoch):
+    def compile_arguments(self, steps_per_epoch):
         import keras
 
+        config = self.config
         return {"optimizer": keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1),
                 "discriminator_optimizer": keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1)}
 
-    def preprocess(self, inputs, config):
+    def preprocess(self, inputs):
         """Gray crops [batch, height, width, 1] with intensities in [0, 1] (8-bit values
         / 255): centre-cropped to a square, resized to the model's size (bilinear with
         antialiasing), then with `intensity_normalisation=percentile` each crop's 1st to
         99th percentile stretched to [0, 1]; clipped to [0, 1]."""
-        return data.preprocess(inputs, config)
+        return data.preprocess(inputs, self.config)
 
-    def augment(self, example, seed, config):
-        return data.augment(example, seed, config)
+    def augment(self, example, seed):
+        return data.augment(example, seed, self.config)
 
-    def model_io(self, example, config):
-        return data.model_io(example, config)
+    def model_io(self, example):
+        return data.model_io(example, self.config)
 
     # -- results --------------------------------------------------------------
-    def calibrate(self, model, dataset, manifest, config):
+    def calibrate(self, model, dataset):
         """{"classifier", "classifier_l2", "classifier_cells"}: the classifier of
         efficiency on the codes of all training and validation cells, which serves the
         `classify` signature and gives the in-silico direction."""
-        return scores.calibrate(self, model, dataset, manifest, config)
+        return scores.calibrate(self, model, dataset)
 
-    def evaluate(self, model, dataset, manifest, config, calibration=None, split="test"):
-        return scores.latent_metrics(self, model, dataset, manifest, config, calibration or {})
+    def evaluate(self, model, dataset, split="test"):
+        return scores.latent_metrics(self, model, dataset)
 
     def metrics_table(self, metrics):
         return ("metric", "latent codes", "image statistics baseline"), scores.metrics_rows(metrics)
@@ -135,14 +131,14 @@ class LCHTask(Task):
     def summary_images(self, model, inputs, targets):
         return outputs.summary_images(model, inputs)
 
-    def serving_functions(self, model, config, calibration=None):
-        return serving.serving_functions(model, config, calibration)
+    def serving_functions(self, model):
+        return serving.serving_functions(model, self.config, self.calibration)
 
-    def warmup_inputs(self, config):
-        return serving.warmup_inputs(config)
+    def warmup_inputs(self):
+        return serving.warmup_inputs(self.config)
 
-    def bioimageio_description(self, config, pixel_size=None):
-        return serving.bioimageio_description(config, pixel_size)
+    def bioimageio_description(self, pixel_size=None):
+        return serving.bioimageio_description(self.config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.write_predictions(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

@@ -13,34 +13,37 @@ from biomodels.ops.latent_classifier import LinearClassifier, leave_one_group_ou
 log = logging.getLogger("biomodels")
 
 
-def calibrate(task, model, dataset, manifest, config):
+def calibrate(task, model, dataset):
     """{"classifier", "classifier_l2", "classifier_cells"}: the classifier of efficiency on
-    the codes of all training and validation cells ({} when they hold one class)."""
+    the codes of all training and validation cells ({} when they hold one class), for
+    `task` bound to its configuration and prepared data set."""
     from biomodels.ops.latent_classifier import fit_logistic
 
-    train = encode_dataset(model, split_dataset(task, manifest, config, "train"))
+    train = encode_dataset(model, split_dataset(task, "train"))
     val = encode_dataset(model, dataset)
     codes = np.concatenate([train["codes"], val["codes"]])
     labels = np.concatenate([train["efficiency"], val["efficiency"]])
     if len(np.unique(labels)) < 2:
         log.warning("the training cells hold one efficiency class only: no classifier, no classify signature")
         return {}
-    l2 = classifier_penalty(train, "codes", config)
+    l2 = classifier_penalty(train, "codes", task.config)
     return {"classifier": fit_logistic(codes, labels, l2).to_dict(), "classifier_l2": l2,
             "classifier_cells": int(len(labels))}
 
 
-def split_dataset(task, manifest, config, split):
+def split_dataset(task, split):
     from biomodels.pipelines import dataset as dataset_lib
 
-    return dataset_lib.evaluation_dataset(task, config, manifest["data_dir"], manifest, config.batch_size, split)
+    return dataset_lib.evaluation_dataset(task, split)
 
 
-def latent_metrics(task, model, dataset, manifest, config, calibration):
-    """The flat metrics dict of `Task.evaluate` for one split."""
+def latent_metrics(task, model, dataset):
+    """The flat metrics dict of `Task.evaluate` for one split, for `task` bound to its
+    configuration, prepared data set and calibration."""
+    config, calibration = task.config, task.calibration
     evaluated = encode_dataset(model, dataset)
-    train = encode_dataset(model, split_dataset(task, manifest, config, "train"))
-    names = cell_line_names(manifest)
+    train = encode_dataset(model, split_dataset(task, "train"))
+    names = cell_line_names(task.manifest)
     metrics = {"cells": int(len(evaluated["codes"])), "cell_lines": int(len(np.unique(evaluated["cell_line"]))),
                "reconstruction/bce": float(evaluated["reconstruction_bce"].mean()),
                "reconstruction/mse": float(evaluated["reconstruction_mse"].mean())}
