@@ -124,6 +124,12 @@ class Task(abc.ABC):
     model_class = None
     #: {field: type or tuple of types} of what `calibrate` keeps, checked when calibration.json is read
     calibration_fields = {}
+    #: the study's data module: find_sources(input_path, config), read_source(source,
+    #: config), augment(example, seed, config), model_io(example, config)
+    data = None
+    #: the study's serving module: serving_functions(model, config, calibration),
+    #: warmup_inputs(config), bioimageio_description(config, pixel_size)
+    serving = None
 
     def __init__(self, config=None, *, manifest=None, calibration=None):
         #: the configuration (the task's Config) this task is made for: the quick preset by default
@@ -146,13 +152,13 @@ class Task(abc.ABC):
         """{"quick": Config(...), "paper": Config(...)}"""
 
     # -- raw data -------------------------------------------------------------
-    @abc.abstractmethod
     def find_sources(self, input_path):
         """The `Source`s under a user's file or folder; raises InputError if none."""
+        return self.data.find_sources(input_path, self.config)
 
-    @abc.abstractmethod
     def read_source(self, source):
         """(info dict for the manifest, iterable of examples as dicts of numpy arrays)."""
+        return self.data.read_source(source, self.config)
 
     @abc.abstractmethod
     def write_synthetic(self, directory, num_examples, seed):
@@ -214,9 +220,9 @@ class Task(abc.ABC):
         """TensorFlow ops from raw model input to network input under this configuration;
         shared by the training pipeline, evaluation, prediction and the serving graph."""
 
-    @abc.abstractmethod
     def augment(self, example, seed):
         """A randomly transformed example; `seed` is a stateless [2] int64 seed."""
+        return self.data.augment(example, seed, self.config)
 
     def early_stopping_patience(self):
         """Epochs without a lower validation loss after which training stops (0: never)."""
@@ -229,9 +235,9 @@ class Task(abc.ABC):
 
         return tf.constant(True)
 
-    @abc.abstractmethod
     def model_io(self, example):
         """(network inputs, targets) from a decoded example, preprocessing applied."""
+        return self.data.model_io(example, self.config)
 
     def batch(self, data, batch_size, training):
         """Batches of a tf.data set of `model_io` elements; tasks whose examples differ
@@ -261,22 +267,22 @@ class Task(abc.ABC):
         """{name: uint8 images [N, H, W, 3]} to show in TensorBoard each epoch."""
         return {}
 
-    @abc.abstractmethod
     def serving_functions(self, model):
         """{signature name: tf.function with an input signature}, preprocessing inside;
         signatures that depend on the calibration read the task's."""
+        return self.serving.serving_functions(model, self.config, self.calibration)
 
-    @abc.abstractmethod
     def warmup_inputs(self):
         """[(signature name, {input name: array})] of representative shapes, replayed
         by TF Serving when it loads the model."""
+        return self.serving.warmup_inputs(self.config)
 
-    @abc.abstractmethod
     def bioimageio_description(self, pixel_size=None):
         """The bioimage.io rdf fields of this task's package: name, description, tags,
         cite, one input (named as in `serving_default`) and ONE output (what
         `bioimageio_output` gives) with their axes, without test tensors; `pixel_size`
         scales the space axes."""
+        return self.serving.bioimageio_description(self.config, pixel_size)
 
     def bioimageio_test_input(self):
         """(input name, array with a batch of 1) from which a bioimage.io package's test

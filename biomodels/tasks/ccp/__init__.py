@@ -55,6 +55,7 @@ class CCPTask(Task):
                lower_bound=0.0, upper_bound=1.0),
     )
 
+    data, serving = data, serving
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     find_sources = staticmethod(data.find_sources)
@@ -65,9 +66,6 @@ class CCPTask(Task):
     calibrate = staticmethod(scores.calibrate)
 
     # -- raw data -------------------------------------------------------------
-    def read_source(self, source):
-        return data.read_source(source, self.config)
-
     def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import ccp as synthetic
 
@@ -126,25 +124,10 @@ class CCPTask(Task):
             "metrics": [keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")],
         }
 
-    def augment(self, example, seed):
-        return data.augment(example, seed, self.config)
-
-    def model_io(self, example):
-        return data.model_io(example, self.config)
-
     # -- results --------------------------------------------------------------
     def evaluate(self, model, dataset, split="test"):
         return scores.evaluate(model, dataset, self.config, self.calibration,
                                self.manifest["statistics"]["positive_fraction"])
-
-    def serving_functions(self, model):
-        return serving.serving_functions(model, self.config)
-
-    def warmup_inputs(self):
-        return serving.warmup_inputs(self.config)
-
-    def bioimageio_description(self, pixel_size=None):
-        return serving.bioimageio_description(self.config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.write_triage(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

@@ -11,7 +11,7 @@ from biomodels.tasks.ccp.config import CHANNELS
 from biomodels.tasks.ccp.data import preprocess
 
 
-def serving_functions(model, config):
+def serving_functions(model, config, calibration=None):
     import tensorflow as tf
 
     if config.model == "features":

@@ -60,6 +60,7 @@ class CellularTask(Task):
     )
     evaluate_options = MASK_OPTIONS
 
+    data, serving = data, serving
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     statistics = staticmethod(data.statistics)
@@ -70,14 +71,8 @@ class CellularTask(Task):
     bioimageio_output = staticmethod(serving.bioimageio_output)
 
     # -- raw data -------------------------------------------------------------
-    def find_sources(self, input_path):
-        return data.find_sources(input_path, self.config)
-
     def assigned_split(self, source):
         return data.assigned_split(source, self.config)
-
-    def read_source(self, source):
-        return data.read_source(source, self.config)
 
     def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import cellular as synthetic
@@ -122,14 +117,8 @@ class CellularTask(Task):
             optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
         return {"loss": CellposeLoss(), "optimizer": optimizer}
 
-    def augment(self, example, seed):
-        return data.augment(example, seed, self.config)
-
     def keep_for_training(self, example):
         return data.keep_for_training(example, self.config)
-
-    def model_io(self, example):
-        return data.model_io(example, self.config)
 
     # -- results --------------------------------------------------------------
     def calibrate(self, model, dataset):
@@ -139,15 +128,6 @@ class CellularTask(Task):
 
     def evaluate(self, model, dataset, split="test"):
         return scores.evaluate(model, dataset, self.manifest, self.config, self.calibration)
-
-    def serving_functions(self, model):
-        return serving.serving_functions(model, self.config, self.calibration)
-
-    def warmup_inputs(self):
-        return serving.warmup_inputs(self.config)
-
-    def bioimageio_description(self, pixel_size=None):
-        return serving.bioimageio_description(self.config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.predict_images(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

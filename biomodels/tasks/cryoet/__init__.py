@@ -40,6 +40,7 @@ class CryoETTask(Task):
         *tiling_options("the whole slice up to 1.5 million pixels, else the fewest even tiles of at most that"),
     )
 
+    data, serving = data, serving
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     find_sources = staticmethod(data.find_sources)
@@ -52,9 +53,6 @@ class CryoETTask(Task):
     predict_files = staticmethod(outputs.predict_tomograms)
 
     # -- raw data -------------------------------------------------------------
-    def read_source(self, source):
-        return data.read_source(source, self.config)
-
     def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import cryoet as synthetic
 
@@ -104,21 +102,9 @@ class CryoETTask(Task):
             ],
         }
 
-    def augment(self, example, seed):
-        return data.augment(example, seed, self.config)
-
     # -- results --------------------------------------------------------------
     def evaluate(self, model, dataset, split="test"):
         return scores.evaluate(model, dataset)
-
-    def serving_functions(self, model):
-        return serving.serving_functions(model, self.config)
-
-    def warmup_inputs(self):
-        return serving.warmup_inputs(self.config)
-
-    def bioimageio_description(self, pixel_size=None):
-        return serving.bioimageio_description(self.config, pixel_size)
 
 
 TASK = CryoETTask()

@@ -14,7 +14,7 @@ from biomodels.tasks.cryoet.config import CLASS_NAMES, size_multiple
 from biomodels.tasks.cryoet.data import preprocess
 
 
-def serving_functions(model, config):
+def serving_functions(model, config, calibration=None):
     import tensorflow as tf
 
     from biomodels.ops.padding import pad_to_multiple

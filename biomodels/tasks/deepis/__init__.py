@@ -47,6 +47,7 @@ class DeepISTask(Task):
                parse=inference.parse_tile),
     )
 
+    data, serving = data, serving
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     find_sources = staticmethod(data.find_sources)
@@ -55,9 +56,6 @@ class DeepISTask(Task):
     bioimageio_output = staticmethod(serving.bioimageio_output)
 
     # -- raw data -------------------------------------------------------------
-    def read_source(self, source):
-        return data.read_source(source, self.config)
-
     def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import deepis as synthetic
 
@@ -102,29 +100,12 @@ class DeepISTask(Task):
         settings (1.337 and 0.01 by default); non-finite voxels become the medium."""
         return data.preprocess(inputs, self.config)
 
-    def augment(self, example, seed):
-        from biomodels.pipelines.augment3d import augment_volume_and_distance
-
-        return augment_volume_and_distance(example, seed, self.config)
-
-    def model_io(self, example):
-        return data.model_io(example, self.config)
-
     # -- results --------------------------------------------------------------
     def evaluate(self, model, dataset, split="test"):
         return scores.evaluate(model, dataset, self.manifest, self.config, split)
 
     def early_stopping_patience(self):
         return self.config.early_stopping_patience
-
-    def serving_functions(self, model):
-        return serving.serving_functions(model, self.config)
-
-    def warmup_inputs(self):
-        return serving.warmup_inputs(self.config)
-
-    def bioimageio_description(self, pixel_size=None):
-        return serving.bioimageio_description(self.config, pixel_size)
 
     def bioimageio_test_input(self):
         return serving.bioimageio_test_input(self.config)

@@ -143,6 +143,14 @@ def preprocess(inputs, config):
     return (inputs - config.medium_index) / config.ri_scale
 
 
+def augment(example, seed, config):
+    """A randomly flipped, rotated, zoomed and elastically deformed crop, its distance
+    carried along (`biomodels.pipelines.augment3d`); `seed` is a stateless [2] int64 seed."""
+    from biomodels.pipelines.augment3d import augment_volume_and_distance
+
+    return augment_volume_and_distance(example, seed, config)
+
+
 def model_io(example, config):
     """(normalised volume [Z, Y, X, 1], distance [Z, Y, X, 1], loss weights [Z, Y, X])."""
     volume = preprocess(example["volume"], config)[..., None]

@@ -9,7 +9,7 @@ import numpy as np
 from biomodels.tasks.deepis.data import preprocess
 
 
-def serving_functions(model, config):
+def serving_functions(model, config, calibration=None):
     import tensorflow as tf
 
     from biomodels.ops.padding import pad_to_multiple

@@ -56,19 +56,13 @@ class LCHTask(Task):
         Option("batch_size", "integer", 32, "Crops per request.", lower_bound=1),
     )
 
+    data, serving = data, serving
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     fit_crop = staticmethod(data.fit_crop)
     statistics = staticmethod(data.statistics)
 
     # -- raw data -------------------------------------------------------------
-    def find_sources(self, input_path):
-        """One source per cell line: (efficiency CSV, its crops…)."""
-        return data.find_sources(input_path, self.config)
-
-    def read_source(self, source):
-        return data.read_source(source, self.config)
-
     def write_synthetic(self, directory, num_examples, seed):
         from biomodels.pipelines.synthetic import lch as synthetic
 
@@ -109,12 +103,6 @@ class LCHTask(Task):
         99th percentile stretched to [0, 1]; clipped to [0, 1]."""
         return data.preprocess(inputs, self.config)
 
-    def augment(self, example, seed):
-        return data.augment(example, seed, self.config)
-
-    def model_io(self, example):
-        return data.model_io(example, self.config)
-
     # -- results --------------------------------------------------------------
     def calibrate(self, model, dataset):
         """{"classifier", "classifier_l2", "classifier_cells"}: the classifier of
@@ -130,15 +118,6 @@ class LCHTask(Task):
 
     def summary_images(self, model, inputs, targets):
         return outputs.summary_images(model, inputs)
-
-    def serving_functions(self, model):
-        return serving.serving_functions(model, self.config, self.calibration)
-
-    def warmup_inputs(self):
-        return serving.warmup_inputs(self.config)
-
-    def bioimageio_description(self, pixel_size=None):
-        return serving.bioimageio_description(self.config, pixel_size)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.write_predictions(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)
