@@ -21,8 +21,9 @@ triage.csv ranked by probability with a `review` flag, a per-cell summary, and a
 example traces from the top, the borderline and the bottom of the list.
 
 Modules: config, data (readers, labels, features, TF preprocessing and batching),
-metrics (and the validation probabilities kept by `calibrate`), serving, outputs (the
-triage list of predict).
+inference (probabilities, the review threshold; `CCPModel`), metrics (and the
+validation probabilities kept by `calibrate`), serving, outputs (the triage list of
+predict).
 """
 
 from biomodels import config as config_lib

@@ -14,8 +14,9 @@ Cellpose's average precision at IoU 0.5, 0.75 and 0.9 and the CELLULAR paper's
 foreground-pixel precision, recall, F1 and Jaccard, per class where the data has classes.
 
 Modules: config (Config, presets, checks), data (readers, examples, TF preprocessing and
-augmentation), checkpoints (Cellpose checkpoints for --init_from), metrics, serving,
-outputs (masks from outputs, files of predict, TensorBoard images).
+augmentation), inference (an image to its masks, as Cellpose's eval; `CellularModel`),
+checkpoints (Cellpose checkpoints for --init_from), metrics, serving, outputs (files of
+predict, TensorBoard images).
 """
 
 from biomodels.tasks.base import Option, Task, tiling_options

@@ -12,8 +12,9 @@ with overlap, blended, and writes `NAME_labels.mrc`
 (and one probability MRC per feature class) with the input's voxel size and origin.
 
 Modules: config (Config, presets, classes), data (readers, TF preprocessing and
-augmentation), metrics, serving (signatures, warm-up, bioimage.io), outputs (files of
-predict, TensorBoard images).
+augmentation), inference (a tomogram to its labels and probabilities; `CryoETModel`),
+metrics, serving (signatures, warm-up, bioimage.io), outputs (files of predict,
+TensorBoard images).
 """
 
 import numpy as np

@@ -18,8 +18,9 @@ thresholded at half a voxel into the two cells, the synapse is where both masks 
 by 2 voxels overlap, and a report gives cell volumes and synapse size, in µm³ and µm²
 when the voxel size is known (TIFF metadata or --voxel_size).
 
-Modules: config, data (readers, TF preprocessing, augmentation, loss weights), metrics,
-serving, outputs (files of predict, synapse analysis, TensorBoard images).
+Modules: config, data (readers, TF preprocessing, augmentation, loss weights), inference
+(a volume to its distance, cells, synapse and report; `DeepISModel`), metrics, serving,
+outputs (files of predict, TensorBoard images).
 """
 
 from biomodels.errors import ConfigError

@@ -21,7 +21,8 @@ After training, a classifier on the codes of all training and validation cells i
 in calibration.json and in the export, where it serves the `classify` signature and
 gives the direction for in-silico cells.
 
-Modules: config, data (crops, metadata, efficiency table, TF preprocessing), metrics
+Modules: config, data (crops, metadata, efficiency table, TF preprocessing), inference
+(codes, decoding, interpolation, the classifier; `LCHModel`), metrics
 (leave-one-line-out scores, the deployed classifier), serving (encode, decode, classify,
 bioimage.io), outputs (embeddings, in-silico cells, interpolations, TensorBoard images).
 """
