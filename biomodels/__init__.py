@@ -10,9 +10,10 @@ Importing the package is cheap; TensorFlow is imported by the modules that need 
 `biomodels.train` is both the command module (`python -m biomodels.train`) and callable.
 """
 
-__version__ = "0.1.0"
+from biomodels.study import load  # cheap: no TensorFlow
+from biomodels.version import __version__
 
-from biomodels.study import load  # noqa: E402  (cheap: no TensorFlow)
+__all__ = ["load", "train", "__version__"]
 
 
 def __getattr__(name):

@@ -33,10 +33,10 @@ def export_saved_model(task, model, config, path, metadata=None, before_publish=
             signature = signature_of(function)
             signatures[name] = {part: {key: {"dtype": info.dtype, "shape": list(info.shape)} for key, info in tensors.items()}
                                 for part, tensors in (("inputs", signature.inputs), ("outputs", signature.outputs))}
-        import biomodels
+        from biomodels.version import __version__
 
         info = {"task": task.name, "config": config_lib.to_dict(config), "signatures": signatures,
-                "preprocessing": task.preprocess.__doc__.strip(), "biomodels": biomodels.__version__,
+                "preprocessing": task.preprocess.__doc__.strip(), "biomodels": __version__,
                 "tensorflow": tf.__version__, **(metadata or {})}
         config_lib.write_json_atomic(os.path.join(tmp, EXPORT_INFO), info)
         if before_publish is not None:
