@@ -53,6 +53,9 @@ class StudyModel:
 
     def __init__(self, task, predictor, model_dir=None):
         self.task, self.predictor, self.model_dir = task, predictor, model_dir
+        #: the typed configuration the model was trained with (the quick preset for a
+        #: served model, which records none)
+        self.config = config_lib.model_config(task, predictor)
 
     @classmethod
     def from_file(cls, task, path):
@@ -62,12 +65,6 @@ class StudyModel:
 
     def __repr__(self):
         return f"<{type(self).__name__} of {self.predictor.source}>"
-
-    @property
-    def config(self):
-        """The typed configuration the model was trained with (the quick preset for a
-        served model, which records none)."""
-        return config_lib.model_config(self.task, self.predictor)
 
     @property
     def calibration(self):

@@ -69,8 +69,10 @@ def decode(predictor, codes):
     return predictor("decode", latent=np.asarray(codes, np.float32))["images"]
 
 
-def interpolate(predictor, codes, steps):
-    """Images decoded from `steps` codes evenly spaced on the line from codes[0] to codes[1]."""
+def interpolate(predictor, crops, steps):
+    """Images decoded from `steps` codes evenly spaced on the line from the code of
+    crops[0] to that of crops[1] (crops [2, size, size, 1] in [0, 1])."""
+    codes = predictor("encode", images=crops)["latent"]
     weights = np.linspace(0, 1, steps)[:, None]
     return decode(predictor, (1 - weights) * codes[0] + weights * codes[1])
 
@@ -123,8 +125,7 @@ class LCHModel(StudyModel):
     def interpolate(self, first, second, steps=9):
         """Images [steps, size, size, 1] decoded from codes evenly spaced between the codes
         of two crops (arrays [H, W] or paths)."""
-        codes = self.predictor("encode", images=np.concatenate([self.crops(first), self.crops(second)]))["latent"]
-        return interpolate(self.predictor, codes, steps)
+        return interpolate(self.predictor, np.concatenate([self.crops(first), self.crops(second)]), steps)
 
     def classify(self, crops):
         """The latent classifier's probability of high metastatic efficiency [N] of crops."""

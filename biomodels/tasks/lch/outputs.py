@@ -102,8 +102,7 @@ def write_insilico(predictor, config, chosen, table, output_dir, options):
 
 def write_interpolation(predictor, config, crops, chosen, output_dir, options):
     """Decode codes on the straight line between two cells; montage and GIF."""
-    codes = predictor("encode", images=crops)["latent"]
-    decoded = inference.interpolate(predictor, codes, options["steps"])
+    decoded = inference.interpolate(predictor, crops, options["steps"])
     names = [os.path.splitext(os.path.basename(path))[0] for path in chosen]
     montage = os.path.join(output_dir, f"interpolate_{names[0]}_{names[1]}.png")
     inputs = np.asarray(preprocess(crops, config))
