@@ -70,14 +70,16 @@ def resolve_settings(predictor, config, options):
                     tile=options["tile"] or TILE_SIZE, overlap=options["overlap"], batch_size=options["batch_size"])
 
 
-def segment_image(predictor, raw, settings):
+def segment_image(predictor, raw, settings, image=None):
     """The `Segmentation` of one image [H, W, C] as read, its channels chosen already
-    (`data.cell_channels`)."""
+    (`data.cell_channels`); `image` is `raw` normalised (`data.normalise`), when the
+    caller has it already."""
     if settings.in_graph:
         return Segmentation(masks=segment_in_graph(predictor, raw, settings.diameter, settings.thresholds),
                             flows=None, cellprob=None, diameter=settings.diameter)
     normalised = lambda tiles: predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))  # noqa: E731
-    masks, maps = segment(normalised, data.normalise(raw), settings.diameter_mean / settings.diameter,
+    image = data.normalise(raw) if image is None else image
+    masks, maps = segment(normalised, image, settings.diameter_mean / settings.diameter,
                           settings.thresholds, tile=settings.tile, overlap=settings.overlap,
                           batch_size=settings.batch_size)
     return Segmentation(masks=masks, flows=np.ascontiguousarray(maps[..., :2].transpose(2, 0, 1)),

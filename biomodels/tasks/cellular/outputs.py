@@ -69,16 +69,19 @@ def predict_images(predictor, config, input_path, output_dir, options):
     bar = progress_bar(len(paths), "images")
     for done, path in enumerate(paths, start=1):  # one image in memory at a time
         raw = data.read_cell_image(path, settings.channels, settings.gray)
-        result = inference.segment_image(predictor, raw, settings)
-        written += write_segmentation(os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0]), raw, result)
+        image = data.normalise(raw)  # once, for the network and the outlines
+        result = inference.segment_image(predictor, raw, settings, image)
+        written += write_segmentation(os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0]), image,
+                                      result)
         log.info("%s: %d cells", path, int(result.masks.max()))
         bar.update(done)
     return written
 
 
-def write_segmentation(stem, raw, result):
+def write_segmentation(stem, image, result):
     """STEM_cp_masks.tif, STEM_cp_output.png and, when the result has flows,
-    STEM_cp_flows.tif of one image's `Segmentation`; returns their paths."""
+    STEM_cp_flows.tif of one image's `Segmentation` (`image`: the image normalised, under the
+    outlines); returns their paths."""
     names = {kind: f"{stem}{suffix}" for kind, suffix in OUTPUT_NAMES.items()}
     if result.flows is None:
         del names["flows"]
@@ -86,7 +89,7 @@ def write_segmentation(stem, raw, result):
         maps = np.concatenate([result.flows, result.cellprob[np.newaxis]]).astype(np.float32)
         readers.write_imagej_tiff(names["flows"], np.ascontiguousarray(maps), "CYX", labels=FLOW_CHANNELS)
     write_masks(names["masks"], result.masks)
-    readers.write_png(names["outlines"], outlines(data.normalise(raw), result.masks))
+    readers.write_png(names["outlines"], outlines(image, result.masks))
     return list(names.values())
 
 
