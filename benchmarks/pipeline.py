@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from biomodels import config as config_lib  # noqa: E402
 from biomodels import prepare, tasks  # noqa: E402
 from biomodels.pipelines import dataset as dataset_lib  # noqa: E402
+from biomodels.pipelines import manifest as manifest_lib  # noqa: E402
 
 
 def rate(count, seconds):
@@ -56,10 +57,10 @@ def training_rate(task, config, data_dir, manifest, steps, jit_compile=False):
     return rate(steps * config.batch_size, time.perf_counter() - start)
 
 
-def reading_rates(data_dir, manifest, split="train"):
+def reading_rates(manifest, split="train"):
     """Raw examples per second: TFRecord decode versus np.load of .npy files."""
     start = time.perf_counter()
-    arrays = [example for example in dataset_lib.examples(data_dir, manifest, split).as_numpy_iterator()]
+    arrays = [example for example in dataset_lib.examples(manifest, split).as_numpy_iterator()]
     tfrecord_rate = rate(len(arrays), time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as tmp:
         for i, example in enumerate(arrays):
@@ -87,16 +88,16 @@ def benchmark_setup(description, **extra_arguments):
     task = tasks.get(args.task)
     config = config_lib.resolve(task, args.preset)
     data_dir = args.data_dir or prepare.synthetic_dataset(task, config)
-    return args, task, config, data_dir, dataset_lib.read_manifest(data_dir)
+    return args, task, config, data_dir, manifest_lib.read(data_dir, task)
 
 
 def main():
     args, task, config, data_dir, manifest = benchmark_setup(__doc__, batches=30, steps=5)
     pipeline = pipeline_rate(task, config, data_dir, manifest, args.batches)
     training = training_rate(task, config, data_dir, manifest, args.steps)
-    tfrecord_rate, numpy_rate = reading_rates(data_dir, manifest)
+    tfrecord_rate, numpy_rate = reading_rates(manifest)
     print(f"task {task.name}, preset {args.preset}, batch {config.batch_size}, example shape "
-          f"{manifest['features']} from {data_dir}")
+          f"{dict(manifest.features)} from {data_dir}")
     print(report.format_table([
         ("input pipeline (decode, augment, batch)", pipeline, "training step", training, pipeline / training),
         ("TFRecord read + decode", tfrecord_rate, "np.load of .npy files", numpy_rate, tfrecord_rate / numpy_rate),

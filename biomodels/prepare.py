@@ -9,6 +9,7 @@ staging folder first and moved into place only when complete; staging folders th
 killed prepare left behind are removed by the next one.
 """
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -25,8 +26,7 @@ from biomodels.atomic import LOCK_FILE, FolderLock
 from biomodels.errors import ConfigError, InputError
 from biomodels.pipelines import dataset as dataset_lib
 from biomodels.pipelines import tfrecord
-
-SPLITS = ("train", "val", "test")
+from biomodels.pipelines.manifest import MANIFEST, SPLITS, Manifest, Source, Split
 STAGING_PREFIX = ".prepare-"
 log = logging.getLogger("biomodels")
 
@@ -58,11 +58,11 @@ def assign_groups(groups, fractions, seed):
 
 def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=False, num_examples=None,
                     seed=0, fractions=None, show_progress=True):
-    """Write the prepared data set into `output_dir`; returns its manifest. `fractions`
+    """Write the prepared data set into `output_dir`; returns its `Manifest`. `fractions`
     default to the task's split."""
     task = task.bind(config)
     fractions = tuple(fractions or task.default_split)
-    if os.path.exists(os.path.join(output_dir, dataset_lib.MANIFEST)):
+    if os.path.exists(os.path.join(output_dir, MANIFEST)):
         raise InputError(output_dir, "already holds a prepared data set (dataset.json); choose another --output_dir")
     if synthetic == (input_path is not None):
         raise ConfigError("give either --input=PATH or --synthetic")
@@ -81,15 +81,15 @@ def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=Fals
             input_path = raw_dir
         manifest = _write_shards(task, input_path, staging, seed=seed, fractions=fractions,
                                  show_progress=show_progress)
-        manifest["synthetic"] = bool(synthetic)
+        manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "synthetic": bool(synthetic)})
         shutil.rmtree(os.path.join(staging, "raw"), ignore_errors=True)
-        config_lib.write_json_atomic(os.path.join(staging, dataset_lib.MANIFEST), manifest)
+        config_lib.write_json_atomic(os.path.join(staging, MANIFEST), manifest.to_json())
         os.remove(os.path.join(staging, LOCK_FILE))  # the lock stays held until release
         _move_into(staging, output_dir)
     finally:
         staging_lock.release()
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+    return dataclasses.replace(manifest, data_dir=os.path.abspath(output_dir))
 
 
 def _remove_abandoned_staging(parent):
@@ -164,31 +164,22 @@ def _write_shards(task, input_path, staging, *, seed, fractions, show_progress):
             assignment = stratified_assignment([task.stratum(example) for _, example in held], fractions, seed)
             for (source_index, example), split in zip(held, assignment):
                 writers[split].write(tfrecord.encode_example(example))
-                examples_per_split = source_records[source_index].setdefault("examples", dict.fromkeys(SPLITS, 0))
+                examples_per_split = source_records[source_index].details.setdefault("examples", dict.fromkeys(SPLITS, 0))
                 examples_per_split[split] += 1
         if writers["train"].count == 0:
             raise InputError(input_path, "no examples fell into the training split")
-        splits = {split: {"count": writer.count, "shards": writer.commit()} for split, writer in writers.items()}
+        splits = {split: Split(writer.count, tuple(writer.commit())) for split, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.discard()
         raise
-    manifest = {
-        "task": task.name,
-        "schema_version": tfrecord.SCHEMA_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "seed": seed,
-        "split_fractions": list(fractions),
-        "split_by": SPLIT_BY[split_by],
-        "splits": splits,
-        "features": feature_spec,
-        "config": config_lib.to_dict(task.config),
-        "sources": source_records,
-        "skipped": _skipped_totals(source_records),
-    }
-    train = dataset_lib.examples(staging, manifest, "train").as_numpy_iterator()
-    manifest["statistics"] = task.statistics(train)
-    return manifest
+    provenance = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "seed": seed, "split_fractions": list(fractions), "split_by": SPLIT_BY[split_by],
+                  "config": config_lib.to_dict(task.config)}
+    manifest = Manifest(task.name, splits, feature_spec, tuple(source_records), skipped=_skipped_totals(source_records),
+                        provenance=provenance, data_dir=staging)
+    train = dataset_lib.examples(manifest, "train").as_numpy_iterator()
+    return dataclasses.replace(manifest, statistics=task.statistics(train))
 
 
 def _write_sources(task, sources, writers, *, split_by, split_of_group, fractions, show_progress):
@@ -201,9 +192,8 @@ def _write_sources(task, sources, writers, *, split_by, split_of_group, fraction
     for done, source in enumerate(sources, start=1):
         info, examples = task.read_source(source)
         examples = list(examples) if not by_group else examples
-        source_records.append({"name": source.name, "group": source.group,
-                               "files": [os.path.abspath(p) for p in source.paths],
-                               "split": split_of_group[source.group] if by_group else "all", **info})
+        source_records.append(Source(source.name, source.group, tuple(os.path.abspath(p) for p in source.paths),
+                                     split_of_group[source.group] if by_group else "all", dict(info)))
         for index, example in enumerate(examples):
             feature_spec = feature_spec or tfrecord.feature_spec_of(example)
             if split_by == "example":
@@ -220,7 +210,7 @@ def _skipped_totals(source_records):
     """{reason: count} over the sources' own `skipped` reports."""
     totals = {}
     for record in source_records:
-        for reason, count in (record.get("skipped") or {}).items():
+        for reason, count in record.skipped.items():
             totals[reason] = totals.get(reason, 0) + count
     return totals
 
@@ -236,7 +226,7 @@ def _move_into(staging, output_dir):
     os.makedirs(output_dir, exist_ok=True)
     names = sorted(os.listdir(staging))
     # the manifest last, so a data set without dataset.json is visibly incomplete
-    names.sort(key=lambda name: name == dataset_lib.MANIFEST)
+    names.sort(key=lambda name: name == MANIFEST)
     for name in names:
         os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
 
@@ -264,7 +254,7 @@ def synthetic_dataset(task, config, seed=0):
     shaping = json.dumps({field: settings[field] for field in task.data_fields}, sort_keys=True)
     digest = hashlib.sha1(shaping.encode()).hexdigest()[:8]
     directory = os.path.join(cache_root(), f"{task.name}-synthetic-v{task.synthetic_version}-n{count}-seed{seed}-{digest}")
-    if not os.path.isfile(os.path.join(directory, dataset_lib.MANIFEST)):
+    if not os.path.isfile(os.path.join(directory, MANIFEST)):
         from biomodels.report import say
 
         say(f"Preparing the built-in synthetic {task.name} data set in {directory} (once)")
@@ -284,10 +274,10 @@ def main(argv):
         task, config, flags.output_dir, input_path=flags.input, synthetic=flags.synthetic,
         num_examples=flags.num_examples, seed=flags.seed, fractions=parse_split(flags.split) if flags.split else None,
     )
-    counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
+    counts = ", ".join(f"{name} {split.count}" for name, split in manifest.splits.items())
     report.say(f"Wrote {flags.output_dir}: {counts} examples")
-    if manifest["skipped"]:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in manifest["skipped"].items())
+    if manifest.skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in manifest.skipped.items())
         report.say(f"Left out: {reasons} (per source in dataset.json)")
 
 

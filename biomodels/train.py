@@ -20,7 +20,7 @@ import types
 
 from biomodels import config as config_lib
 from biomodels import run_state, runtime
-from biomodels.pipelines import dataset as dataset_lib
+from biomodels.pipelines import manifest as manifest_lib
 from biomodels.training import RunOptions, default_model_dir, run_record, train
 
 
@@ -36,7 +36,7 @@ def main(argv):
             overrides.append(f"{name}={flags[name].value}")
     config = config_lib.resolve(task, flags.preset, overrides)
     if flags.data_dir:
-        dataset_lib.read_manifest(flags.data_dir)  # a clear error before the run directory exists
+        manifest_lib.read(flags.data_dir, task)  # a clear error before the run directory exists
     if flags.init_from:
         # without TensorFlow ops: a multi-worker strategy must come first
         task.bind(config).check_initial_weights(flags.init_from)

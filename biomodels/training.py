@@ -19,6 +19,7 @@ from biomodels import config as config_lib
 from biomodels import run_state, runtime
 from biomodels.errors import BiomodelsError, InputError
 from biomodels.pipelines import dataset as dataset_lib
+from biomodels.pipelines import manifest as manifest_lib
 
 log = logging.getLogger("biomodels")
 
@@ -73,10 +74,7 @@ class TrainingRun:
         if not runtime.is_chief(self.strategy):
             model_dir = os.path.join(model_dir, f"worker-{self.strategy.cluster_resolver.task_id}")
         self.model_dir = model_dir
-        self.manifest = dataset_lib.read_manifest(data_dir)
-        if self.manifest["task"] != task.name:
-            raise InputError(os.path.join(data_dir, dataset_lib.MANIFEST),
-                             f"was prepared for task {self.manifest['task']!r}, not {task.name!r}")
+        self.manifest = manifest_lib.read(data_dir, task)
         self.task = task.bind(config, manifest=self.manifest)
         # read before anything is written, so a wrong file leaves no run directory behind
         self.initial_weights = _initial_weights(self.task, options.init_from) if options.init_from else None
@@ -84,7 +82,7 @@ class TrainingRun:
         self.steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(self.split_count("train") / config.batch_size))
 
     def split_count(self, split):
-        return self.manifest["splits"][split]["count"]
+        return self.manifest.count(split)
 
     def complete(self):
         """Every step, from a fresh or half-trained run directory to finished.json;
@@ -200,8 +198,8 @@ def evaluate_split(task, model, split, *, model_dir):
     """The metrics of `task` (bound to its configuration, prepared data set and
     calibration) on one split, also written to model_dir/metrics_<split>.json."""
     manifest = task.manifest
-    if manifest["splits"].get(split, {}).get("count", 0) == 0:
-        raise InputError(os.path.join(manifest["data_dir"], dataset_lib.MANIFEST), f"split {split!r} holds no examples")
+    if manifest.count(split) == 0:
+        raise InputError(os.path.join(manifest.data_dir, manifest_lib.MANIFEST), f"split {split!r} holds no examples")
     metrics = task.evaluate(model, dataset_lib.evaluation_dataset(task, split), split=split)
     config_lib.write_json_atomic(os.path.join(model_dir, f"metrics_{split}.json"), metrics)
     return metrics
@@ -221,7 +219,7 @@ def evaluate_run(task, model_dir, data_dir=None, split="test", overrides=None):
             raise ConfigError(f"--{unknown[0]} does not apply to task {task.name}")
         config = dataclasses.replace(config, **overrides)
     data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
-    manifest = dataset_lib.read_manifest(data_dir)  # a damaged data set is said before the model loads
+    manifest = manifest_lib.read(data_dir, task)  # a damaged data set is said before the model loads
     bound = task.bind(config, manifest=manifest, calibration=config_lib.read_calibration(task, model_dir))
     return evaluate_split(bound, load_trained_model(model_dir), split, model_dir=model_dir)
 

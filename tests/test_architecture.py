@@ -203,14 +203,15 @@ def test_the_forwarder_check_tells_a_forwarder_from_a_method_of_the_task():
 
 def test_a_bound_task_reads_its_configuration_manifest_and_calibration():
     from biomodels import config as config_lib
+    from biomodels.pipelines.manifest import Manifest
     from biomodels import tasks
 
     registered = tasks.get("cellular")
-    assert registered.config == registered.presets()["quick"] and registered.manifest is None
+    assert registered.config == registered.presets()["quick"] and registered.manifest == Manifest("cellular")
     paper = config_lib.resolve(registered, "paper")
-    bound = registered.bind(paper, manifest={"statistics": {"mean_diameter": 17.0}},
+    bound = registered.bind(paper, manifest=Manifest("cellular", statistics={"mean_diameter": 17.0}),
                             calibration={"training_diameter": 17.0})
     assert bound.config is paper and bound.calibration == {"training_diameter": 17.0}
     assert bound.calibrate(None, None) == {"training_diameter": 17.0}  # read from the bound manifest
     assert registered.config == registered.presets()["quick"]  # the registry's task is unchanged
-    assert bound.bind().config is paper and bound.bind().manifest is None
+    assert bound.bind().config is paper and not bound.bind().manifest.statistics

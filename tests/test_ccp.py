@@ -12,6 +12,7 @@ from biomodels.errors import ConfigError, InputError
 from biomodels.ops import classification_metrics as scores
 from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, displacement_statistics, track_features
 from biomodels.pipelines import track_files, track_writers
+from biomodels.pipelines.manifest import Manifest
 from biomodels.prepare import prepare_dataset, stratified_assignment
 
 TINY_CCP = ["synthetic_cells=2", "synthetic_tracks_per_cell=80", "batch_size=8", "filters=4", "gru_units=4",
@@ -316,7 +317,7 @@ def test_feature_only_csv_trains_only_the_features_model(tmp_path, ccp_task, tin
     path.write_text("\n".join(rows) + "\n")
     data_dir = tmp_path / "prepared"
     manifest = prepare_dataset(ccp_task, tiny_ccp_config, str(data_dir), input_path=str(path), show_progress=False)
-    assert manifest["statistics"]["tracks_without_traces"] == manifest["splits"]["train"]["count"]
+    assert manifest.statistics["tracks_without_traces"] == manifest.count("train")
     with pytest.raises(ConfigError, match="features but no traces"):
         ccp_task.bind(tiny_ccp_config, manifest=manifest).build_model()
     features_config = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "model=features"])
@@ -337,22 +338,27 @@ def test_unlabelled_tracks_cannot_be_prepared(tmp_path, ccp_task, tiny_ccp_confi
 def test_synthetic_data_through_every_reader_split_by_label_or_by_cell(tmp_path, ccp_task, tiny_ccp_config):
     manifest = prepare_dataset(ccp_task, tiny_ccp_config, str(tmp_path / "by_track"), synthetic=True, num_examples=3,
                                show_progress=False)
-    assert manifest["split_by"] == "example, stratified" and manifest["split_fractions"] == [0.6, 0.2, 0.2]
-    kinds = sorted(source["files"][0].rsplit("/", 1)[-1] for source in manifest["sources"])
+    assert manifest.provenance["split_by"] == "example, stratified"
+    assert manifest.provenance["split_fractions"] == [0.6, 0.2, 0.2]
+    kinds = sorted(source.files[0].rsplit("/", 1)[-1] for source in manifest.sources)
     assert kinds == ["ProcessedTracks.mat", "lifetimeData.mat", "tracks.csv"]
-    positives = sum(source["positives"] for source in manifest["sources"])
-    total = sum(source["tracks"] for source in manifest["sources"])
+    positives = sum(source.details["positives"] for source in manifest.sources)
+    total = sum(source.details["tracks"] for source in manifest.sources)
     assert 0.08 < positives / total < 0.2
-    assert manifest["skipped"].get("shorter than 2 frames", 0) > 0  # the 1-frame detections, counted
-    counts = {split: info["count"] for split, info in manifest["splits"].items()}
+    assert manifest.skipped.get("shorter than 2 frames", 0) > 0  # the 1-frame detections, counted
+    assert sum(source.skipped.get("shorter than 2 frames", 0) for source in manifest.sources) == \
+        manifest.skipped["shorter than 2 frames"]
+    counts = {split: manifest.count(split) for split in manifest.splits}
     assert counts["train"] == pytest.approx(0.6 * total, abs=2) and counts["test"] == pytest.approx(0.2 * total, abs=2)
-    assert manifest["statistics"]["positive_fraction"] == pytest.approx(positives / total, abs=0.02)
+    # split example by example: each source counts where its examples went
+    assert sum(source.details["examples"]["test"] for source in manifest.sources) == counts["test"]
+    assert manifest.statistics["positive_fraction"] == pytest.approx(positives / total, abs=0.02)
 
     by_cell = config_lib.resolve(ccp_task, "quick", [*TINY_CCP, "group_split=true"])
     manifest = prepare_dataset(ccp_task, by_cell, str(tmp_path / "by_cell"), synthetic=True, num_examples=3,
                                show_progress=False)
-    assert manifest["split_by"] == "group"
-    assert sorted(source["split"] for source in manifest["sources"]) == ["test", "train", "val"]
+    assert manifest.provenance["split_by"] == "group"
+    assert sorted(source.split for source in manifest.sources) == ["test", "train", "val"]
 
 
 @pytest.mark.slow
@@ -461,7 +467,7 @@ def test_trace_models_round_trip_through_keras_files(tmp_path):
 def test_balanced_loss_weighs_both_classes_equally(ccp_task, tiny_ccp_config):
     from biomodels.models import BalancedBinaryCrossentropy
 
-    positive_weight, negative_weight = ccp_task.bind(tiny_ccp_config, manifest={"statistics": {"positive_fraction": 0.1}}).class_weights()
+    positive_weight, negative_weight = ccp_task.bind(tiny_ccp_config, manifest=Manifest("ccp", statistics={"positive_fraction": 0.1})).class_weights()
     assert (positive_weight, negative_weight) == pytest.approx((5.0, 0.5 / 0.9))
     loss = BalancedBinaryCrossentropy(positive_weight, negative_weight)
     labels = np.array([[1.0]] + [[0.0]] * 9)

@@ -97,7 +97,10 @@ def test_min_masks_leaves_out_training_images_only(task, cellular_dir):
     from biomodels.errors import ConfigError
     from biomodels.tasks.cellular.data import check_training_images
 
-    manifest = {"sources": [{"split": "train", "objects": 4}, {"split": "test", "objects": 9}]}
+    from biomodels.pipelines.manifest import Manifest, Source
+
+    manifest = Manifest("cellular", sources=(Source("a", split="train", details={"objects": 4}),
+                                             Source("b", split="test", details={"objects": 9})))
     check_training_images(manifest, config)
     with pytest.raises(ConfigError, match="min_masks=5: no training image has that many masks \\(the most is 4\\)"):
         check_training_images(manifest, config_lib.resolve(task, "quick", ["min_masks=5"]))
@@ -377,7 +380,7 @@ def test_init_from_cellpose_checkpoint(cellular_run, tmp_path, task, config):
 
     run_reference_script("cpnet_outputs.py", tmp_path, "2,4,8,16,32", 32, 5)
     checkpoint = str(tmp_path / "cpnet.pth")
-    model = task.bind(config, manifest={}).build_model()
+    model = task.bind(config).build_model()
     _set_initial_weights(model, _initial_weights(task.bind(config), checkpoint), checkpoint)
     images = np.load(tmp_path / "images.npy").transpose(0, 2, 3, 1)
     expected = np.load(tmp_path / "maps.npy").transpose(0, 2, 3, 1)
@@ -406,7 +409,7 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
     from biomodels.export import serving
     from biomodels.export.bioimageio import write_package
 
-    model = task.bind(config, manifest={}).build_model()
+    model = task.bind(config).build_model()
     # Every cell-probability logit negative, as an untrained network can give: the case
     # bioimage.io's validator refuses any absolute tolerance for (CI met it by chance).
     kernel, bias = model.get_layer("output.2").get_weights()

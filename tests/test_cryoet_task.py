@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from biomodels.errors import InputError
 from biomodels.pipelines import readers
+from biomodels.pipelines.manifest import Manifest
 from biomodels.tasks import cryoet
 
 
@@ -81,7 +82,7 @@ def test_augment_moves_image_and_labels_together(cryoet_task, tiny_cryoet_config
 
 def test_class_weights_from_frequencies_average_to_one(cryoet_task, tiny_cryoet_config):
     frequencies = [0.7, 0.1, 0.05, 0.05, 0.05, 0.05]
-    weights = np.array(cryoet_task.bind(tiny_cryoet_config, manifest={"statistics": {"class_frequencies": frequencies}}).class_weights())
+    weights = np.array(cryoet_task.bind(tiny_cryoet_config, manifest=Manifest("cryoet", statistics={"class_frequencies": frequencies})).class_weights())
     assert np.dot(weights, frequencies) == pytest.approx(1.0)
     assert weights[0] < weights[1]
 
@@ -147,7 +148,7 @@ def test_evaluate_perfect_prediction_scores_one(cryoet_task, tiny_cryoet_config)
             return tf.one_hot(tf.cast(inputs[..., 0], tf.int32), 6)
 
     data = tf.data.Dataset.from_tensor_slices((labels[..., None].astype(np.float32), labels)).batch(2)
-    metrics = cryoet_task.bind(tiny_cryoet_config, manifest={}).evaluate(Oracle(), data)
+    metrics = cryoet_task.bind(tiny_cryoet_config).evaluate(Oracle(), data)
     assert metrics["mean_iou_features"] == pytest.approx(1.0)
     assert metrics["f1/ribosome"] == pytest.approx(1.0) and metrics["pixels"] == 128
 

@@ -13,6 +13,7 @@ from biomodels import config as config_lib
 from biomodels.errors import InputError
 from biomodels.ops.distance import labels_from_distance, signed_distance, synapse_mask
 from biomodels.pipelines import readers
+from biomodels.pipelines import manifest as manifest_lib
 from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local, export_package,
                       run_cli, run_without_biomodels, train_synthetic_run)
 
@@ -293,8 +294,7 @@ def test_command_line_chain(deepis_run, tmp_path):
     assert "synapse boundary displacement" in result.stdout
     metrics = json.loads((model_dir / "metrics_test.json").read_text())
     assert 0.0 <= metrics["mean_dice"] <= 1.0
-    manifest = json.loads((model_dir.parent / "data" / "dataset.json").read_text())
-    test_volumes = [source for source in manifest["sources"] if source["split"] == "test"]
+    test_volumes = manifest_lib.read(str(model_dir.parent / "data")).sources_in("test")
     assert metrics["scored"] == "volumes" and metrics["volumes"] == len(test_volumes) > 0
     [path] = synthetic.write_dataset(str(tmp_path / "raw"), 1, seed=9, shape=(20, 40, 36))
     out = tmp_path / "out"

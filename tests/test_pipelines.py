@@ -1,13 +1,16 @@
 """Readers, the TFRecord schema, the prepared data set and the tf.data pipelines."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from biomodels import tasks
 from biomodels.errors import InputError
 from biomodels.pipelines import dataset as dataset_lib
+from biomodels.pipelines import manifest as manifest_lib
 from biomodels.pipelines import readers, tfrecord
 
 
@@ -116,20 +119,26 @@ def test_split_writer_discard_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_prepared_manifest_and_split_by_tomogram(prepared_cryoet):
-    manifest = dataset_lib.read_manifest(str(prepared_cryoet))
-    assert manifest["task"] == "cryoet"
-    splits = {source["name"]: source["split"] for source in manifest["sources"]}
+def test_prepared_manifest_and_split_by_tomogram(prepared_cryoet, cryoet_task):
+    manifest = manifest_lib.read(str(prepared_cryoet), cryoet_task)
+    assert manifest.task == "cryoet" and manifest.data_dir == str(prepared_cryoet)
+    splits = {source.name: source.split for source in manifest.sources}
     assert sorted(splits.values()) == ["test", "train", "val"]  # 3 tomograms, one per split
     # 6 slices of 64x64 in 32x32 tiles: 24 examples per tomogram
-    assert {name: info["count"] for name, info in manifest["splits"].items()} == {"train": 24, "val": 24, "test": 24}
-    stats = manifest["statistics"]
+    assert {name: split.count for name, split in manifest.splits.items()} == {"train": 24, "val": 24, "test": 24}
+    assert [manifest.count(split) for split in ("train", "all")] == [24, 0]
+    assert manifest.shard_paths("val") == [str(prepared_cryoet / "val-00000-of-00001.tfrecord")]
+    assert manifest.sources[0].files[0].endswith(".mrc") and manifest.sources[0].details["voxel_size"]
+    # the typed record writes back the object it was read from, field for field
+    on_disk = json.loads((prepared_cryoet / "dataset.json").read_text())
+    assert manifest.to_json() == on_disk
+    stats = manifest.statistics
     assert stats["class_names"][0] == "background" and len(stats["class_frequencies"]) == 6
     assert sum(stats["class_frequencies"]) == pytest.approx(1.0)
 
 
 def test_training_dataset_shapes_dtypes_and_seeded_order(prepared_cryoet, cryoet_task, tiny_cryoet_config):
-    manifest = dataset_lib.read_manifest(str(prepared_cryoet))
+    manifest = manifest_lib.read(str(prepared_cryoet))
 
     def first_batches(seed):
         data = dataset_lib.training_dataset(cryoet_task.bind(tiny_cryoet_config, manifest=manifest), seed, batch_size=4, steps_per_epoch=3)
@@ -154,7 +163,7 @@ def test_training_epochs_depend_on_seed_and_epoch_alone_cached_or_streamed(prepa
                                                                             tiny_cryoet_config):
     """A run resumed at epoch 2 sees the batches an uninterrupted run sees from epoch 2,
     whether the split is cached in memory or streamed from its shards."""
-    manifest = dataset_lib.read_manifest(str(prepared_cryoet))
+    manifest = manifest_lib.read(str(prepared_cryoet))
     config, steps = tiny_cryoet_config, 3
     whole = _batches(dataset_lib.training_dataset(cryoet_task.bind(config, manifest=manifest), 5, batch_size=4, steps_per_epoch=steps), 4 * steps)
     resumed = _batches(dataset_lib.training_dataset(cryoet_task.bind(config, manifest=manifest), 5, batch_size=4, steps_per_epoch=steps, first_epoch=2), 2 * steps)
@@ -172,7 +181,7 @@ def test_training_epochs_depend_on_seed_and_epoch_alone_cached_or_streamed(prepa
 def test_missing_shard_is_reported(prepared_cryoet):
     os.remove(prepared_cryoet / "val-00000-of-00001.tfrecord")
     with pytest.raises(InputError, match="val-00000-of-00001.tfrecord: shard of split 'val' is missing"):
-        dataset_lib.read_manifest(str(prepared_cryoet))
+        manifest_lib.read(str(prepared_cryoet))
 
 
 def test_a_single_tomogram_is_split_in_contiguous_blocks(tmp_path, cryoet_task, tiny_cryoet_config):
@@ -182,8 +191,9 @@ def test_a_single_tomogram_is_split_in_contiguous_blocks(tmp_path, cryoet_task, 
     synthetic.write_dataset(str(tmp_path / "raw"), count=1, seed=0, shape=(10, 32, 32))
     manifest = prepare_dataset(cryoet_task, tiny_cryoet_config, str(tmp_path / "out"), input_path=str(tmp_path / "raw"),
                                show_progress=False)
-    assert manifest["split_by"] == "contiguous blocks within each group"
-    assert {name: info["count"] for name, info in manifest["splits"].items()} == {"train": 8, "val": 1, "test": 1}
+    assert manifest.provenance["split_by"] == "contiguous blocks within each group"
+    assert {name: split.count for name, split in manifest.splits.items()} == {"train": 8, "val": 1, "test": 1}
+    assert [source.split for source in manifest.sources] == ["all"] and manifest.sources_in("all") == list(manifest.sources)
 
 
 def test_assign_groups_gives_every_split_a_group_and_is_seeded():
@@ -262,11 +272,9 @@ def test_mrc_slices_round_trip_with_mrcfiles_header(tmp_path):
         MrcSlices(str(tmp_path / "in.mrc"))
 
 
-def test_a_damaged_manifest_names_the_file_and_the_field(prepared_cryoet):
+def test_a_damaged_manifest_names_the_file_and_the_field(prepared_cryoet, cryoet_task):
     """A dataset.json from a newer biomodels, or missing a field, or with a field of the
     wrong type, is one InputError naming the file and the field, not a KeyError."""
-    import json
-
     path = prepared_cryoet / "dataset.json"
     original = json.loads(path.read_text())
     damages = [
@@ -276,13 +284,21 @@ def test_a_damaged_manifest_names_the_file_and_the_field(prepared_cryoet):
         (lambda m: m.update(task=3), "field task: expected a str, found a int"),
         (lambda m: m["splits"].pop("val"), "field splits.val: expected a count and a list of shards"),
         (lambda m: m["splits"]["train"].update(count="many"), "field splits.train: expected a count"),
+        (lambda m: m["sources"].append(7), r"field sources\[3\]: expected an object with a name"),
+        (lambda m: m["statistics"].pop("class_frequencies"), "field statistics.class_frequencies: expected a list, "
+                                                             "found missing"),
+        (lambda m: m["statistics"].update(class_frequencies=True), "field statistics.class_frequencies: expected a "
+                                                                   "list, found a bool"),
     ]
     for damage, message in damages:
         manifest = json.loads(json.dumps(original))
         damage(manifest)
         path.write_text(json.dumps(manifest))
         with pytest.raises(InputError, match=f"dataset.json: {message}"):
-            dataset_lib.read_manifest(str(prepared_cryoet))
+            manifest_lib.read(str(prepared_cryoet), cryoet_task)
+    path.write_text(json.dumps(original))
+    with pytest.raises(InputError, match="dataset.json: was prepared for task 'cryoet', not 'cellular'"):
+        manifest_lib.read(str(prepared_cryoet), tasks.get("cellular"))
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="dataset.json: is not a JSON object"):
-        dataset_lib.read_manifest(str(prepared_cryoet))
+        manifest_lib.read(str(prepared_cryoet))

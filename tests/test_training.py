@@ -279,11 +279,11 @@ def test_init_from_a_run_copies_its_weights(tmp_path, prepared_cryoet, cryoet_ta
     options = RunOptions(export=False, verbose=0)
     train(cryoet_task, _tiny(tiny_cryoet_config, epochs=1), str(prepared_cryoet), str(tmp_path / "first"), options)
     source = keras.saving.load_model(tmp_path / "first" / "best.keras")
-    fresh = cryoet_task.bind(tiny_cryoet_config, manifest=None).build_model()
+    fresh = cryoet_task.bind(tiny_cryoet_config).build_model()
     weights = _initial_weights(cryoet_task.bind(tiny_cryoet_config), str(tmp_path / "first"))
     _set_initial_weights(fresh, weights, str(tmp_path / "first"))
     for a, b in zip(fresh.get_weights(), source.get_weights()):
         np.testing.assert_array_equal(a, b)
-    other = cryoet_task.bind(_tiny(tiny_cryoet_config, depth=2), manifest=None).build_model()
+    other = cryoet_task.bind(_tiny(tiny_cryoet_config, depth=2)).build_model()
     with pytest.raises(InputError, match="do not fit this model"):
         _set_initial_weights(other, weights, str(tmp_path / "first"))

@@ -36,12 +36,13 @@ def training_pixel_size(model_dir):
     import numpy as np
 
     from biomodels import config as config_lib
-    from biomodels.pipelines import dataset as dataset_lib
+    from biomodels.pipelines import manifest as manifest_lib
 
     data_dir = config_lib.read_run_config(model_dir).get("data_dir")
-    if not data_dir or not os.path.isfile(os.path.join(data_dir, dataset_lib.MANIFEST)):
+    if not data_dir or not os.path.isfile(os.path.join(data_dir, manifest_lib.MANIFEST)):
         return None
-    sizes = [source["voxel_size"][0] for source in dataset_lib.read_manifest(data_dir)["sources"] if source.get("voxel_size")]
+    sizes = [source.details["voxel_size"][0] for source in manifest_lib.read(data_dir).sources
+             if source.details.get("voxel_size")]
     return float(np.median(sizes)) if sizes else None
 
 

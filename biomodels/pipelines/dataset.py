@@ -4,70 +4,27 @@ pipelines that feed training and evaluation from it."""
 import logging
 import os
 
-from biomodels.config import read_json
 from biomodels.errors import InputError
 from biomodels.pipelines import tfrecord
+from biomodels.pipelines.manifest import MANIFEST
 
-MANIFEST = "dataset.json"
 log = logging.getLogger("biomodels")
 
 
-def read_manifest(data_dir):
-    """The manifest of a prepared data set, checked for the schema and shard files, with
-    `data_dir` (where it was read from) added so that a task can read other splits."""
-    path = os.path.join(data_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise InputError(path, "not found: prepare the data with `python -m biomodels.prepare` first")
-    manifest = read_json(path)
-    check_manifest_fields(path, manifest)
-    for split, info in manifest["splits"].items():
-        for shard in info["shards"]:
-            if not os.path.isfile(os.path.join(data_dir, shard)):
-                raise InputError(os.path.join(data_dir, shard), f"shard of split {split!r} is missing")
-    manifest["data_dir"] = os.path.abspath(data_dir)
-    return manifest
-
-
-#: the fields every manifest has, and their JSON types
-MANIFEST_FIELDS = {"task": str, "schema_version": int, "splits": dict, "features": dict, "sources": list,
-                   "statistics": dict}
-
-
-def check_manifest_fields(path, manifest):
-    """One InputError naming `path` and the field, unless the manifest is of this schema
-    version and has every field, of its type, and each split its count and shards."""
-    if not isinstance(manifest, dict):
-        raise InputError(path, "is not a JSON object: not a dataset.json of biomodels.prepare")
-    version = manifest.get("schema_version")
-    if isinstance(version, int) and version > tfrecord.SCHEMA_VERSION:
-        raise InputError(path, f"field schema_version: {version} is from a newer biomodels (this one reads "
-                               f"{tfrecord.SCHEMA_VERSION}); upgrade biomodels or prepare the data again")
-    if version != tfrecord.SCHEMA_VERSION:
-        raise InputError(path, f"field schema_version: {version} is not {tfrecord.SCHEMA_VERSION}; prepare the data again")
-    for field, kind in MANIFEST_FIELDS.items():
-        if not isinstance(manifest.get(field), kind):
-            found = "missing" if field not in manifest else f"a {type(manifest[field]).__name__}"
-            raise InputError(path, f"field {field}: expected a {kind.__name__}, found {found}; prepare the data again")
-    for split in ("train", "val", "test"):
-        info = manifest["splits"].get(split)
-        if not (isinstance(info, dict) and isinstance(info.get("count"), int) and isinstance(info.get("shards"), list)):
-            raise InputError(path, f"field splits.{split}: expected a count and a list of shards; prepare the data again")
-
-
-def examples(data_dir, manifest, split):
-    """The decoded examples of one split, in file order."""
+def examples(manifest, split):
+    """The decoded examples of one split of a data set read from disk (a `Manifest`
+    with its `data_dir`), in file order."""
     import tensorflow as tf
 
-    if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
-        raise InputError(os.path.join(data_dir, MANIFEST), f"has no examples in split {split!r}")
-    files = [os.path.join(data_dir, shard) for shard in manifest["splits"][split]["shards"]]
-    records = tf.data.TFRecordDataset(files)
-    return records.map(tfrecord.example_decoder(manifest["features"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if split not in manifest.splits or not manifest.splits[split].shards:
+        raise InputError(os.path.join(manifest.data_dir, MANIFEST), f"has no examples in split {split!r}")
+    records = tf.data.TFRecordDataset(manifest.shard_paths(split))
+    return records.map(tfrecord.example_decoder(manifest.features), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def split_bytes(manifest, split):
     """The bytes of a split's shards: uncompressed, so about what it takes in memory."""
-    return sum(os.path.getsize(os.path.join(manifest["data_dir"], shard)) for shard in manifest["splits"][split]["shards"])
+    return sum(os.path.getsize(path) for path in manifest.shard_paths(split))
 
 
 def default_cache_bytes():
@@ -92,13 +49,13 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
     import tensorflow as tf
 
     manifest, batch_size = task.manifest, batch_size or task.config.batch_size
-    count = manifest["splits"][split]["count"]
+    count = manifest.count(split)
     size = split_bytes(manifest, split)
     budget = default_cache_bytes() if cache_bytes is None else cache_bytes
-    files = [os.path.join(manifest["data_dir"], shard) for shard in manifest["splits"][split]["shards"]]
-    decode = tfrecord.example_decoder(manifest["features"])
+    files = manifest.shard_paths(split)
+    decode = tfrecord.example_decoder(manifest.features)
     if size <= budget:
-        cached = examples(manifest["data_dir"], manifest, split).cache()
+        cached = examples(manifest, split).cache()
         buffer = min(count, 2048)
         log.info("training split (%d examples, %.1f MB) cached in memory", count, size / 1e6)
     else:
@@ -141,7 +98,7 @@ def evaluation_dataset(task, split, batch_size=None):
     import tensorflow as tf
 
     batch_size = batch_size or task.config.batch_size
-    data = examples(task.manifest["data_dir"], task.manifest, split)
+    data = examples(task.manifest, split)
     data = data.map(task.model_io, num_parallel_calls=tf.data.AUTOTUNE)
     return _shard_by_example(task.batch(data, batch_size, training=False).prefetch(tf.data.AUTOTUNE))
 

@@ -6,6 +6,8 @@ import abc
 import dataclasses
 import importlib
 
+from biomodels.pipelines.manifest import Manifest
+
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -124,6 +126,9 @@ class Task(abc.ABC):
     model_class = None
     #: {field: type or tuple of types} of what `calibrate` keeps, checked when calibration.json is read
     calibration_fields = {}
+    #: {field: type or tuple of types} of the statistics the task reads from its
+    #: prepared data set, checked when dataset.json is read
+    statistics_fields = {}
     #: the study's data module: find_sources(input_path, config), read_source(source,
     #: config), augment(example, seed, config), model_io(example, config)
     data = None
@@ -134,8 +139,8 @@ class Task(abc.ABC):
     def __init__(self, config=None, *, manifest=None, calibration=None):
         #: the configuration (the task's Config) this task is made for: the quick preset by default
         self.config = self.presets()["quick"] if config is None else config
-        #: the prepared data set's manifest (dataset.json), where there is one
-        self.manifest = manifest
+        #: the prepared data set's `Manifest` (dataset.json), or an empty one
+        self.manifest = manifest if manifest is not None else Manifest(self.name)
         #: what `calibrate` fitted after training, {} before
         self.calibration = calibration or {}
 

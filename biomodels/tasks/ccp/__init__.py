@@ -48,6 +48,8 @@ class CCPTask(Task):
                         "num_batch_threads": 2, "pad_variable_length_inputs": True}
     model_class = inference.CCPModel
     calibration_fields = {"validation_positive_probabilities": list, "validation_negative_probabilities": list}
+    statistics_fields = {"positive_fraction": (int, float), "tracks_without_traces": int, "feature_mean": list,
+                         "feature_variance": list, "channel_mean": list, "channel_variance": list}
     predict_options = (
         Option("target_recall", "float", None, "Flag for review the tracks above the threshold that keeps this recall "
                                                "on the validation split (default: the run's target_recall).",
@@ -87,7 +89,7 @@ class CCPTask(Task):
 
         config = self.config
         config_lib.check_choice("model", config.model, MODELS)
-        stats = self.manifest["statistics"]
+        stats = self.manifest.statistics
         if config.model == "features":
             return TraceFeatureNet(stats["feature_mean"], stats["feature_variance"], config.hidden_units, config.activation)
         if stats["tracks_without_traces"]:
@@ -103,7 +105,7 @@ class CCPTask(Task):
         """(positive, negative) loss weights: balanced makes both classes weigh the same."""
         config = self.config
         config_lib.check_choice("class_weighting", config.class_weighting, ("balanced", "none"))
-        fraction = self.manifest["statistics"]["positive_fraction"]
+        fraction = self.manifest.statistics["positive_fraction"]
         if config.class_weighting == "none" or fraction in (0.0, 1.0):
             return 1.0, 1.0
         return 0.5 / fraction, 0.5 / (1.0 - fraction)
@@ -128,7 +130,7 @@ class CCPTask(Task):
     # -- results --------------------------------------------------------------
     def evaluate(self, model, dataset, split="test"):
         return scores.evaluate(model, dataset, self.config, self.calibration,
-                               self.manifest["statistics"]["positive_fraction"])
+                               self.manifest.statistics["positive_fraction"])
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.write_triage(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

@@ -107,7 +107,7 @@ def check_channels(config, manifest):
     channel_indices(config)
     if "auxilin" not in config.trace_channels:
         return
-    by_rule = [source.get("labels_by_rule") for source in manifest["sources"]]
+    by_rule = [source.details.get("labels_by_rule") for source in manifest.sources]
     if any(count is None for count in by_rule) or sum(by_rule):
         count = "some" if any(count is None for count in by_rule) else str(sum(by_rule))
         raise ConfigError(f"--set trace_channels={','.join(config.trace_channels)}: {count} training labels come from "

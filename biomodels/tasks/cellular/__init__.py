@@ -46,6 +46,7 @@ class CellularTask(Task):
                    "synthetic_shape")
     model_class = inference.CellularModel
     calibration_fields = {"training_diameter": (int, float)}
+    statistics_fields = {"mean_diameter": (int, float)}
     serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
     predict_options = (
         Option("diameter", "float", None, "Mean cell diameter in pixels; images are rescaled so cells match the "
@@ -88,7 +89,7 @@ class CellularTask(Task):
         from biomodels.models import CellposeNet
 
         config = self.config
-        data.check_training_images(self.manifest or {}, config)
+        data.check_training_images(self.manifest, config)
         return CellposeNet(nchan=len(config.channels), nbase=config.nbase, diam_mean=config.diameter_mean)
 
     def check_initial_weights(self, path):
@@ -125,7 +126,7 @@ class CellularTask(Task):
     def calibrate(self, model, dataset):
         """{"training_diameter"}: the training cells' mean diameter, to which predict and
         evaluate rescale images when no --diameter is given."""
-        return {"training_diameter": self.manifest["statistics"]["mean_diameter"]}
+        return {"training_diameter": self.manifest.statistics["mean_diameter"]}
 
     def evaluate(self, model, dataset, split="test"):
         return scores.evaluate(model, dataset, self.manifest, self.config, self.calibration)

@@ -50,10 +50,10 @@ def keep_for_training(example, config):
 def check_training_images(manifest, config):
     """Refuse a configuration whose `min_masks` leaves no training image (training would
     wait forever for a batch)."""
-    training = [source for source in manifest.get("sources", []) if source.get("split") == "train"]
-    if training and all(source.get("objects", 0) < config.min_masks for source in training):
+    objects = [source.details.get("objects", 0) for source in manifest.sources_in("train")]
+    if objects and max(objects) < config.min_masks:
         raise ConfigError(f"--set min_masks={config.min_masks}: no training image has that many masks "
-                          f"(the most is {max(source.get('objects', 0) for source in training)})")
+                          f"(the most is {max(objects)})")
 
 
 def read_cell_image(path, channels=(0, 1), gray=False):

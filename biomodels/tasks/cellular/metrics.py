@@ -14,7 +14,7 @@ def evaluate(model, dataset, manifest, config, calibration):
     from biomodels.tasks.cellular.serving import serving_functions
 
     normalised = serving_functions(model, config)["normalised"]  # the network as predict runs it
-    diameter = calibration.get("training_diameter") or manifest["statistics"]["mean_diameter"]
+    diameter = calibration.get("training_diameter") or manifest.statistics["mean_diameter"]
     true_labels, predicted, pixel_classes = [], [], []
     for inputs, targets in dataset:
         for image, target in zip(np.asarray(inputs), np.asarray(targets)):
@@ -26,7 +26,7 @@ def evaluate(model, dataset, manifest, config, calibration):
             true_labels.append(target[..., 3].astype(np.int32))
             pixel_classes.append(target[..., 4].astype(np.int32))
             predicted.append(masks)
-    class_names = manifest["sources"][0].get("class_names", []) if manifest["sources"] else []
+    class_names = manifest.sources[0].details.get("class_names", []) if manifest.sources else []
     return score_images(true_labels, predicted, pixel_classes, class_names, AP_THRESHOLDS)
 
 

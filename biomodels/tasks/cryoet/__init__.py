@@ -32,6 +32,7 @@ class CryoETTask(Task):
     summary = "2-D U-Net annotation of cellular cryo-electron tomograms (MRC)"
     Config = CryoETConfig
     checkpoint_monitor = ("val_feature_iou", "max")
+    statistics_fields = {"class_frequencies": list}
     data_fields = ("tile_size", "exclude_slices", "synthetic_tomograms", "synthetic_shape")
     # a request is a few large slices: small batches, a short wait
     serving_batching = {"max_batch_size": 4, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
@@ -77,7 +78,7 @@ class CryoETTask(Task):
             if len(config.class_weights) != NUM_CLASSES:
                 raise ConfigError(f"class_weights needs {NUM_CLASSES} values, got {len(config.class_weights)}")
             return [float(w) for w in config.class_weights]
-        frequencies = np.asarray(self.manifest["statistics"]["class_frequencies"], np.float64)
+        frequencies = np.asarray(self.manifest.statistics["class_frequencies"], np.float64)
         frequencies = np.maximum(frequencies, 1e-4)
         weights = frequencies**-0.5
         return (weights / np.sum(frequencies * weights)).tolist()

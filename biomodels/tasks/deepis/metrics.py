@@ -15,8 +15,8 @@ def evaluate(model, dataset, manifest, config, split):
     scored volumes, n of them, mean ± s.d.). Volumes are reassembled from their crops,
     which prepare writes in order; a data set split within volumes (too few volumes to
     split by volume) is scored crop by crop instead, and says so."""
-    sources = [source for source in manifest["sources"] if source.get("split") == split]
-    if not sources or any(source.get("split") == "all" for source in manifest["sources"]):
+    sources = manifest.sources_in(split)
+    if not sources or manifest.sources_in("all"):
         return {**_score_crops(model, dataset), "scored": "crops"}
     from biomodels.pipelines import dataset as dataset_lib
     from biomodels.tasks.deepis.inference import predict_distance
@@ -24,10 +24,10 @@ def evaluate(model, dataset, manifest, config, split):
 
     serve = serving_functions(model, config)["serving_default"]  # the network as predict runs it
     crop = tuple(config.crop)
-    examples = dataset_lib.examples(manifest["data_dir"], manifest, split).as_numpy_iterator()
+    examples = dataset_lib.examples(manifest, split).as_numpy_iterator()
     per_volume = []
     for source in sources:
-        volume, distance = _reassembled(examples, tuple(source["shape"]), crop)
+        volume, distance = _reassembled(examples, tuple(source.details["shape"]), crop)
         predicted = predict_distance(lambda tiles: serve(volumes=np.float32(tiles))["distance"], volume, config.medium_index)
         per_volume.append(cell_scores(distance, predicted))
     return {**summarise_scores(per_volume), "scored": "volumes"}

@@ -88,7 +88,7 @@ class LCHTask(Task):
             raise ConfigError(f"--set image_size={config.image_size} must be a multiple of {multiple}: "
                               f"each of the {len(config.filters)} encoder layers halves it")
         return AdversarialAutoencoder(config.image_size, config.latent_dim, config.filters, config.discriminator_units,
-                                      config.adversarial_weight, seed=(self.manifest or {}).get("seed", 0))
+                                      config.adversarial_weight, seed=self.manifest.provenance.get("seed", 0))
 
     def compile_arguments(self, steps_per_epoch):
         import keras

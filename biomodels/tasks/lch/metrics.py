@@ -67,7 +67,7 @@ def latent_metrics(task, model, dataset):
 
 def cell_line_names(manifest):
     """{cell line index: name} from the prepared data set's sources."""
-    return {int(source["cell_line_index"]): source["cell_line"] for source in manifest["sources"]}
+    return {int(source.details["cell_line_index"]): source.details["cell_line"] for source in manifest.sources}
 
 
 def _scores(prefix, labels, lines, probabilities, names):
