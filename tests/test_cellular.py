@@ -9,8 +9,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local,
-                      call_without_biomodels, export_package, run_cli, run_reference_script, train_synthetic_run)
+from conformance import StudyConformance, predict_files
+from conftest import (assert_bioimageio_core_passes, assert_one_line_error, call_without_biomodels, export_package,
+                      run_cli, run_reference_script)
 
 TINY = ["nbase=4,8,16,32", "crop_size=32", "batch_size=2", "synthetic_images=6", "synthetic_shape=64,64"]
 
@@ -271,11 +272,54 @@ def test_bad_inputs_give_one_line(tmp_path, cellular_dir):
     assert not (tmp_path / "out").exists()
 
 
+class TestCellularConformance(StudyConformance):
+    task_name = "cellular"
+    settings = TINY
+    train_flags = ("--epochs=1", "--steps_per_epoch=3")
+    # masks computed in the graph, a server's default: the masks travel, no flows
+    served_options = {"diameter": 24.0, "cellprob_threshold": -100.0, "masks_in": "graph"}
+    served_files = ["cells_cp_masks.tif", "cells_cp_output.png"]
+
+    def write_input(self, folder):
+        folder.mkdir()
+        tifffile.imwrite(folder / "cells.tif", np.random.default_rng(6).integers(0, 4000, (70, 60), np.uint16))
+        return folder
+
+    def assert_python_equals_files(self, run, path, files, tmp_path):
+        import biomodels
+        from biomodels.pipelines.synthetic import cellular
+
+        cellular.write_dataset(str(tmp_path / "in"), 1, seed=3, shape=(64, 64))  # cells, not noise
+        [image] = (tmp_path / "in" / "images").iterdir()
+        predict_files("cellular", run, image, files, diameter=20, cellprob_threshold=-2)
+        model = biomodels.load(run)
+        result = model.predict(image, diameter=20, cellprob_threshold=-2)
+        np.testing.assert_array_equal(result.masks, tifffile.imread(files / f"{image.stem}_cp_masks.tif"))
+        flows = tifffile.imread(files / f"{image.stem}_cp_flows.tif")
+        np.testing.assert_allclose(result.flows, flows[:2], atol=1e-5)
+        np.testing.assert_allclose(result.cellprob, flows[2], atol=1e-5)
+        assert result.diameter == 20.0 and result.masks.shape == flows.shape[1:]
+        # the masks computed in the graph, as a server answers them
+        graph = model.predict(image, diameter=20, cellprob_threshold=-2, masks_in="graph")
+        assert graph.flows is None and graph.masks.shape == result.masks.shape
+
+    def write_damaged_input(self, folder):
+        path = self.write_input(folder) / "cells.tif"
+        path.write_bytes(path.read_bytes()[:300])
+        return path, "not a readable image"
+
+    def bad_arrays(self):
+        from biomodels.errors import ConfigError, InputError
+
+        return [(np.zeros((32, 32)), {"diamter": 20}, ConfigError, "unknown option 'diamter'; the options are: .*diameter"),
+                (np.zeros((32, 32)), {"diameter": 0.5}, ConfigError, "diameter=0.5: must be at least 1"),
+                (np.zeros((2, 3, 32, 32)), {}, InputError, "expected a 2-D image with at most 4 channels")]
+
+
 @pytest.fixture(scope="module")
 def cellular_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cellular")
-    model_dir, result = train_synthetic_run(root, "cellular", [f"--set={s}" for s in TINY], epochs=1, steps_per_epoch=3)
-    return root, model_dir, result
+    run = TestCellularConformance.trained(tmp_path_factory)
+    return run.root, run.model_dir, run.trained
 
 
 def test_command_line_chain(cellular_run, tmp_path):
@@ -443,15 +487,3 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
 def test_package_of_a_trained_run_passes_bioimageios_own_test(cellular_run, tmp_path):
     _, model_dir, _ = cellular_run
     assert_bioimageio_core_passes(export_package("cellular", model_dir, tmp_path), seeds=(2,))
-
-
-@pytest.mark.slow
-def test_served_predictions_equal_the_local_exports(cellular_run, tmp_path):
-    _, model_dir, _ = cellular_run
-    images = tmp_path / "images"
-    images.mkdir()
-    tifffile.imwrite(images / "cells.tif", np.random.default_rng(6).integers(0, 4000, (70, 60), np.uint16))
-    # masks computed in the graph, a server's default: the masks travel, no flows
-    rest = assert_served_like_local("cellular", model_dir / "export", images, tmp_path,
-                                    {"diameter": 24.0, "cellprob_threshold": -100.0, "masks_in": "graph"})
-    assert sorted(os.listdir(rest)) == ["cells_cp_masks.tif", "cells_cp_output.png"]

@@ -11,23 +11,58 @@ import numpy as np
 import pytest
 
 from biomodels.pipelines import readers
-from conftest import TINY_CRYOET, assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local, run_cli
+from conformance import StudyConformance, predict_files
+from conftest import TINY_CRYOET, assert_bioimageio_core_passes, assert_one_line_error, run_cli
 
 SETS = [arg for item in TINY_CRYOET for arg in ("--set", item)]
+
+
+class TestCryoETConformance(StudyConformance):
+    task_name = "cryoet"
+    settings = TINY_CRYOET
+    prepare_flags = ("--num_examples=3", "--seed=2")
+    train_flags = ("--epochs=2", "--steps_per_epoch=2")
+    served_options = {"tile": 32, "overlap": 8, "probabilities": True}
+
+    def write_input(self, folder):
+        folder.mkdir()
+        volume = np.random.default_rng(5).normal(size=(2, 40, 56)).astype(np.float32)
+        readers.write_mrc(str(folder / "tomo.mrc"), volume, voxel_size=(21.0, 21.0, 21.0))
+        return folder / "tomo.mrc"
+
+    def assert_python_equals_files(self, run, path, files, tmp_path):
+        import biomodels
+        from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES
+
+        predict_files("cryoet", run, path, files, probabilities=True)
+        assert (files / "tomo_labels.mrc").exists() and (files / "tomo_ribosome.mrc").exists()
+        for model in (biomodels.load(run), biomodels.load(run / "export")):
+            result = model.predict(path)
+            np.testing.assert_array_equal(result.labels, readers.read_mrc(str(files / "tomo_labels.mrc")).data)
+            for index in FEATURE_CLASSES:
+                written = readers.read_mrc(str(files / f"tomo_{CLASS_NAMES[index]}.mrc")).data
+                np.testing.assert_allclose(result.probabilities[..., index], written, atol=1e-5)
+        # an array answers as its file does
+        array = biomodels.load(run).predict(readers.read_mrc(str(path)).data)
+        np.testing.assert_array_equal(array.labels, result.labels)
+
+    def write_damaged_input(self, folder):
+        path = self.write_input(folder)
+        with open(path, "r+b") as handle:
+            handle.truncate(1024 + 100)
+        return path, "not a readable MRC file (cut short"
+
+    def bad_arrays(self):
+        from biomodels.errors import InputError
+
+        return [(np.zeros(5), {}, InputError, r"expected a tomogram \(Z, Y, X\) or a slice")]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """prepare --synthetic, then train a few steps, through the command lines."""
-    root = tmp_path_factory.mktemp("cli")
-    data_dir, model_dir = root / "data", root / "run"
-    result = run_cli("biomodels.prepare", "--task=cryoet", f"--output_dir={data_dir}", "--synthetic",
-                     "--num_examples=3", "--seed=2", *SETS)
-    assert result.returncode == 0, result.stderr
-    result = run_cli("biomodels.train", "--task=cryoet", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                     "--epochs=2", "--steps_per_epoch=2", *SETS)
-    assert result.returncode == 0, result.stderr
-    return root, data_dir, model_dir, result
+    run = TestCryoETConformance.trained(tmp_path_factory)
+    return run.root, run.data_dir, run.model_dir, run.trained
 
 
 @pytest.mark.slow
@@ -217,13 +252,3 @@ def test_task_options_are_flags_of_that_task_only(tmp_path):
     assert "--flow_threshold" in shown.stdout and "--diameter" in shown.stdout and "--target_recall" not in shown.stdout
     shown = run_cli("biomodels.evaluate", "--task=cellular", "--help")
     assert "--min_size" in shown.stdout and "--tile" not in shown.stdout
-
-
-@pytest.mark.slow
-def test_served_predictions_equal_the_local_exports(trained_run, tmp_path):
-    _, _, model_dir, _ = trained_run
-    volume = np.random.default_rng(5).normal(size=(2, 40, 56)).astype(np.float32)
-    readers.write_mrc(str(tmp_path / "tomo.mrc"), volume, voxel_size=(21.0, 21.0, 21.0))
-    rest = assert_served_like_local("cryoet", model_dir / "export", tmp_path / "tomo.mrc", tmp_path,
-                                    {"tile": 32, "overlap": 8, "probabilities": True})
-    assert (rest / "tomo_labels.mrc").exists() and (rest / "tomo_ribosome.mrc").exists()

@@ -14,8 +14,9 @@ from biomodels.errors import InputError
 from biomodels.ops.distance import labels_from_distance, signed_distance, synapse_mask
 from biomodels.pipelines import readers
 from biomodels.pipelines import manifest as manifest_lib
-from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local, export_package,
-                      run_cli, run_without_biomodels, train_synthetic_run)
+from conformance import StudyConformance, predict_files
+from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_same_json, export_package, run_cli,
+                      run_without_biomodels)
 
 TINY_DEEPIS = ["widths=4,4,8,8,8", "gcn_kernels=1,3,3,3,3", "crop=16,32,32", "synthetic_shape=16,32,32",
                "synthetic_volumes=4", "batch_size=1"]
@@ -281,9 +282,52 @@ def test_readers_and_their_errors(tmp_path, deepis_task, tiny_deepis_config):
         read_volume_pair((str(tmp_path / "d.tif"), str(tmp_path / "d_labels.tif")), 20.0)
 
 
+class TestDeepISConformance(StudyConformance):
+    task_name = "deepis"
+    settings = TINY_DEEPIS
+    served_options = {"tile": "16,32,32"}
+
+    def write_input(self, folder):
+        from biomodels.pipelines.synthetic import deepis as synthetic
+
+        [path] = synthetic.write_dataset(str(folder), 1, seed=4, shape=(16, 40, 36))
+        return path
+
+    def assert_python_equals_files(self, run, path, files, tmp_path):
+        import os
+
+        import tifffile
+
+        import biomodels
+
+        os.remove(path.replace(".tif", "_labels.tif"))  # predict reads the volume alone
+        predict_files("deepis", run, path, files)
+        assert (files / "cells_000_synapse.tif").exists()
+        result = biomodels.load(run).predict(path)
+        np.testing.assert_allclose(result.distance, tifffile.imread(files / "cells_000_distance.tif"), atol=1e-5)
+        np.testing.assert_array_equal(result.labels, tifffile.imread(files / "cells_000_labels.tif"))
+        np.testing.assert_array_equal(result.synapse, tifffile.imread(files / "cells_000_synapse.tif").astype(bool))
+        report = json.loads((files / "cells_000_report.json").read_text())
+        assert report.pop("file") == os.path.abspath(path)
+        assert_same_json(report, json.loads(json.dumps(result.report)), "report")
+        assert "car_t_volume_um3" in result.report  # the file's voxel size was read
+
+    def write_damaged_input(self, folder):
+        from pathlib import Path
+
+        path = Path(self.write_input(folder))
+        path.write_bytes(path.read_bytes()[:300])
+        return path, "not a readable"
+
+    def bad_arrays(self):
+        return [(np.pad(np.full((1, 1, 1), np.nan), ((0, 7), (0, 7), (0, 7))), {}, InputError,
+                 "contains 1 NaN or Inf values")]
+
+
 @pytest.fixture(scope="module")
 def deepis_run(tmp_path_factory):
-    return train_synthetic_run(tmp_path_factory.mktemp("deepis"), "deepis", SETS)
+    run = TestDeepISConformance.trained(tmp_path_factory)
+    return run.model_dir, run.trained
 
 
 @pytest.mark.slow
@@ -346,16 +390,6 @@ def test_synapse_in_the_graph_equals_the_python_analysis():
         for volume, synapse in zip(batch, found):
             np.testing.assert_array_equal(synapse, synapse_mask(volume))
     assert synapse_in_graph(labels).numpy()[0].any() and not synapse_in_graph(labels).numpy()[1].any()
-
-
-@pytest.mark.slow
-def test_served_predictions_equal_the_local_exports(deepis_run, tmp_path):
-    from biomodels.pipelines.synthetic import deepis as synthetic
-
-    model_dir, _ = deepis_run
-    [path] = synthetic.write_dataset(str(tmp_path / "raw"), 1, seed=4, shape=(16, 40, 36))
-    rest = assert_served_like_local("deepis", model_dir / "export", path, tmp_path, {"tile": "16,32,32"})
-    assert (rest / "cells_000_synapse.tif").exists()
 
 
 @pytest.mark.slow
