@@ -215,3 +215,22 @@ def test_a_bound_task_reads_its_configuration_manifest_and_calibration():
     assert bound.calibrate(None, None) == {"training_diameter": 17.0}  # read from the bound manifest
     assert registered.config == registered.presets()["quick"]  # the registry's task is unchanged
     assert bound.bind().config is paper and not bound.bind().manifest.statistics
+
+
+def test_every_study_passes_the_conformance_harness():
+    """Each registered task has a test class inheriting tests/conformance.py's
+    StudyConformance, so a sixth study is checked as the five are."""
+    from biomodels import tasks
+
+    covered = set()
+    folder = os.path.dirname(__file__)
+    for name in sorted(os.listdir(folder)):
+        if not (name.startswith("test_") and name.endswith(".py")):
+            continue
+        for node in ast.walk(ast.parse(open(os.path.join(folder, name)).read())):
+            if isinstance(node, ast.ClassDef) and any(getattr(base, "id", None) == "StudyConformance" for base in node.bases):
+                for statement in node.body:
+                    if (isinstance(statement, ast.Assign) and statement.targets[0].id == "task_name"
+                            and isinstance(statement.value, ast.Constant)):
+                        covered.add(statement.value.value)
+    assert covered == set(tasks.names())

@@ -12,25 +12,64 @@ from biomodels import config as config_lib
 from biomodels.export.savedmodel import export_saved_model
 from biomodels.pipelines import track_files
 from biomodels.pipelines.synthetic import ccp as synthetic
-from conftest import assert_one_line_error, assert_served_like_local, run_cli, run_without_biomodels
+from conformance import StudyConformance, predict_files
+from conftest import assert_one_line_error, run_cli, run_without_biomodels
 from test_ccp import TINY_CCP
 
 SETS = [arg for item in TINY_CCP for arg in ("--set", item)]
 
 
+class TestCCPConformance(StudyConformance):
+    task_name = "ccp"
+    settings = TINY_CCP
+    prepare_flags = ("--num_examples=3",)
+    train_flags = ("--epochs=2", "--steps_per_epoch=4")
+    # one output, `probability`: TF Serving's REST answer leaves its name out
+    served_options = {"threshold": 0.5}
+    served_files = ["triage.csv", "cells.csv", "triage_examples.png", "triage_summary.json"]
+
+    def write_input(self, folder):
+        synthetic.write_dataset(str(folder), cells=2, seed=7, tracks_per_cell=40)
+        return folder
+
+    def assert_python_equals_files(self, run, path, files, tmp_path):
+        import biomodels
+        from biomodels.tasks.ccp import data
+        from tf_serving_standin import TFServingStandIn
+
+        predict_files("ccp", run, path, files, threshold=0.5)
+        with open(files / "triage.csv") as handle:
+            by_track = {(row["cell"], row["track"]): float(row["probability"]) for row in csv.DictReader(handle)}
+        model = biomodels.load(run)
+        result = model.predict(path, threshold=0.5)
+        tracks = data.gather_tracks(str(path), data.find_sources(str(path)), "traces")[0]
+        assert len(tracks) == len(by_track)
+        np.testing.assert_allclose(result.probability, [by_track[(track.cell, track.track_id)] for track in tracks],
+                                   atol=1e-5)
+        np.testing.assert_array_equal(result.review, result.probability >= 0.5)
+        with TFServingStandIn({"ccp": {1: run / "export"}}) as server:
+            served = biomodels.load(f"{server.rest_url}/v1/models/ccp").predict(path, threshold=0.5)
+        np.testing.assert_allclose(served.probability, result.probability, atol=1e-5)
+
+    def write_damaged_input(self, folder):
+        folder.mkdir()
+        (folder / "broken.csv").write_text("cell,track,lifetime\nc,1,3\n")
+        return folder / "broken.csv", "has neither trace columns"
+
+    def bad_arrays(self):
+        from biomodels.errors import InputError
+
+        return [([np.ones((5, 2)), np.ones((5, 3))], {"threshold": 0.5}, InputError, "trace 1: expected")]
+
+
 @pytest.fixture(scope="module")
 def ccp_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ccp")
-    data_dir, model_dir = root / "data", root / "run"
-    result = run_cli("biomodels.prepare", "--task=ccp", f"--output_dir={data_dir}", "--synthetic", "--num_examples=3", *SETS)
-    assert result.returncode == 0, result.stderr
-    assert "Left out:" in result.stdout and "shorter than 2 frames" in result.stdout
-    result = run_cli("biomodels.train", "--task=ccp", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                     "--epochs=2", "--steps_per_epoch=4", *SETS)
-    assert result.returncode == 0, result.stderr
-    raw = root / "raw"
-    synthetic.write_dataset(str(raw), cells=2, seed=7, tracks_per_cell=40)
-    return root, data_dir, model_dir, raw, result
+    run = TestCCPConformance.trained(tmp_path_factory)
+    assert "Left out:" in run.prepared.stdout and "shorter than 2 frames" in run.prepared.stdout
+    raw = run.root / "raw"
+    if not raw.exists():
+        synthetic.write_dataset(str(raw), cells=2, seed=7, tracks_per_cell=40)
+    return run.root, run.data_dir, run.model_dir, raw, run.trained
 
 
 @pytest.mark.slow
@@ -217,11 +256,3 @@ def test_triage_reads_a_features_only_table_with_the_features_model(tmp_path):
     assert summary["model_kind"] == "features" and summary["threshold"] == 0.2 and summary["tracks"] == 10
     tracks, _ = track_files.read_track_csv(str(table))
     assert len(tracks) == 10
-
-
-@pytest.mark.slow
-def test_served_predictions_equal_the_local_exports(ccp_run, tmp_path):
-    """One output, `probability`: TF Serving's REST answer leaves its name out."""
-    _, _, model_dir, raw, _ = ccp_run
-    rest = assert_served_like_local("ccp", model_dir / "export", raw, tmp_path, {"threshold": 0.5})
-    assert (rest / "triage.csv").exists() and (rest / "cells.csv").exists()

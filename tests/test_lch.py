@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from biomodels.errors import ConfigError, InputError
-from conftest import (assert_bioimageio_core_passes, assert_one_line_error, assert_served_like_local,
-                      call_without_biomodels, export_package, run_cli, train_synthetic_run)
+from conformance import StudyConformance, predict_files
+from conftest import (assert_bioimageio_core_passes, assert_one_line_error, call_without_biomodels, export_package,
+                      run_cli)
 
 TINY_LCH = ["image_size=32", "filters=8,16,32", "latent_dim=8", "discriminator_units=16,16,8", "batch_size=8",
             "synthetic_cells=48", "synthetic_cell_lines=4"]
@@ -315,9 +316,56 @@ def test_sources_group_crops_by_cell_line_and_check_the_table(tmp_path, lch_task
 
 
 # -- command lines ---------------------------------------------------------------------------
+class TestLCHConformance(StudyConformance):
+    task_name = "lch"
+    settings = TINY_LCH
+    train_flags = ("--epochs=1", "--steps_per_epoch=3")
+    # `encode` and `classify` have one output each: TF Serving's REST answer leaves its name out
+    served_options = {"batch_size": 3}
+
+    def write_input(self, folder):
+        from biomodels.pipelines.synthetic import lch as synthetic
+
+        synthetic.write_dataset(str(folder), 8, 5, 4)
+        return folder
+
+    def test_served_predictions_equal_the_local_exports(self, study_run, tmp_path):
+        super().test_served_predictions_equal_the_local_exports(study_run, tmp_path)
+        header = (tmp_path / "served_rest" / "embeddings.csv").read_text().splitlines()[0]
+        assert header.endswith("probability_high")
+        assert (tmp_path / "served_rest" / "embeddings.csv").read_text().count("\n") == 9
+
+    def assert_python_equals_files(self, run, path, files, tmp_path):
+        import biomodels
+        from biomodels.pipelines.synthetic import lch
+
+        lch.write_dataset(str(tmp_path / "in"), 6, seed=2, num_lines=2)
+        predict_files("lch", run, tmp_path / "in", files)
+        with open(files / "embeddings.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        model = biomodels.load(run)
+        result = model.predict(tmp_path / "in")
+        width = model.config.latent_dim
+        written = np.array([[float(row[f"z{i}"]) for i in range(width)] for row in rows])
+        np.testing.assert_allclose(result.codes, written, atol=1e-5)
+        assert result.probability_high is not None  # the run fitted its classifier
+        np.testing.assert_allclose(result.probability_high, [float(row["probability_high"]) for row in rows], atol=1e-5)
+        np.testing.assert_allclose(model.classify(tmp_path / "in"), result.probability_high, atol=1e-5)
+
+    def write_damaged_input(self, folder):
+        folder = self.write_input(folder)
+        path = sorted(folder.glob("*.png"))[0]
+        path.write_bytes(path.read_bytes()[:60])
+        return path, "not a readable"
+
+    def bad_arrays(self):
+        return [(np.zeros((2, 3, 4, 5, 6)), {}, InputError, r"the crops: expected gray crops \[N, H, W\] in \[0, 1\], found shape \(2, 3, 4, 5, 6\)")]
+
+
 @pytest.fixture(scope="module")
 def lch_run(tmp_path_factory):
-    return train_synthetic_run(tmp_path_factory.mktemp("lch"), "lch", SETS, steps_per_epoch=3)
+    run = TestLCHConformance.trained(tmp_path_factory)
+    return run.model_dir, run.trained
 
 
 @pytest.mark.slow
@@ -468,15 +516,3 @@ def test_serving_layout_warmup_and_bioimageio(tmp_path, lch_task, tiny_lch_confi
 def test_package_of_a_trained_run_passes_bioimageios_own_test(lch_run, tmp_path):
     model_dir, _ = lch_run
     assert_bioimageio_core_passes(export_package("lch", model_dir, tmp_path), seeds=(3,))
-
-
-@pytest.mark.slow
-def test_served_predictions_equal_the_local_exports(lch_run, tmp_path):
-    """`encode` and `classify` have one output each: TF Serving's REST answer leaves its name out."""
-    from biomodels.pipelines.synthetic import lch as synthetic
-
-    model_dir, _ = lch_run
-    synthetic.write_dataset(str(tmp_path / "crops"), 8, 5, 4)
-    rest = assert_served_like_local("lch", model_dir / "export", tmp_path / "crops", tmp_path, {"batch_size": 3})
-    header = (rest / "embeddings.csv").read_text().splitlines()[0]
-    assert header.endswith("probability_high") and (rest / "embeddings.csv").read_text().count("\n") == 9
