@@ -230,7 +230,7 @@ def test_every_study_passes_the_conformance_harness():
         for node in ast.walk(ast.parse(open(os.path.join(folder, name)).read())):
             if isinstance(node, ast.ClassDef) and any(getattr(base, "id", None) == "StudyConformance" for base in node.bases):
                 for statement in node.body:
-                    if (isinstance(statement, ast.Assign) and statement.targets[0].id == "task_name"
+                    if (isinstance(statement, ast.Assign) and getattr(statement.targets[0], "id", None) == "task_name"
                             and isinstance(statement.value, ast.Constant)):
                         covered.add(statement.value.value)
     assert covered == set(tasks.names())
