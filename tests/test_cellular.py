@@ -210,6 +210,29 @@ def test_whole_images_get_cellposes_border_of_background(task, config):
     np.testing.assert_allclose(whole, bordered.numpy()[:, 8:-8, 8:-8], atol=1e-5)
     assert np.abs(functions["normalised"](images=normalised)["cellprob"].numpy() - whole).max() > 1e-3
 
+
+def test_training_targets_are_packed_and_read_by_name(task, config):
+    """model_io packs the parts the loss and the metrics read by name; padding is -1."""
+    import tensorflow as tf
+
+    from biomodels.ops.cellpose_parts import target_part
+
+    labels = np.array([[0, 1, 1], [2, 2, 0], [0, 0, 0]], np.uint16)
+    flows = np.random.default_rng(0).uniform(-1, 1, (3, 3, 2)).astype(np.float32)
+    example = {"image": tf.zeros([3, 3, 2]), "labels": labels, "flows": flows, "classes": np.array([0, 2, 1], np.int32)}
+    _, targets = task.bind(config).model_io(example)
+    targets = targets.numpy()
+    from biomodels.tasks.cellular.config import size_multiple
+
+    multiple = size_multiple(config)  # padded to the network's size step
+    assert targets.shape == (multiple, multiple, 5) and multiple > 3
+    np.testing.assert_array_equal(target_part(targets, "label")[:3, :3], labels)
+    np.testing.assert_array_equal(target_part(targets, "cell")[:3, :3], labels > 0)
+    np.testing.assert_array_equal(target_part(targets, "pixel_class")[:3, :3], [[0, 2, 2], [1, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(target_part(targets, "flows")[:3, :3], flows)
+    assert (target_part(targets, "label")[3:] == -1).all()
+
+
 def test_loss_on_known_values():
     from biomodels.models import CellposeLoss
 

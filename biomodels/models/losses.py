@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from biomodels.ops.cellpose_parts import map_part, target_part
+
 
 @keras.saving.register_keras_serializable(package="biomodels")
 class WeightedSparseCategoricalCrossentropy(keras.losses.Loss):
@@ -63,9 +65,9 @@ class CellposeLoss(keras.losses.Loss):
     """Cellpose's loss: mean squared error between the flow outputs and 5 × the unit
     flows, halved, plus binary cross-entropy with logits of the cell probability.
 
-    `y_true` is [N, H, W, >=4]: unit flows dY, dX, the cell mask (0/1) and the instance
-    label, which is -1 on padding; padded pixels count for nothing (further channels,
-    such as a class map, are ignored). `y_pred` is the network's [N, H, W, 3]."""
+    `y_true` is [N, H, W, 5] of `TARGET_PARTS` (biomodels.ops.cellpose_parts); pixels whose instance label is -1
+    (padding) count for nothing, and the class map is not used. `y_pred` is the
+    network's maps [N, H, W, 3] of `MAP_PARTS`."""
 
     def __init__(self, flow_scale=5.0, name="cellpose_loss", **kwargs):
         kwargs.pop("reduction", None)
@@ -75,10 +77,11 @@ class CellposeLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
-        valid = ops.cast(y_true[..., 3] >= 0, "float32")
-        flow_error = ops.mean(ops.square(y_pred[..., :2] - self.flow_scale * y_true[..., :2]), axis=-1) / 2
-        cell = y_true[..., 2]
-        logits = y_pred[..., 2]
+        valid = ops.cast(target_part(y_true, "label") >= 0, "float32")
+        flow_error = ops.mean(ops.square(map_part(y_pred, "flows") - self.flow_scale * target_part(y_true, "flows")),
+                              axis=-1) / 2
+        cell = target_part(y_true, "cell")
+        logits = map_part(y_pred, "cellprob")
         # the numerically stable form of BCE with logits
         bce = ops.maximum(logits, 0) - logits * cell + ops.log1p(ops.exp(-ops.abs(logits)))
         axes = tuple(range(1, len(valid.shape)))

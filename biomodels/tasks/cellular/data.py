@@ -304,21 +304,21 @@ def augment(example, seed, config):
 
 
 def model_io(example, config):
-    """(normalised image, targets [H, W, 5]: dY, dX, cell mask, instance label, class
-    of the pixel's object), padded to a multiple of the network's size step with
-    label -1, which the loss and the metrics leave out."""
+    """(normalised image, targets [H, W, 5] of `ops.cellpose_parts.TARGET_PARTS`: the unit
+    flows, the cell mask, the instance label and the class of the pixel's object),
+    padded to a multiple of the network's size step with -1, a label which the loss and
+    the metrics leave out."""
     import tensorflow as tf
 
+    from biomodels.ops.cellpose_parts import TARGET_PARTS
     from biomodels.ops.padding import pad_to_multiple
 
     labels = tf.cast(example["labels"], tf.int32)
     pixel_classes = tf.gather(tf.cast(example["classes"], tf.int32), labels)
-    targets = tf.concat([
-        tf.cast(example["flows"], tf.float32),
-        tf.cast(labels > 0, tf.float32)[..., tf.newaxis],
-        tf.cast(labels, tf.float32)[..., tf.newaxis],
-        tf.cast(pixel_classes, tf.float32)[..., tf.newaxis],
-    ], axis=-1)
+    parts = {"flows": tf.cast(example["flows"], tf.float32), "cell": tf.cast(labels > 0, tf.float32)[..., tf.newaxis],
+             "label": tf.cast(labels, tf.float32)[..., tf.newaxis],
+             "pixel_class": tf.cast(pixel_classes, tf.float32)[..., tf.newaxis]}
+    targets = tf.concat([parts[name] for name in TARGET_PARTS], axis=-1)
     multiple = size_multiple(config)
     image = pad_to_multiple(example["image"], multiple, axes=(0, 1))
     targets = pad_to_multiple(targets, multiple, axes=(0, 1), constant_values=-1.0)

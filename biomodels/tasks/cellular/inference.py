@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from biomodels.errors import ConfigError, InputError
+from biomodels.ops.cellpose_parts import map_part
 from biomodels.study_model import StudyModel, is_path
 from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.cellular import data
@@ -82,8 +83,8 @@ def segment_image(predictor, raw, settings, image=None):
     masks, maps = segment(normalised, image, settings.diameter_mean / settings.diameter,
                           settings.thresholds, tile=settings.tile, overlap=settings.overlap,
                           batch_size=settings.batch_size)
-    return Segmentation(masks=masks, flows=np.ascontiguousarray(maps[..., :2].transpose(2, 0, 1)),
-                        cellprob=np.ascontiguousarray(maps[..., 2]), diameter=settings.diameter)
+    return Segmentation(masks=masks, flows=np.ascontiguousarray(map_part(maps, "flows").transpose(2, 0, 1)),
+                        cellprob=np.ascontiguousarray(map_part(maps, "cellprob")), diameter=settings.diameter)
 
 
 def resize(image, height, width):
@@ -125,7 +126,7 @@ def segment(normalised, image, scale, thresholds, *, tile, overlap, batch_size):
     from biomodels.ops.flows import masks_from_flows
 
     maps = network_maps(normalised, image, scale, tile=tile, overlap=overlap, batch_size=batch_size)
-    masks = masks_from_flows(maps[..., :2].transpose(2, 0, 1), maps[..., 2], **thresholds)
+    masks = masks_from_flows(map_part(maps, "flows").transpose(2, 0, 1), map_part(maps, "cellprob"), **thresholds)
     return masks, maps
 
 

@@ -10,6 +10,7 @@ from biomodels.tasks.cellular.config import AP_THRESHOLDS, TILE_SIZE, mask_thres
 
 
 def evaluate(model, dataset, manifest, config, calibration):
+    from biomodels.ops.cellpose_parts import target_part
     from biomodels.tasks.cellular.inference import segment
     from biomodels.tasks.cellular.serving import serving_functions
 
@@ -18,13 +19,13 @@ def evaluate(model, dataset, manifest, config, calibration):
     true_labels, predicted, pixel_classes = [], [], []
     for inputs, targets in dataset:
         for image, target in zip(np.asarray(inputs), np.asarray(targets)):
-            valid = target[..., 3] >= 0
+            valid = target_part(target, "label") >= 0
             height, width = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
             image, target = image[:height, :width], target[:height, :width]
             masks, _ = segment(lambda tiles: normalised(images=np.float32(tiles)), image, config.diameter_mean / max(diameter, 1e-3),
                                mask_thresholds(config), tile=TILE_SIZE, **TILING_DEFAULTS)
-            true_labels.append(target[..., 3].astype(np.int32))
-            pixel_classes.append(target[..., 4].astype(np.int32))
+            true_labels.append(target_part(target, "label").astype(np.int32))
+            pixel_classes.append(target_part(target, "pixel_class").astype(np.int32))
             predicted.append(masks)
     class_names = manifest.sources[0].details.get("class_names", []) if manifest.sources else []
     return score_images(true_labels, predicted, pixel_classes, class_names, AP_THRESHOLDS)

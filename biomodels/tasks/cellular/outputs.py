@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from biomodels.errors import InputError
+from biomodels.ops.cellpose_parts import map_part, target_part
 from biomodels.pipelines import readers
 from biomodels.tasks.cellular import data, inference
 
@@ -98,10 +99,11 @@ def summary_images(model, inputs, targets):
     images = np.clip(np.asarray(inputs)[..., 0], 0, 1)
     grey = (np.repeat(images[..., np.newaxis], 3, axis=-1) * 255).astype(np.uint8)
     targets = np.asarray(targets)
-    targets = np.where(targets[..., 3:4] >= 0, targets, 0.0)  # padding shows as background
+    targets = np.where(target_part(targets, "label")[..., np.newaxis] >= 0, targets, 0.0)  # padding: background
+    probability = 1 / (1 + np.exp(-map_part(maps, "cellprob")))
     return {
         "input": grey,
-        "true_flows": np.stack([flow_colours(t[..., :2].transpose(2, 0, 1)) for t in targets]),
-        "predicted_flows": np.stack([flow_colours(m[..., :2].transpose(2, 0, 1) / 5) for m in maps]),
-        "cell_probability": (np.repeat(1 / (1 + np.exp(-maps[..., 2:3])), 3, axis=-1) * 255).astype(np.uint8),
+        "true_flows": np.stack([flow_colours(target_part(t, "flows").transpose(2, 0, 1)) for t in targets]),
+        "predicted_flows": np.stack([flow_colours(map_part(m, "flows").transpose(2, 0, 1) / 5) for m in maps]),
+        "cell_probability": (np.repeat(probability[..., np.newaxis], 3, axis=-1) * 255).astype(np.uint8),
     }

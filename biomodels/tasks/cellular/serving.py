@@ -14,6 +14,7 @@ Also the warm-up inputs and the bioimage.io description and output."""
 
 import numpy as np
 
+from biomodels.ops.cellpose_parts import map_part
 from biomodels.tasks.cellular.config import IMAGE_BORDER, size_multiple
 from biomodels.tasks.cellular.data import preprocess
 
@@ -54,7 +55,7 @@ def network_runner(model, config):
         x = pad_to_multiple(x[..., :channels], multiple, axes=(1, 2))
         maps, style = network(x, training=False)
         maps = tf.cast(maps, tf.float32)[:, border:border + height, border:border + width]
-        return {"flows": maps[..., :2] / 5.0, "cellprob": maps[..., 2], "style": tf.cast(style, tf.float32)}
+        return {"flows": map_part(maps, "flows") / 5.0, "cellprob": map_part(maps, "cellprob"), "style": tf.cast(style, tf.float32)}
 
     return run
 
@@ -79,7 +80,8 @@ def mask_signatures(run, config, training_diameter):
         return tf.cond(rescale, lambda: tf.image.resize(maps, size, method="bilinear"), lambda: maps)
 
     def masks_of(maps, flow_threshold, cellprob_threshold, min_size):
-        return graph_masks.masks_from_flows(maps[..., :2], maps[..., 2], flow_threshold, cellprob_threshold, min_size)
+        return graph_masks.masks_from_flows(map_part(maps, "flows"), map_part(maps, "cellprob"), flow_threshold,
+                                           cellprob_threshold, min_size)
 
     # no AutoGraph: the loops are explicit TensorFlow ones, and converting them took seconds
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")], autograph=False)
@@ -87,7 +89,7 @@ def mask_signatures(run, config, training_diameter):
         maps = maps_at_cell_size(preprocess(images), tf.constant(training_diameter))
         masks = tf.map_fn(lambda m: masks_of(m, config.flow_threshold, config.cellprob_threshold, config.min_size),
                           maps, fn_output_signature=tf.TensorSpec([None, None], tf.int32))
-        return {"masks": masks, "flows": maps[..., :2], "cellprob": maps[..., 2]}
+        return {"masks": masks, "flows": map_part(maps, "flows"), "cellprob": map_part(maps, "cellprob")}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images"),
                                   tf.TensorSpec([None], tf.float32, name="diameter"),
