@@ -31,7 +31,9 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         # bioimageio.core 0.11 (the model zoo's own test) pulls bioimageio.spec 0.5.12, which fails with pydantic 2.14
+        # Dask's cluster engine: --scheduler on the commands (biomodels.cluster)
+        "distributed": ["dask[distributed]>=2026.8,<2026.9", "dask-jobqueue>=0.9,<0.10"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-serving-api>=2.21,<2.22", "bioimageio.core==0.11.0",
-                 "pydantic==2.13.5"],
+                 "pydantic==2.13.5", "dask[distributed]>=2026.8,<2026.9", "dask-jobqueue>=0.9,<0.10"],
     },
 )

@@ -95,6 +95,15 @@ def define_task_options(options):
         definer(option.name, option.default, option.help, module_name=sys.argv[0], **bounds)
 
 
+def define_scheduler_flag():
+    """--scheduler, where the command's work runs (see biomodels.cluster)."""
+    from absl import flags
+
+    flags.DEFINE_string("scheduler", None, "Run on a Dask cluster: local:N (N worker processes here), "
+                                           "tcp://HOST:PORT (a running scheduler), file:PATH (a scheduler file) or "
+                                           "slurm:N (N workers in SLURM jobs); needs biomodels[distributed].")
+
+
 def task_option_values(options):
     """{option name: parsed value} of a task's options after the flags are parsed."""
     return {option.name: option.value(FLAGS[option.name].value) for option in options}

@@ -17,6 +17,11 @@ class InputError(BiomodelsError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # made again from its path and problem when unpickled (an error raised in a
+        # cluster's worker travels to the driver pickled)
+        return type(self), (self.path, self.problem)
+
 
 class CheckpointError(InputError):
     """A checkpoint that cannot be read or does not fit the model."""

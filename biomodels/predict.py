@@ -10,6 +10,12 @@ flags once --task names the task, and `--task=NAME --help` lists them.
 Inputs are read and predicted one at a time, each input's files written when it is
 done; if a later input of a folder is bad, the error names it and lists the outputs of
 the earlier ones, which are whole and kept.
+
+With --scheduler (see biomodels.cluster) each input is one task on a Dask cluster:
+every worker opens the model once and keeps it, and writes its inputs' files itself
+(the input and output folders must be on a filesystem the workers share). With a TF
+Serving address as --model the workers read, post-process and write while the server
+infers.
 """
 
 import os
@@ -27,11 +33,15 @@ def main(argv):
     require_exists(flags.input)
     if os.path.exists(flags.output) and not os.path.isdir(flags.output):
         raise InputError(flags.output, "is a file: --output names the folder predictions are written to")
-    predictor = open_predictor(task, flags.model)
-    os.makedirs(flags.output, exist_ok=True)
+    options = cli.task_option_values(task.predict_options)
     started = time.time()
     try:
-        written = task.predict_files(predictor, flags.input, flags.output, cli.task_option_values(task.predict_options))
+        if flags.scheduler:
+            written = predict_on_cluster(task, flags.model, flags.input, flags.output, options, flags.scheduler)
+        else:
+            predictor = open_predictor(task, flags.model)
+            os.makedirs(flags.output, exist_ok=True)
+            written = task.predict_files(predictor, flags.input, flags.output, options)
     except InputError as error:
         kept = _written_since(flags.output, started)
         if not kept:
@@ -39,6 +49,29 @@ def main(argv):
         raise type(error)(error.path, f"{error.problem} (the {len(kept)} file(s) already written for earlier "
                                       f"inputs are whole and kept in {flags.output}: {', '.join(kept)})") from None
     report.say(f"Wrote {len(written)} file(s) to {flags.output}")
+
+
+def predict_on_cluster(task, model, input_path, output_dir, options, scheduler):
+    """predict's files for every input of `task.predict_inputs(input_path)`, each input a
+    task on the cluster `scheduler` names; returns the paths written. The first input that
+    fails stops the rest; the files of those done are whole and kept."""
+    from biomodels import cluster
+    from biomodels.cluster_worker import PredictJob
+    from biomodels.predictors import is_server_address
+    from biomodels.report import progress_bar
+
+    is_address = is_server_address(model)
+    model, input_path, output_dir = (model if is_address else os.path.abspath(model), os.path.abspath(input_path),
+                                     os.path.abspath(output_dir))
+    inputs = task.predict_inputs(input_path)
+    os.makedirs(output_dir, exist_ok=True)
+    with cluster.executor(scheduler) as executor:
+        executor.check_workers([input_path, output_dir] + ([] if is_address else [model]))
+        written, bar = [], progress_bar(len(inputs), f"inputs on {executor.workers} worker(s)")
+        for done, (_, paths) in enumerate(executor.map(PredictJob(task.name, model, output_dir, options), inputs), 1):
+            written += paths
+            bar.update(done)
+    return written
 
 
 def _written_since(folder, started):
@@ -61,6 +94,7 @@ def define_flags():
     flags.DEFINE_string("model", None, "A model_dir of biomodels.train, an exported SavedModel directory, or a TF Serving address (http://host:8501/v1/models/NAME, grpc://host:8500).")
     flags.DEFINE_string("input", None, "Input file or folder.")
     flags.DEFINE_string("output", None, "Output folder.")
+    cli.define_scheduler_flag()
     task = cli.requested_task()
     if task is not None:
         cli.define_task_options(task.predict_options)

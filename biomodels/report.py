@@ -3,6 +3,7 @@ tables of metrics, and progress bars for long loops (Keras's bar, no new depende
 Library code and the command lines both print through here."""
 
 import logging
+import os
 import sys
 
 _open_bars = set()  # bars drawn but not finished: the cursor is still on their line
@@ -53,6 +54,15 @@ def end_open_line():
         sys.stdout.flush()
 
 
+#: set in a cluster worker's environment: its progress bars stay silent (the driver shows one)
+WORKER_ENVIRONMENT = "BIOMODELS_WORKER"
+
+
+class _Silent:
+    def update(self, done):
+        pass
+
+
 def progress_bar(total, label):
     """A bar that `update(done)` moves towards `total`, under a line saying `label`."""
-    return _Bar(total, label)
+    return _Silent() if os.environ.get(WORKER_ENVIRONMENT) else _Bar(total, label)

@@ -6,7 +6,8 @@ study must pass:
 - the trained `.keras` file saved and loaded again answers the same on each signature;
 - the SavedModel export answers as the Keras model on each signature's warm-up inputs;
 - predict's files are the same from the local export, through TF Serving's REST API (the
-  predict command line) and through its gRPC API (the stand-in server);
+  predict command line) and through its gRPC API (the stand-in server), and on a Dask
+  cluster of two worker processes (each input a task);
 - `biomodels.load(...).predict` answers what predict writes to files, from the run and
   from its export, and the inference module's docstring examples run;
 - a damaged input file is one error naming it (the predict command's code, which says
@@ -161,6 +162,26 @@ class StudyConformance:
         assert os.listdir(rest)
         if self.served_files is not None:
             assert sorted(os.listdir(rest)) == sorted(self.served_files)
+
+    def test_predict_on_a_cluster_writes_the_files_of_serial_predict(self, study_run, tmp_path, dask_scheduler):
+        """Each of `predict_inputs` a task on a cluster of two worker processes: the
+        same files as predict in one process, integers exactly, floats to 1e-6."""
+        from biomodels import tasks
+        from biomodels.predict import predict_on_cluster
+        from biomodels.tasks.base import option_values
+
+        from conftest import assert_same_file
+
+        task = tasks.get(self.task_name)
+        path = self.write_input(tmp_path / "input")
+        options = option_values(task.predict_options, self.served_options)
+        serial = predict_files(self.task_name, study_run.model_dir / "export", path, tmp_path / "serial",
+                               **self.served_options)
+        written = predict_on_cluster(task, str(study_run.model_dir / "export"), str(path), str(tmp_path / "cluster"),
+                                     options, dask_scheduler)
+        assert sorted(os.path.basename(name) for name in written) == sorted(os.listdir(serial))
+        for name in os.listdir(serial):
+            assert_same_file(serial / name, tmp_path / "cluster" / name, atol=1e-6)
 
     def test_python_predict_equals_the_files_of_predict(self, study_run, tmp_path):
         path = self.write_input(tmp_path / "input")

@@ -67,6 +67,16 @@ def run_reference_script(name, *args):
     return reference_env.run_script(name, *args)
 
 
+@pytest.fixture(scope="session")
+def dask_scheduler():
+    """The address of a LocalCluster of two worker processes, one per test process,
+    started by biomodels' own executor (`--scheduler=local:2`) and closed at the end."""
+    from biomodels import cluster
+
+    with cluster.executor("local:2") as executor:
+        yield executor.client.scheduler.address
+
+
 def train_synthetic_run(root, task, sets, epochs=1, steps_per_epoch=2):
     """Prepare the task's synthetic data under `root` and train a run on it with the
     command lines; returns (model_dir, the train command's CompletedProcess)."""
@@ -183,9 +193,9 @@ def assert_served_like_local(task_name, export_path, input_path, tmp_path, optio
     return rest
 
 
-def assert_same_file(expected, found):
+def assert_same_file(expected, found, atol=1e-5):
     """The same content by kind of file: arrays (TIFF, MRC, PNG, .npy), tables (CSV),
-    JSON; floats to 1e-5, other values exactly; what names the model (its path or
+    JSON; floats to `atol`, other values exactly; what names the model (its path or
     address) is left out."""
     import csv
     import json
@@ -199,7 +209,7 @@ def assert_same_file(expected, found):
     if suffix in (".tif", ".tiff", ".mrc", ".png", ".npy", ".gif"):
         load = {".tif": tifffile.imread, ".tiff": tifffile.imread, ".npy": np.load,
                 ".mrc": lambda path: readers.read_mrc(str(path)).data}.get(suffix, lambda path: np.asarray(Image.open(path)))
-        assert_same_values(load(expected), load(found), expected.name)
+        assert_same_values(load(expected), load(found), expected.name, atol)
     elif suffix == ".csv":
         with open(expected) as a, open(found) as b:
             rows_a, rows_b = list(csv.reader(a)), list(csv.reader(b))
@@ -208,37 +218,37 @@ def assert_same_file(expected, found):
             assert len(row_a) == len(row_b), expected.name
             for cell_a, cell_b in zip(row_a, row_b):
                 try:
-                    assert abs(float(cell_a) - float(cell_b)) <= 1e-5, (expected.name, cell_a, cell_b)
+                    assert abs(float(cell_a) - float(cell_b)) <= atol, (expected.name, cell_a, cell_b)
                 except ValueError:
                     assert cell_a == cell_b, (expected.name, cell_a, cell_b)
     elif suffix == ".json":
         a, b = json.loads(expected.read_text()), json.loads(found.read_text())
         a.pop("model", None), b.pop("model", None)
-        assert_same_json(a, b, expected.name)
+        assert_same_json(a, b, expected.name, atol)
     else:
         assert expected.read_bytes() == found.read_bytes(), expected.name
 
 
-def assert_same_values(a, b, name):
+def assert_same_values(a, b, name, atol=1e-5):
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape and a.dtype == b.dtype, name
     if np.issubdtype(a.dtype, np.floating):
-        assert np.abs(a.astype(np.float64) - b).max(initial=0.0) <= 1e-5, name
+        assert np.abs(a.astype(np.float64) - b).max(initial=0.0) <= atol, name
     else:
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
-def assert_same_json(a, b, name):
+def assert_same_json(a, b, name, atol=1e-5):
     if isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), name
         for key in a:
-            assert_same_json(a[key], b[key], f"{name}:{key}")
+            assert_same_json(a[key], b[key], f"{name}:{key}", atol)
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), name
         for x, y in zip(a, b):
-            assert_same_json(x, y, name)
+            assert_same_json(x, y, name, atol)
     elif isinstance(a, float):
-        assert abs(a - b) <= 1e-5, (name, a, b)
+        assert abs(a - b) <= atol, (name, a, b)
     else:
         assert a == b, (name, a, b)
 

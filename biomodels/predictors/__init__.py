@@ -22,6 +22,11 @@ __all__ = ["Predictor", "Signature", "TensorInfo", "KerasPredictor", "RunPredict
            "RestPredictor", "GrpcPredictor", "open_predictor", "is_saved_model"]
 
 
+def is_server_address(model):
+    """Whether --model names a TF Serving server rather than a folder."""
+    return str(model).startswith(("http://", "https://", "grpc://"))
+
+
 def open_predictor(task, path):
     """The Predictor for a SavedModel directory, a training run's model_dir, or the
     address of a TF Serving server (http://host:8501/v1/models/NAME, grpc://host:8500;

@@ -303,6 +303,13 @@ class Task(abc.ABC):
         [value] = outputs.values()
         return value
 
+    def predict_inputs(self, input_path):
+        """The inputs predict's work splits into on a cluster, one task each: paths that
+        `predict_files` accepts on their own and whose files no other input's touch. The
+        whole input by default, for tasks whose files gather every input (lch's table,
+        ccp's triage list)."""
+        return [input_path]
+
     @abc.abstractmethod
     def predict_files(self, predictor, input_path, output_dir, options):
         """Run `predictor` (a `biomodels.predictors.Predictor`) over the user's files and

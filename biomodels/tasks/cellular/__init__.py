@@ -66,6 +66,7 @@ class CellularTask(Task):
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     statistics = staticmethod(data.statistics)
+    predict_inputs = staticmethod(data.predict_inputs)
     preprocess = staticmethod(data.preprocess)
     batch = staticmethod(data.batch)
     metrics_table = staticmethod(scores.metrics_rows)

@@ -33,6 +33,14 @@ OUTPUT_SUFFIXES = ("_masks", "_flows", "_outlines", "_cp_masks", "_cp_output", "
 NO_CLASS = -1
 
 
+def predict_inputs(input_path):
+    """The images predict segments, one by one: the file itself, or a folder's images."""
+    paths = [input_path] if os.path.isfile(input_path) else image_files(input_path)
+    if not paths:
+        raise InputError(input_path, "holds no TIFF or PNG images")
+    return paths
+
+
 def image_files(folder):
     """Images in `folder` that are not masks or outputs, sorted."""
     paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(readers.IMAGE_SUFFIXES))

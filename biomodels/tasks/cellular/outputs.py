@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 
-from biomodels.errors import InputError
 from biomodels.ops.cellpose_parts import map_part, target_part
 from biomodels.pipelines import readers
 from biomodels.tasks.cellular import data, inference
@@ -62,9 +61,7 @@ def predict_images(predictor, config, input_path, output_dir, options):
     masks or flows of a folder (its NAME_masks and NAME_flows)."""
     from biomodels.report import progress_bar
 
-    paths = [input_path] if os.path.isfile(input_path) else data.image_files(input_path)
-    if not paths:
-        raise InputError(input_path, "holds no TIFF or PNG images")
+    paths = data.predict_inputs(input_path)
     settings = inference.resolve_settings(predictor, config, options)
     written = []
     bar = progress_bar(len(paths), "images")

@@ -46,6 +46,7 @@ class CryoETTask(Task):
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     find_sources = staticmethod(data.find_sources)
+    predict_inputs = staticmethod(data.predict_inputs)
     statistics = staticmethod(data.class_statistics)
     preprocess = staticmethod(data.preprocess)
     model_io = staticmethod(data.model_io)

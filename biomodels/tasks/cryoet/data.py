@@ -32,6 +32,17 @@ def tomogram_paths(directory):
     return sorted(path for path in glob.glob(os.path.join(directory, "*.mrc")) if not path.endswith("_labels.mrc"))
 
 
+def predict_inputs(input_path):
+    """The tomograms predict labels, one by one: the file itself, or a folder's .mrc
+    tomograms."""
+    if not os.path.isdir(input_path):
+        return [input_path]
+    paths = tomogram_paths(input_path)
+    if not paths:
+        raise InputError(input_path, "no .mrc tomograms in this directory")
+    return paths
+
+
 def _mrc_source(path):
     labels = path[: -len(".mrc")] + "_labels.mrc"
     if not path.endswith(".mrc"):

@@ -7,10 +7,9 @@ import os
 
 import numpy as np
 
-from biomodels.errors import InputError
 from biomodels.tasks.cryoet import inference
 from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, NUM_CLASSES
-from biomodels.tasks.cryoet.data import standardise, tomogram_paths
+from biomodels.tasks.cryoet.data import predict_inputs, standardise
 
 LABEL_COLOURS = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]], np.uint8
@@ -27,12 +26,7 @@ def predict_tomograms(predictor, input_path, output_dir, options):
     from biomodels.pipelines.mrc_slices import MrcSlices, MrcSliceWriter
     from biomodels.report import progress_bar
 
-    if os.path.isdir(input_path):
-        paths = tomogram_paths(input_path)
-        if not paths:
-            raise InputError(input_path, "no .mrc tomograms in this directory")
-    else:
-        paths = [input_path]
+    paths = predict_inputs(input_path)
     inference.require_standardised(predictor)
     written = []
     for path in paths:

@@ -52,6 +52,7 @@ class DeepISTask(Task):
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     find_sources = staticmethod(data.find_sources)
+    predict_inputs = staticmethod(data.predict_inputs)
     metrics_table = staticmethod(scores.metrics_table)
     summary_images = staticmethod(outputs.summary_images)
     bioimageio_output = staticmethod(serving.bioimageio_output)

@@ -42,6 +42,14 @@ def volume_paths(input_path):
                   if p.lower().endswith((".mat", ".tif", ".tiff")) and not _is_label_file(p))
 
 
+def predict_inputs(input_path):
+    """The volumes predict analyses, one by one (see `volume_paths`)."""
+    paths = volume_paths(input_path)
+    if not paths:
+        raise InputError(input_path, "no .tif or .mat volumes in this directory")
+    return paths
+
+
 def _is_label_file(path):
     return os.path.splitext(path)[0].endswith("_labels")
 

@@ -7,10 +7,9 @@ import os
 import numpy as np
 
 from biomodels.config import write_json_atomic
-from biomodels.errors import InputError
 from biomodels.pipelines import readers
 from biomodels.tasks.deepis import inference
-from biomodels.tasks.deepis.data import read_volume, volume_paths
+from biomodels.tasks.deepis.data import predict_inputs, read_volume
 
 
 def predict_volumes(predictor, config, input_path, output_dir, options):
@@ -18,9 +17,7 @@ def predict_volumes(predictor, config, input_path, output_dir, options):
     every volume under `input_path`, by `predictor` of a run trained with `config`."""
     from biomodels.report import progress_bar
 
-    paths = volume_paths(input_path)
-    if not paths:
-        raise InputError(input_path, "no .tif or .mat volumes in this directory")
+    paths = predict_inputs(input_path)
     written = []
     bar = progress_bar(len(paths), "volumes")
     for done, path in enumerate(paths, start=1):

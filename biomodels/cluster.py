@@ -1,0 +1,206 @@
+"""Where the commands' work runs: in this process, or on a Dask cluster.
+
+    --scheduler=            in this process (the default)
+    --scheduler=local:N     a LocalCluster of N worker processes on this machine
+    --scheduler=tcp://H:P   an existing Dask scheduler
+    --scheduler=file:PATH   the scheduler named in a scheduler file (`dask worker
+                            --scheduler-file`, dask-jobqueue's runners)
+    --scheduler=slurm:N     N workers in SLURM jobs (dask-jobqueue's SLURMCluster, its
+                            queue, cores, memory and walltime from Dask's jobqueue
+                            configuration)
+
+An executor has one method that matters, `map(function, items)`, yielding (item,
+result) as each finishes; the commands and tasks do not know which executor they have.
+Dask is the optional extra `biomodels[distributed]`, imported only when a scheduler is
+named. Each worker process keeps its TensorFlow, numba and OpenMP threads to its own
+cores, checks that it runs the driver's package versions and sees the driver's folders,
+and prints no progress bars (the driver shows one over the items).
+"""
+
+import contextlib
+import logging
+import os
+
+from biomodels.errors import BiomodelsError, ConfigError, InputError
+from biomodels.report import WORKER_ENVIRONMENT
+
+EXTRA = "distributed"
+#: the packages whose versions every worker must share with the driver
+SHARED_PACKAGES = ("biomodels", "tensorflow", "keras", "numpy", "dask", "distributed")
+log = logging.getLogger("biomodels")
+
+
+class ClusterError(BiomodelsError):
+    """The cluster could not run the work: a worker kept dying, or differs from the driver."""
+
+
+class InProcess:
+    """Runs each item here, in order."""
+
+    workers = 1
+
+    def map(self, function, items):
+        for item in items:
+            yield item, function(item)
+
+    def check_workers(self, paths):
+        pass
+
+
+class DaskExecutor:
+    """Runs each item as one Dask task; results come back as they finish. Dask retries a
+    task whose worker died (`distributed.scheduler.allowed-failures` times)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    @property
+    def workers(self):
+        return max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
+
+    def map(self, function, items):
+        import distributed
+
+        items = list(items)
+        futures = self.client.map(function, items, pure=False)
+        position = {future.key: index for index, future in enumerate(futures)}
+        try:
+            for future in distributed.as_completed(futures):
+                item = items[position[future.key]]
+                try:
+                    result = future.result()
+                except distributed.KilledWorker:
+                    raise ClusterError(f"{item}: the workers running it died each time it was tried (out of memory? "
+                                       "see the workers' logs)") from None
+                yield item, result
+        finally:
+            self.client.cancel([future for future in futures if not future.done()])
+
+    def check_workers(self, paths):
+        """One error, naming the worker, unless every worker runs the driver's versions
+        of SHARED_PACKAGES and sees each of `paths` (folders must also be writable)."""
+        facts = self.client.run(worker_facts, [os.path.abspath(path) for path in paths])
+        mine = worker_facts([])["versions"]
+        for worker, found in sorted(facts.items()):
+            for package, version in mine.items():
+                if found["versions"].get(package) != version:
+                    raise ClusterError(f"worker {worker} runs {package} {found['versions'].get(package)}, this process "
+                                       f"{version}: install the same versions on every worker")
+            for path, problem in found["unseen"].items():
+                raise InputError(path, f"{problem} from worker {worker}: the workers need the input and output "
+                                       "folders on a filesystem they share with this machine")
+
+
+def worker_facts(paths):
+    """{"versions": {package: version}, "unseen": {path: problem}} of this process."""
+    from importlib import metadata
+
+    versions = {}
+    for package in SHARED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    unseen = {}
+    for path in paths:
+        if not os.path.exists(path):
+            unseen[path] = "is not visible"
+        elif os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+            unseen[path] = "is not writable"
+    return {"versions": versions, "unseen": unseen}
+
+
+def worker_environment(cores):
+    """The environment of a worker process: TensorFlow's, numba's and OpenMP's thread
+    pools kept to its `cores` (each library reads it when it starts), TensorFlow's C++
+    log quiet, and progress bars silent."""
+    cores = str(max(1, int(cores)))
+    return {"OMP_NUM_THREADS": cores, "NUMBA_NUM_THREADS": cores, "TF_NUM_INTRAOP_THREADS": cores,
+            "TF_NUM_INTEROP_THREADS": "1" if cores == "1" else "2", "MKL_NUM_THREADS": cores,
+            "OPENBLAS_NUM_THREADS": cores, "TF_CPP_MIN_LOG_LEVEL": "2", WORKER_ENVIRONMENT: "1"}
+
+
+def parse_scheduler(spec):
+    """("local" | "address" | "file" | "slurm", value) of a --scheduler value."""
+    kind, _, value = spec.partition(":")
+    if kind in ("local", "slurm"):
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--scheduler={spec}: expected {kind}:N with N workers, N at least 1")
+        return kind, int(value)
+    if kind == "file" and value:
+        return "file", value
+    if kind in ("tcp", "tls", "ws", "wss", "inproc") and value.startswith("//"):
+        return "address", spec
+    raise ConfigError(f"--scheduler={spec}: expected local:N, tcp://HOST:PORT, file:PATH or slurm:N")
+
+
+def _import_dask(spec):
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(f"--scheduler={spec} needs the optional extra {EXTRA}: pip install "
+                          f"'biomodels[{EXTRA}]'") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def executor(scheduler=None):
+    """The executor for a --scheduler value (None or "": this process), closed (with the
+    cluster it started, if any) on leaving."""
+    if not scheduler:
+        yield InProcess()
+        return
+    kind, value = parse_scheduler(scheduler)
+    distributed = _import_dask(scheduler)
+    with contextlib.ExitStack() as stack:
+        # Dask's own log (its scheduler's and nannies' start and stop) stays off the console
+        dask_log = logging.getLogger("distributed")
+        stack.callback(dask_log.setLevel, dask_log.level)
+        dask_log.setLevel(logging.ERROR)
+        cores = None
+        if kind == "local":
+            import dask
+
+            cores = max(1, (os.cpu_count() or 1) // value)
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(cores)}):
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=value, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                    silence_logs=logging.ERROR))
+            client = stack.enter_context(distributed.Client(cluster))
+        elif kind == "slurm":
+            cluster = stack.enter_context(_slurm_cluster(scheduler))
+            cluster.scale(value)
+            client = stack.enter_context(distributed.Client(cluster))
+        elif kind == "file":
+            if not os.path.isfile(value):
+                raise InputError(value, "not found: the scheduler file that `dask scheduler --scheduler-file` writes")
+            client = stack.enter_context(distributed.Client(scheduler_file=value, timeout="30s"))
+        else:
+            client = stack.enter_context(_connect(distributed, value))
+        from biomodels.cluster_worker import WorkerThreads
+
+        client.register_plugin(WorkerThreads(cores))
+        log.info("running on %s", scheduler)
+        yield DaskExecutor(client)
+
+
+@contextlib.contextmanager
+def _connect(distributed, address):
+    try:
+        client = distributed.Client(address, timeout="30s")
+    except OSError as error:
+        raise ClusterError(f"--scheduler={address}: cannot reach the scheduler ({error})") from None
+    with client:
+        yield client
+
+
+def _slurm_cluster(spec):
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ConfigError(f"--scheduler={spec} needs the optional extra {EXTRA}: pip install "
+                          f"'biomodels[{EXTRA}]'") from None
+    try:
+        return SLURMCluster()
+    except ValueError as error:  # dask-jobqueue's own word on a configuration without cores or memory
+        raise ConfigError(f"--scheduler={spec}: {error} (set them in Dask's jobqueue.slurm configuration)") from None
