@@ -20,6 +20,7 @@ and prints no progress bars (the driver shows one over the items).
 import contextlib
 import logging
 import os
+import uuid
 
 from biomodels.errors import BiomodelsError, ConfigError, InputError
 from biomodels.report import WORKER_ENVIRONMENT
@@ -48,8 +49,11 @@ class InProcess:
 
 
 class DaskExecutor:
-    """Runs each item as one Dask task; results come back as they finish. Dask retries a
-    task whose worker died (`distributed.scheduler.allowed-failures` times)."""
+    """Runs each item as one Dask task; results come back as they finish. At most two
+    tasks per worker are in flight, so a list of thousands of inputs does not flood the
+    scheduler, and the first failure stops new submissions: the tasks then running are
+    let finish (their files whole) before the error is raised. Dask retries a task whose
+    worker died (`distributed.scheduler.allowed-failures` times)."""
 
     def __init__(self, client):
         self.client = client
@@ -61,20 +65,39 @@ class DaskExecutor:
     def map(self, function, items):
         import distributed
 
-        items = list(items)
-        futures = self.client.map(function, items, pure=False)
-        position = {future.key: index for index, future in enumerate(futures)}
+        queue, running, finished = list(items)[::-1], {}, distributed.as_completed(loop=self.client.loop)
+
+        def submit():
+            if queue:
+                item = queue.pop()
+                future = self.client.submit(run_guarded, function, item, key=f"biomodels-{uuid.uuid4().hex}")
+                running[future.key] = item
+                finished.add(future)
+
+        for _ in range(2 * self.workers):
+            submit()
+        error = None
         try:
-            for future in distributed.as_completed(futures):
-                item = items[position[future.key]]
+            for future in finished:
+                item = running.pop(future.key)
+                if error is not None:
+                    continue  # draining what was running when the first error came
                 try:
                     result = future.result()
+                    if isinstance(result, UsersError):
+                        raise result.error
                 except distributed.KilledWorker:
-                    raise ClusterError(f"{item}: the workers running it died each time it was tried (out of memory? "
-                                       "see the workers' logs)") from None
-                yield item, result
+                    error = ClusterError(f"{item}: the workers running it died each time it was tried (out of "
+                                         "memory? see the workers' logs)")
+                except BaseException as raised:  # the task's own error, unpickled
+                    error = raised
+                else:
+                    submit()
+                    yield item, result
         finally:
-            self.client.cancel([future for future in futures if not future.done()])
+            self.client.cancel([future for future in list(finished.futures) if not future.done()])
+        if error is not None:
+            raise error
 
     def check_workers(self, paths):
         """One error, naming the worker, unless every worker runs the driver's versions
@@ -89,6 +112,22 @@ class DaskExecutor:
             for path, problem in found["unseen"].items():
                 raise InputError(path, f"{problem} from worker {worker}: the workers need the input and output "
                                        "folders on a filesystem they share with this machine")
+
+
+class UsersError:
+    """A user's error raised by a task on a worker, carried back as its result (a raised
+    one would be logged by the worker with its traceback, as a bug)."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+def run_guarded(function, item):
+    """`function(item)` on a worker, a BiomodelsError returned as a `UsersError`."""
+    try:
+        return function(item)
+    except BiomodelsError as error:
+        return UsersError(error)
 
 
 def worker_facts(paths):

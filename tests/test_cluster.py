@@ -1,0 +1,159 @@
+"""The cluster executor (biomodels.cluster) on a LocalCluster of two worker processes on
+loopback: work really runs in two processes at once, each worker's threads are kept to
+its cores, a worker killed mid-task has its task retried, errors travel back whole, and
+the predict command on `--scheduler=local:2` stops at a damaged input with one line,
+keeping the files of the inputs done. Every study's predict on a cluster against serial
+predict is in the conformance harness (tests/conformance.py)."""
+
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from biomodels import cluster
+from biomodels.errors import CheckpointError, ConfigError, InputError
+from conftest import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def executor(dask_scheduler):
+    with cluster.executor(dask_scheduler) as connected:
+        yield connected
+
+
+def wait_for_the_other(name):
+    """Set this task's event, then wait for the other's: only two tasks running at once
+    can both finish."""
+    import distributed
+
+    distributed.Event(name).set()
+    other = distributed.Event("b" if name == "a" else "a")
+    return os.getpid() if other.wait(timeout=60) else None
+
+
+def test_two_worker_processes_run_at_once(executor):
+    results = dict(executor.map(wait_for_the_other, ["a", "b"]))
+    assert None not in results.values()
+    assert len({results["a"], results["b"], os.getpid()}) == 3
+    assert executor.workers == 2
+
+
+def worker_threads(_):
+    return {name: os.environ.get(name) for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                                     "BIOMODELS_WORKER")}
+
+
+def test_each_worker_keeps_its_threads_to_its_cores(executor):
+    cores = str(max(1, (os.cpu_count() or 1) // 2))
+    for _, found in executor.map(worker_threads, range(4)):
+        assert found == {"TF_NUM_INTRAOP_THREADS": cores, "OMP_NUM_THREADS": cores, "NUMBA_NUM_THREADS": cores,
+                         "BIOMODELS_WORKER": "1"}
+
+
+def die_the_first_time(marker):
+    """Kill this worker process the first time `marker` is seen; answer the next time."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return "done"
+    os._exit(1)
+
+
+def test_a_task_whose_worker_dies_is_retried(executor, tmp_path):
+    results = dict(executor.map(die_the_first_time, [str(tmp_path / "first"), str(tmp_path / "second")]))
+    assert results == {str(tmp_path / "first"): "done", str(tmp_path / "second"): "done"}
+
+
+def refuse(path):
+    raise InputError(path, "is damaged")
+
+
+def test_a_users_error_comes_back_whole_from_a_worker(executor):
+    with pytest.raises(InputError) as raised:
+        list(executor.map(refuse, ["/data/x.tif"]))
+    assert raised.value.path == "/data/x.tif" and raised.value.problem == "is damaged"
+
+
+def test_errors_survive_pickling():
+    for error in (InputError("/a/b.tif", "cut short"), CheckpointError("c.pth", "not a CPnet"), ConfigError("--x=1: no")):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert getattr(again, "path", None) == getattr(error, "path", None)
+
+
+def test_scheduler_values_and_the_missing_extra(monkeypatch):
+    assert cluster.parse_scheduler("local:3") == ("local", 3)
+    assert cluster.parse_scheduler("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+    assert cluster.parse_scheduler("file:/shared/scheduler.json") == ("file", "/shared/scheduler.json")
+    assert cluster.parse_scheduler("slurm:4") == ("slurm", 4)
+    for wrong in ("local:0", "local:two", "slurm:", "10.0.0.1:8786", "file:"):
+        with pytest.raises(ConfigError, match=f"--scheduler={wrong}: expected"):
+            cluster.parse_scheduler(wrong)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"--scheduler=local:2 needs the optional extra distributed: "
+                                          r"pip install 'biomodels\[distributed\]'"):
+        with cluster.executor("local:2"):
+            pass
+    with cluster.executor(None) as in_process:
+        assert list(in_process.map(str, [1, 2])) == [(1, "1"), (2, "2")]
+
+
+class FakeClient:
+    """A client whose workers answer `run` with hand-made facts."""
+
+    def __init__(self, facts):
+        self.facts = facts
+
+    def run(self, function, paths):
+        return self.facts
+
+
+def test_a_worker_that_differs_or_cannot_see_the_folders_is_named(tmp_path):
+    mine = cluster.worker_facts([])
+    same = {"tcp://w1:1": {"versions": mine["versions"], "unseen": {}}}
+    cluster.DaskExecutor(FakeClient(same)).check_workers([tmp_path])
+    older = {**same, "tcp://w2:1": {"versions": {**mine["versions"], "tensorflow": "2.20.0"}, "unseen": {}}}
+    with pytest.raises(cluster.ClusterError, match=f"worker tcp://w2:1 runs tensorflow 2.20.0, this process "
+                                                   f"{mine['versions']['tensorflow']}"):
+        cluster.DaskExecutor(FakeClient(older)).check_workers([tmp_path])
+    blind = {**same, "tcp://w3:1": {"versions": mine["versions"], "unseen": {"/data/in": "is not visible"}}}
+    with pytest.raises(InputError, match="/data/in: is not visible from worker tcp://w3:1: the workers need"):
+        cluster.DaskExecutor(FakeClient(blind)).check_workers([tmp_path])
+    assert cluster.worker_facts([str(tmp_path / "absent")])["unseen"] == {str(tmp_path / "absent"): "is not visible"}
+
+
+@pytest.mark.slow
+def test_predict_on_local_workers_stops_at_a_damaged_input_and_keeps_the_rest(tmp_path):
+    """The command on its own LocalCluster: one line naming the damaged image, exit 2,
+    the other images' files whole and kept."""
+    import test_cellular
+
+    run = test_cellular.TestCellularConformance.trained(tmp_path_factory=_factory(tmp_path))
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a", "b"):
+        tifffile.imwrite(images / f"{name}.tif", np.random.default_rng(0).integers(0, 4000, (48, 40), np.uint16))
+    (images / "z_damaged.tif").write_bytes((images / "a.tif").read_bytes()[:200])
+    out = tmp_path / "out"
+    result = run_cli("biomodels.predict", "--task=cellular", f"--model={run.model_dir / 'export'}", f"--input={images}",
+                     f"--output={out}", "--scheduler=local:2", "--diameter=24")
+    assert_one_line_error(result, "z_damaged.tif", "not a readable image")
+    assert "Traceback" not in result.stderr
+    for name in ("a", "b"):
+        assert tifffile.imread(out / f"{name}_cp_masks.tif").shape == (48, 40)
+    assert not [name for name in os.listdir(out) if name.startswith("z_damaged") or name.startswith(".")]
+
+
+def _factory(tmp_path):
+    """A stand-in for pytest's tmp_path_factory whose folders live under `tmp_path`."""
+
+    class Factory:
+        def mktemp(self, name):
+            path = tmp_path / name
+            path.mkdir()
+            return path
+
+    return Factory()
