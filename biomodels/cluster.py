@@ -242,4 +242,5 @@ def _slurm_cluster(spec):
     try:
         return SLURMCluster()
     except ValueError as error:  # dask-jobqueue's own word on a configuration without cores or memory
-        raise ConfigError(f"--scheduler={spec}: {error} (set them in Dask's jobqueue.slurm configuration)") from None
+        first = str(error).splitlines()[0].split(", for example")[0].rstrip(",: ")
+        raise ConfigError(f"--scheduler={spec}: {first} (set them in Dask's jobqueue.slurm configuration)") from None

@@ -101,6 +101,21 @@ def test_scheduler_values_and_the_missing_extra(monkeypatch):
         assert list(in_process.map(str, [1, 2])) == [(1, "1"), (2, "2")]
 
 
+def test_slurm_workers_come_from_dasks_jobqueue_configuration():
+    import dask
+
+    with pytest.raises(ConfigError, match=r"^--scheduler=slurm:2: You must specify how much cores and memory per job "
+                                          r"you want to use \(set them in Dask's jobqueue.slurm configuration\)$"):
+        cluster._slurm_cluster("slurm:2")
+    settings = {"jobqueue.slurm.cores": 4, "jobqueue.slurm.memory": "8GB", "jobqueue.slurm.queue": "cpu",
+                "jobqueue.slurm.walltime": "01:00:00"}
+    with dask.config.set(settings), cluster._slurm_cluster("slurm:2") as slurm:
+        script = slurm.job_script()
+    for line in ("#SBATCH -p cpu", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=8G", "#SBATCH -t 01:00:00",
+                 f"{sys.executable} -m distributed.cli.dask_worker tcp://"):
+        assert line in script, script
+
+
 class FakeClient:
     """A client whose workers answer `run` with hand-made facts."""
 
