@@ -10,7 +10,8 @@
                             configuration)
 
 An executor has one method that matters, `map(function, items)`, yielding (item,
-result) as each finishes; the commands and tasks do not know which executor they have.
+result) as each finishes, and says whether it `splits_work` (a cluster) or runs it
+here; the tasks do not know which executor they have.
 Dask is the optional extra `biomodels[distributed]`, imported only when a scheduler is
 named. Each worker process keeps its TensorFlow, numba and OpenMP threads to its own
 cores, checks that it runs the driver's package versions and sees the driver's folders,
@@ -39,13 +40,15 @@ class InProcess:
     """Runs each item here, in order."""
 
     workers = 1
+    #: whether work is worth splitting into many tasks (here, one task does it all)
+    splits_work = False
 
     def map(self, function, items):
         for item in items:
             yield item, function(item)
 
     def check_workers(self, paths):
-        pass
+        """Nothing to check: this process is the one that was given the paths."""
 
 
 class DaskExecutor:
@@ -54,6 +57,8 @@ class DaskExecutor:
     scheduler, and the first failure stops new submissions: the tasks then running are
     let finish (their files whole) before the error is raised. Dask retries a task whose
     worker died (`distributed.scheduler.allowed-failures` times)."""
+
+    splits_work = True
 
     def __init__(self, client):
         self.client = client

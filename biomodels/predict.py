@@ -22,11 +22,26 @@ import os
 import time
 
 
+class PredictJob:
+    """predict's work on one input (the whole input, or one of `Task.predict_inputs`):
+    the task's `predict_files` with this process's predictor of the model. Returns the
+    paths written."""
+
+    def __init__(self, task_name, model, output_dir, options):
+        self.task_name, self.model, self.output_dir, self.options = task_name, model, output_dir, options
+
+    def __call__(self, input_path):
+        from biomodels import tasks
+        from biomodels.predictors import process_predictor
+
+        task = tasks.get(self.task_name)
+        return task.predict_files(process_predictor(task, self.model), input_path, self.output_dir, self.options)
+
+
 def main(argv):
-    from biomodels import cli, report, tasks
+    from biomodels import cli, cluster, report, tasks
     from biomodels.errors import InputError
     from biomodels.pipelines.readers import require_exists
-    from biomodels.predictors import open_predictor
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
@@ -36,12 +51,8 @@ def main(argv):
     options = cli.task_option_values(task.predict_options)
     started = time.time()
     try:
-        if flags.scheduler:
-            written = predict_on_cluster(task, flags.model, flags.input, flags.output, options, flags.scheduler)
-        else:
-            predictor = open_predictor(task, flags.model)
-            os.makedirs(flags.output, exist_ok=True)
-            written = task.predict_files(predictor, flags.input, flags.output, options)
+        with cluster.executor(flags.scheduler) as executor:
+            written = predict_with(executor, task, flags.model, flags.input, flags.output, options)
     except InputError as error:
         kept = _written_since(flags.output, started)
         if not kept:
@@ -51,25 +62,31 @@ def main(argv):
     report.say(f"Wrote {len(written)} file(s) to {flags.output}")
 
 
-def predict_on_cluster(task, model, input_path, output_dir, options, scheduler):
-    """predict's files for every input of `task.predict_inputs(input_path)`, each input a
-    task on the cluster `scheduler` names; returns the paths written. The first input that
-    fails stops the rest; the files of those done are whole and kept."""
-    from biomodels import cluster
-    from biomodels.cluster_worker import PredictJob
-    from biomodels.predictors import is_server_address
+def predict_with(executor, task, model, input_path, output_dir, options):
+    """predict's files for `input_path` through `executor` (biomodels.cluster); returns
+    the paths written. An executor that splits work runs each of
+    `task.predict_inputs(input_path)` as one task, after checking that its workers see
+    the paths; in this process the whole input is one task, as predict always ran. The
+    first input that fails stops the rest; the files of those done are whole and kept."""
+    from biomodels.predictors import is_server_address, process_predictor
     from biomodels.report import progress_bar
 
-    is_address = is_server_address(model)
-    model, input_path, output_dir = (model if is_address else os.path.abspath(model), os.path.abspath(input_path),
-                                     os.path.abspath(output_dir))
-    inputs = task.predict_inputs(input_path)
-    os.makedirs(output_dir, exist_ok=True)
-    with cluster.executor(scheduler) as executor:
-        executor.check_workers([input_path, output_dir] + ([] if is_address else [model]))
-        written, bar = [], progress_bar(len(inputs), f"inputs on {executor.workers} worker(s)")
-        for done, (_, paths) in enumerate(executor.map(PredictJob(task.name, model, output_dir, options), inputs), 1):
-            written += paths
+    inputs = [input_path]
+    if executor.splits_work:  # workers elsewhere: absolute paths, and checked
+        local_model = not is_server_address(model)
+        model = os.path.abspath(model) if local_model else model
+        input_path, output_dir = os.path.abspath(input_path), os.path.abspath(output_dir)
+        inputs = task.predict_inputs(input_path)
+        os.makedirs(output_dir, exist_ok=True)
+        executor.check_workers([input_path, output_dir] + ([model] if local_model else []))
+    else:
+        process_predictor(task, model)  # a wrong --model is said before the output folder is made
+        os.makedirs(output_dir, exist_ok=True)
+    job, written = PredictJob(task.name, model, output_dir, options), []
+    bar = progress_bar(len(inputs), f"inputs on {executor.workers} worker(s)") if executor.splits_work else None
+    for done, (_, paths) in enumerate(executor.map(job, inputs), start=1):
+        written += paths
+        if bar:
             bar.update(done)
     return written
 

@@ -166,8 +166,8 @@ class StudyConformance:
     def test_predict_on_a_cluster_writes_the_files_of_serial_predict(self, study_run, tmp_path, dask_scheduler):
         """Each of `predict_inputs` a task on a cluster of two worker processes: the
         same files as predict in one process, integers exactly, floats to 1e-6."""
-        from biomodels import tasks
-        from biomodels.predict import predict_on_cluster
+        from biomodels import cluster, tasks
+        from biomodels.predict import predict_with
         from biomodels.tasks.base import option_values
 
         from conftest import assert_same_file
@@ -177,8 +177,9 @@ class StudyConformance:
         options = option_values(task.predict_options, self.served_options)
         serial = predict_files(self.task_name, study_run.model_dir / "export", path, tmp_path / "serial",
                                **self.served_options)
-        written = predict_on_cluster(task, str(study_run.model_dir / "export"), str(path), str(tmp_path / "cluster"),
-                                     options, dask_scheduler)
+        with cluster.executor(dask_scheduler) as executor:
+            written = predict_with(executor, task, str(study_run.model_dir / "export"), str(path),
+                                   str(tmp_path / "cluster"), options)
         assert sorted(os.path.basename(name) for name in written) == sorted(os.listdir(serial))
         for name in os.listdir(serial):
             assert_same_file(serial / name, tmp_path / "cluster" / name, atol=1e-6)

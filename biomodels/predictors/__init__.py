@@ -27,6 +27,19 @@ def is_server_address(model):
     return str(model).startswith(("http://", "https://", "grpc://"))
 
 
+#: {(task name, model): Predictor} opened in this process
+_OPENED = {}
+
+
+def process_predictor(task, model):
+    """The predictor of `model` for `task` in this process, opened on first use and kept
+    (a cluster worker opens each model once; models never travel)."""
+    key = (task.name, str(model))
+    if key not in _OPENED:
+        _OPENED[key] = open_predictor(task, str(model))
+    return _OPENED[key]
+
+
 def open_predictor(task, path):
     """The Predictor for a SavedModel directory, a training run's model_dir, or the
     address of a TF Serving server (http://host:8501/v1/models/NAME, grpc://host:8500;
