@@ -24,7 +24,6 @@ import os
 import uuid
 
 from biomodels.errors import BiomodelsError, ConfigError, InputError
-from biomodels.report import WORKER_ENVIRONMENT
 
 EXTRA = "distributed"
 #: the packages whose versions every worker must share with the driver
@@ -154,16 +153,6 @@ def worker_facts(paths):
     return {"versions": versions, "unseen": unseen}
 
 
-def worker_environment(cores):
-    """The environment of a worker process: TensorFlow's, numba's and OpenMP's thread
-    pools kept to its `cores` (each library reads it when it starts), TensorFlow's C++
-    log quiet, and progress bars silent."""
-    cores = str(max(1, int(cores)))
-    return {"OMP_NUM_THREADS": cores, "NUMBA_NUM_THREADS": cores, "TF_NUM_INTRAOP_THREADS": cores,
-            "TF_NUM_INTEROP_THREADS": "1" if cores == "1" else "2", "MKL_NUM_THREADS": cores,
-            "OPENBLAS_NUM_THREADS": cores, "TF_CPP_MIN_LOG_LEVEL": "2", WORKER_ENVIRONMENT: "1"}
-
-
 def parse_scheduler(spec):
     """("local" | "address" | "file" | "slurm", value) of a --scheduler value."""
     kind, _, value = spec.partition(":")
@@ -205,11 +194,18 @@ def executor(scheduler=None):
         if kind == "local":
             import dask
 
+            from biomodels.cluster_worker import worker_environment
+
             cores = max(1, (os.cpu_count() or 1) // value)
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(cores)}):
+            # the workers get their environment as the nannies' argument, set in the new processes; what
+            # Dask sets before spawning lands in this process too (a LocalCluster's nannies live here)
+            saved = dict(os.environ)
+            stack.callback(_restore_environment, saved)
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
                 cluster = stack.enter_context(distributed.LocalCluster(
                     n_workers=value, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-                    silence_logs=logging.ERROR))
+                    silence_logs=logging.ERROR, env=worker_environment(cores)))
+            _restore_environment(saved)
             client = stack.enter_context(distributed.Client(cluster))
         elif kind == "slurm":
             cluster = stack.enter_context(_slurm_cluster(scheduler))
@@ -226,6 +222,13 @@ def executor(scheduler=None):
         client.register_plugin(WorkerThreads(cores))
         log.info("running on %s", scheduler)
         yield DaskExecutor(client)
+
+
+def _restore_environment(saved):
+    """This process's environment as it was (a nanny that restarts a worker adds to it)."""
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    os.environ.update(saved)
 
 
 @contextlib.contextmanager

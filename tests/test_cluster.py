@@ -47,6 +47,8 @@ def worker_threads(_):
 
 
 def test_each_worker_keeps_its_threads_to_its_cores(executor):
+    # the workers' settings stay theirs: this process (where a LocalCluster's nannies live) keeps its own
+    assert "BIOMODELS_WORKER" not in os.environ and os.environ.get("PYTHONHASHSEED") != "6640"
     cores = str(max(1, (os.cpu_count() or 1) // 2))
     for _, found in executor.map(worker_threads, range(4)):
         assert found == {"TF_NUM_INTRAOP_THREADS": cores, "OMP_NUM_THREADS": cores, "NUMBA_NUM_THREADS": cores,
