@@ -302,3 +302,20 @@ def test_a_damaged_manifest_names_the_file_and_the_field(prepared_cryoet, cryoet
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="dataset.json: is not a JSON object"):
         manifest_lib.read(str(prepared_cryoet))
+
+
+def test_a_damaged_tiff_is_one_error_and_no_log_lines(tmp_path, caplog):
+    """tifffile logs every malformed tag of a cut file; the user sees our one line only."""
+    import logging
+
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "whole.tif", np.arange(64 * 60, dtype=np.uint16).reshape(64, 60))
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "whole.tif").read_bytes()[:200])
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(InputError, match="cut.tif: not a readable image"):
+            readers.read_image(str(tmp_path / "cut.tif"))
+        with pytest.raises(InputError, match="cut.tif: not a readable TIFF"):
+            readers.read_tiff_volume(str(tmp_path / "cut.tif"))
+    assert [record.getMessage() for record in caplog.records if record.name == "tifffile"] == []
+    assert logging.getLogger("tifffile").level == logging.NOTSET  # left as it was

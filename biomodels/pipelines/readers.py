@@ -4,7 +4,9 @@ Every problem with a user's file becomes an `InputError` naming the file. Writer
 through a temporary name and a rename, so an interrupted run leaves no half-written file.
 """
 
+import contextlib
 import dataclasses
+import logging
 import os
 import warnings
 
@@ -88,7 +90,8 @@ def read_image(path):
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            return tifffile.imread(path)
+            with _tifffile_quiet():
+                return tifffile.imread(path)
         if suffix == ".png":
             from PIL import Image
 
@@ -160,6 +163,19 @@ def _require_file(path):
         raise InputError(path, "not a file")
 
 
+@contextlib.contextmanager
+def _tifffile_quiet():
+    """tifffile logs each malformed tag of a damaged file before it raises; the one-line
+    InputError that follows says what is wrong, so those lines stay off the console."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _first_line(error):
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -172,7 +188,7 @@ def read_tiff_volume(path):
 
     _require_file(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
             data = tif.asarray()
             page = tif.pages[0]
             imagej = tif.imagej_metadata or {}
