@@ -67,6 +67,12 @@ def test_architecture_follows_the_study_at_256_pixels():
     gammas = np.concatenate([np.ravel(layer.gamma.numpy()) for layer in model.encoder.layers
                              if isinstance(layer, keras.layers.BatchNormalization)])
     assert abs(gammas.mean() - 1) < 0.01 and 0.005 < gammas.std() < 0.04
+    # each layer its own draw, decided by the seed: layers of one shape differ, the same seed gives the same
+    assert not np.array_equal(convs[0].kernel.numpy()[..., :1, :], convs[1].kernel.numpy()[..., :1, :])
+    assert not np.array_equal(model.encoder.get_layer("bn1").gamma.numpy(), model.encoder.get_layer("bn2").gamma.numpy())
+    keras.utils.set_random_seed(0)
+    again = tiny_model(image_size=256, filters=(4, 4, 8, 8, 16, 16), latent_dim=56)
+    np.testing.assert_array_equal(again.encoder.get_layer("conv3").kernel.numpy(), convs[2].kernel.numpy())
     with pytest.raises(ValueError, match="multiple"):
         tiny_model(image_size=36)
 
@@ -399,8 +405,15 @@ def test_command_line_chain(lch_run, tmp_path):
 
     with Image.open(out / "insilico_montage.png") as montage:
         assert montage.size == (6 * 128 + 5 * 2, 4 * 128 + 3 * 2)
+    from biomodels.tasks.lch.outputs import GIF_FRAME_MS
+
     with Image.open(out / summary["cells"][0]["gif"]) as gif:
-        assert gif.n_frames == 8  # 5 steps there, 3 back
+        # 5 steps there, 3 back: 8 frames' time (Pillow merges identical neighbours, adding their durations)
+        durations = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            durations.append(gif.info["duration"])
+        assert sum(durations) == 8 * GIF_FRAME_MS and gif.info.get("loop") == 0
     names = [row["file"] for row in rows[:2]]
     out = tmp_path / "between"
     result = run_cli("biomodels.predict", "--task=lch", f"--model={model_dir}", f"--input={crops}",

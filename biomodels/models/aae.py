@@ -21,13 +21,18 @@ strategy and under mixed precision. `model.encoder`, `model.decoder` and
 import keras
 from keras import layers, ops
 
-CONV_INIT = keras.initializers.RandomNormal(0.0, 0.02)
-GAMMA_INIT = keras.initializers.RandomNormal(1.0, 0.02)
+def _normal_init(mean):
+    """DCGAN's N(mean, 0.02), a new initializer for each layer. An initializer made
+    without a seed draws one when it is made: one shared by every layer, made when this
+    module was imported, gave layers of the same shape identical values, drawn from
+    whatever state Python's random generator had at import rather than from the run's
+    seed."""
+    return keras.initializers.RandomNormal(mean, 0.02)
 
 
 def _batch_norm(name):
     # PyTorch/Torch defaults (momentum 0.1 of the new value, epsilon 1e-5)
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=GAMMA_INIT, name=name)
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=_normal_init(1.0), name=name)
 
 
 def _prelu(name):
@@ -39,7 +44,7 @@ def build_encoder(image_size, latent_dim, filters):
     images = keras.Input((image_size, image_size, 1), name="images")
     x = images
     for index, width in enumerate(filters, start=1):
-        x = layers.Conv2D(width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=CONV_INIT,
+        x = layers.Conv2D(width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=_normal_init(0.0),
                           name=f"conv{index}")(x)
         x = _batch_norm(f"bn{index}")(x)
         x = _prelu(f"prelu{index}")(x)
@@ -59,7 +64,7 @@ def build_decoder(image_size, latent_dim, filters):
     x = _prelu("prelu0")(x)
     widths = list(reversed(filters[:-1])) + [1]
     for index, width in enumerate(widths, start=1):
-        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=CONV_INIT,
+        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=_normal_init(0.0),
                                    name=f"deconv{index}")(x)
         if index < len(widths):
             x = _batch_norm(f"bn{index}")(x)
