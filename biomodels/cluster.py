@@ -167,12 +167,15 @@ def parse_scheduler(spec):
     raise ConfigError(f"--scheduler={spec}: expected local:N, tcp://HOST:PORT, file:PATH or slurm:N")
 
 
+def _missing_extra(spec):
+    return ConfigError(f"--scheduler={spec} needs the optional extra {EXTRA}: pip install 'biomodels[{EXTRA}]'")
+
+
 def _import_dask(spec):
     try:
         import distributed
     except ImportError:
-        raise ConfigError(f"--scheduler={spec} needs the optional extra {EXTRA}: pip install "
-                          f"'biomodels[{EXTRA}]'") from None
+        raise _missing_extra(spec) from None
     return distributed
 
 
@@ -245,8 +248,7 @@ def _slurm_cluster(spec):
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
-        raise ConfigError(f"--scheduler={spec} needs the optional extra {EXTRA}: pip install "
-                          f"'biomodels[{EXTRA}]'") from None
+        raise _missing_extra(spec) from None
     try:
         return SLURMCluster()
     except ValueError as error:  # dask-jobqueue's own word on a configuration without cores or memory
