@@ -1,12 +1,20 @@
 """Prepare a data set: raw files (or the task's synthetic generator) to TFRecord shards
 and `dataset.json`.
 
-    python -m biomodels.prepare --task=cryoet --output_dir=DIR (--input=PATH | --synthetic)
+    python -m biomodels.prepare --task=cryoet --output_dir=DIR (--input=PATH | --synthetic) [--scheduler=local:4]
 
 The split keeps each group (a tomogram, a cell…) within one split, or, for tasks that
 split example by example (tracks), is stratified by class. Everything is written into a
 staging folder first and moved into place only when complete; staging folders that a
 killed prepare left behind are removed by the next one.
+
+With --scheduler (biomodels.cluster) each source is one task on a Dask cluster: the
+worker reads it and writes its own shards under hidden names in the staging folder, and
+returns the partial sums of its training examples' statistics; this process decides the
+splits (seeded, as serially), renames the shards in the sources' order, adds the sums up
+and writes dataset.json last. A data set split example by example takes a second pass:
+each worker's held shard is written into the splits once every example's split is drawn.
+The examples and splits are those of a serial run; only the shards' layout differs.
 """
 
 import dataclasses
@@ -24,8 +32,7 @@ import numpy as np
 from biomodels import config as config_lib
 from biomodels.atomic import LOCK_FILE, FolderLock
 from biomodels.errors import ConfigError, InputError
-from biomodels.pipelines import dataset as dataset_lib
-from biomodels.pipelines import tfrecord
+from biomodels.pipelines import partial_sums, tfrecord
 from biomodels.pipelines.manifest import MANIFEST, SPLITS, Manifest, Source, Split
 STAGING_PREFIX = ".prepare-"
 log = logging.getLogger("biomodels")
@@ -57,9 +64,14 @@ def assign_groups(groups, fractions, seed):
 
 
 def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=False, num_examples=None,
-                    seed=0, fractions=None, show_progress=True):
+                    seed=0, fractions=None, show_progress=True, executor=None):
     """Write the prepared data set into `output_dir`; returns its `Manifest`. `fractions`
-    default to the task's split."""
+    default to the task's split. `executor` (biomodels.cluster; this process by default)
+    runs the reading and writing: on a cluster, one task per source, the staging folder
+    on a filesystem the workers share."""
+    from biomodels.cluster import InProcess
+
+    executor = executor or InProcess()
     task = task.bind(config)
     fractions = tuple(fractions or task.default_split)
     if os.path.exists(os.path.join(output_dir, MANIFEST)):
@@ -80,7 +92,7 @@ def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=Fals
             task.write_synthetic(raw_dir, count, seed)
             input_path = raw_dir
         manifest = _write_shards(task, input_path, staging, seed=seed, fractions=fractions,
-                                 show_progress=show_progress)
+                                 executor=executor, show_progress=show_progress)
         manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "synthetic": bool(synthetic)})
         shutil.rmtree(os.path.join(staging, "raw"), ignore_errors=True)
         config_lib.write_json_atomic(os.path.join(staging, MANIFEST), manifest.to_json())
@@ -148,62 +160,220 @@ SPLIT_BY = {"example": "example, stratified", "assigned": "task's assignment", "
             "blocks": "contiguous blocks within each group"}
 
 
-def _write_shards(task, input_path, staging, *, seed, fractions, show_progress):
-    """Read every source under `input_path`, write its examples into the shards of their
-    splits in `staging`; returns the manifest."""
+def _write_shards(task, input_path, staging, *, seed, fractions, executor, show_progress):
+    """Read every source under `input_path` and write its examples into the shards of
+    their splits in `staging`, through `executor` (biomodels.cluster): in this process
+    all sources are one job; on a cluster each source is one, writing its own shards.
+    Returns the manifest."""
+    if executor.splits_work:  # workers elsewhere: absolute paths, and checked
+        input_path = os.path.abspath(input_path)
+        executor.check_workers([input_path, staging])
     sources = task.find_sources(input_path)
     split_by, split_of_group = _split_plan(task, sources, fractions, seed, input_path)
-    writers = {split: tfrecord.SplitWriter(staging, split) for split in SPLITS}
-    try:
-        feature_spec, source_records, held = _write_sources(task, sources, writers, split_by=split_by,
-                                                            split_of_group=split_of_group, fractions=fractions,
-                                                            show_progress=show_progress)
-        if feature_spec is None:
-            raise InputError(input_path, "holds no examples")
-        if split_by == "example":
-            assignment = stratified_assignment([task.stratum(example) for _, example in held], fractions, seed)
-            for (source_index, example), split in zip(held, assignment):
-                writers[split].write(tfrecord.encode_example(example))
-                examples_per_split = source_records[source_index].details.setdefault("examples", dict.fromkeys(SPLITS, 0))
-                examples_per_split[split] += 1
-        if writers["train"].count == 0:
-            raise InputError(input_path, "no examples fell into the training split")
-        splits = {split: Split(writer.count, tuple(writer.commit())) for split, writer in writers.items()}
-    except BaseException:
-        for writer in writers.values():
-            writer.discard()
-        raise
+    batches = [[source] for source in sources] if executor.splits_work else [sources]
+    job = SourcesJob(task.name, task.config, staging, split_by, split_of_group, fractions,
+                     show_progress and not executor.splits_work)
+    read = _run_in_order(executor, job, list(enumerate(batches)), "sources", show_progress)
+    feature_spec = next((result.feature_spec for result in read if result.feature_spec), None)
+    if feature_spec is None:
+        raise InputError(input_path, "holds no examples")
+    source_records = [record for result in read for record in result.sources]
+    if split_by == "example":
+        read = _split_held_examples(task, read, feature_spec, fractions, seed, executor, show_progress)
+        source_records = [dataclasses.replace(record, details={**record.details, "examples": counts})
+                          for record, counts in zip(source_records, (c for result in read for c in result.per_source))]
+    counts = {split: sum(result.counts.get(split, 0) for result in read) for split in SPLITS}
+    if counts["train"] == 0:
+        raise InputError(input_path, "no examples fell into the training split")
+    splits = {split: Split(counts[split], tuple(tfrecord.commit_shards(
+        staging, split, [path for result in read for path in result.shards.get(split, [])]))) for split in SPLITS}
     provenance = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "seed": seed, "split_fractions": list(fractions), "split_by": SPLIT_BY[split_by],
                   "config": config_lib.to_dict(task.config)}
-    manifest = Manifest(task.name, splits, feature_spec, tuple(source_records), skipped=_skipped_totals(source_records),
-                        provenance=provenance, data_dir=staging)
-    train = dataset_lib.examples(manifest, "train").as_numpy_iterator()
-    return dataclasses.replace(manifest, statistics=task.statistics(train))
+    statistics = task.statistics_from_sums(partial_sums.add([result.train_sums for result in read]))
+    return Manifest(task.name, splits, feature_spec, tuple(source_records), skipped=_skipped_totals(source_records),
+                    provenance=provenance, data_dir=staging, statistics=statistics)
 
 
-def _write_sources(task, sources, writers, *, split_by, split_of_group, fractions, show_progress):
-    """(feature spec, one manifest record per source, the examples held back to be split
-    by example as (source index, example)): each source read once, its examples written
-    to `writers` unless `split_by` is "example"."""
-    by_group = split_of_group is not None
-    source_records, held, feature_spec = [], [], None
-    bar = _progress(len(sources), "reading sources") if show_progress else None
-    for done, source in enumerate(sources, start=1):
-        info, examples = task.read_source(source)
-        examples = list(examples) if not by_group else examples
-        source_records.append(Source(source.name, source.group, tuple(os.path.abspath(p) for p in source.paths),
-                                     split_of_group[source.group] if by_group else "all", dict(info)))
-        for index, example in enumerate(examples):
-            feature_spec = feature_spec or tfrecord.feature_spec_of(example)
-            if split_by == "example":
-                held.append((len(source_records) - 1, example))
-                continue
-            split = split_of_group[source.group] if by_group else _contiguous_split(index, len(examples), fractions)
-            writers[split].write(tfrecord.encode_example(example))
+def _split_held_examples(task, read, feature_spec, fractions, seed, executor, show_progress):
+    """The second pass of a data set split example by example: every example's split
+    drawn over the whole data set (stratified, as serial prepare always drew it), then
+    each first-pass job's held shard written into the splits' shards."""
+    strata = [stratum for result in read for stratum in result.strata]
+    assignment = stratified_assignment(strata, fractions, seed)
+    items, start = [], 0
+    for index, result in enumerate(read):
+        items.append((index, HeldExamples(result.held, assignment[start:start + len(result.strata)],
+                                          result.examples_per_source)))
+        start += len(result.strata)
+    job = HeldExamplesJob(task.name, task.config, feature_spec)
+    return _run_in_order(executor, job, items, "splitting", show_progress)
+
+
+def _run_in_order(executor, job, items, label, show_progress):
+    """`job` over `items` ((index, work) pairs) through `executor`; the results in the
+    items' order, whichever order they finished in."""
+    from biomodels.report import progress_bar
+
+    bar = progress_bar(len(items), f"{label} on {executor.workers} worker(s)") if (
+        show_progress and executor.splits_work) else None
+    results = {}
+    for done, ((index, _), result) in enumerate(executor.map(job, items), start=1):
+        results[index] = result
         if bar:
             bar.update(done)
-    return feature_spec, source_records, held
+    return [results[index] for index, _ in items]
+
+
+@dataclasses.dataclass
+class JobResult:
+    """What one prepare job wrote and found: its shards' temporary paths and example
+    counts per split, the partial sums of the training examples it wrote, and for the
+    first pass its sources' records, the examples' feature spec, and (when the data set
+    is split example by example) its held shard with each example's stratum."""
+
+    shards: dict = dataclasses.field(default_factory=dict)
+    counts: dict = dataclasses.field(default_factory=dict)
+    train_sums: dict = dataclasses.field(default_factory=dict)
+    sources: list = dataclasses.field(default_factory=list)
+    feature_spec: dict = None
+    held: str = None
+    strata: list = dataclasses.field(default_factory=list)
+    examples_per_source: list = dataclasses.field(default_factory=list)
+    per_source: list = dataclasses.field(default_factory=list)
+
+
+class _Writers:
+    """One job's shard writers, one per split, with their counts and the partial sums of
+    the training examples, added a batch at a time so memory stays bounded."""
+
+    BATCH = 64
+
+    def __init__(self, task, staging, tag):
+        self.task = task
+        self.writers = {split: tfrecord.SplitWriter(staging, split, tag=tag) for split in SPLITS}
+        self.train, self.sums = [], []
+
+    def write(self, split, serialized, example):
+        self.writers[split].write(serialized)
+        if split == "train":
+            self.train.append(example)
+            if len(self.train) >= self.BATCH:
+                self._sum()
+
+    def _sum(self):
+        if self.train:
+            self.sums.append(self.task.statistics_sums(self.train))
+            self.train = []
+
+    def close(self, result):
+        self._sum()
+        result.train_sums = partial_sums.add(self.sums)
+        result.counts = {split: writer.count for split, writer in self.writers.items()}
+        result.shards = {split: writer.close() for split, writer in self.writers.items()}
+        return result
+
+    def discard(self):
+        for writer in self.writers.values():
+            writer.discard()
+
+
+class SourcesJob:
+    """prepare's first pass over a batch of sources (all of them, or one on a cluster):
+    each read once and its examples written to the shards of their splits, or, when the
+    data set is split example by example, to one held shard with their strata."""
+
+    def __init__(self, task_name, config, staging, split_by, split_of_group, fractions, show_progress):
+        self.task_name, self.config, self.staging = task_name, config, staging
+        self.split_by, self.split_of_group, self.fractions = split_by, split_of_group, fractions
+        self.show_progress = show_progress
+
+    def __call__(self, item):
+        from biomodels import tasks
+
+        index, sources = item
+        task = tasks.get(self.task_name).bind(self.config)
+        writers, result = _Writers(task, self.staging, f"{index:05d}-"), JobResult()
+        held = tfrecord.SplitWriter(self.staging, "held", tag=f"{index:05d}-", examples_per_shard=2 ** 62)
+        bar = _progress(len(sources), "reading sources") if self.show_progress else None
+        try:
+            for done, source in enumerate(sources, start=1):
+                self._read(task, source, writers, held, result)
+                if bar:
+                    bar.update(done)
+        except BaseException:
+            writers.discard()
+            held.discard()
+            raise
+        result.held = (held.close() or [None])[0]
+        return writers.close(result)
+
+    def _read(self, task, source, writers, held, result):
+        by_group = self.split_of_group is not None
+        info, examples = task.read_source(source)
+        examples = list(examples) if not by_group else examples
+        result.sources.append(Source(source.name, source.group, tuple(os.path.abspath(p) for p in source.paths),
+                                     self.split_of_group[source.group] if by_group else "all", dict(info)))
+        count = 0
+        for index, example in enumerate(examples):
+            result.feature_spec = result.feature_spec or tfrecord.feature_spec_of(example)
+            serialized = tfrecord.encode_example(example)
+            count += 1
+            if self.split_by == "example":
+                held.write(serialized)
+                result.strata.append(task.stratum(example))
+                continue
+            split = (self.split_of_group[source.group] if by_group
+                     else _contiguous_split(index, len(examples), self.fractions))
+            writers.write(split, serialized, example)
+        result.examples_per_source.append(count)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldExamples:
+    """One first-pass job's held shard, the split drawn for each of its examples, and
+    how many of them each of its sources gave (in order)."""
+
+    path: str
+    splits: list
+    examples_per_source: list
+
+
+class HeldExamplesJob:
+    """prepare's second pass when the data set is split example by example: a held
+    shard's examples written to the shards of the splits drawn for them; returns the
+    examples per split of each source too."""
+
+    def __init__(self, task_name, config, feature_spec):
+        self.task_name, self.config, self.feature_spec = task_name, config, feature_spec
+
+    def __call__(self, item):
+        import tensorflow as tf
+
+        from biomodels import tasks
+
+        index, held = item
+        task = tasks.get(self.task_name).bind(self.config)
+        staging = os.path.dirname(held.path) if held.path else None
+        result = JobResult()
+        if held.path is None:
+            result.per_source = [dict.fromkeys(SPLITS, 0) for _ in held.examples_per_source]
+            return result
+        writers, decode = _Writers(task, staging, f"{index:05d}-"), tfrecord.example_decoder(self.feature_spec)
+        owners = [source for source, count in enumerate(held.examples_per_source) for _ in range(count)]
+        result.per_source = [dict.fromkeys(SPLITS, 0) for _ in held.examples_per_source]
+        try:
+            for serialized, split, owner in zip(tf.data.TFRecordDataset(held.path).as_numpy_iterator(), held.splits,
+                                                owners):
+                example = {name: value.numpy() for name, value in decode(serialized).items()} if split == "train" else None
+                writers.write(split, serialized, example)
+                result.per_source[owner][split] += 1
+        except BaseException:
+            writers.discard()
+            raise
+        writers.close(result)
+        os.remove(held.path)
+        return result
 
 
 def _skipped_totals(source_records):
@@ -223,8 +393,10 @@ def _contiguous_split(index, count, fractions):
 
 
 def _move_into(staging, output_dir):
+    """The committed shards and dataset.json moved from `staging` to `output_dir`; hidden
+    files (what a killed and retried worker left half-written) stay and go with staging."""
     os.makedirs(output_dir, exist_ok=True)
-    names = sorted(os.listdir(staging))
+    names = sorted(name for name in os.listdir(staging) if not name.startswith("."))
     # the manifest last, so a data set without dataset.json is visibly incomplete
     names.sort(key=lambda name: name == MANIFEST)
     for name in names:
@@ -263,17 +435,19 @@ def synthetic_dataset(task, config, seed=0):
 
 
 def main(argv):
-    from biomodels import cli, report, tasks
+    from biomodels import cli, cluster, report, tasks
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
     config = config_lib.resolve(task, flags.preset, flags.set)
     if not flags.output_dir:
         raise ConfigError("--output_dir is required")
-    manifest = prepare_dataset(
-        task, config, flags.output_dir, input_path=flags.input, synthetic=flags.synthetic,
-        num_examples=flags.num_examples, seed=flags.seed, fractions=parse_split(flags.split) if flags.split else None,
-    )
+    fractions = parse_split(flags.split) if flags.split else None
+    with cluster.executor(flags.scheduler) as executor:
+        manifest = prepare_dataset(
+            task, config, flags.output_dir, input_path=flags.input, synthetic=flags.synthetic,
+            num_examples=flags.num_examples, seed=flags.seed, fractions=fractions, executor=executor,
+        )
     counts = ", ".join(f"{name} {split.count}" for name, split in manifest.splits.items())
     report.say(f"Wrote {flags.output_dir}: {counts} examples")
     if manifest.skipped:
@@ -284,7 +458,7 @@ def main(argv):
 def define_flags():
     from absl import flags
 
-    from biomodels import tasks
+    from biomodels import cli, tasks
 
     flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()))
     flags.DEFINE_string("output_dir", None, "Where the shards and dataset.json go.")
@@ -295,6 +469,7 @@ def define_flags():
     flags.DEFINE_string("split", None, "train,val,test fractions, like 0.8,0.1,0.1 (default: the task's split).")
     flags.DEFINE_string("preset", "quick", "Configuration preset (tile size and other data settings).")
     flags.DEFINE_multi_string("set", [], "Override a configuration value: --set key=value.")
+    cli.define_scheduler_flag()
     flags.mark_flag_as_required("task")
 
 

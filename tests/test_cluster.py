@@ -174,3 +174,60 @@ def _factory(tmp_path):
             return path
 
     return Factory()
+
+
+def prepared_examples(data_dir, task):
+    """{split: [example, …]} of a prepared data set, in the manifest's order, and its manifest."""
+    from biomodels.pipelines import dataset, manifest
+
+    prepared = manifest.read(str(data_dir), task)
+    return {split: list(dataset.examples(prepared, split).as_numpy_iterator()) for split in prepared.splits}, prepared
+
+
+@pytest.mark.parametrize("task_name, sets", [
+    ("cryoet", ["tile_size=32", "synthetic_shape=6,64,64"]),
+    ("cellular", []),
+    ("ccp", []),  # split example by example: a second pass over the workers' held shards
+])
+def test_prepare_on_workers_gives_the_serial_examples_splits_and_statistics(task_name, sets, dask_scheduler, tmp_path):
+    """The same synthetic raw files (the seeded generator's) prepared here in one
+    process and by the command on the workers, one task per source."""
+    from biomodels import config as config_lib
+    from biomodels import tasks
+    from biomodels.prepare import prepare_dataset
+    from conftest import assert_same_json
+
+    task = tasks.get(task_name)
+    config = config_lib.resolve(task, "quick", sets)
+    prepare_dataset(task, config, str(tmp_path / "serial"), synthetic=True, num_examples=3, show_progress=False)
+    result = run_cli("biomodels.prepare", f"--task={task_name}", f"--output_dir={tmp_path / 'workers'}", "--synthetic",
+                     "--num_examples=3", f"--scheduler={dask_scheduler}", *[f"--set={value}" for value in sets])
+    assert result.returncode == 0, result.stderr
+    serial, serial_manifest = prepared_examples(tmp_path / "serial", task)
+    spread, spread_manifest = prepared_examples(tmp_path / "workers", task)
+    for split, examples in serial.items():
+        assert len(spread[split]) == len(examples) and (split != "train" or examples)
+        for expected, found in zip(examples, spread[split]):
+            assert expected.keys() == found.keys()
+            for name in expected:
+                np.testing.assert_array_equal(found[name], expected[name])
+    assert [(s.name, s.split, s.details) for s in spread_manifest.sources] == [
+        (s.name, s.split, s.details) for s in serial_manifest.sources]
+    assert_same_json(serial_manifest.statistics, spread_manifest.statistics, "statistics", atol=1e-9)
+    # one source per task: each wrote its own shards, which the driver renamed in order
+    shards = spread_manifest.splits["train"].shards
+    assert len(shards) == sum(1 for source in spread_manifest.sources if source.split in ("train", "all"))
+    assert not [name for name in os.listdir(tmp_path / "workers") if name.startswith(".")]
+
+
+def test_prepare_on_workers_stops_at_a_damaged_source_and_writes_nothing(dask_scheduler, tomogram_dir, tmp_path):
+    names = sorted(name for name in os.listdir(tomogram_dir) if not name.endswith("_labels.mrc"))
+    with open(tomogram_dir / names[-1], "r+b") as handle:
+        handle.truncate(1024 + 100)
+    output = tmp_path / "out"
+    result = run_cli("biomodels.prepare", "--task=cryoet", f"--output_dir={output}", f"--input={tomogram_dir}",
+                     f"--scheduler={dask_scheduler}", "--set=tile_size=32")
+    assert_one_line_error(result, names[-1], "not a readable MRC file")
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".prepare-")]

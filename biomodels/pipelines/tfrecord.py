@@ -55,17 +55,28 @@ def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}{SHARD_SUFFIX}"
 
 
+def commit_shards(output_dir, split, temporary_paths):
+    """Rename a split's shards, written under temporary names, to
+    `split-NNNNN-of-NNNNN.tfrecord` in their order; returns the new names."""
+    names = [shard_name(split, i, len(temporary_paths)) for i in range(len(temporary_paths))]
+    for path, name in zip(temporary_paths, names):
+        os.replace(path, os.path.join(output_dir, name))
+    return names
+
+
 class SplitWriter:
     """Writes one split's examples into shards of at most `examples_per_shard`.
 
-    Shards are written under hidden temporary names; `commit()` renames them to
+    Shards are written under hidden temporary names (with `tag` in them, so several
+    writers can share a folder); `close()` gives their paths, `commit()` renames them to
     `split-NNNNN-of-NNNNN.tfrecord` once the count is known, `discard()` deletes them.
     """
 
-    def __init__(self, output_dir, split, examples_per_shard=1000):
+    def __init__(self, output_dir, split, examples_per_shard=1000, tag=""):
         self.output_dir = output_dir
         self.split = split
         self.examples_per_shard = examples_per_shard
+        self.tag = tag
         self.count = 0
         self._temporary = []
         self._writer = None
@@ -75,20 +86,22 @@ class SplitWriter:
 
         if self.count % self.examples_per_shard == 0:
             self._close_writer()
-            path = os.path.join(self.output_dir, f".{self.split}-{len(self._temporary):05d}.tmp-{os.getpid()}")
+            path = os.path.join(self.output_dir, f".{self.split}-{self.tag}{len(self._temporary):05d}.tmp-{os.getpid()}")
             self._temporary.append(path)
             self._writer = tf.io.TFRecordWriter(path)
         self._writer.write(serialized)
         self.count += 1
 
+    def close(self):
+        """Close the shard being written; returns the temporary paths of all its shards,
+        which are then the caller's to commit (`commit_shards`) or remove."""
+        self._close_writer()
+        paths, self._temporary = self._temporary, []
+        return paths
+
     def commit(self):
         """Rename the shards to their final names; returns those names."""
-        self._close_writer()
-        names = [shard_name(self.split, i, len(self._temporary)) for i in range(len(self._temporary))]
-        for path, name in zip(self._temporary, names):
-            os.replace(path, os.path.join(self.output_dir, name))
-        self._temporary = []
-        return names
+        return commit_shards(self.output_dir, self.split, self.close())
 
     def discard(self):
         self._close_writer()

@@ -178,9 +178,18 @@ class Task(abc.ABC):
     def default_synthetic_examples(self):
         return 10
 
-    def statistics(self, examples):
-        """Summary statistics of the training examples for the manifest."""
+    def statistics_sums(self, examples):
+        """Partial sums (biomodels.pipelines.partial_sums) over some of the training
+        examples, added up over every source by prepare."""
         return {}
+
+    def statistics_from_sums(self, sums):
+        """The manifest's statistics of the training examples, from their added-up sums."""
+        return {}
+
+    def statistics(self, examples):
+        """The manifest's statistics of `examples`, all at once."""
+        return self.statistics_from_sums(self.statistics_sums(examples))
 
     def split_by_example(self):
         """True: examples go to the splits one by one, stratified by `stratum` (the

@@ -62,7 +62,8 @@ class CCPTask(Task):
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     find_sources = staticmethod(data.find_sources)
-    statistics = staticmethod(data.statistics)
+    statistics_sums = staticmethod(data.statistics_sums)
+    statistics_from_sums = staticmethod(data.statistics_from_sums)
     preprocess = staticmethod(data.preprocess)
     batch = staticmethod(data.batch)
     metrics_table = staticmethod(scores.metrics_table)

@@ -12,6 +12,7 @@ import numpy as np
 from biomodels.errors import ConfigError, InputError
 from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, track_features
 from biomodels.pipelines import readers, track_files
+from biomodels.pipelines.partial_sums import Moments, median_of_counts
 from biomodels.tasks.base import Source
 from biomodels.tasks.ccp.config import CHANNELS
 
@@ -136,30 +137,34 @@ def features(track, config):
     )
 
 
-def statistics(examples):
-    """Counts, and the feature and channel means and variances the models standardise with."""
-    count, positives, without_traces = 0, 0, 0
-    features, frames, lengths = [], [], []
-    for example in examples:
-        count += 1
-        positives += int(example["label"])
-        features.append(example["features"])
-        if len(example["traces"]):
-            frames.append(example["traces"])
-            lengths.append(len(example["traces"]))
-        else:
-            without_traces += 1
-    features = np.asarray(features, np.float64)
-    frames = np.concatenate(frames) if frames else np.zeros((0, len(CHANNELS)))
+def statistics_sums(examples):
+    """Counts, the moments of the features and of the traces' frames, and the trace
+    lengths, of `examples` (partial sums, see biomodels.pipelines.partial_sums)."""
+    examples = list(examples)
+    traced = [example["traces"] for example in examples if len(example["traces"])]
     return {
-        "tracks": count, "positives": positives, "positive_fraction": positives / max(1, count),
+        "tracks": len(examples), "positives": sum(int(example["label"]) for example in examples),
+        "tracks_without_traces": len(examples) - len(traced),
+        "features": Moments.of([example["features"] for example in examples], len(FEATURE_NAMES)),
+        "frames": Moments.of(np.concatenate(traced) if traced else [], len(CHANNELS)),
+        "lengths": collections.Counter(len(traces) for traces in traced),
+    }
+
+
+def statistics_from_sums(sums):
+    """Counts, and the feature and channel means and variances the models standardise with."""
+    count, frames = sums.get("tracks", 0), sums.get("frames")
+    features = sums.get("features") or Moments.of([], len(FEATURE_NAMES))
+    lengths = sums.get("lengths", collections.Counter())
+    return {
+        "tracks": count, "positives": sums.get("positives", 0), "positive_fraction": sums.get("positives", 0) / max(1, count),
         "feature_names": list(FEATURE_NAMES),
-        "feature_mean": features.mean(axis=0).tolist(), "feature_variance": _safe_variance(features.var(axis=0)),
+        "feature_mean": features.mean.tolist(), "feature_variance": _safe_variance(features.variance),
         "channel_names": list(CHANNELS),
-        "channel_mean": frames.mean(axis=0).tolist() if len(frames) else [0.0] * len(CHANNELS),
-        "channel_variance": _safe_variance(frames.var(axis=0)) if len(frames) else [1.0] * len(CHANNELS),
-        "tracks_without_traces": without_traces,
-        "frames_median": float(np.median(lengths)) if lengths else 0.0, "frames_max": int(max(lengths, default=0)),
+        "channel_mean": frames.mean.tolist() if frames and frames.count else [0.0] * len(CHANNELS),
+        "channel_variance": _safe_variance(frames.variance) if frames and frames.count else [1.0] * len(CHANNELS),
+        "tracks_without_traces": sums.get("tracks_without_traces", 0),
+        "frames_median": median_of_counts(lengths), "frames_max": int(max(lengths, default=0)),
     }
 
 

@@ -65,7 +65,8 @@ class CellularTask(Task):
     data, serving = data, serving
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
-    statistics = staticmethod(data.statistics)
+    statistics_sums = staticmethod(data.statistics_sums)
+    statistics_from_sums = staticmethod(data.statistics_from_sums)
     predict_inputs = staticmethod(data.predict_inputs)
     preprocess = staticmethod(data.preprocess)
     batch = staticmethod(data.batch)

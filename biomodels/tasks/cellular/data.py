@@ -274,13 +274,20 @@ def normalise(image):
     return np.asarray(preprocess(image[np.newaxis])[0])
 
 
-def statistics(examples):
-    diameters, counts = [], []
+def statistics_sums(examples):
+    """The training images' diameters and cells, summed (biomodels.pipelines.partial_sums)."""
+    sums = {"images": 0, "diameter_sum": 0.0, "cells": 0}
     for example in examples:
-        diameters.append(float(example["diameter"]))
-        counts.append(int(example["labels"].max()))
-    return {"mean_diameter": float(np.mean(diameters)) if diameters else 0.0, "cells": int(np.sum(counts)),
-            "images": len(counts)}
+        sums["images"] += 1
+        sums["diameter_sum"] += float(example["diameter"])
+        sums["cells"] += int(example["labels"].max())
+    return sums
+
+
+def statistics_from_sums(sums):
+    images = sums.get("images", 0)
+    return {"mean_diameter": sums["diameter_sum"] / images if images else 0.0, "cells": int(sums.get("cells", 0)),
+            "images": int(images)}
 
 
 def preprocess(inputs):

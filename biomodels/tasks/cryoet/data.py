@@ -142,12 +142,19 @@ def _tiled_examples(density, labels, tile):
                 yield {"image": image[y:y + tile, x:x + tile], "labels": label[y:y + tile, x:x + tile]}
 
 
-def class_statistics(examples):
-    """Pixel counts and frequencies of each class in the training labels."""
+def class_pixel_sums(examples):
+    """The pixel count of each class in `examples`' labels (partial sums, see
+    biomodels.pipelines.partial_sums)."""
     counts = np.zeros(NUM_CLASSES, np.int64)
     for example in examples:
         labels = example["labels"]
         counts += np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    return {"class_pixel_counts": counts}
+
+
+def class_statistics(sums):
+    """Pixel counts and frequencies of each class in the training labels, from their sums."""
+    counts = np.asarray(sums.get("class_pixel_counts", np.zeros(NUM_CLASSES, np.int64)))
     frequencies = counts / max(1, counts.sum())
     return {"class_names": list(CLASS_NAMES), "class_pixel_counts": counts.tolist(), "class_frequencies": frequencies.tolist()}
 

@@ -61,7 +61,8 @@ class LCHTask(Task):
     # the modules' functions this task is made of, where they need nothing of the task
     presets = staticmethod(config_module.presets)
     fit_crop = staticmethod(data.fit_crop)
-    statistics = staticmethod(data.statistics)
+    statistics_sums = staticmethod(data.statistics_sums)
+    statistics_from_sums = staticmethod(data.statistics_from_sums)
 
     # -- raw data -------------------------------------------------------------
     def write_synthetic(self, directory, num_examples, seed):

@@ -3,6 +3,7 @@ from file names, reading crops (gray in [0, 1], RGB converted, other sizes centr
 resized), and the TensorFlow side: preprocessing (shared with the serving graph),
 augmentation and the network's inputs."""
 
+import collections
 import csv
 import logging
 import os
@@ -167,13 +168,20 @@ def quantise(image):
     return np.clip(np.round(np.asarray(image) * 255), 0, 255).astype(np.uint8)
 
 
-def statistics(examples):
-    lines, intensities = {}, []
+def statistics_sums(examples):
+    """The training cells per cell line and their summed mean intensities
+    (biomodels.pipelines.partial_sums)."""
+    sums = {"cells_per_line": collections.Counter(), "intensity_sum": 0.0}
     for example in examples:
-        key = str(int(example["cell_line"]))
-        lines[key] = lines.get(key, 0) + 1
-        intensities.append(float(example["image"].mean()) / 255)
-    return {"cells": sum(lines.values()), "cells_per_line": lines, "mean_intensity": float(np.mean(intensities))}
+        sums["cells_per_line"][str(int(example["cell_line"]))] += 1
+        sums["intensity_sum"] += float(example["image"].mean()) / 255
+    return sums
+
+
+def statistics_from_sums(sums):
+    lines = dict(sums.get("cells_per_line", {}))
+    cells = sum(lines.values())
+    return {"cells": cells, "cells_per_line": lines, "mean_intensity": sums["intensity_sum"] / cells if cells else 0.0}
 
 
 def preprocess(inputs, config):
