@@ -319,3 +319,23 @@ def test_a_damaged_tiff_is_one_error_and_no_log_lines(tmp_path, caplog):
             readers.read_tiff_volume(str(tmp_path / "cut.tif"))
     assert [record.getMessage() for record in caplog.records if record.name == "tifffile"] == []
     assert logging.getLogger("tifffile").level == logging.NOTSET  # left as it was
+
+
+def test_partial_sums_add_up_to_the_whole():
+    import collections
+
+    from biomodels.pipelines import partial_sums
+
+    values = np.random.default_rng(3).normal(1e4, 3.0, (101, 2))  # a large mean: raw sums of squares would cancel
+    parts = [{"moments": partial_sums.Moments.of(chunk, 2), "count": len(chunk),
+              "lengths": collections.Counter(np.round(chunk[:, 0]).astype(int).tolist())}
+             for chunk in np.split(values, [0, 7, 60])]  # an empty part too
+    total = partial_sums.add(parts)
+    assert total["count"] == 101 and total["moments"].count == 101
+    np.testing.assert_allclose(total["moments"].mean, values.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(total["moments"].variance, values.var(axis=0), rtol=1e-9)
+    lengths = np.round(values[:, 0]).astype(int)
+    assert partial_sums.median_of_counts(total["lengths"]) == np.median(lengths)
+    assert partial_sums.median_of_counts(collections.Counter([1, 2, 2, 9])) == np.median([1, 2, 2, 9]) == 2.0
+    assert partial_sums.median_of_counts(collections.Counter([1, 4])) == 2.5
+    assert partial_sums.median_of_counts(collections.Counter()) == 0.0 and partial_sums.add([{}, {}]) == {}
