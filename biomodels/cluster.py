@@ -118,6 +118,32 @@ class DaskExecutor:
                                        "folders on a filesystem they share with this machine")
 
 
+def map_in_order(executor, function, items, label, show_progress=True):
+    """[function(item) for item in items] through `executor`, in the items' order
+    whichever order they finished in; on a cluster, with a progress bar over them
+    labelled `label`."""
+    from biomodels.report import progress_bar
+
+    bar = progress_bar(len(items), f"{label} on {executor.workers} worker(s)") if (
+        show_progress and executor.splits_work) else None
+    results = {}
+    for done, ((position, _), result) in enumerate(executor.map(_AtPosition(function), list(enumerate(items))), 1):
+        results[position] = result
+        if bar:
+            bar.update(done)
+    return [results[position] for position in range(len(items))]
+
+
+class _AtPosition:
+    """`function` called with the item of a (position, item) pair."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, pair):
+        return self.function(pair[1])
+
+
 class UsersError:
     """A user's error raised by a task on a worker, carried back as its result (a raised
     one would be logged by the worker with its traceback, as a bug)."""

@@ -1,27 +1,30 @@
 """Evaluate a trained model on a split of its prepared data set.
 
     python -m biomodels.evaluate --task=cryoet --model_dir=DIR [--data_dir=DIR] [--split=test] [task options]
+                                 [--scheduler=local:4]
 
 Prints the task's metrics and writes model_dir/metrics_<split>.json. A task's own
 options (`Task.evaluate_options`, cellular's mask thresholds) override the fields of
-the run's configuration they are named after.
+the run's configuration they are named after. With --scheduler (biomodels.cluster) the
+split is evaluated in parts, one task each on a Dask cluster (biomodels.evaluation),
+to the same table.
 """
 
 import os
 
 
 def main(argv):
-    from biomodels import cli, report, tasks
-
+    from biomodels import cli, cluster, report, tasks
+    from biomodels.evaluation import evaluate_run
     from biomodels.runs import run_config
-    from biomodels.training import evaluate_run
 
     flags = cli.FLAGS
     task = tasks.get(flags.task)
     run_config(task, flags.model_dir)  # a clear error before anything is written
     cli.log_to_file(os.path.join(flags.model_dir, "log.txt"))
     overrides = cli.task_option_values(task.evaluate_options)
-    metrics = evaluate_run(task, flags.model_dir, flags.data_dir, flags.split, overrides)
+    with cluster.executor(flags.scheduler) as executor:
+        metrics = evaluate_run(task, flags.model_dir, flags.data_dir, flags.split, overrides, executor=executor)
     header, rows = task.metrics_table(metrics)
     report.say(f"{flags.split} split:\n" + report.format_table(rows, header))
     report.say(f"Wrote {os.path.join(flags.model_dir, f'metrics_{flags.split}.json')}")
@@ -36,6 +39,7 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "Run directory written by biomodels.train.")
     flags.DEFINE_string("data_dir", None, "Prepared data set (default: the one the run trained on).")
     flags.DEFINE_string("split", "test", "Split to evaluate: train, val or test.")
+    cli.define_scheduler_flag()
     task = cli.requested_task()
     if task is not None:
         cli.define_task_options(task.evaluate_options)

@@ -31,6 +31,7 @@ import numpy as np
 
 from biomodels import config as config_lib
 from biomodels.atomic import LOCK_FILE, FolderLock
+from biomodels.cluster import InProcess, map_in_order
 from biomodels.errors import ConfigError, InputError
 from biomodels.pipelines import partial_sums, tfrecord
 from biomodels.pipelines.manifest import MANIFEST, SPLITS, Manifest, Source, Split
@@ -69,8 +70,6 @@ def prepare_dataset(task, config, output_dir, *, input_path=None, synthetic=Fals
     default to the task's split. `executor` (biomodels.cluster; this process by default)
     runs the reading and writing: on a cluster, one task per source, the staging folder
     on a filesystem the workers share."""
-    from biomodels.cluster import InProcess
-
     executor = executor or InProcess()
     task = task.bind(config)
     fractions = tuple(fractions or task.default_split)
@@ -173,7 +172,7 @@ def _write_shards(task, input_path, staging, *, seed, fractions, executor, show_
     batches = [[source] for source in sources] if executor.splits_work else [sources]
     job = SourcesJob(task.name, task.config, staging, split_by, split_of_group, fractions,
                      show_progress and not executor.splits_work)
-    read = _run_in_order(executor, job, list(enumerate(batches)), "sources", show_progress)
+    read = map_in_order(executor, job, list(enumerate(batches)), "sources", show_progress)
     feature_spec = next((result.feature_spec for result in read if result.feature_spec), None)
     if feature_spec is None:
         raise InputError(input_path, "holds no examples")
@@ -207,22 +206,7 @@ def _split_held_examples(task, read, feature_spec, fractions, seed, executor, sh
                                           result.examples_per_source)))
         start += len(result.strata)
     job = HeldExamplesJob(task.name, task.config, feature_spec)
-    return _run_in_order(executor, job, items, "splitting", show_progress)
-
-
-def _run_in_order(executor, job, items, label, show_progress):
-    """`job` over `items` ((index, work) pairs) through `executor`; the results in the
-    items' order, whichever order they finished in."""
-    from biomodels.report import progress_bar
-
-    bar = progress_bar(len(items), f"{label} on {executor.workers} worker(s)") if (
-        show_progress and executor.splits_work) else None
-    results = {}
-    for done, ((index, _), result) in enumerate(executor.map(job, items), start=1):
-        results[index] = result
-        if bar:
-            bar.update(done)
-    return [results[index] for index, _ in items]
+    return map_in_order(executor, job, items, "splitting", show_progress)
 
 
 @dataclasses.dataclass

@@ -98,7 +98,7 @@ class StudyModel:
             `Metrics`: values by name; printing it prints evaluate's table.
         """
         from biomodels.tasks.base import option_values
-        from biomodels.training import evaluate_run
+        from biomodels.evaluation import evaluate_run
 
         model_dir = self._require_run("evaluate")
         overrides = option_values(self.task.evaluate_options, options)

@@ -16,7 +16,7 @@ import os
 import sys
 
 from biomodels import config as config_lib
-from biomodels import run_state, runtime
+from biomodels import evaluation, run_state, runtime
 from biomodels.errors import BiomodelsError, InputError
 from biomodels.pipelines import dataset as dataset_lib
 from biomodels.pipelines import manifest as manifest_lib
@@ -98,7 +98,7 @@ class TrainingRun:
             + (f"; resuming after epoch {first_epoch}" if first_epoch else ""))
         model = self.fit(model, first_epoch, val_data)
         calibration = self.calibrate(model, val_data)
-        metrics = evaluate_split(self.task.bind(manifest=self.manifest, calibration=calibration), model, "test",
+        metrics = evaluation.evaluate_split(self.task.bind(manifest=self.manifest, calibration=calibration), model, "test",
                                  model_dir=self.model_dir)
         header, rows = self.task.metrics_table(metrics)
         say(f"Test split ({self.split_count('test')} examples):\n" + format_table(rows, header))
@@ -192,36 +192,6 @@ def _fit_verbosity(requested):
     if requested != "auto":
         return requested
     return 1 if sys.stdout.isatty() else 2
-
-
-def evaluate_split(task, model, split, *, model_dir):
-    """The metrics of `task` (bound to its configuration, prepared data set and
-    calibration) on one split, also written to model_dir/metrics_<split>.json."""
-    manifest = task.manifest
-    if manifest.count(split) == 0:
-        raise InputError(os.path.join(manifest.data_dir, manifest_lib.MANIFEST), f"split {split!r} holds no examples")
-    metrics = task.evaluate(model, dataset_lib.evaluation_dataset(task, split), split=split)
-    config_lib.write_json_atomic(os.path.join(model_dir, f"metrics_{split}.json"), metrics)
-    return metrics
-
-
-def evaluate_run(task, model_dir, data_dir=None, split="test", overrides=None):
-    """The metrics of the run in `model_dir` on `split`; `overrides` replace fields of the
-    run's configuration (a task's evaluate options); None values are left out."""
-    from biomodels.errors import ConfigError
-    from biomodels.runs import load_trained_model, run_config
-
-    config = run_config(task, model_dir)
-    overrides = {name: value for name, value in (overrides or {}).items() if value is not None}
-    if overrides:
-        unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(config)})
-        if unknown:
-            raise ConfigError(f"--{unknown[0]} does not apply to task {task.name}")
-        config = dataclasses.replace(config, **overrides)
-    data_dir = data_dir or config_lib.read_run_config(model_dir).get("data_dir")
-    manifest = manifest_lib.read(data_dir, task)  # a damaged data set is said before the model loads
-    bound = task.bind(config, manifest=manifest, calibration=config_lib.read_calibration(task, model_dir))
-    return evaluate_split(bound, load_trained_model(model_dir), split, model_dir=model_dir)
 
 
 def _check_resumable(model_dir, task, config):

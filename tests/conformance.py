@@ -8,6 +8,7 @@ study must pass:
 - predict's files are the same from the local export, through TF Serving's REST API (the
   predict command line) and through its gRPC API (the stand-in server), and on a Dask
   cluster of two worker processes (each input a task);
+- evaluate on that cluster (the split in parts) gives the serial table;
 - `biomodels.load(...).predict` answers what predict writes to files, from the run and
   from its export, and the inference module's docstring examples run;
 - a damaged input file is one error naming it (the predict command's code, which says
@@ -183,6 +184,22 @@ class StudyConformance:
         assert sorted(os.path.basename(name) for name in written) == sorted(os.listdir(serial))
         for name in os.listdir(serial):
             assert_same_file(serial / name, tmp_path / "cluster" / name, atol=1e-6)
+
+    def test_evaluate_on_a_cluster_gives_the_serial_table(self, study_run, dask_scheduler, monkeypatch):
+        """The test split evaluated in parts (two examples each, or a volume each), one
+        task each on the workers, added up: the serial table, floats to 1e-6."""
+        from biomodels import cluster, tasks
+        from biomodels.evaluation import evaluate_run
+
+        from conftest import assert_same_json
+
+        task = tasks.get(self.task_name)
+        serial = evaluate_run(task, str(study_run.model_dir))
+        if type(task).evaluation_examples:
+            monkeypatch.setattr(type(task), "evaluation_examples", 2)
+        with cluster.executor(dask_scheduler) as executor:
+            spread = evaluate_run(task, str(study_run.model_dir), executor=executor)
+        assert_same_json(serial, spread, "metrics", atol=1e-6)
 
     def test_python_predict_equals_the_files_of_predict(self, study_run, tmp_path):
         path = self.write_input(tmp_path / "input")

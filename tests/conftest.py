@@ -248,7 +248,7 @@ def assert_same_json(a, b, name, atol=1e-5):
         for x, y in zip(a, b):
             assert_same_json(x, y, name, atol)
     elif isinstance(a, float):
-        assert abs(a - b) <= atol, (name, a, b)
+        assert abs(a - b) <= atol or (np.isnan(a) and np.isnan(b)), (name, a, b)
     else:
         assert a == b, (name, a, b)
 

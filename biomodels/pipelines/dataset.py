@@ -11,14 +11,17 @@ from biomodels.pipelines.manifest import MANIFEST
 log = logging.getLogger("biomodels")
 
 
-def examples(manifest, split):
+def examples(manifest, split, portion=None):
     """The decoded examples of one split of a data set read from disk (a `Manifest`
-    with its `data_dir`), in file order."""
+    with its `data_dir`), in file order; `portion` (start, count) keeps that range of
+    them (the records before it are skipped undecoded)."""
     import tensorflow as tf
 
     if split not in manifest.splits or not manifest.splits[split].shards:
         raise InputError(os.path.join(manifest.data_dir, MANIFEST), f"has no examples in split {split!r}")
     records = tf.data.TFRecordDataset(manifest.shard_paths(split))
+    if portion is not None:
+        records = records.skip(portion[0]).take(portion[1])
     return records.map(tfrecord.example_decoder(manifest.features), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -92,13 +95,14 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
     return _shard_by_example(epochs.prefetch(tf.data.AUTOTUNE))
 
 
-def evaluation_dataset(task, split, batch_size=None):
+def evaluation_dataset(task, split, batch_size=None, portion=None):
     """(inputs, targets) batches of a split of the prepared data set a task is bound to,
-    unshuffled and unaugmented, of `batch_size` examples (default: the configuration's)."""
+    unshuffled and unaugmented, of `batch_size` examples (default: the configuration's);
+    `portion` (start, count) keeps that range of the split's examples."""
     import tensorflow as tf
 
     batch_size = batch_size or task.config.batch_size
-    data = examples(task.manifest, split)
+    data = examples(task.manifest, split, portion)
     data = data.map(task.model_io, num_parallel_calls=tf.data.AUTOTUNE)
     return _shard_by_example(task.batch(data, batch_size, training=False).prefetch(tf.data.AUTOTUNE))
 

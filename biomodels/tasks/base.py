@@ -122,6 +122,9 @@ class Task(abc.ABC):
     #: the `Option`s of `python -m biomodels.evaluate --task=<name>`: each overrides the
     #: configuration field of its name for that evaluation
     evaluate_options = ()
+    #: examples of a split per evaluation task on a cluster (`evaluation_units`); None:
+    #: the whole split is one task
+    evaluation_examples = None
     #: the `biomodels.study_model.StudyModel` subclass that `biomodels.load` gives for this task
     model_class = None
     #: {field: type or tuple of types} of what `calibrate` keeps, checked when calibration.json is read
@@ -268,10 +271,30 @@ class Task(abc.ABC):
         functions and prediction."""
         return {}
 
-    @abc.abstractmethod
     def evaluate(self, model, dataset, split="test"):
         """The study's metrics on a (inputs, targets) dataset of the prepared data set's
-        `split`, as a flat dict."""
+        `split`, as a flat dict. A task overrides either this or both `evaluation_part`
+        and `metrics_from_parts` (which evaluate on a cluster in parts)."""
+        whole = (0, self.manifest.count(split))
+        return self.metrics_from_parts(self.evaluation_part(model, dataset, split, whole), split)
+
+    def evaluation_units(self, split):
+        """The (start, count) ranges of `split`'s examples that a cluster evaluates as
+        one task each: `evaluation_examples` at a time, or the whole split when that is
+        None (a task whose metrics need all of it at once)."""
+        count, size = self.manifest.count(split), self.evaluation_examples
+        if not size:
+            return [(0, count)]
+        return [(start, min(size, count - start)) for start in range(0, count, size)]
+
+    def evaluation_part(self, model, dataset, split, portion):
+        """The partial result (biomodels.pipelines.partial_sums) of the metrics over
+        `dataset`, the examples `portion` (start, count) of `split`."""
+        return {"metrics": [self.evaluate(model, dataset, split)]}
+
+    def metrics_from_parts(self, parts, split):
+        """The metrics from the added-up partial results of a split."""
+        return parts["metrics"][0]
 
     def metrics_table(self, metrics):
         """(header, rows) to print the metrics for people."""

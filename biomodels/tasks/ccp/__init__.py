@@ -48,6 +48,7 @@ class CCPTask(Task):
                         "num_batch_threads": 2, "pad_variable_length_inputs": True}
     model_class = inference.CCPModel
     calibration_fields = {"validation_positive_probabilities": list, "validation_negative_probabilities": list}
+    evaluation_examples = 4096
     statistics_fields = {"positive_fraction": (int, float), "tracks_without_traces": int, "feature_mean": list,
                          "feature_variance": list, "channel_mean": list, "channel_variance": list}
     predict_options = (
@@ -129,9 +130,12 @@ class CCPTask(Task):
         }
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, split="test"):
-        return scores.evaluate(model, dataset, self.config, self.calibration,
-                               self.manifest.statistics["positive_fraction"])
+    def evaluation_part(self, model, dataset, split, portion):
+        return scores.evaluation_part(model, dataset)
+
+    def metrics_from_parts(self, parts, split):
+        return scores.metrics_from_parts(parts, self.config, self.calibration,
+                                         self.manifest.statistics["positive_fraction"])
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.write_triage(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

@@ -27,11 +27,17 @@ def calibrate(model, dataset):
     }
 
 
-def evaluate(model, dataset, config, calibration, training_positive_fraction):
+def evaluation_part(model, dataset):
+    """The tracks' labels and predicted probabilities (gathered over a split)."""
+    labels, probabilities = predict_dataset(model, dataset)
+    return {"labels": [labels], "probabilities": [probabilities]}
+
+
+def metrics_from_parts(parts, config, calibration, training_positive_fraction):
     from biomodels.ops.classification_metrics import (classification_report, majority_baseline,
                                                       scores_at_threshold, threshold_for_recall)
 
-    labels, probabilities = predict_dataset(model, dataset)
+    labels, probabilities = np.concatenate(parts["labels"]), np.concatenate(parts["probabilities"])
     inputs = "11 clathrin features" if config.model == "features" else " and ".join(config.trace_channels) + " traces"
     metrics = {"tracks": int(len(labels)), "positives": int(labels.sum()), "inputs": inputs}
     metrics.update(classification_report(labels, probabilities, threshold=0.5))

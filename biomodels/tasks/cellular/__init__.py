@@ -46,6 +46,7 @@ class CellularTask(Task):
                    "synthetic_shape")
     model_class = inference.CellularModel
     calibration_fields = {"training_diameter": (int, float)}
+    evaluation_examples = 8
     statistics_fields = {"mean_diameter": (int, float)}
     serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
     predict_options = (
@@ -130,8 +131,11 @@ class CellularTask(Task):
         evaluate rescale images when no --diameter is given."""
         return {"training_diameter": self.manifest.statistics["mean_diameter"]}
 
-    def evaluate(self, model, dataset, split="test"):
-        return scores.evaluate(model, dataset, self.manifest, self.config, self.calibration)
+    def evaluation_part(self, model, dataset, split, portion):
+        return scores.evaluation_part(model, dataset, self.manifest, self.config, self.calibration)
+
+    def metrics_from_parts(self, parts, split):
+        return scores.metrics_from_parts(parts, self.manifest)
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.predict_images(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

@@ -9,7 +9,9 @@ from biomodels.tasks.base import TILING_DEFAULTS
 from biomodels.tasks.cellular.config import AP_THRESHOLDS, TILE_SIZE, mask_thresholds
 
 
-def evaluate(model, dataset, manifest, config, calibration):
+def evaluation_part(model, dataset, manifest, config, calibration):
+    """Each image's true labels, pixel classes and predicted masks (gathered over a
+    split), the masks found as predict finds them."""
     from biomodels.ops.cellpose_parts import target_part
     from biomodels.tasks.cellular.inference import segment
     from biomodels.tasks.cellular.serving import serving_functions
@@ -27,8 +29,12 @@ def evaluate(model, dataset, manifest, config, calibration):
             true_labels.append(target_part(target, "label").astype(np.int32))
             pixel_classes.append(target_part(target, "pixel_class").astype(np.int32))
             predicted.append(masks)
+    return {"true_labels": true_labels, "predicted": predicted, "pixel_classes": pixel_classes}
+
+
+def metrics_from_parts(parts, manifest):
     class_names = manifest.sources[0].details.get("class_names", []) if manifest.sources else []
-    return score_images(true_labels, predicted, pixel_classes, class_names, AP_THRESHOLDS)
+    return score_images(parts["true_labels"], parts["predicted"], parts["pixel_classes"], class_names, AP_THRESHOLDS)
 
 
 def score_images(true_labels, predicted, pixel_classes, class_names, thresholds):

@@ -32,6 +32,7 @@ class CryoETTask(Task):
     summary = "2-D U-Net annotation of cellular cryo-electron tomograms (MRC)"
     Config = CryoETConfig
     checkpoint_monitor = ("val_feature_iou", "max")
+    evaluation_examples = 256
     statistics_fields = {"class_frequencies": list}
     data_fields = ("tile_size", "exclude_slices", "synthetic_tomograms", "synthetic_shape")
     # a request is a few large slices: small batches, a short wait
@@ -107,8 +108,11 @@ class CryoETTask(Task):
         }
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, split="test"):
-        return scores.evaluate(model, dataset)
+    def evaluation_part(self, model, dataset, split, portion):
+        return scores.confusion_part(model, dataset)
+
+    def metrics_from_parts(self, parts, split):
+        return scores.metrics_from_confusion(parts)
 
 
 TASK = CryoETTask()

@@ -6,15 +6,24 @@ import numpy as np
 from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, IGNORE_LABEL, NUM_CLASSES
 
 
-def evaluate(model, dataset):
+def confusion_part(model, dataset):
+    """The confusion counts over `dataset` (partial sums, added up over a split)."""
     import tensorflow as tf
 
-    from biomodels.ops.segmentation_metrics import class_scores, confusion_matrix
+    from biomodels.ops.segmentation_metrics import confusion_matrix
 
     predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for inputs, targets in dataset:
         confusion += confusion_matrix(targets.numpy(), predict(inputs).numpy(), NUM_CLASSES, IGNORE_LABEL)
+    return {"confusion": confusion}
+
+
+def metrics_from_confusion(parts):
+    """Per-class F1 and IoU, their means over the features, and pixel accuracy."""
+    from biomodels.ops.segmentation_metrics import class_scores
+
+    confusion = parts["confusion"]
     scores = class_scores(confusion)
     metrics = {}
     for index, name in enumerate(CLASS_NAMES):

@@ -37,6 +37,7 @@ class DeepISTask(Task):
     summary = "3-D ResNet-GCN U-Net: CAR-T and target cells in refractive-index tomograms, and their synapse"
     Config = DeepISConfig
     data_fields = ("crop", "distance_clip", "synthetic_volumes", "synthetic_shape")
+    evaluation_examples = 64
     model_class = inference.DeepISModel
     serving_batching = {"max_batch_size": 2, "batch_timeout_micros": 2000, "max_enqueued_batches": 16, "num_batch_threads": 2}
     predict_options = (
@@ -103,8 +104,16 @@ class DeepISTask(Task):
         return data.preprocess(inputs, self.config)
 
     # -- results --------------------------------------------------------------
-    def evaluate(self, model, dataset, split="test"):
-        return scores.evaluate(model, dataset, self.manifest, self.config, split)
+    def evaluation_units(self, split):
+        if scores.scored_by_volume(self.manifest, split):
+            return scores.volume_units(self.manifest, split, tuple(self.config.crop))
+        return super().evaluation_units(split)
+
+    def evaluation_part(self, model, dataset, split, portion):
+        return scores.evaluation_part(model, dataset, self.manifest, self.config, split, portion)
+
+    def metrics_from_parts(self, parts, split):
+        return scores.metrics_from_parts(parts, self.manifest, split)
 
     def early_stopping_patience(self):
         return self.config.early_stopping_patience

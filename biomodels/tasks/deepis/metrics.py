@@ -3,6 +3,7 @@ synapse boundary displacement (with the synapses missed and invented) and the di
 error, for each whole volume of a split and averaged over them; and the printed table."""
 
 import itertools
+import math
 
 import numpy as np
 
@@ -10,27 +11,51 @@ from biomodels.ops.segmentation_metrics import cell_scores
 from biomodels.tasks.deepis.config import CELL_NAMES
 
 
-def evaluate(model, dataset, manifest, config, split):
-    """Scores of each whole volume of `split`, predicted tiled as predict does (the paper
-    scored volumes, n of them, mean ± s.d.). Volumes are reassembled from their crops,
-    which prepare writes in order; a data set split within volumes (too few volumes to
-    split by volume) is scored crop by crop instead, and says so."""
-    sources = manifest.sources_in(split)
-    if not sources or manifest.sources_in("all"):
-        return {**_score_crops(model, dataset), "scored": "crops"}
+def scored_by_volume(manifest, split):
+    """Whether `split` is scored volume by volume (the paper scored volumes, n of them,
+    mean ± s.d.): not when the data set was split within volumes (too few volumes to
+    split by volume), which is scored crop by crop instead, and says so."""
+    return bool(manifest.sources_in(split)) and not manifest.sources_in("all")
+
+
+def volume_units(manifest, split, crop):
+    """The (start, count) range of each volume's crops among `split`'s examples
+    (prepare writes a volume's crops in order, one volume after another)."""
+    units, start = [], 0
+    for source in manifest.sources_in(split):
+        count = math.prod(-(-n // c) for n, c in zip(source.details["shape"], crop))
+        units.append((start, count))
+        start += count
+    return units
+
+
+def evaluation_part(model, dataset, manifest, config, split, portion):
+    """The scores of each whole volume among the examples `portion` (start, count) of
+    `split`, predicted tiled as predict does and reassembled from its crops; of each crop
+    when the split is not scored by volume."""
+    if not scored_by_volume(manifest, split):
+        return {"scores": _score_crops(model, dataset)}
     from biomodels.pipelines import dataset as dataset_lib
     from biomodels.tasks.deepis.inference import predict_distance
     from biomodels.tasks.deepis.serving import serving_functions
 
     serve = serving_functions(model, config)["serving_default"]  # the network as predict runs it
     crop = tuple(config.crop)
-    examples = dataset_lib.examples(manifest, split).as_numpy_iterator()
+    examples = dataset_lib.examples(manifest, split, portion).as_numpy_iterator()
+    sources = manifest.sources_in(split)
     per_volume = []
-    for source in sources:
+    for source, (start, _) in zip(sources, volume_units(manifest, split, crop)):
+        if not portion[0] <= start < portion[0] + portion[1]:
+            continue
         volume, distance = _reassembled(examples, tuple(source.details["shape"]), crop)
         predicted = predict_distance(lambda tiles: serve(volumes=np.float32(tiles))["distance"], volume, config.medium_index)
         per_volume.append(cell_scores(distance, predicted))
-    return {**summarise_scores(per_volume), "scored": "volumes"}
+    return {"scores": per_volume}
+
+
+def metrics_from_parts(parts, manifest, split):
+    scored = "volumes" if scored_by_volume(manifest, split) else "crops"
+    return {**summarise_scores(parts["scores"]), "scored": scored}
 
 
 def _reassembled(examples, shape, crop):
@@ -47,6 +72,7 @@ def _reassembled(examples, shape, crop):
 
 
 def _score_crops(model, dataset):
+    """The scores of each crop of `dataset`."""
     import tensorflow as tf
 
     predict = tf.function(lambda x: model(x, training=False))
@@ -55,7 +81,7 @@ def _score_crops(model, dataset):
         predicted = predict(inputs).numpy()[..., 0]
         for truth, guess in zip(targets.numpy()[..., 0], predicted):
             per_example.append(cell_scores(truth, guess))
-    return summarise_scores(per_example)
+    return per_example
 
 
 def summarise_scores(per_example):
