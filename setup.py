@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+DISTRIBUTED = ["dask[distributed]>=2026.8,<2026.9", "dask-jobqueue>=0.9,<0.10", "zarr>=3.1,<3.2", "ome-zarr==0.17.0"]
+
 setup(
     name="biomodels-keras",
     version="0.1.0",
@@ -30,10 +32,11 @@ setup(
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        # Dask's cluster engine: --scheduler on the commands (biomodels.cluster); OME-Zarr images (zarr; ome-zarr
+        # 0.17, as 0.18 pulls ome-zarr-models, which pins pydantic below the 2.13 that bioimageio.spec needs)
+        "distributed": DISTRIBUTED,
         # bioimageio.core 0.11 (the model zoo's own test) pulls bioimageio.spec 0.5.12, which fails with pydantic 2.14
-        # Dask's cluster engine: --scheduler on the commands (biomodels.cluster)
-        "distributed": ["dask[distributed]>=2026.8,<2026.9", "dask-jobqueue>=0.9,<0.10"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-serving-api>=2.21,<2.22", "bioimageio.core==0.11.0",
-                 "pydantic==2.13.5", "dask[distributed]>=2026.8,<2026.9", "dask-jobqueue>=0.9,<0.10"],
+                 "pydantic==2.13.5", *DISTRIBUTED],
     },
 )

@@ -252,3 +252,34 @@ def test_task_options_are_flags_of_that_task_only(tmp_path):
     assert "--flow_threshold" in shown.stdout and "--diameter" in shown.stdout and "--target_recall" not in shown.stdout
     shown = run_cli("biomodels.evaluate", "--task=cellular", "--help")
     assert "--min_size" in shown.stdout and "--tile" not in shown.stdout
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_predict_on_an_ome_zarr_tomogram_writes_ome_zarr_equal_to_the_mrc_outputs(trained_run, tmp_path, version):
+    """The command on a tomogram stored as OME-Zarr (as the cryoET Data Portal serves
+    them) writes its labels and probabilities as OME-Zarr of the same version, with the
+    voxel size and origin kept, equal to what it writes for the same tomogram as MRC."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from biomodels.pipelines import ome_zarr
+
+    _, _, model_dir, _ = trained_run
+    folder = TestCryoETConformance().write_input(tmp_path / "mrc")
+    volume = readers.read_mrc(str(folder))
+    ome_zarr.write_image(str(tmp_path / "zarr" / "tomo.zarr"), volume.data, "zyx", volume.voxel_size[::-1],
+                         origin=(5.0, 6.0, 7.0), version=version)
+    for source, out in ((folder, "from_mrc"), (tmp_path / "zarr", "from_zarr")):
+        result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={source}",
+                         f"--output={tmp_path / out}", "--probabilities", "--tile=32", "--overlap=8")
+        assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "from_zarr")) == [name.replace(".mrc", ".zarr")
+                                                         for name in sorted(os.listdir(tmp_path / "from_mrc"))]
+    for name in os.listdir(tmp_path / "from_mrc"):
+        written = ome_zarr.ZarrSlices(str(tmp_path / "from_zarr" / name.replace(".mrc", ".zarr")))
+        assert written.voxel_size == (21.0, 21.0, 21.0) and written.origin == (7.0, 6.0, 5.0)
+        assert written.image.version == version
+        expected = readers.read_mrc(str(tmp_path / "from_mrc" / name)).data
+        np.testing.assert_allclose(np.stack(list(written)), expected, atol=1e-6)
+    node = list(Reader(parse_url(str(tmp_path / "from_zarr" / "tomo_labels.zarr")))())[0]
+    assert np.asarray(node.data[0]).dtype == np.int8 and np.asarray(node.data[0]).shape == (2, 40, 56)

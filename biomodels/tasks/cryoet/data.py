@@ -9,48 +9,80 @@ import os
 import numpy as np
 
 from biomodels.errors import InputError
-from biomodels.pipelines import readers
+from biomodels.pipelines import ome_zarr, readers
 from biomodels.tasks.base import Source
 from biomodels.tasks.cryoet.config import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES
 
 
 def find_sources(input_path):
     readers.require_exists(input_path)
-    if os.path.isfile(input_path):
-        return [_mrc_source(input_path)]
+    if os.path.isfile(input_path) or ome_zarr.is_ome_zarr(input_path):
+        return [_tomogram_source(input_path)]
     image_dir, label_dir = os.path.join(input_path, "Image"), os.path.join(input_path, "label")
     if os.path.isdir(image_dir):
         return _slice_sources(image_dir, label_dir)
     tomograms = tomogram_paths(input_path)
     if not tomograms:
-        raise InputError(input_path, "no tomograms: expected NAME.mrc with NAME_labels.mrc, or Image/ and label/ folders")
-    return [_mrc_source(path) for path in tomograms]
+        raise InputError(input_path, "no tomograms: expected NAME.mrc (or an OME-Zarr NAME.zarr) with NAME_labels.mrc "
+                                     "(or NAME_labels.zarr), or Image/ and label/ folders")
+    return [_tomogram_source(path) for path in tomograms]
+
+
+#: the file names a tomogram may have: MRC, or an OME-Zarr image
+TOMOGRAM_SUFFIXES = (".mrc", ome_zarr.SUFFIX)
 
 
 def tomogram_paths(directory):
-    """The .mrc tomograms in `directory`, label volumes left out."""
-    return sorted(path for path in glob.glob(os.path.join(directory, "*.mrc")) if not path.endswith("_labels.mrc"))
+    """The tomograms in `directory` (.mrc files and OME-Zarr .zarr images), label
+    volumes left out."""
+    found = [path for suffix in TOMOGRAM_SUFFIXES for path in glob.glob(os.path.join(directory, "*" + suffix))]
+    return sorted(path for path in found if not split_name(path)[0].endswith("_labels"))
+
+
+def split_name(path):
+    """(name, suffix) of a tomogram's path: "a/b/TS_01.zarr" -> ("TS_01", ".zarr")."""
+    base = os.path.basename(os.path.normpath(path))
+    for suffix in TOMOGRAM_SUFFIXES:
+        if base.endswith(suffix):
+            return base[: -len(suffix)], suffix
+    return os.path.splitext(base)
+
+
+def open_slices(path):
+    """A tomogram's Z slices, read one (MRC) or a row of chunks (OME-Zarr) at a time."""
+    if ome_zarr.is_ome_zarr(path):
+        return ome_zarr.ZarrSlices(path)
+    from biomodels.pipelines.mrc_slices import MrcSlices
+
+    return MrcSlices(path)
+
+
+def read_volume(path):
+    """A tomogram or label volume, MRC or OME-Zarr, whole, as a readers.Volume."""
+    return ome_zarr.read_volume(path) if ome_zarr.is_ome_zarr(path) else readers.read_mrc(path)
 
 
 def predict_inputs(input_path):
-    """The tomograms predict labels, one by one: the file itself, or a folder's .mrc
-    tomograms."""
-    if not os.path.isdir(input_path):
+    """The tomograms predict labels, one by one: the file (or OME-Zarr image) itself, or
+    a folder's .mrc and .zarr tomograms."""
+    if not os.path.isdir(input_path) or ome_zarr.is_ome_zarr(input_path):
         return [input_path]
     paths = tomogram_paths(input_path)
     if not paths:
-        raise InputError(input_path, "no .mrc tomograms in this directory")
+        raise InputError(input_path, "no .mrc or OME-Zarr .zarr tomograms in this directory")
     return paths
 
 
-def _mrc_source(path):
-    labels = path[: -len(".mrc")] + "_labels.mrc"
-    if not path.endswith(".mrc"):
-        raise InputError(path, "expected an .mrc tomogram")
-    if not os.path.isfile(labels):
-        raise InputError(path, f"no label volume {os.path.basename(labels)} beside it")
-    name = os.path.basename(path)[: -len(".mrc")]
-    return Source(name=name, group=name, paths=(path, labels))
+def _tomogram_source(path):
+    name, suffix = split_name(path)
+    if suffix not in TOMOGRAM_SUFFIXES:
+        raise InputError(path, "expected an .mrc tomogram or an OME-Zarr .zarr image")
+    beside = os.path.dirname(os.path.normpath(path))
+    labels = [os.path.join(beside, f"{name}_labels{kind}") for kind in TOMOGRAM_SUFFIXES]
+    found = [candidate for candidate in labels if os.path.exists(candidate)]
+    if not found:
+        raise InputError(path, f"no label volume {name}_labels.mrc (or {name}_labels.zarr) beside it")
+    return Source(name=name, group=name, paths=(os.path.normpath(path), found[0]))
 
 
 def _slice_sources(image_dir, label_dir):
@@ -70,9 +102,9 @@ def _slice_sources(image_dir, label_dir):
 def read_source(source, config):
     image_path, label_path = source.paths
     voxel_size = None
-    if image_path.endswith(".mrc"):
-        volume = readers.read_mrc(image_path)
-        density, labels, voxel_size = volume.data, readers.read_mrc(label_path).data, list(volume.voxel_size)
+    if split_name(image_path)[1] in TOMOGRAM_SUFFIXES:
+        volume = read_volume(image_path)
+        density, labels, voxel_size = volume.data, read_volume(label_path).data, list(volume.voxel_size)
     else:
         density, labels = _as_slices(image_path), _as_slices(label_path)
     if density.shape != labels.shape:

@@ -51,7 +51,7 @@ def tomogram_statistics(slices, path):
 
 def annotate(predictor, tomogram, options, source="the array"):
     """The `Annotation` of a tomogram (anything giving its Z slices by index: an array
-    (Z, Y, X), MrcSlices) or of one 2-D slice, held whole in memory."""
+    (Z, Y, X), MrcSlices, ZarrSlices) or of one 2-D slice, held whole in memory."""
     require_standardised(predictor)
     volume = tomogram[np.newaxis] if np.ndim(tomogram) == 2 else tomogram
     mean, std = tomogram_statistics(volume, source)
@@ -93,10 +93,10 @@ class CryoETModel(StudyModel):
     """
 
     def predict(self, data, **options):
-        from biomodels.pipelines.mrc_slices import MrcSlices
+        from biomodels.tasks.cryoet.data import open_slices
 
         source = os.fspath(data) if is_path(data) else "the array"
-        tomogram = MrcSlices(source) if is_path(data) else np.asarray(data)
+        tomogram = open_slices(source) if is_path(data) else np.asarray(data)
         if not is_path(data) and tomogram.ndim not in (2, 3):
             raise InputError(source, f"expected a tomogram (Z, Y, X) or a slice (Y, X), found shape {tomogram.shape}")
         return annotate(self.predictor, tomogram, self.options(options), source)

@@ -9,7 +9,7 @@ import numpy as np
 
 from biomodels.tasks.cryoet import inference
 from biomodels.tasks.cryoet.config import CLASS_NAMES, FEATURE_CLASSES, NUM_CLASSES
-from biomodels.tasks.cryoet.data import predict_inputs, standardise
+from biomodels.tasks.cryoet.data import open_slices, predict_inputs, split_name, standardise
 
 LABEL_COLOURS = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]], np.uint8
@@ -17,29 +17,36 @@ LABEL_COLOURS = np.array(
 
 
 def predict_tomograms(predictor, input_path, output_dir, options):
-    """Label every MRC tomogram under `input_path`, one at a time and slice by slice;
-    write NAME_labels.mrc (8-bit) and, with options["probabilities"], NAME_<class>.mrc
-    per feature class, each slice as it is computed: memory holds a few slices, not the
-    tomogram nor its probabilities."""
+    """Label every tomogram under `input_path` (MRC or OME-Zarr), one at a time and slice
+    by slice; write NAME_labels (8-bit) and, with options["probabilities"], NAME_<class>
+    per feature class, in the input's format (.mrc, or an OME-Zarr .zarr of the input's
+    OME-NGFF version) with its voxel size and origin, each slice as it is computed:
+    memory holds a few slices (a row of chunks), not the tomogram nor its probabilities."""
     import contextlib
+    import functools
 
-    from biomodels.pipelines.mrc_slices import MrcSlices, MrcSliceWriter
+    from biomodels.pipelines.mrc_slices import MrcSliceWriter
+    from biomodels.pipelines.ome_zarr import ZarrSlices, ZarrSliceWriter
     from biomodels.report import progress_bar
 
     paths = predict_inputs(input_path)
     inference.require_standardised(predictor)
     written = []
     for path in paths:
-        tomogram = MrcSlices(path)
+        tomogram = open_slices(path)
         mean, std = inference.tomogram_statistics(tomogram, path)
-        stem = os.path.join(output_dir, os.path.basename(path)[: -len(".mrc")])
-        # MRC mode 0 (8-bit): labels 0..5 read the same whether a tool takes it as signed or not
-        kinds = {f"{stem}_labels.mrc": np.int8}
+        name, suffix = split_name(path)
+        stem = os.path.join(output_dir, name)
+        writer = MrcSliceWriter
+        if isinstance(tomogram, ZarrSlices):
+            writer = functools.partial(ZarrSliceWriter, version=tomogram.image.version)
+        # 8-bit labels (MRC mode 0): labels 0..5 read the same whether a tool takes them as signed or not
+        kinds = {f"{stem}_labels{suffix}": np.int8}
         if options["probabilities"]:
-            kinds.update({f"{stem}_{CLASS_NAMES[index]}.mrc": np.float32 for index in FEATURE_CLASSES})
+            kinds.update({f"{stem}_{CLASS_NAMES[index]}{suffix}": np.float32 for index in FEATURE_CLASSES})
         bar = progress_bar(len(tomogram), f"{os.path.basename(path)} slices")
         with contextlib.ExitStack() as files:
-            writers = [files.enter_context(MrcSliceWriter(out, tomogram.shape, dtype, tomogram)) for out, dtype in kinds.items()]
+            writers = [files.enter_context(writer(out, tomogram.shape, dtype, tomogram)) for out, dtype in kinds.items()]
             for z in range(len(tomogram)):
                 probabilities = inference.slice_probabilities(predictor, standardise(tomogram[z], mean, std), options)
                 writers[0][z] = np.argmax(probabilities, axis=-1).astype(np.int8)
