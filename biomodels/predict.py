@@ -82,6 +82,8 @@ def predict_with(executor, task, model, input_path, output_dir, options):
     else:
         process_predictor(task, model)  # a wrong --model is said before the output folder is made
         os.makedirs(output_dir, exist_ok=True)
+    if task.predicts_in_blocks(options):
+        return task.predict_in_blocks(executor, model, input_path, output_dir, options)
     job, written = PredictJob(task.name, model, output_dir, options), []
     bar = progress_bar(len(inputs), f"inputs on {executor.workers} worker(s)") if executor.splits_work else None
     for done, (_, paths) in enumerate(executor.map(job, inputs), start=1):

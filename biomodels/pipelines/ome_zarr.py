@@ -26,7 +26,8 @@ VERSIONS = ("0.4", "0.5")
 SMALLEST_LEVEL = 256
 
 
-def _import_zarr():
+def import_zarr():
+    """zarr, or one line naming the extra that installs it."""
     try:
         import zarr
     except ImportError:
@@ -56,7 +57,7 @@ class Image:
     """
 
     def __init__(self, path):
-        zarr = _import_zarr()
+        zarr = import_zarr()
         if not os.path.isdir(path):
             raise InputError(path, "not found: expected an OME-Zarr image (a .zarr folder)")
         try:
@@ -196,11 +197,11 @@ class ZarrSliceWriter:
 
     def __init__(self, path, shape, dtype, like, version="0.4"):
         self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
-        self._store = _AtomicStore(path)
+        self._store = AtomicStore(path)
         self._tmp = self._store.__enter__()
         chunks = (1, min(self.shape[1], 512), min(self.shape[2], 512))
         self._axes = "zyx"
-        self._group, self._levels = _new_image(self._tmp, version, self.shape, chunks, self.dtype)
+        self._group, self._levels = new_image(self._tmp, version, self.shape, chunks, self.dtype)
         self._voxel = tuple(like.voxel_size)[::-1]  # z, y, x
         self._origin = tuple(like.origin)[::-1]
         self._version = version
@@ -216,7 +217,7 @@ class ZarrSliceWriter:
 
     def __exit__(self, kind, error, traceback):
         if error is None:
-            _finish_image(self._group, self._levels, self._axes, self._voxel, self._origin, self._version,
+            finish_image(self._group, self._levels, self._axes, self._voxel, self._origin, self._version,
                           os.path.basename(self.path))
         return self._store.__exit__(kind, error, traceback)
 
@@ -226,16 +227,18 @@ def write_image(path, data, axes, voxel_size, origin=None, version="0.4"):
     multiscale image with `voxel_size` (ångström, per axis of `axes`; 1.0 for "c")."""
     data = np.asarray(data)
     chunks = tuple(1 if axis in "zc" else min(n, 512) for axis, n in zip(axes, data.shape))
-    with _AtomicStore(path) as tmp:
-        group, levels = _new_image(tmp, version, data.shape, chunks, data.dtype)
+    with AtomicStore(path) as tmp:
+        group, levels = new_image(tmp, version, data.shape, chunks, data.dtype)
         levels[0][...] = data
-        _finish_image(group, levels, axes, tuple(voxel_size), tuple(origin or [0.0] * len(axes)), version,
+        finish_image(group, levels, axes, tuple(voxel_size), tuple(origin or [0.0] * len(axes)), version,
                       os.path.basename(path))
     return path
 
 
-def _new_image(path, version, shape, chunks, dtype):
-    zarr = _import_zarr()
+def new_image(path, version, shape, chunks, dtype):
+    """(a new Zarr group at `path` for OME-NGFF `version`, [its level 0 array]); once
+    level 0 is written, `finish_image` adds the rest."""
+    zarr = import_zarr()
 
     if version not in VERSIONS:
         raise ValueError(f"OME-Zarr version {version!r}: expected one of {VERSIONS}")
@@ -244,7 +247,7 @@ def _new_image(path, version, shape, chunks, dtype):
     return group, [level]
 
 
-def _finish_image(group, levels, axes, voxel_size, origin, version, name):
+def finish_image(group, levels, axes, voxel_size, origin, version, name):
     """Add the halved levels (every other voxel along the space axes) and the multiscale
     metadata to a written level 0."""
     space = [axis in "zyx" for axis in axes]
@@ -281,7 +284,7 @@ def _finish_image(group, levels, axes, voxel_size, origin, version, name):
         group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
 
 
-class _AtomicStore:
+class AtomicStore:
     """A hidden folder beside `path` to write a store into, renamed onto `path` (an
     older store there replaced) when the block ends without an error, else removed."""
 

@@ -335,6 +335,16 @@ class Task(abc.ABC):
         [value] = outputs.values()
         return value
 
+    def predicts_in_blocks(self, options):
+        """Whether predict's `options` ask for each input to be split in blocks across
+        the executor's workers (`predict_in_blocks`) rather than run whole."""
+        return False
+
+    def predict_in_blocks(self, executor, model, input_path, output_dir, options):
+        """predict's files, each input in blocks, each block a task of `executor`;
+        returns the paths written."""
+        raise NotImplementedError
+
     def predict_inputs(self, input_path):
         """The inputs predict's work splits into on a cluster, one task each: paths that
         `predict_files` accepts on their own and whose files no other input's touch. The

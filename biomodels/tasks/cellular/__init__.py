@@ -60,6 +60,10 @@ class CellularTask(Task):
                                            "a TF Serving address, so only masks travel, python otherwise.",
                parse=inference.parse_masks_in),
         *tiling_options(str(TILE_SIZE)),
+        Option("block", "integer", None, "Segment each image in blocks of this many pixels a side, each a task (on the "
+                                         "workers with --scheduler), with a margin of twice the diameter, cells "
+                                         "stitched across the seams; writes NAME_cp_masks.zarr (OME-Zarr).",
+               lower_bound=64),
     )
     evaluate_options = MASK_OPTIONS
 
@@ -136,6 +140,19 @@ class CellularTask(Task):
 
     def metrics_from_parts(self, parts, split):
         return scores.metrics_from_parts(parts, self.manifest)
+
+    def predicts_in_blocks(self, options):
+        return options.get("block") is not None
+
+    def predict_in_blocks(self, executor, model, input_path, output_dir, options):
+        from biomodels.predictors import process_predictor
+        from biomodels.tasks.cellular import blocks
+
+        predictor = process_predictor(self, model)
+        settings = inference.resolve_settings(predictor, config_lib.model_config(self, predictor),
+                                              {**options, "masks_in": options["masks_in"] or "python"})
+        return [blocks.segment_in_blocks(executor, self.name, model, path, output_dir, settings, options["block"])
+                for path in data.predict_inputs(input_path)]
 
     def predict_files(self, predictor, input_path, output_dir, options):
         return outputs.predict_images(predictor, config_lib.model_config(self, predictor), input_path, output_dir, options)

@@ -22,7 +22,7 @@ import re
 import numpy as np
 
 from biomodels.errors import ConfigError, InputError
-from biomodels.pipelines import readers
+from biomodels.pipelines import image_regions, ome_zarr, readers
 from biomodels.tasks.base import Source
 from biomodels.tasks.cellular.config import check_config, size_multiple
 
@@ -34,17 +34,20 @@ NO_CLASS = -1
 
 
 def predict_inputs(input_path):
-    """The images predict segments, one by one: the file itself, or a folder's images."""
-    paths = [input_path] if os.path.isfile(input_path) else image_files(input_path)
+    """The images predict segments, one by one: the file (or OME-Zarr image) itself, or
+    a folder's images."""
+    single = os.path.isfile(input_path) or ome_zarr.is_ome_zarr(input_path)
+    paths = [input_path] if single else image_files(input_path)
     if not paths:
-        raise InputError(input_path, "holds no TIFF or PNG images")
+        raise InputError(input_path, "holds no TIFF, PNG or OME-Zarr images")
     return paths
 
 
 def image_files(folder):
-    """Images in `folder` that are not masks or outputs, sorted."""
-    paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(readers.IMAGE_SUFFIXES))
-    return [p for p in paths if not os.path.splitext(os.path.basename(p))[0].endswith(OUTPUT_SUFFIXES)]
+    """Images in `folder` (TIFF, PNG, OME-Zarr .zarr) that are not masks or outputs, sorted."""
+    paths = sorted(p for p in glob.glob(os.path.join(folder, "*"))
+                   if p.lower().endswith(readers.IMAGE_SUFFIXES + (ome_zarr.SUFFIX,)))
+    return [p for p in paths if not image_regions.output_name(p, "").endswith(OUTPUT_SUFFIXES)]
 
 
 def keep_for_training(example, config):
@@ -65,8 +68,11 @@ def check_training_images(manifest, config):
 
 
 def read_cell_image(path, channels=(0, 1), gray=False):
-    """float32 [H, W, len(channels)] of the chosen channels of an image file (see
-    `cell_channels`)."""
+    """float32 [H, W, len(channels)] of the chosen channels of an image file or OME-Zarr
+    image (see `cell_channels`)."""
+    if ome_zarr.is_ome_zarr(path):
+        image = image_regions.ImageRegions(path)
+        return cell_channels(image.region(0, image.shape[0], 0, image.shape[1]), channels, gray, path)
     return cell_channels(readers.read_image(path), channels, gray, path)
 
 
@@ -272,6 +278,15 @@ def read_source(source, config):
 def normalise(image):
     """numpy [H, W, C] -> the network's input, by the graph's own `preprocess`."""
     return np.asarray(preprocess(image[np.newaxis])[0])
+
+
+def normalise_between(image, low, high):
+    """numpy [H, W, C] scaled as `preprocess` scales it, with given 1st and 99th
+    percentiles per channel (a whole image's, for one block of it)."""
+    image = np.asarray(image, np.float32)
+    spread = np.asarray(high, np.float32) - np.asarray(low, np.float32)
+    scaled = (image - np.asarray(low, np.float32)) / np.maximum(spread, np.float32(1e-6))
+    return np.where(spread > 1e-6, scaled, np.float32(0)).astype(np.float32)
 
 
 def statistics_sums(examples):

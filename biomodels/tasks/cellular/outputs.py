@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from biomodels.ops.cellpose_parts import map_part, target_part
-from biomodels.pipelines import readers
+from biomodels.pipelines import image_regions, ome_zarr, readers
 from biomodels.tasks.cellular import data, inference
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ def outlines(image, masks):
 #: what predict writes beside each image's name: Cellpose's names for predictions, which
 #: its folder readers never take for images, training masks (NAME_masks) or flows (NAME_flows)
 OUTPUT_NAMES = {"masks": "_cp_masks.tif", "flows": "_cp_flows.tif", "outlines": "_cp_output.png"}
+#: the masks of an OME-Zarr input (and of any input segmented in blocks)
+ZARR_MASKS = "_cp_masks.zarr"
 FLOW_CHANNELS = ("dY", "dX", "cellprob")
 
 
@@ -69,24 +71,33 @@ def predict_images(predictor, config, input_path, output_dir, options):
         raw = data.read_cell_image(path, settings.channels, settings.gray)
         image = data.normalise(raw)  # once, for the network and the outlines
         result = inference.segment_image(predictor, raw, settings, image)
-        written += write_segmentation(os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0]), image,
-                                      result)
+        zarr_input = ome_zarr.Image(path) if ome_zarr.is_ome_zarr(path) else None
+        written += write_segmentation(os.path.join(output_dir, image_regions.output_name(path, "")), image, result,
+                                      like=zarr_input)
         log.info("%s: %d cells", path, int(result.masks.max()))
         bar.update(done)
     return written
 
 
-def write_segmentation(stem, image, result):
+def write_segmentation(stem, image, result, like=None):
     """STEM_cp_masks.tif, STEM_cp_output.png and, when the result has flows,
     STEM_cp_flows.tif of one image's `Segmentation` (`image`: the image normalised, under the
-    outlines); returns their paths."""
+    outlines); returns their paths. For an OME-Zarr input (`like`, its `ome_zarr.Image`)
+    the masks are STEM_cp_masks.zarr of its version with its pixel size."""
     names = {kind: f"{stem}{suffix}" for kind, suffix in OUTPUT_NAMES.items()}
+    if like is not None:
+        names["masks"] = f"{stem}{ZARR_MASKS}"
     if result.flows is None:
         del names["flows"]
     else:
         maps = np.concatenate([result.flows, result.cellprob[np.newaxis]]).astype(np.float32)
         readers.write_imagej_tiff(names["flows"], np.ascontiguousarray(maps), "CYX", labels=FLOW_CHANNELS)
-    write_masks(names["masks"], result.masks)
+    if like is not None:
+        dtype = np.uint16 if result.masks.max() < 2 ** 16 else np.uint32
+        ome_zarr.write_image(names["masks"], result.masks.astype(dtype), "yx", like.voxel_size("yx"),
+                             origin=like.origin("yx"), version=like.version)
+    else:
+        write_masks(names["masks"], result.masks)
     readers.write_png(names["outlines"], outlines(image, result.masks))
     return list(names.values())
 
