@@ -510,3 +510,35 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
 def test_package_of_a_trained_run_passes_bioimageios_own_test(cellular_run, tmp_path):
     _, model_dir, _ = cellular_run
     assert_bioimageio_core_passes(export_package("cellular", model_dir, tmp_path), seeds=(2,))
+
+
+def test_blocks_on_workers_write_the_blocks_of_one_process_and_ome_zarr_in_gives_ome_zarr_out(
+        cellular_run, tmp_path, dask_scheduler):
+    """One image in blocks of 64 pixels through the command on the workers (TIFF in, an
+    OME-Zarr label image out) equals the same blocks run in this process; an OME-Zarr
+    image predicted whole gives OME-Zarr masks with its pixel size, equal to the TIFF's."""
+    from biomodels.pipelines import ome_zarr
+    from biomodels.pipelines.synthetic import cellular
+
+    _, model_dir, _ = cellular_run
+    cellular.write_dataset(str(tmp_path / "in"), 1, seed=3, shape=(160, 144))
+    [image] = (tmp_path / "in" / "images").iterdir()
+    options = ["--diameter=20", "--cellprob_threshold=-100", "--flow_threshold=0", "--block=64"]
+    for out, scheduler in (("here", []), ("workers", [f"--scheduler={dask_scheduler}"])):
+        result = run_cli("biomodels.predict", "--task=cellular", f"--model={model_dir}", f"--input={image}",
+                         f"--output={tmp_path / out}", *options, *scheduler)
+        assert result.returncode == 0, result.stderr
+    name = f"{image.stem}_cp_masks.zarr"
+    assert os.listdir(tmp_path / "workers") == [name]
+    here, workers = (np.asarray(ome_zarr.Image(str(tmp_path / out / name)).array) for out in ("here", "workers"))
+    assert here.shape == (160, 144) and here.max() > 0
+    np.testing.assert_array_equal(workers, here)
+    # OME-Zarr in, predicted whole: OME-Zarr masks with the pixel size kept, equal to the TIFF's masks
+    ome_zarr.write_image(str(tmp_path / "zarr" / "cells.zarr"), tifffile.imread(image), "cyx", (1.0, 650.0, 650.0))
+    predict_files("cellular", model_dir, tmp_path / "zarr" / "cells.zarr", tmp_path / "from_zarr", diameter=20,
+                  cellprob_threshold=-100, flow_threshold=0)
+    predict_files("cellular", model_dir, image, tmp_path / "from_tiff", diameter=20, cellprob_threshold=-100,
+                  flow_threshold=0)
+    masks = ome_zarr.Image(str(tmp_path / "from_zarr" / "cells_cp_masks.zarr"))
+    assert masks.voxel_size("xy") == (650.0, 650.0) and masks.spatial("yx").max() > 0
+    np.testing.assert_array_equal(masks.spatial("yx"), tifffile.imread(tmp_path / "from_tiff" / f"{image.stem}_cp_masks.tif"))
