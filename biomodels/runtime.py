@@ -3,6 +3,7 @@ the distribution strategy, including the one contained fix that lets Keras 3
 `model.fit` run under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
 
 import logging
+import os
 
 from biomodels.errors import ConfigError
 
@@ -52,7 +53,8 @@ def jit_compile(flag, task):
 
 def make_strategy(name):
     """The tf.distribute strategy: `auto` mirrors over several GPUs, else the default;
-    `multi_worker` reads the cluster from TF_CONFIG."""
+    `multi_worker` reads the cluster from TF_CONFIG or, without it, from SLURM's job step
+    (`srun`: every task one worker, see `slurm_resolver`)."""
     import tensorflow as tf
 
     if name not in STRATEGIES:
@@ -66,7 +68,35 @@ def make_strategy(name):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     _let_keras_fit_run_multi_worker()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=slurm_resolver())
+
+
+#: the first port the workers of a SLURM job step listen on (one more per task on a node)
+SLURM_PORT = 8888
+
+
+def slurm_resolver():
+    """TensorFlow's SlurmClusterResolver for a process that `srun` started, when there is
+    no TF_CONFIG (None then: TF_CONFIG rules): the tasks of the job step are the workers,
+    the nodes from SLURM_STEP_NODELIST, ports from $BIOMODELS_SLURM_PORT (default 8888)
+    on. On nodes without GPUs the resolver's GPU bookkeeping is given one slot per task
+    and leaves CUDA_VISIBLE_DEVICES alone (it counts GPUs with nvidia-smi, and with none
+    it cannot place a task)."""
+    import shutil
+
+    import tensorflow as tf
+
+    environ = os.environ
+    if "TF_CONFIG" in environ or "SLURM_STEP_NUM_TASKS" not in environ or "SLURM_PROCID" not in environ:
+        return None
+    port = int(environ.get("BIOMODELS_SLURM_PORT", SLURM_PORT))
+    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver
+    if "CUDA_VISIBLE_DEVICES" in environ or shutil.which("nvidia-smi"):
+        return resolver(port_base=port)
+    from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import expand_tasks_per_node
+
+    per_node = max(expand_tasks_per_node(environ["SLURM_STEP_TASKS_PER_NODE"]))
+    return resolver(port_base=port, gpus_per_node=per_node, gpus_per_task=1, auto_set_gpu=False)
 
 
 def is_chief(strategy):

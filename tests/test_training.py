@@ -199,12 +199,27 @@ def _free_ports(count):
     return ports
 
 
+def worker_environments(launcher, ports):
+    """The two workers' environments: TF_CONFIG written by hand, or what `srun -n 2` on
+    one node sets (SlurmClusterResolver reads it; no TF_CONFIG)."""
+    if launcher == "tf_config":
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        return [dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+                for index in range(2)]
+    slurm = {"SLURM_JOB_ID": "42", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "127.0.0.1",
+             "SLURM_STEP_TASKS_PER_NODE": "2", "BIOMODELS_SLURM_PORT": str(ports[0])}
+    base = {name: value for name, value in os.environ.items() if name not in ("TF_CONFIG", "CUDA_VISIBLE_DEVICES")}
+    return [dict(base, **slurm, SLURM_PROCID=str(index)) for index in range(2)]
+
+
 @pytest.mark.slow
-def test_two_workers_train_to_the_weights_of_one_process_on_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("launcher", ["tf_config", "slurm"])
+def test_two_workers_train_to_the_weights_of_one_process_on_the_same_global_batch(tmp_path, launcher):
     """ccp's feature network (no batch norm, no dropout) for 3 steps of global batch 8:
     two workers on 127.0.0.1 (4 examples each, gradients all-reduced) must end with the
     weights one process reaches on the same batches, so the test fails if the workers'
-    gradients were never applied or never combined."""
+    gradients were never applied or never combined. The workers learn of each other
+    from TF_CONFIG, or from SLURM's job step as `srun` starts them."""
     from conftest import run_cli
     from test_ccp import TINY_CCP
 
@@ -217,10 +232,10 @@ def test_two_workers_train_to_the_weights_of_one_process_on_the_same_global_batc
     single = subprocess.run([*command, f"--model_dir={tmp_path / 'single'}"], capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    if launcher == "slurm":
+        ports = [ports[0], ports[0] + 1]  # the resolver gives a node's tasks consecutive ports
     processes = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    for env in worker_environments(launcher, ports):
         processes.append(subprocess.Popen([*command, f"--model_dir={tmp_path / 'run'}", "--strategy=multi_worker"],
                                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [process.communicate(timeout=600) for process in processes]

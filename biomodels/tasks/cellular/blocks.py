@@ -197,8 +197,8 @@ def segment_in_blocks(executor, task_name, model, path, output_dir, settings, bl
     stride = percentile_stride(image.shape)
     samples = map_in_order(executor, SampleJob(path, settings.channels, settings.gray, stride), blocks,
                            "blocks (intensities)")
-    values = np.concatenate(samples).astype(np.float64)
-    bounds = (np.percentile(values, 1.0, axis=0).astype(np.float32), np.percentile(values, 99.0, axis=0).astype(np.float32))
+    values = np.concatenate(samples)
+    bounds = tuple(np.percentile(values, q, axis=0).astype(np.float32) for q in (1.0, 99.0))
     del samples, values
     output = os.path.join(output_dir, image_regions.output_name(path, ZARR_MASKS))
     version = image.version or "0.4"
