@@ -240,17 +240,30 @@ def executor(scheduler=None):
             cluster = stack.enter_context(_slurm_cluster(scheduler))
             cluster.scale(value)
             client = stack.enter_context(distributed.Client(cluster))
+            log.info("waiting for the first of %d SLURM worker(s) to start", value)
+            client.wait_for_workers(1)  # jobs may wait in the queue: as long as it takes
         elif kind == "file":
             if not os.path.isfile(value):
                 raise InputError(value, "not found: the scheduler file that `dask scheduler --scheduler-file` writes")
             client = stack.enter_context(distributed.Client(scheduler_file=value, timeout="30s"))
         else:
             client = stack.enter_context(_connect(distributed, value))
+        if kind in ("address", "file"):
+            _require_workers(client, scheduler)
         from biomodels.cluster_worker import WorkerThreads
 
         client.register_plugin(WorkerThreads(cores))
         log.info("running on %s", scheduler)
         yield DaskExecutor(client)
+
+
+def _require_workers(client, scheduler, seconds=60):
+    """A running scheduler with no worker within `seconds` is one line, not a wait forever."""
+    try:
+        client.wait_for_workers(1, timeout=seconds)
+    except TimeoutError:
+        raise ClusterError(f"--scheduler={scheduler}: the scheduler has had no worker for {seconds} s; start some "
+                           "(dask worker ADDRESS)") from None
 
 
 def _restore_environment(saved):

@@ -231,3 +231,75 @@ def test_prepare_on_workers_stops_at_a_damaged_source_and_writes_nothing(dask_sc
     assert "Traceback" not in result.stderr
     assert not output.exists()
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".prepare-")]
+
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# sbatch as dask-jobqueue calls it (sbatch SCRIPT, a file it removes at once): the job runs here, now
+jobs="$FAKE_SLURM/jobs"; mkdir -p "$jobs"
+id=$(( $(ls "$jobs" | grep -c '\\.sh$') + 100 ))
+cp "$1" "$jobs/$id.sh"
+setsid bash "$jobs/$id.sh" > "$jobs/$id.log" 2>&1 < /dev/null &
+echo $! > "$jobs/$id.pid"
+echo "Submitted batch job $id"
+"""
+FAKE_SCANCEL = """#!/usr/bin/env bash
+for id in "$@"; do
+  kill -- -"$(cat "$FAKE_SLURM/jobs/$id.pid")" 2>/dev/null
+  echo "$id" >> "$FAKE_SLURM/cancelled"
+done
+"""
+FAKE_SQUEUE = """#!/usr/bin/env bash
+for pid in "$FAKE_SLURM"/jobs/*.pid; do
+  kill -0 "$(cat "$pid")" 2>/dev/null && echo "$(basename "$pid" .pid) R"
+done
+"""
+
+
+@pytest.mark.slow
+def test_prepare_on_slurm_workers_through_a_fake_sbatch(tmp_path):
+    """--scheduler=slurm:1 end to end: dask-jobqueue writes its job script from Dask's
+    jobqueue configuration and hands it to `sbatch` (here a stand-in on PATH that runs
+    it on this machine); the worker it starts prepares the data set; on leaving, the job
+    is cancelled with `scancel` and no worker is left running."""
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("squeue", FAKE_SQUEUE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_SLURM=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2",
+               DASK_JOBQUEUE__SLURM__CORES="1", DASK_JOBQUEUE__SLURM__MEMORY="4GB",
+               DASK_JOBQUEUE__SLURM__WALLTIME="00:10:00",
+               DASK_JOBQUEUE__SLURM__SCHEDULER_OPTIONS="{'host': '127.0.0.1'}",
+               DASK_JOBQUEUE__SLURM__WORKER_EXTRA_ARGS="['--host', '127.0.0.1']")
+    result = subprocess.run([sys.executable, "-m", "biomodels.prepare", "--task=cellular", "--synthetic",
+                             "--num_examples=3", f"--output_dir={tmp_path / 'data'}", "--scheduler=slurm:1"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "data" / "dataset.json").exists()
+    script = (tmp_path / "jobs" / "100.sh").read_text()
+    assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH -t 00:10:00" in script
+    assert "distributed.cli.dask_worker tcp://127.0.0.1:" in script
+    assert (tmp_path / "cancelled").read_text().split() == ["100"]
+    pid = int((tmp_path / "jobs" / "100.pid").read_text())
+    assert not running_in_group(pid, seconds=20)
+
+
+def running_in_group(group, seconds):
+    """The live (not zombie) processes of process group `group` after up to `seconds`."""
+    import time
+
+    deadline = time.time() + seconds
+    while True:
+        alive = []
+        for entry in os.listdir("/proc"):
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                alive.append(int(entry))
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.5)
