@@ -17,7 +17,7 @@ heaviest dynamics, whatever the network finds), against one image of a single bl
 the worker's peak memory (its ru_maxrss) for each, and their ratio (target: at most
 1.5, memory bounded by the block, not the image).
 
-    python benchmarks/scale_out.py --model_dir=RUN [--images=8] [--size=512] [--parts=predict,prepare,blocks]
+    python benchmarks/scale_out.py --model_dir=RUN [--images=8] [--size=512] [--sources=64] [--parts=predict,prepare,blocks]
 
 On this 2-core machine TensorFlow already uses both cores in one process, so local:2
 is not expected to be faster here: the figure that matters is the overhead.
@@ -85,27 +85,27 @@ def overhead_per_task(scheduler, tasks=200):
     return on_cluster - (time.perf_counter() - start) / tasks
 
 
-def timed_rows(args, scratch, label, write, seconds):
+def timed_rows(count, scratch, label, write, seconds):
     """{configuration: (s/item, start-up s, s short, s long)} of a command on folders of
-    --images and twice as many items."""
+    `count` and twice as many items."""
     small, large = os.path.join(scratch, f"{label}-small"), os.path.join(scratch, f"{label}-large")
-    write(small, args.images)
-    write(large, 2 * args.images)
+    write(small, count)
+    write(large, 2 * count)
     rows = {}
     for scheduler in CONFIGURATIONS:
         name = scheduler or "in-process"
         short = seconds(small, os.path.join(scratch, f"{label}-{name}-s"), scheduler)
         long = seconds(large, os.path.join(scratch, f"{label}-{name}-l"), scheduler)
-        per_item = (long - short) / args.images
-        rows[name] = (per_item, short - args.images * per_item, short, long)
+        per_item = (long - short) / count
+        rows[name] = (per_item, short - count * per_item, short, long)
     return rows
 
 
-def print_rows(title, rows, args, unit):
+def print_rows(title, rows, count, unit):
     serial = rows["in-process"][0]
     print(title)
     print(f"{'configuration':<12} {'s/' + unit:>9} {'start-up s':>11} {unit + 's/s':>9} {'vs in-process':>14} "
-          f"{args.images:>4} {unit}s s {2 * args.images:>4} {unit}s s")
+          f"{count:>4} {unit}s s {2 * count:>4} {unit}s s")
     for name, (per_item, startup, short, long) in rows.items():
         print(f"{name:<12} {per_item:9.3f} {startup:11.1f} {1 / per_item:9.2f} {serial / per_item:13.2f}x "
               f"{short:14.1f} {long:14.1f}")
@@ -170,6 +170,7 @@ def main():
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--sources", type=int, default=64, help="prepare: sources in the shorter run")
     parser.add_argument("--parts", default="predict,prepare,blocks")
     parser.add_argument("--block_image", type=int, default=8192)
     parser.add_argument("--block", type=int, default=1024)
@@ -177,10 +178,10 @@ def main():
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as scratch:
         if "predict" in parts:
-            rows = timed_rows(args, scratch, "predict", lambda folder, n: write_images(folder, n, args.size),
+            rows = timed_rows(args.images, scratch, "predict", lambda folder, n: write_images(folder, n, args.size),
                               lambda images, out, scheduler: command_seconds(args.model_dir, images, out, scheduler))
             print_rows(f"cellular predict, {args.size}x{args.size} images, model {args.model_dir}, {os.cpu_count()} cores",
-                       rows, args, "image")
+                       rows, args.images, "image")
             overhead = overhead_per_task("local:2")
             serial_per_image = rows["in-process"][0]
             print(f"scheduling overhead per task on local:2: {overhead * 1000:.1f} ms, {overhead / serial_per_image:.1%} "
@@ -191,9 +192,17 @@ def main():
                   "machine's kind: " + ", ".join(f"N={n}: {(startup + 10_000 * (per_image + overhead) / n) / 3600:.2f} h"
                                                  for n in (1, 2, 4, 8, 16, 32)))
         if "prepare" in parts:
-            rows = timed_rows(args, scratch, "prepare", lambda folder, n: write_labelled(folder, n, 256), prepare_seconds)
-            print_rows(f"cellular prepare, 256x256 labelled images (one source each), {os.cpu_count()} cores", rows, args,
-                       "source")
+            rows = timed_rows(args.sources, scratch, "prepare", lambda folder, n: write_labelled(folder, n, 256),
+                              prepare_seconds)
+            print_rows(f"cellular prepare, 256x256 labelled images (the default data set's size, one source each), "
+                       f"{os.cpu_count()} cores", rows, args.sources, "source")
+            overhead = overhead_per_task("local:2")
+            per_source = rows["in-process"][0]
+            batch = -(-2 * args.sources // (4 * 2))  # prepare.source_batches on local:2, the longer run
+            print(f"scheduling overhead on local:2: {overhead * 1000:.1f} ms a task of {batch} sources, "
+                  f"{overhead / (batch * per_source):.1%} of its {batch * per_source:.3f} s (target <= 5 %: ratio "
+                  f"{0.05 / max(overhead / (batch * per_source), 1e-9):.1f}); a task per source would be "
+                  f"{overhead / per_source:.1%}")
         if "blocks" in parts:
             one_peak, one_seconds, _ = block_memory(args.model_dir, args.block, args.block, scratch)
             peak, seconds, cells = block_memory(args.model_dir, args.block_image, args.block, scratch)

@@ -8,9 +8,10 @@ split example by example (tracks), is stratified by class. Everything is written
 staging folder first and moved into place only when complete; staging folders that a
 killed prepare left behind are removed by the next one.
 
-With --scheduler (biomodels.cluster) each source is one task on a Dask cluster: the
-worker reads it and writes its own shards under hidden names in the staging folder, and
-returns the partial sums of its training examples' statistics; this process decides the
+With --scheduler (biomodels.cluster) each batch of sources (four per worker, or one
+source each when there are few) is one task on a Dask cluster: the worker reads them and
+writes their own shards under hidden names in the staging folder, and returns the
+partial sums of its training examples' statistics; this process decides the
 splits (seeded, as serially), renames the shards in the sources' order, adds the sums up
 and writes dataset.json last. A data set split example by example takes a second pass:
 each worker's held shard is written into the splits once every example's split is drawn.
@@ -22,6 +23,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -162,14 +164,14 @@ SPLIT_BY = {"example": "example, stratified", "assigned": "task's assignment", "
 def _write_shards(task, input_path, staging, *, seed, fractions, executor, show_progress):
     """Read every source under `input_path` and write its examples into the shards of
     their splits in `staging`, through `executor` (biomodels.cluster): in this process
-    all sources are one job; on a cluster each source is one, writing its own shards.
-    Returns the manifest."""
+    all sources are one job; on a cluster each batch of sources (`source_batches`) is
+    one, writing its own shards. Returns the manifest."""
     if executor.splits_work:  # workers elsewhere: absolute paths, and checked
         input_path = os.path.abspath(input_path)
         executor.check_workers([input_path, staging])
     sources = task.find_sources(input_path)
     split_by, split_of_group = _split_plan(task, sources, fractions, seed, input_path)
-    batches = [[source] for source in sources] if executor.splits_work else [sources]
+    batches = source_batches(sources, executor.workers) if executor.splits_work else [sources]
     job = shard_jobs.SourcesJob(task.name, task.config, staging, split_by=split_by, split_of_group=split_of_group,
                                 fractions=fractions, show_progress=show_progress and not executor.splits_work)
     read = map_in_order(executor, job, list(enumerate(batches)), "sources", show_progress)
@@ -195,6 +197,18 @@ def _write_shards(task, input_path, staging, *, seed, fractions, executor, show_
                     provenance=provenance, data_dir=staging, statistics=statistics)
 
 
+#: tasks per worker that prepare aims at: enough to balance the load, few enough that a
+#: task's scheduling (about 5 ms) stays a small share of reading its sources
+TASKS_PER_WORKER = 4
+
+
+def source_batches(sources, workers):
+    """The sources cut into consecutive batches, one task each: TASKS_PER_WORKER tasks per
+    worker, a source per task once there are few enough."""
+    size = max(1, math.ceil(len(sources) / (TASKS_PER_WORKER * workers)))
+    return [sources[start:start + size] for start in range(0, len(sources), size)]
+
+
 def _split_held_examples(task, read, feature_spec, *, fractions, seed, executor, show_progress):
     """The second pass of a data set split example by example: every example's split
     drawn over the whole data set (stratified, as serial prepare always drew it), then
@@ -203,8 +217,8 @@ def _split_held_examples(task, read, feature_spec, *, fractions, seed, executor,
     assignment = stratified_assignment(strata, fractions, seed)
     items, start = [], 0
     for index, result in enumerate(read):
-        items.append((index, shard_jobs.HeldExamples(result.held, assignment[start:start + len(result.strata)],
-                                          result.examples_per_source)))
+        splits = assignment[start:start + len(result.strata)]
+        items.append((index, shard_jobs.HeldExamples(result.held, splits, result.examples_per_source)))
         start += len(result.strata)
     job = shard_jobs.HeldExamplesJob(task.name, task.config, feature_spec)
     return map_in_order(executor, job, items, "splitting", show_progress)

@@ -283,3 +283,60 @@ def test_predict_on_an_ome_zarr_tomogram_writes_ome_zarr_equal_to_the_mrc_output
         np.testing.assert_allclose(np.stack(list(written)), expected, atol=1e-6)
     node = list(Reader(parse_url(str(tmp_path / "from_zarr" / "tomo_labels.zarr")))())[0]
     assert np.asarray(node.data[0]).dtype == np.int8 and np.asarray(node.data[0]).shape == (2, 40, 56)
+
+
+@pytest.mark.parametrize("suffix", [".mrc", ".zarr"])
+def test_one_tomogram_in_slabs_on_workers_writes_the_files_of_the_whole(trained_run, tmp_path, dask_scheduler, suffix):
+    """--block=2 on a five-slice tomogram: three slab tasks on the workers (statistics
+    from every slab first) write the labels and probabilities of the tomogram predicted
+    in one piece, MRC header statistics and voxel size included, or OME-Zarr."""
+    import mrcfile
+
+    from biomodels import tasks
+    from biomodels.cluster import InProcess
+    from biomodels.pipelines import ome_zarr
+    from biomodels.tasks.base import option_values
+    from biomodels.tasks.cryoet.slabs import predict_in_slabs
+
+    _, _, model_dir, _ = trained_run
+    volume = np.random.default_rng(8).normal(size=(5, 40, 56)).astype(np.float32)
+    path = tmp_path / "in" / f"tomo{suffix}"
+    if suffix == ".mrc":
+        readers.write_mrc(str(path), volume, voxel_size=(21.0, 21.0, 21.0))
+    else:
+        ome_zarr.write_image(str(path), volume, "zyx", (21.0, 21.0, 21.0))
+    options = ["--probabilities", "--tile=32", "--overlap=8"]
+    for out, extra in (("whole", []), ("slabs", ["--block=2", f"--scheduler={dask_scheduler}"])):
+        result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={path}",
+                         f"--output={tmp_path / out}", *options, *extra)
+        assert result.returncode == 0, result.stderr
+    names = sorted(os.listdir(tmp_path / "whole"))
+    assert sorted(os.listdir(tmp_path / "slabs")) == names and len(names) == 6
+    for name in names:
+        if suffix == ".mrc":
+            whole, slabs = (mrcfile.open(tmp_path / out / name) for out in ("whole", "slabs"))
+            np.testing.assert_allclose(slabs.data, whole.data, atol=1e-6)
+            for field in ("dmin", "dmax", "dmean", "rms"):
+                assert float(slabs.header[field]) == pytest.approx(float(whole.header[field]), rel=1e-6), field
+            assert slabs.voxel_size == whole.voxel_size
+            whole.close(), slabs.close()
+        else:
+            whole, slabs = (ome_zarr.ZarrSlices(str(tmp_path / out / name)) for out in ("whole", "slabs"))
+            np.testing.assert_allclose(np.stack(list(slabs)), np.stack(list(whole)), atol=1e-6)
+            assert slabs.voxel_size == whole.voxel_size == (21.0, 21.0, 21.0)
+    # the slabs are the tasks: three of them, each mapped once per pass
+    class Recording(InProcess):
+        def __init__(self):
+            self.items = []
+
+        def map(self, function, items):
+            items = list(items)
+            self.items += [item for _, item in items]
+            return super().map(function, items)
+
+    executor = Recording()
+    task = tasks.get("cryoet")
+    written = predict_in_slabs(executor, "cryoet", str(model_dir), str(path), str(tmp_path / "recorded"),
+                               option_values(task.predict_options, {"probabilities": True, "tile": 32, "overlap": 8,
+                                                                     "block": 2}))
+    assert executor.items == [(0, 2), (2, 4), (4, 5)] * 2 and len(written) == 6

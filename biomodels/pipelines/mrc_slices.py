@@ -69,25 +69,39 @@ class MrcSlices:
         return (self[z] for z in range(len(self)))
 
 
-class MrcSliceWriter:
-    """Write a (Z, Y, X) MRC of `dtype` slice by slice (`writer[z] = slice`) with the
-    voxel size, origin and start of `like`; the file appears at `path` only when
-    `close()` is reached without an error (use as a context manager)."""
+class SliceStatistics:
+    """The minimum, maximum, sum and sum of squares of the voxels written, which an MRC
+    header keeps; the parts written by several processes add up with `+`."""
 
-    def __init__(self, path, shape, dtype, like):
-        self.path, self.shape, self.dtype, self.like = path, tuple(shape), np.dtype(dtype), like
-        self._atomic = atomic_path(path)
-        self._tmp = self._atomic.__enter__()
+    def __init__(self, low=np.inf, high=-np.inf, total=0.0, squares=0.0):
+        self.low, self.high, self.total, self.squares = low, high, total, squares
+
+    def add(self, image):
+        values = np.asarray(image, np.float64)
+        self.low, self.high = min(self.low, values.min()), max(self.high, values.max())
+        self.total += values.sum()
+        self.squares += np.square(values).sum()
+
+    def __add__(self, other):
+        return SliceStatistics(min(self.low, other.low), max(self.high, other.high), self.total + other.total,
+                               self.squares + other.squares)
+
+
+class MrcSliceFile:
+    """Slices written into the data of an MRC file whose header is written already (one
+    that an MrcSliceWriter is making), from this process or another: `file[z] = slice`;
+    `statistics` are those of the slices written through it."""
+
+    def __init__(self, path, shape, dtype):
         import mrcfile
 
-        mode = mrcfile.utils.mode_from_dtype(self.dtype)
-        with mrcfile.new_mmap(self._tmp, shape=self.shape, mrc_mode=mode, overwrite=True) as mrc:
-            mrc.voxel_size = tuple(like.voxel_size)
-            mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = like.origin
-            mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = (int(value) for value in like.start)
-            self._offset = _HEADER_BYTES + int(mrc.header.nsymbt)
-        self._handle = open(self._tmp, "r+b")
-        self._low, self._high, self._sum, self._squares = np.inf, -np.inf, 0.0, 0.0
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+                self._offset = _HEADER_BYTES + int(mrc.header.nsymbt)
+        self._handle = open(path, "r+b")
+        self.statistics = SliceStatistics()
 
     def __setitem__(self, z, image):
         image = np.ascontiguousarray(image, self.dtype)
@@ -95,29 +109,58 @@ class MrcSliceWriter:
             raise ValueError(f"slice of shape {image.shape} for a volume of {self.shape}")
         self._handle.seek(self._offset + z * image.nbytes)
         self._handle.write(image.tobytes())
-        values = image.astype(np.float64)
-        self._low, self._high = min(self._low, values.min()), max(self._high, values.max())
-        self._sum += values.sum()
-        self._squares += np.square(values).sum()
+        self.statistics.add(image)
+
+    def close(self):
+        self._handle.close()
+
+
+class MrcSliceWriter:
+    """Write a (Z, Y, X) MRC of `dtype` slice by slice (`writer[z] = slice`) with the
+    voxel size, origin and start of `like`; the file appears at `path` only when
+    `close()` is reached without an error (use as a context manager). Other processes
+    may write slices too, through an MrcSliceFile of `temporary_path`, handing their
+    `statistics` to `add_statistics` before the writer closes."""
+
+    def __init__(self, path, shape, dtype, like):
+        self.path, self.shape, self.dtype, self.like = path, tuple(shape), np.dtype(dtype), like
+        self._atomic = atomic_path(path)
+        self.temporary_path = self._atomic.__enter__()
+        import mrcfile
+
+        mode = mrcfile.utils.mode_from_dtype(self.dtype)
+        with mrcfile.new_mmap(self.temporary_path, shape=self.shape, mrc_mode=mode, overwrite=True) as mrc:
+            mrc.voxel_size = tuple(like.voxel_size)
+            mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = like.origin
+            mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = (int(value) for value in like.start)
+        self._file = MrcSliceFile(self.temporary_path, self.shape, self.dtype)
+        self._elsewhere = SliceStatistics()
+
+    def __setitem__(self, z, image):
+        self._file[z] = image
+
+    def add_statistics(self, statistics):
+        """Count the slices another process wrote (their MrcSliceFile's statistics)."""
+        self._elsewhere = self._elsewhere + statistics
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, error, traceback):
-        self._handle.close()
+        self._file.close()
         if error is None:
-            self._write_statistics()
+            self._write_statistics(self._file.statistics + self._elsewhere)
         return self._atomic.__exit__(kind, error, traceback)
 
-    def _write_statistics(self):
+    def _write_statistics(self, statistics):
         """The header's minimum, maximum, mean and RMS deviation, as mrcfile sets them."""
         import mrcfile
 
         count = max(1, int(np.prod(self.shape)))
-        mean = self._sum / count
+        mean = statistics.total / count
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with mrcfile.mmap(self._tmp, mode="r+") as mrc:  # maps the data without touching it
-                mrc.header.dmin, mrc.header.dmax = self._low, self._high
+            with mrcfile.mmap(self.temporary_path, mode="r+") as mrc:  # maps the data without touching it
+                mrc.header.dmin, mrc.header.dmax = statistics.low, statistics.high
                 mrc.header.dmean = mean
-                mrc.header.rms = np.sqrt(max(self._squares / count - mean * mean, 0.0))
+                mrc.header.rms = np.sqrt(max(statistics.squares / count - mean * mean, 0.0))

@@ -189,11 +189,33 @@ def read_volume(path):
                   slices.voxel_size, slices.origin, slices.start)
 
 
+class ZarrSliceFile:
+    """Slices written into level 0 of an image a ZarrSliceWriter is making, from this
+    process or another (each slice its own chunks): `file[z] = slice`."""
+
+    #: what the slices' values add to the image's metadata: nothing (OME-Zarr keeps no statistics)
+    statistics = None
+
+    def __init__(self, path, shape, dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self._array = import_zarr().open_array(path, mode="r+")
+
+    def __setitem__(self, z, image):
+        image = np.ascontiguousarray(image, self.dtype)
+        if image.shape != self.shape[1:]:
+            raise ValueError(f"slice of shape {image.shape} for a volume of {self.shape}")
+        self._array[z] = image
+
+    def close(self):
+        pass
+
+
 class ZarrSliceWriter:
     """Write a (Z, Y, X) OME-Zarr image of `dtype` slice by slice (`writer[z] = slice`)
     with the voxel size and origin of `like`, as MrcSliceWriter writes an MRC; the
     store appears at `path` with its smaller levels only when the block ends without an
-    error (use as a context manager)."""
+    error (use as a context manager). Other processes may write slices through a
+    ZarrSliceFile of `temporary_path` (level 0)."""
 
     def __init__(self, path, shape, dtype, like, version="0.4"):
         self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
@@ -202,6 +224,7 @@ class ZarrSliceWriter:
         chunks = (1, min(self.shape[1], 512), min(self.shape[2], 512))
         self._axes = "zyx"
         self._group, self._levels = new_image(self._tmp, version, self.shape, chunks, self.dtype)
+        self.temporary_path = os.path.join(self._tmp, "0")
         self._voxel = tuple(like.voxel_size)[::-1]  # z, y, x
         self._origin = tuple(like.origin)[::-1]
         self._version = version
@@ -211,6 +234,9 @@ class ZarrSliceWriter:
         if image.shape != self.shape[1:]:
             raise ValueError(f"slice of shape {image.shape} for a volume of {self.shape}")
         self._levels[0][z] = image
+
+    def add_statistics(self, statistics):
+        """Nothing to count: OME-Zarr keeps no statistics of its values."""
 
     def __enter__(self):
         return self

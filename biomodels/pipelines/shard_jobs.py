@@ -18,7 +18,8 @@ class JobResult:
     """What one prepare job wrote and found: its shards' temporary paths and example
     counts per split, the partial sums of the training examples it wrote, and for the
     first pass its sources' records, the examples' feature spec, and (when the data set
-    is split example by example) its held shard with each example's stratum."""
+    is split example by example) its held shard with each example's stratum and each
+    source's count of examples; for the second pass, each source's examples per split."""
 
     shards: dict = dataclasses.field(default_factory=dict)
     counts: dict = dataclasses.field(default_factory=dict)

@@ -41,6 +41,9 @@ class CryoETTask(Task):
     predict_options = (
         Option("probabilities", "bool", False, "Also write one probability MRC per feature class."),
         *tiling_options("the whole slice up to 1.5 million pixels, else the fewest even tiles of at most that"),
+        Option("block", "integer", None, "Spread each tomogram over the workers (--scheduler) in slabs of this many "
+                                         "Z slices, each a task; the files are those of the tomogram whole.",
+               lower_bound=1),
     )
 
     data, serving = data, serving
@@ -108,6 +111,14 @@ class CryoETTask(Task):
         }
 
     # -- results --------------------------------------------------------------
+    def predicts_in_blocks(self, options):
+        return options.get("block") is not None
+
+    def predict_in_blocks(self, executor, model, input_path, output_dir, options):
+        from biomodels.tasks.cryoet.slabs import predict_in_slabs
+
+        return predict_in_slabs(executor, self.name, model, input_path, output_dir, options)
+
     def evaluation_part(self, model, dataset, split, portion):
         return scores.confusion_part(model, dataset)
 

@@ -132,19 +132,30 @@ def standardise(density, mean, std):
 
 def tomogram_moments(slices):
     """(mean, standard deviation, count of NaN or Inf voxels) of a tomogram given slice
-    by slice. The sums are float64, one slice at a time (no float64 copy of the volume):
-    a few voxels near float32's limit (±3e38, as damaged files hold) overflow a float32
-    sum to infinity and turn every voxel into NaN."""
-    total = squares = 0.0
-    count = not_finite = 0
+    by slice."""
+    return moments_from_sums(voxel_sums(slices))
+
+
+def voxel_sums(slices):
+    """The count, sum, sum of squares and NaN or Inf count of the voxels of some slices
+    (partial sums: a tomogram's slabs add up). The sums are float64, one slice at a time
+    (no float64 copy of the volume): a few voxels near float32's limit (±3e38, as damaged
+    files hold) overflow a float32 sum to infinity and turn every voxel into NaN."""
+    sums = {"count": 0, "total": 0.0, "squares": 0.0, "not_finite": 0}
     for image in slices:
         image = np.asarray(image, np.float64)
-        not_finite += int(image.size - np.count_nonzero(np.isfinite(image)))
-        total += float(image.sum())
-        squares += float(np.square(image).sum())
-        count += image.size
-    mean = total / max(1, count)
-    return mean, float(np.sqrt(max(squares / max(1, count) - mean * mean, 0.0))), not_finite
+        sums["not_finite"] += int(image.size - np.count_nonzero(np.isfinite(image)))
+        sums["total"] += float(image.sum())
+        sums["squares"] += float(np.square(image).sum())
+        sums["count"] += image.size
+    return sums
+
+
+def moments_from_sums(sums):
+    """(mean, standard deviation, count of NaN or Inf voxels) from `voxel_sums`."""
+    count = max(1, sums["count"])
+    mean = sums["total"] / count
+    return mean, float(np.sqrt(max(sums["squares"] / count - mean * mean, 0.0))), sums["not_finite"]
 
 
 def _as_slices(path):

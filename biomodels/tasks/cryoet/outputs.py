@@ -23,10 +23,7 @@ def predict_tomograms(predictor, input_path, output_dir, options):
     OME-NGFF version) with its voxel size and origin, each slice as it is computed:
     memory holds a few slices (a row of chunks), not the tomogram nor its probabilities."""
     import contextlib
-    import functools
 
-    from biomodels.pipelines.mrc_slices import MrcSliceWriter
-    from biomodels.pipelines.ome_zarr import ZarrSlices, ZarrSliceWriter
     from biomodels.report import progress_bar
 
     paths = predict_inputs(input_path)
@@ -35,26 +32,51 @@ def predict_tomograms(predictor, input_path, output_dir, options):
     for path in paths:
         tomogram = open_slices(path)
         mean, std = inference.tomogram_statistics(tomogram, path)
-        name, suffix = split_name(path)
-        stem = os.path.join(output_dir, name)
-        writer = MrcSliceWriter
-        if isinstance(tomogram, ZarrSlices):
-            writer = functools.partial(ZarrSliceWriter, version=tomogram.image.version)
-        # 8-bit labels (MRC mode 0): labels 0..5 read the same whether a tool takes them as signed or not
-        kinds = {f"{stem}_labels{suffix}": np.int8}
-        if options["probabilities"]:
-            kinds.update({f"{stem}_{CLASS_NAMES[index]}{suffix}": np.float32 for index in FEATURE_CLASSES})
+        kinds = output_kinds(path, output_dir, options)
         bar = progress_bar(len(tomogram), f"{os.path.basename(path)} slices")
         with contextlib.ExitStack() as files:
-            writers = [files.enter_context(writer(out, tomogram.shape, dtype, tomogram)) for out, dtype in kinds.items()]
-            for z in range(len(tomogram)):
-                probabilities = inference.slice_probabilities(predictor, standardise(tomogram[z], mean, std), options)
-                writers[0][z] = np.argmax(probabilities, axis=-1).astype(np.int8)
-                for writer, index in zip(writers[1:], FEATURE_CLASSES):
-                    writer[z] = probabilities[..., index]
-                bar.update(z + 1)
+            writers = [files.enter_context(slice_writer(tomogram)(out, tomogram.shape, dtype, tomogram))
+                       for out, dtype in kinds.items()]
+            predict_slices(predictor, tomogram, (mean, std), writers, range(len(tomogram)), options, bar)
         written += list(kinds)
     return written
+
+
+def output_kinds(path, output_dir, options):
+    """{output path: dtype} of a tomogram: NAME_labels and, with options["probabilities"],
+    NAME_<class> per feature class, in the input's format (.mrc or .zarr)."""
+    name, suffix = split_name(path)
+    stem = os.path.join(output_dir, name)
+    # 8-bit labels (MRC mode 0): labels 0..5 read the same whether a tool takes them as signed or not
+    kinds = {f"{stem}_labels{suffix}": np.int8}
+    if options["probabilities"]:
+        kinds.update({f"{stem}_{CLASS_NAMES[index]}{suffix}": np.float32 for index in FEATURE_CLASSES})
+    return kinds
+
+
+def slice_writer(tomogram):
+    """The writer class of a tomogram's outputs, in its format: MrcSliceWriter, or a
+    ZarrSliceWriter of its OME-NGFF version."""
+    import functools
+
+    from biomodels.pipelines.mrc_slices import MrcSliceWriter
+    from biomodels.pipelines.ome_zarr import ZarrSlices, ZarrSliceWriter
+
+    if isinstance(tomogram, ZarrSlices):
+        return functools.partial(ZarrSliceWriter, version=tomogram.image.version)
+    return MrcSliceWriter
+
+
+def predict_slices(predictor, tomogram, moments, files, depths, options, bar=None):
+    """Label the slices `depths` of `tomogram`, standardised with its (mean, deviation),
+    into `files` (the labels', then each feature class's probabilities)."""
+    for done, z in enumerate(depths, start=1):
+        probabilities = inference.slice_probabilities(predictor, standardise(tomogram[z], *moments), options)
+        files[0][z] = np.argmax(probabilities, axis=-1).astype(np.int8)
+        for file, index in zip(files[1:], FEATURE_CLASSES):
+            file[z] = probabilities[..., index]
+        if bar:
+            bar.update(done)
 
 
 def summary_images(model, inputs, targets):
