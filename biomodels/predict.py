@@ -68,12 +68,12 @@ def predict_with(executor, task, model, input_path, output_dir, options):
     `task.predict_inputs(input_path)` as one task, after checking that its workers see
     the paths; in this process the whole input is one task, as predict always ran. The
     first input that fails stops the rest; the files of those done are whole and kept."""
-    from biomodels.predictors import is_server_address, process_predictor
+    from biomodels.predictors import process_predictor
     from biomodels.report import progress_bar
 
     inputs = [input_path]
     if executor.splits_work:  # workers elsewhere: absolute paths, and checked
-        local_model = not is_server_address(model)
+        local_model = os.path.exists(model)  # not a server's address, nor a model known by name
         model = os.path.abspath(model) if local_model else model
         input_path, output_dir = os.path.abspath(input_path), os.path.abspath(output_dir)
         inputs = task.predict_inputs(input_path)

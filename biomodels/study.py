@@ -12,6 +12,8 @@ from biomodels import config as config_lib
 from biomodels.errors import ConfigError, InputError
 
 SERVER_PREFIXES = ("http://", "https://", "grpc://")
+#: published models by name: their prefix and the task that serves them
+NAMED_MODELS = {"cellpose:": "cellular"}
 
 
 def load(source, task=None):
@@ -20,7 +22,9 @@ def load(source, task=None):
     Args:
         source: a training run's directory (biomodels.train's model_dir), an exported
             SavedModel directory, a TF Serving address (http://host:8501/v1/models/NAME
-            or grpc://host:8500), or for cellular a Cellpose CPnet checkpoint file.
+            or grpc://host:8500), or for cellular a Cellpose CPnet checkpoint file or a
+            model Cellpose publishes, by name ("cellpose:cyto3"; from Cellpose's model
+            cache, downloaded there once if it is missing).
         task: the task's name, needed only for a server whose address does not name
             a task (gRPC, or a model served under another name).
 
@@ -40,6 +44,10 @@ def load(source, task=None):
     from biomodels.predictors import RunPredictor, SavedModelPredictor, open_predictor
 
     source = os.fspath(source)
+    for prefix, name in NAMED_MODELS.items():
+        if source.startswith(prefix):
+            task = tasks.get(task or name)
+            return task.model_class(task, task.open_named_model(source))
     if source.startswith(SERVER_PREFIXES):
         task = tasks.get(task or _served_model_name(source))
         return task.model_class(task, open_predictor(task, source))

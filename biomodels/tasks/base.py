@@ -223,6 +223,11 @@ class Task(abc.ABC):
 
         require_exists(path)
 
+    def open_named_model(self, source):
+        """The Predictor of a published model the task knows by name (cellular:
+        "cellpose:cyto3"), None when `source` names none."""
+        return None
+
     def initial_model(self, path):
         """A model holding the weights of `path` for --init_from when it is in a format
         of the study's own (a PyTorch checkpoint, say); None: a model_dir or .keras file."""

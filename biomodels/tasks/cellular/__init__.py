@@ -21,7 +21,7 @@ predict, TensorBoard images).
 
 from biomodels.tasks.base import Option, Task, tiling_options
 from biomodels import config as config_lib
-from biomodels.tasks.cellular import checkpoints, data, inference, outputs, serving
+from biomodels.tasks.cellular import checkpoints, data, inference, outputs, pretrained, serving
 from biomodels.tasks.cellular import config as config_module
 from biomodels.tasks.cellular import metrics as scores
 from biomodels.tasks.cellular.config import TILE_SIZE, CellularConfig
@@ -100,15 +100,23 @@ class CellularTask(Task):
         return CellposeNet(nchan=len(config.channels), nbase=config.nbase, diam_mean=config.diameter_mean)
 
     def check_initial_weights(self, path):
+        path = pretrained.checkpoint_path(path) if pretrained.is_named(path) else path
         super().check_initial_weights(path)
         if checkpoints.is_cellpose_checkpoint(path):
             checkpoints.fitting_state(path, self.config)
 
     def initial_model(self, path):
-        """A Cellpose PyTorch checkpoint (not a run or .keras file) as a Keras model, for --init_from."""
+        """A Cellpose PyTorch checkpoint (not a run or .keras file), or a Cellpose model by
+        name (cellpose:cyto3), as a Keras model, for --init_from."""
+        path = pretrained.checkpoint_path(path) if pretrained.is_named(path) else path
         if not checkpoints.is_cellpose_checkpoint(path):
             return None
         return checkpoints.model_from_checkpoint(path, self.config)
+
+    def open_named_model(self, source):
+        if not pretrained.is_named(source):
+            return None
+        return inference.cpnet_predictor(self, pretrained.converted_model(source), source)
 
     def compile_arguments(self, steps_per_epoch):
         import keras

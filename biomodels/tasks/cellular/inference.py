@@ -158,6 +158,16 @@ def parse_channels(text, default):
     return channels
 
 
+def cpnet_predictor(task, model, source):
+    """The Predictor of a CellposeNet converted from a Cellpose checkpoint: its widths,
+    channels and diameter are the checkpoint's, the rest the paper preset."""
+    from biomodels.predictors import KerasPredictor
+
+    config = dataclasses.replace(task.presets()["paper"], nbase=tuple(model.nbase), channels=(0, 1)[:model.nchan],
+                                 diameter_mean=model.diam_mean)  # Cellpose's CPnets take two channels
+    return KerasPredictor(task, model, config, source=source)
+
+
 class CellularModel(StudyModel):
     """A cellular model: Cellpose's flow network, cells segmented as Cellpose's `eval` does.
 
@@ -181,12 +191,8 @@ class CellularModel(StudyModel):
         1.x-3.x), converted to Keras in memory; its widths, channels and diameter are
         read from the checkpoint, the rest is the paper preset."""
         from biomodels.pipelines.torch_checkpoint import read_cellpose_net
-        from biomodels.predictors import KerasPredictor
 
-        model = read_cellpose_net(path)  # Cellpose's CPnets take two channels
-        config = dataclasses.replace(task.presets()["paper"], nbase=tuple(model.nbase),
-                                     channels=(0, 1)[:model.nchan], diameter_mean=model.diam_mean)
-        return cls(task, KerasPredictor(task, model, config, source=path))
+        return cls(task, cpnet_predictor(task, read_cellpose_net(path), path))
 
     def predict(self, image, **options):
         chosen = resolve_settings(self.predictor, self.config, self.options(options))
