@@ -157,7 +157,7 @@ def block_memory(model_dir, side, block, scratch):
     with cluster.executor("local:1") as executor:
         start = time.perf_counter()
         written = blocks.segment_in_blocks(executor, "cellular", model_dir, path, os.path.join(scratch, f"out_{side}"),
-                                           settings, block)
+                                           settings=settings, block=block)
         seconds = time.perf_counter() - start
         [peak] = executor.client.run(peak_memory_mib).values()
     labels = ome_zarr.Image(written).array

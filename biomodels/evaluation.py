@@ -18,7 +18,7 @@ from biomodels.pipelines import dataset as dataset_lib
 from biomodels.pipelines import manifest as manifest_lib
 from biomodels.pipelines import partial_sums
 
-#: the trained models this process has opened, by run directory (a worker opens each once)
+#: the trained models this process has opened, by run directory and file times (a worker opens each once)
 _MODELS = {}
 
 
@@ -83,7 +83,11 @@ class EvaluateJob:
         task = tasks.get(self.task_name)
         task = task.bind(self.config, manifest=manifest_lib.read(self.data_dir, task),
                          calibration=config_lib.read_calibration(task, self.model_dir))
-        if self.model_dir not in _MODELS:
-            _MODELS[self.model_dir] = load_trained_model(self.model_dir)
+        # keyed on the model files' times too: a run trained further is opened again
+        key = (self.model_dir, *(os.stat(os.path.join(self.model_dir, name)).st_mtime_ns
+                                 for name in ("best.keras", "last.keras")
+                                 if os.path.isfile(os.path.join(self.model_dir, name))))
+        if key not in _MODELS:
+            _MODELS[key] = load_trained_model(self.model_dir)
         data = dataset_lib.evaluation_dataset(task, self.split, portion=portion)
-        return task.evaluation_part(_MODELS[self.model_dir], data, self.split, portion)
+        return task.evaluation_part(_MODELS[key], data, self.split, portion)

@@ -94,7 +94,7 @@ def test_cells_straddling_the_seams_are_found_whole_as_in_the_whole_image(tmp_pa
         int(v) for s in seams for v in np.unique(np.concatenate([truth[s % 200], truth[:, s]])) if v}
     assert len(straddling) >= 10  # the test means something
     written = blocks.segment_in_blocks(InProcess(), "cellular", "stand-in", str(tmp_path / "large.tif"),
-                                       str(tmp_path / "out"), stand_in, block=64)
+                                       str(tmp_path / "out"), settings=stand_in, block=64)
     found = np.asarray(ome_zarr.Image(written).array)
     assert written.endswith("large_cp_masks.zarr") and found.shape == truth.shape
     raw = data.cell_channels(image, (0,))

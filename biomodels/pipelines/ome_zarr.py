@@ -243,8 +243,8 @@ class ZarrSliceWriter:
 
     def __exit__(self, kind, error, traceback):
         if error is None:
-            finish_image(self._group, self._levels, self._axes, self._voxel, self._origin, self._version,
-                          os.path.basename(self.path))
+            finish_image(self._group, self._levels, self._axes, voxel_size=self._voxel, origin=self._origin,
+                         version=self._version, name=os.path.basename(self.path))
         return self._store.__exit__(kind, error, traceback)
 
 
@@ -256,8 +256,8 @@ def write_image(path, data, axes, voxel_size, origin=None, version="0.4"):
     with AtomicStore(path) as tmp:
         group, levels = new_image(tmp, version, data.shape, chunks, data.dtype)
         levels[0][...] = data
-        finish_image(group, levels, axes, tuple(voxel_size), tuple(origin or [0.0] * len(axes)), version,
-                      os.path.basename(path))
+        finish_image(group, levels, axes, voxel_size=tuple(voxel_size), origin=tuple(origin or [0.0] * len(axes)),
+                     version=version, name=os.path.basename(path))
     return path
 
 
@@ -273,7 +273,7 @@ def new_image(path, version, shape, chunks, dtype):
     return group, [level]
 
 
-def finish_image(group, levels, axes, voxel_size, origin, version, name):
+def finish_image(group, levels, axes, *, voxel_size, origin, version, name):
     """Add the halved levels (every other voxel along the space axes) and the multiscale
     metadata to a written level 0."""
     space = [axis in "zyx" for axis in axes]

@@ -22,11 +22,6 @@ __all__ = ["Predictor", "Signature", "TensorInfo", "KerasPredictor", "RunPredict
            "RestPredictor", "GrpcPredictor", "open_predictor", "is_saved_model"]
 
 
-def is_server_address(model):
-    """Whether --model names a TF Serving server rather than a folder."""
-    return str(model).startswith(("http://", "https://", "grpc://"))
-
-
 #: {(task name, model): Predictor} opened in this process
 _OPENED = {}
 

@@ -159,7 +159,8 @@ class CellularTask(Task):
         predictor = process_predictor(self, model)
         settings = inference.resolve_settings(predictor, config_lib.model_config(self, predictor),
                                               {**options, "masks_in": options["masks_in"] or "python"})
-        return [blocks.segment_in_blocks(executor, self.name, model, path, output_dir, settings, options["block"])
+        return [blocks.segment_in_blocks(executor, self.name, model, path, output_dir, settings=settings,
+                                         block=options["block"])
                 for path in data.predict_inputs(input_path)]
 
     def predict_files(self, predictor, input_path, output_dir, options):

@@ -105,7 +105,7 @@ class SegmentJob:
     scratch array; returns (labels in the core, {pair index: labels in that shared
     region})."""
 
-    def __init__(self, task_name, model, path, settings, bounds, scratch, pairs):
+    def __init__(self, task_name, model, path, *, settings, bounds, scratch, pairs):
         self.task_name, self.model, self.path, self.settings = task_name, model, path, settings
         self.bounds, self.scratch, self.pairs = bounds, scratch, pairs
 
@@ -183,7 +183,7 @@ def same_cells(labels_a, labels_b):
     return found
 
 
-def segment_in_blocks(executor, task_name, model, path, output_dir, settings, block):
+def segment_in_blocks(executor, task_name, model, path, output_dir, *, settings, block):
     """Segment the image at `path` in blocks of `block` pixels through `executor`;
     returns the OME-Zarr label image written (NAME_cp_masks.zarr in `output_dir`, the
     image's pixel size and OME-NGFF version kept, 0.4 for TIFF and PNG inputs)."""
@@ -210,12 +210,13 @@ def segment_in_blocks(executor, task_name, model, path, output_dir, settings, bl
             zarr.create_array(scratch, shape=image.shape, chunks=(chunk, chunk), dtype=np.uint32, fill_value=0,
                               zarr_format=2)
             group, levels = ome_zarr.new_image(tmp, version, image.shape, (chunk, chunk), np.uint32)
-            lookups = _segment_and_stitch(executor, SegmentJob(task_name, model, path, settings, bounds, scratch,
-                                                               shared_regions(blocks)), blocks)
+            lookups = _segment_and_stitch(executor, SegmentJob(task_name, model, path, settings=settings, bounds=bounds,
+                                                               scratch=scratch, pairs=shared_regions(blocks)), blocks)
             map_in_order(executor, RelabelJob(scratch, os.path.join(tmp, "0")), list(zip(blocks, lookups)),
                          "blocks (numbering)")
             pixel = image.pixel_size[::-1] if image.pixel_size else (1.0, 1.0)
-            ome_zarr.finish_image(group, levels, "yx", pixel, (0.0, 0.0), version, os.path.basename(output))
+            ome_zarr.finish_image(group, levels, "yx", voxel_size=pixel, origin=(0.0, 0.0), version=version,
+                                  name=os.path.basename(output))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return output

@@ -37,7 +37,7 @@ def predict_tomograms(predictor, input_path, output_dir, options):
         with contextlib.ExitStack() as files:
             writers = [files.enter_context(slice_writer(tomogram)(out, tomogram.shape, dtype, tomogram))
                        for out, dtype in kinds.items()]
-            predict_slices(predictor, tomogram, (mean, std), writers, range(len(tomogram)), options, bar)
+            predict_slices(predictor, tomogram, (mean, std), writers, range(len(tomogram)), options=options, bar=bar)
         written += list(kinds)
     return written
 
@@ -67,7 +67,7 @@ def slice_writer(tomogram):
     return MrcSliceWriter
 
 
-def predict_slices(predictor, tomogram, moments, files, depths, options, bar=None):
+def predict_slices(predictor, tomogram, moments, files, depths, *, options, bar=None):
     """Label the slices `depths` of `tomogram`, standardised with its (mean, deviation),
     into `files` (the labels', then each feature class's probabilities)."""
     for done, z in enumerate(depths, start=1):

@@ -43,7 +43,7 @@ class SlabJob:
         kind = ZarrSliceFile if is_ome_zarr(self.path) else MrcSliceFile
         files = [kind(path, tomogram.shape, dtype) for path, dtype in self.files]
         try:
-            outputs.predict_slices(predictor, tomogram, self.moments, files, range(*slab), self.options)
+            outputs.predict_slices(predictor, tomogram, self.moments, files, range(*slab), options=self.options)
         finally:
             for file in files:
                 file.close()
