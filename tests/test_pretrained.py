@@ -133,3 +133,70 @@ def test_a_cache_laid_out_as_cellposes_needs_no_server(cellpose_files, tmp_path,
                     "--init_from=cellpose:cyto3", "--set=nbase=8,16,32,64")
     assert wrong.returncode == 2 and "widths [4, 8, 16, 32]" in wrong.stderr and "Traceback" not in wrong.stderr
     assert not (tmp_path / "run").exists()
+
+
+def disc_image(shape, radius, spacing, seed):
+    """Bright discs of `radius` on a jittered grid, on a dim noisy background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    image = rng.normal(200, 20, shape)
+    for y in range(radius + 2, shape[0] - radius, spacing):
+        for x in range(radius + 2, shape[1] - radius, spacing):
+            cy, cx = y + rng.integers(-2, 3), x + rng.integers(-2, 3)
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] += 2000
+    return image.astype(np.float32)
+
+
+def test_size_estimation_follows_cellposes_size_model(tmp_path, monkeypatch):
+    """The same CPnet and size model (both written by Cellpose 3.1.1.2, random weights) on
+    discs at three scales and on an image of several tiles: the diameter from the style
+    alone equals Cellpose's SizeModel.eval's to 1e-4 (Cellpose's tiles and padding); the
+    refined one is within 2 % (with random weights neither finds cells, so both fall back
+    to the size model's diam_mean: this part checks the fallback only). --diameter=0 on
+    the command line with cellpose:cyto3 reports each image's estimate."""
+    import json
+
+    import biomodels
+    from biomodels.tasks.cellular import data, sizes
+    from biomodels.tasks.cellular.inference import estimate_diameter, resolve_settings
+    from biomodels.tasks.base import option_values
+
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    run_reference_script("cpnet_outputs.py", folder, "2,32,64,128,256", 32, 7)  # Cellpose's widths: its models load only those
+    images = {"small": disc_image((160, 150), 5, 16, 0), "medium": disc_image((160, 150), 10, 26, 1),
+              "large": disc_image((170, 160), 18, 44, 2), "tiled": disc_image((300, 260), 10, 26, 3)}
+    for name, image in images.items():
+        np.save(folder / f"image_{name}.npy", image)
+    expected = json.loads(run_reference_script("size_estimate.py", folder, 5).strip().splitlines()[-1])
+    size_model = sizes.read_size_model(str(folder / "size_cpnet.npy"))
+    model = biomodels.load(str(folder / "cpnet.pth"))
+    task = model.task
+    settings = resolve_settings(model.predictor, model.config, option_values(task.predict_options, {}))
+    settings = type(settings)(**{**settings.__dict__, "gray": True, "size_model": size_model})
+    network = lambda tiles: model.predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))  # noqa: E731
+    for name, image in images.items():
+        normalised = data.normalise(data.cell_channels(image, (0, 1), gray=True))
+        diameter, by_style = estimate_diameter(network, normalised, settings)
+        cellpose_diameter, cellpose_by_style = expected[name]
+        assert by_style == pytest.approx(cellpose_by_style, rel=1e-4), name
+        assert diameter == pytest.approx(cellpose_diameter, rel=0.02), name
+    # the command line, the model by name with its size model in Cellpose's cache
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(folder / "cpnet.pth", cache / "cyto3")
+    shutil.copy(folder / "size_cpnet.npy", cache / "size_cyto3.npy")
+    tifffile.imwrite(tmp_path / "discs.tif", images["medium"].astype(np.uint16))
+    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(cache))
+    monkeypatch.setenv("BIOMODELS_CELLPOSE_MODELS_URL", "http://127.0.0.1:9/models")
+    result = run_cli("biomodels.predict", "--task=cellular", "--model=cellpose:cyto3", f"--input={tmp_path / 'discs.tif'}",
+                     f"--output={tmp_path / 'out'}", "--diameter=0")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("discs.tif: cell diameter"))
+    assert float(line.split()[3]) == pytest.approx(expected["medium"][0], rel=0.02) and "(estimated)" in line
+    with pytest.raises(ConfigError, match="has none"):
+        model.predict(images["small"], diameter=0)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros(3))
+    with pytest.raises(InputError, match="not a Cellpose size model"):
+        sizes.read_size_model(str(bad))

@@ -51,7 +51,9 @@ class CellularTask(Task):
     serving_batching = {"max_batch_size": 8, "batch_timeout_micros": 2000, "max_enqueued_batches": 32, "num_batch_threads": 2}
     predict_options = (
         Option("diameter", "float", None, "Mean cell diameter in pixels; images are rescaled so cells match the "
-                                          "network's (default: the training cells' mean).", lower_bound=1.0),
+                                          "network's (default: the training cells' mean; 0: estimated for each image "
+                                          "with the model's size model, as Cellpose's --diameter 0).",
+               lower_bound=0.0),
         Option("channels", "string", None, "Cytoplasm and nucleus channel indices from 0, such as 0,1 or 0 "
                                            "(default: the training channels)."),
         *MASK_OPTIONS,

@@ -13,7 +13,7 @@ from biomodels.errors import ConfigError, InputError
 from biomodels.ops.cellpose_parts import map_part
 from biomodels.study_model import StudyModel, is_path
 from biomodels.tasks.base import comma_numbers
-from biomodels.tasks.cellular import data
+from biomodels.tasks.cellular import data, pretrained
 from biomodels.tasks.cellular.config import IMAGE_BORDER, TILE_SIZE
 
 
@@ -50,25 +50,36 @@ class Settings:
     tile: int
     overlap: int
     batch_size: int
+    #: the size model that estimates `diameter` for each image when it is 0 (sizes.read_size_model's)
+    size_model: dict = None
 
 
 def resolve_settings(predictor, config, options):
     """The `Settings` for `predictor` (a Predictor) of a run trained with `config` under
     predict's `options` (every one of the task's predict options, by name)."""
-    diameter = options["diameter"] or predictor.calibration.get("training_diameter") or config.diameter_mean
-    if diameter <= 0:
-        raise ConfigError(f"--diameter={diameter}: must be positive")
+    estimate = options["diameter"] == 0
+    diameter = 0.0 if estimate else (options["diameter"] or predictor.calibration.get("training_diameter")
+                                     or config.diameter_mean)
+    size_model = predictor.calibration.get("size_model")
+    if estimate and not size_model and pretrained.is_named(predictor.source):
+        size_model = pretrained.size_model(predictor.source)
+    if estimate and not size_model:
+        raise ConfigError(f"--diameter=0 estimates each image's cell size with a size model, and {predictor.source} has "
+                          "none (Cellpose publishes size models for cyto3, cyto2, cyto and nuclei)")
     thresholds = {name: options[name] if options[name] is not None else getattr(config, name)
                   for name in ("flow_threshold", "cellprob_threshold", "min_size")}
     thresholds["min_size"] = int(thresholds["min_size"])
-    in_graph = (options["masks_in"] or ("graph" if predictor.remote else "python")) == "graph"
+    in_graph = (options["masks_in"] or ("graph" if predictor.remote and not estimate else "python")) == "graph"
+    if in_graph and estimate:
+        raise ConfigError("--diameter=0 estimates sizes here, with the network's style: use --masks_in=python")
     if in_graph and "masks" not in predictor.signatures:
         raise InputError(predictor.source, "has no `masks` signature (exported before biomodels computed masks in the "
                                            "graph): export the run again, or use --masks_in=python")
     return Settings(channels=parse_channels(options["channels"], config.channels),
                     gray=config.gray and not options["channels"], diameter=float(diameter),
                     diameter_mean=float(config.diameter_mean), thresholds=thresholds, in_graph=in_graph,
-                    tile=options["tile"] or TILE_SIZE, overlap=options["overlap"], batch_size=options["batch_size"])
+                    tile=options["tile"] or TILE_SIZE, overlap=options["overlap"], batch_size=options["batch_size"],
+                    size_model=size_model)
 
 
 def segment_image(predictor, raw, settings, image=None):
@@ -80,11 +91,27 @@ def segment_image(predictor, raw, settings, image=None):
                             flows=None, cellprob=None, diameter=settings.diameter)
     normalised = lambda tiles: predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))  # noqa: E731
     image = data.normalise(raw) if image is None else image
+    if settings.diameter == 0:
+        settings = dataclasses.replace(settings, diameter=estimate_diameter(normalised, image, settings)[0])
     masks, maps = segment(normalised, image, settings.diameter_mean / settings.diameter,
                           settings.thresholds, tile=settings.tile, overlap=settings.overlap,
                           batch_size=settings.batch_size)
     return Segmentation(masks=masks, flows=np.ascontiguousarray(map_part(maps, "flows").transpose(2, 0, 1)),
                         cellprob=np.ascontiguousarray(map_part(maps, "cellprob")), diameter=settings.diameter)
+
+
+def estimate_diameter(normalised, image, settings):
+    """(diameter, diameter from the style alone) of a normalised image, as Cellpose's
+    `SizeModel.eval`: the size model's regression on the image's style, then the median
+    diameter of the masks found (with Cellpose's default thresholds, as it finds them)
+    with the image rescaled by it; the size model's diam_mean when they give nothing."""
+    from biomodels.tasks.cellular import sizes
+
+    size_model = settings.size_model
+    by_style = sizes.style_diameter(sizes.image_style(normalised, image), size_model)
+    masks, _ = segment(normalised, image, size_model["diam_mean"] / by_style, sizes.CELLPOSE_THRESHOLDS,
+                       tile=settings.tile, overlap=settings.overlap, batch_size=settings.batch_size)
+    return sizes.median_diameter(masks) or size_model["diam_mean"], by_style
 
 
 def resize(image, height, width):

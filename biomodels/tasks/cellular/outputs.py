@@ -61,7 +61,7 @@ def predict_images(predictor, config, input_path, output_dir, options):
     which answers masks alone) and NAME_cp_output.png (the outlines over the image);
     returns the paths written. Cellpose reads none of them as an image or as training
     masks or flows of a folder (its NAME_masks and NAME_flows)."""
-    from biomodels.report import progress_bar
+    from biomodels.report import progress_bar, say
 
     paths = data.predict_inputs(input_path)
     settings = inference.resolve_settings(predictor, config, options)
@@ -75,6 +75,9 @@ def predict_images(predictor, config, input_path, output_dir, options):
         written += write_segmentation(os.path.join(output_dir, image_regions.output_name(path, "")), image, result,
                                       like=zarr_input)
         log.info("%s: %d cells", path, int(result.masks.max()))
+        if options["diameter"] == 0:
+            say(f"{os.path.basename(path)}: cell diameter {result.diameter:.1f} pixels (estimated), "
+                f"{int(result.masks.max())} cells")
         bar.update(done)
     return written
 

@@ -47,6 +47,29 @@ def file_name(name):
     return f"{name}torch_0" if name in ("cyto", "cyto2", "nuclei") else name
 
 
+def size_file_name(name):
+    """The file of a model's size model, for the models Cellpose publishes one for."""
+    if name == "cyto3":
+        return "size_cyto3.npy"
+    return f"size_{name}torch_0.npy" if name in ("cyto", "cyto2", "nuclei") else None
+
+
+def size_model(source, show_progress=True):
+    """The size model of `source` ("cellpose:NAME"; sizes.read_size_model's dict) from
+    Cellpose's cache, downloaded there if missing; None for a model Cellpose publishes
+    none for."""
+    from biomodels.tasks.cellular.sizes import read_size_model
+
+    checkpoint_path(source, show_progress)  # the name checked
+    name = size_file_name(str(source)[len(PREFIX):])
+    if name is None:
+        return None
+    path = os.path.join(cache_folder(), name)
+    if not os.path.isfile(path):
+        download(model_url(name), path, source, show_progress)
+    return read_size_model(path)
+
+
 def checkpoint_path(source, show_progress=True):
     """The local checkpoint of `source` ("cellpose:NAME"), downloaded into Cellpose's
     cache if it is not there."""
@@ -58,9 +81,13 @@ def checkpoint_path(source, show_progress=True):
         raise ConfigError(f"{source}: not a model Cellpose publishes; choose one of {', '.join(CPNET_MODELS)}")
     path = os.path.join(cache_folder(), file_name(name))
     if not os.path.isfile(path):
-        download(f"{os.environ.get(URL_VARIABLE, CELLPOSE_MODELS_URL).rstrip('/')}/{file_name(name)}", path, source,
-                 show_progress)
+        download(model_url(file_name(name)), path, source, show_progress)
     return path
+
+
+def model_url(file):
+    """Where Cellpose publishes `file` ($BIOMODELS_CELLPOSE_MODELS_URL instead, if set)."""
+    return f"{os.environ.get(URL_VARIABLE, CELLPOSE_MODELS_URL).rstrip('/')}/{file}"
 
 
 def download(url, path, source, show_progress=True):
