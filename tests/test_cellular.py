@@ -542,3 +542,22 @@ def test_blocks_on_workers_write_the_blocks_of_one_process_and_ome_zarr_in_gives
     masks = ome_zarr.Image(str(tmp_path / "from_zarr" / "cells_cp_masks.zarr"))
     assert masks.voxel_size("xy") == (650.0, 650.0) and masks.spatial("yx").max() > 0
     np.testing.assert_array_equal(masks.spatial("yx"), tifffile.imread(tmp_path / "from_tiff" / f"{image.stem}_cp_masks.tif"))
+
+
+def test_a_trained_run_fits_its_own_size_model_and_estimates_sizes(cellular_run, tmp_path):
+    """calibrate fits a size model on the training images (Cellpose's regression on the
+    run's own styles), kept in calibration.json and the export, so --diameter=0 works
+    for biomodels' runs too."""
+    import biomodels
+    from biomodels.pipelines.synthetic import cellular
+
+    _, model_dir, _ = cellular_run
+    calibration = json.loads((model_dir / "calibration.json").read_text())
+    size_model = calibration["size_model"]
+    assert len(size_model["A"]) == len(size_model["smean"]) == 32 and size_model["diam_mean"] == 30.0
+    assert json.loads((model_dir / "export" / "export.json").read_text())["calibration"]["size_model"] == size_model
+    cellular.write_dataset(str(tmp_path / "in"), 1, seed=3, shape=(64, 64))
+    [image] = (tmp_path / "in" / "images").iterdir()
+    for source in (model_dir, model_dir / "export"):
+        result = biomodels.load(source).predict(image, diameter=0)
+        assert 5.0 <= result.diameter and result.masks.shape == (64, 64)

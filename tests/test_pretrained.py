@@ -200,3 +200,20 @@ def test_size_estimation_follows_cellposes_size_model(tmp_path, monkeypatch):
     np.save(bad, np.zeros(3))
     with pytest.raises(InputError, match="not a Cellpose size model"):
         sizes.read_size_model(str(bad))
+
+
+def test_the_size_regression_recovers_a_known_relation():
+    """Styles that hold the log-diameter along one direction: Cellpose's regression finds
+    it, and the estimate answers each style's diameter."""
+    from biomodels.tasks.cellular import sizes
+
+    rng = np.random.default_rng(0)
+    diameters = rng.uniform(10, 60, 200)
+    direction = rng.normal(size=16)
+    direction /= np.linalg.norm(direction)
+    styles = np.outer(np.log(diameters / 30.0), direction) * 5 + rng.normal(0, 0.01, (200, 16))
+    model = sizes.regression(styles, np.log(diameters / 30.0), diam_mean=30.0)
+    estimates = [sizes.style_diameter(style, model) for style in styles]
+    np.testing.assert_allclose(estimates, diameters, rtol=0.05)
+    assert sizes.median_diameter(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 2]])) == pytest.approx(
+        np.median([2.0, 1.0]) / (np.pi ** 0.5 / 2))

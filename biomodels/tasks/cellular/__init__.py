@@ -19,8 +19,10 @@ checkpoints (Cellpose checkpoints for --init_from), metrics, serving, outputs (f
 predict, TensorBoard images).
 """
 
-from biomodels.tasks.base import Option, Task, tiling_options
+import numpy as np
+
 from biomodels import config as config_lib
+from biomodels.tasks.base import Option, Task, tiling_options
 from biomodels.tasks.cellular import checkpoints, data, inference, outputs, pretrained, serving
 from biomodels.tasks.cellular import config as config_module
 from biomodels.tasks.cellular import metrics as scores
@@ -141,9 +143,20 @@ class CellularTask(Task):
 
     # -- results --------------------------------------------------------------
     def calibrate(self, model, dataset):
-        """{"training_diameter"}: the training cells' mean diameter, to which predict and
-        evaluate rescale images when no --diameter is given."""
-        return {"training_diameter": self.manifest.statistics["mean_diameter"]}
+        """{"training_diameter", "size_model"}: the training cells' mean diameter, to which
+        predict and evaluate rescale images when no --diameter is given, and a size model
+        fitted on the training images as Cellpose fits one (sizes.fit_size_model), with
+        which --diameter=0 estimates each image's."""
+        from biomodels.pipelines import dataset as dataset_lib
+        from biomodels.tasks.cellular import sizes
+
+        network = self.serving_functions(model)["normalised"]
+        examples = list(dataset_lib.examples(self.manifest, "train").as_numpy_iterator())
+        style_of = lambda image: np.asarray(network(images=np.float32(image[np.newaxis]))["style"][0])  # noqa: E731
+        size_model = sizes.fit_size_model(style_of, [example["image"] for example in examples],
+                                          [float(example["diameter"]) for example in examples], self.config.diameter_mean)
+        return {"training_diameter": self.manifest.statistics["mean_diameter"],
+                **({"size_model": size_model} if size_model else {})}
 
     def evaluation_part(self, model, dataset, split, portion):
         return scores.evaluation_part(model, dataset, self.manifest, self.config, self.calibration)

@@ -63,6 +63,10 @@ def resolve_settings(predictor, config, options):
     size_model = predictor.calibration.get("size_model")
     if estimate and not size_model and pretrained.is_named(predictor.source):
         size_model = pretrained.size_model(predictor.source)
+    if estimate and size_model:
+        from biomodels.tasks.cellular.sizes import checked
+
+        size_model = checked(size_model, predictor.source)
     if estimate and not size_model:
         raise ConfigError(f"--diameter=0 estimates each image's cell size with a size model, and {predictor.source} has "
                           "none (Cellpose publishes size models for cyto3, cyto2, cyto and nuclei)")

@@ -53,6 +53,18 @@ def read_size_model(path):
             "diam_mean": float(model["diam_mean"])}
 
 
+def checked(size_model, source):
+    """A size model kept in a run's calibration, its fields checked: one line naming
+    `source` when it is damaged."""
+    try:
+        fields = {name: np.asarray(size_model[name], np.float64) for name in FIELDS}
+        if fields["A"].ndim != 1 or fields["A"].shape != fields["smean"].shape or fields["diam_mean"] <= 0:
+            raise ValueError("A and smean must be vectors of one length")
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(source, f"holds a damaged size model ({error})") from None
+    return size_model
+
+
 def cellpose_padding(length):
     """(before, after): Cellpose pads each side to a multiple of 16 plus 8 on each side."""
     extra = PAD_MULTIPLE * math.ceil(length / PAD_MULTIPLE) - length
@@ -95,3 +107,42 @@ def median_diameter(masks):
     counts = np.bincount(np.asarray(masks).reshape(-1).astype(np.int64))[1:]
     counts = counts[counts > 0]
     return float(np.median(np.sqrt(counts)) / (math.sqrt(math.pi) / 2)) if len(counts) else 0.0
+
+
+#: passes over the training images when a size model is fitted (Cellpose: 10), and at
+#: most this many crops in all
+SIZE_EPOCHS, SIZE_CROPS = 10, 200
+#: the largest crop a style is taken from (Cellpose: 512)
+SIZE_CROP = 512
+
+
+def fit_size_model(image_style_of, images, diameters, diam_mean, seed=0):
+    """A size model fitted as Cellpose's `train_size` fits one: each training image (a
+    normalised [H, W, C] of cells of mean `diameters`) rescaled at random by 0.5-1.5 and
+    cropped to at most 512 pixels, its style (`image_style_of(crop)`) regressed (ridge,
+    l2 = 1) on the log of its cells' diameter over the network's `diam_mean`."""
+    from biomodels.tasks.cellular.inference import resize
+
+    chosen = [(image, d) for image, d in zip(images, diameters) if d > 0]
+    if not chosen:
+        return None
+    rng = np.random.default_rng(seed)
+    styles, targets = [], []
+    for _ in range(max(1, min(SIZE_EPOCHS, SIZE_CROPS // len(chosen)))):
+        for image, diameter in chosen:
+            scale = rng.uniform(0.5, 1.5)
+            height, width = max(8, round(image.shape[0] * scale)), max(8, round(image.shape[1] * scale))
+            resized = resize(image, height, width)
+            top, left = rng.integers(0, max(1, height - SIZE_CROP + 1)), rng.integers(0, max(1, width - SIZE_CROP + 1))
+            styles.append(image_style_of(resized[top:top + SIZE_CROP, left:left + SIZE_CROP]))
+            targets.append(math.log(diameter) - math.log(diam_mean) + math.log(scale))
+    return regression(np.asarray(styles, np.float64), np.asarray(targets, np.float64), diam_mean)
+
+
+def regression(styles, targets, diam_mean):
+    """Cellpose's ridge regression (l2 = 1) of log-diameter targets on styles [N, S]."""
+    smean = styles.mean(axis=0)
+    centred = (styles - smean).T
+    ymean = float(targets.mean())
+    A = np.linalg.solve(centred @ centred.T + np.eye(centred.shape[0]), centred @ (targets - ymean))
+    return {"A": A.tolist(), "smean": smean.tolist(), "ymean": ymean, "diam_mean": float(diam_mean)}
