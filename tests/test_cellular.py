@@ -335,7 +335,8 @@ class TestCellularConformance(StudyConformance):
         from biomodels.errors import ConfigError, InputError
 
         return [(np.zeros((32, 32)), {"diamter": 20}, ConfigError, "unknown option 'diamter'; the options are: .*diameter"),
-                (np.zeros((32, 32)), {"diameter": 0.5}, ConfigError, "diameter=0.5: must be at least 1"),
+                (np.zeros((32, 32)), {"diameter": 0.5}, ConfigError,
+                 r"diameter=0.5: must be 0 \(estimated for each image\) or at least 1"),
                 (np.zeros((2, 3, 32, 32)), {}, InputError, "expected a 2-D image with at most 4 channels")]
 
 

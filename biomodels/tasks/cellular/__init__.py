@@ -55,7 +55,7 @@ class CellularTask(Task):
         Option("diameter", "float", None, "Mean cell diameter in pixels; images are rescaled so cells match the "
                                           "network's (default: the training cells' mean; 0: estimated for each image "
                                           "with the model's size model, as Cellpose's --diameter 0).",
-               lower_bound=0.0),
+               lower_bound=0.0, parse=inference.parse_diameter),
         Option("channels", "string", None, "Cytoplasm and nucleus channel indices from 0, such as 0,1 or 0 "
                                            "(default: the training channels)."),
         *MASK_OPTIONS,
@@ -150,6 +150,8 @@ class CellularTask(Task):
         from biomodels.pipelines import dataset as dataset_lib
         from biomodels.tasks.cellular import sizes
 
+        if model is None:  # nothing to take styles from: the diameter alone
+            return {"training_diameter": self.manifest.statistics["mean_diameter"]}
         network = self.serving_functions(model)["normalised"]
         examples = list(dataset_lib.examples(self.manifest, "train").as_numpy_iterator())
         style_of = lambda image: np.asarray(network(images=np.float32(image[np.newaxis]))["style"][0])  # noqa: E731

@@ -280,6 +280,13 @@ def normalise(image):
     return np.asarray(preprocess(image[np.newaxis])[0])
 
 
+def resize(image, height, width):
+    """Bilinear resize of [H, W, C] float32 to [height, width, C]."""
+    import tensorflow as tf
+
+    return np.asarray(tf.image.resize(image, [height, width], method="bilinear"))
+
+
 def normalise_between(image, low, high):
     """numpy [H, W, C] scaled as `preprocess` scales it, with given 1st and 99th
     percentiles per channel (a whole image's, for one block of it)."""

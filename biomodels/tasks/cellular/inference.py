@@ -118,13 +118,6 @@ def estimate_diameter(normalised, image, settings):
     return sizes.median_diameter(masks) or size_model["diam_mean"], by_style
 
 
-def resize(image, height, width):
-    """Bilinear resize of [H, W, C] float32 to [height, width, C]."""
-    import tensorflow as tf
-
-    return np.asarray(tf.image.resize(image, [height, width], method="bilinear"))
-
-
 def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
     """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
     resized by `scale` (the network's diameter over the image's), given a border of
@@ -135,7 +128,7 @@ def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
 
     height, width = image.shape[:2]
     if abs(scale - 1.0) > 1e-3:
-        image = resize(image, max(8, round(height * scale)), max(8, round(width * scale)))
+        image = data.resize(image, max(8, round(height * scale)), max(8, round(width * scale)))
     border = IMAGE_BORDER
     image = np.pad(image, ((border, border), (border, border), (0, 0)))
 
@@ -146,7 +139,7 @@ def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
     tiles = (min(tile + 2 * border, image.shape[0]), min(tile + 2 * border, image.shape[1]))  # the border is extra
     maps = predict_tiled(image, run, tile=tiles, overlap=overlap, batch_size=batch_size)[border:-border, border:-border]
     if maps.shape[:2] != (height, width):
-        maps = resize(maps, height, width)
+        maps = data.resize(maps, height, width)
     return maps
 
 
@@ -171,6 +164,13 @@ def segment_in_graph(predictor, image, diameter, thresholds):
                         cellprob_threshold=np.array([thresholds["cellprob_threshold"]], np.float32),
                         min_size=np.array([thresholds["min_size"]], np.float32))
     return outputs["masks"][0]
+
+
+def parse_diameter(value):
+    """A diameter in pixels: 0 (estimated for each image) or at least 1."""
+    if 0 < value < 1:
+        raise ConfigError(f"diameter={value:g}: must be 0 (estimated for each image) or at least 1")
+    return float(value)
 
 
 def parse_masks_in(text):

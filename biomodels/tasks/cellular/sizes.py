@@ -121,7 +121,7 @@ def fit_size_model(image_style_of, images, diameters, diam_mean, seed=0):
     normalised [H, W, C] of cells of mean `diameters`) rescaled at random by 0.5-1.5 and
     cropped to at most 512 pixels, its style (`image_style_of(crop)`) regressed (ridge,
     l2 = 1) on the log of its cells' diameter over the network's `diam_mean`."""
-    from biomodels.tasks.cellular.inference import resize
+    from biomodels.tasks.cellular.data import resize
 
     chosen = [(image, d) for image, d in zip(images, diameters) if d > 0]
     if not chosen:
