@@ -59,12 +59,14 @@ class DaskExecutor:
 
     splits_work = True
 
-    def __init__(self, client):
+    def __init__(self, client, expected_workers=1):
         self.client = client
+        #: the workers asked for (SLURM's jobs start one by one: work is planned for all of them)
+        self.expected_workers = expected_workers
 
     @property
     def workers(self):
-        return max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
+        return max(self.expected_workers, len(self.client.scheduler_info(n_workers=-1)["workers"]))
 
     def map(self, function, items):
         import distributed
@@ -219,7 +221,7 @@ def executor(scheduler=None):
         dask_log = logging.getLogger("distributed")
         stack.callback(dask_log.setLevel, dask_log.level)
         dask_log.setLevel(logging.ERROR)
-        cores = None
+        cores, expected = None, 1
         if kind == "local":
             import dask
 
@@ -239,6 +241,7 @@ def executor(scheduler=None):
         elif kind == "slurm":
             cluster = stack.enter_context(_slurm_cluster(scheduler))
             cluster.scale(value)
+            expected = value
             client = stack.enter_context(distributed.Client(cluster))
             log.info("waiting for the first of %d SLURM worker(s) to start", value)
             client.wait_for_workers(1)  # jobs may wait in the queue: as long as it takes
@@ -254,7 +257,7 @@ def executor(scheduler=None):
 
         client.register_plugin(WorkerThreads(cores))
         log.info("running on %s", scheduler)
-        yield DaskExecutor(client)
+        yield DaskExecutor(client, expected)
 
 
 def _require_workers(client, scheduler, seconds=60):

@@ -269,10 +269,10 @@ def test_predict_on_an_ome_zarr_tomogram_writes_ome_zarr_equal_to_the_mrc_output
     volume = readers.read_mrc(str(folder))
     ome_zarr.write_image(str(tmp_path / "zarr" / "tomo.zarr"), volume.data, "zyx", volume.voxel_size[::-1],
                          origin=(5.0, 6.0, 7.0), version=version)
-    for source, out in ((folder, "from_mrc"), (tmp_path / "zarr", "from_zarr")):
-        result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={source}",
-                         f"--output={tmp_path / out}", "--probabilities", "--tile=32", "--overlap=8")
-        assert result.returncode == 0, result.stderr
+    result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={tmp_path / 'zarr'}",
+                     f"--output={tmp_path / 'from_zarr'}", "--probabilities", "--tile=32", "--overlap=8")
+    assert result.returncode == 0, result.stderr
+    predict_files("cryoet", model_dir, folder, tmp_path / "from_mrc", probabilities=True, tile=32, overlap=8)
     assert sorted(os.listdir(tmp_path / "from_zarr")) == [name.replace(".mrc", ".zarr")
                                                          for name in sorted(os.listdir(tmp_path / "from_mrc"))]
     for name in os.listdir(tmp_path / "from_mrc"):
@@ -305,11 +305,11 @@ def test_one_tomogram_in_slabs_on_workers_writes_the_files_of_the_whole(trained_
         readers.write_mrc(str(path), volume, voxel_size=(21.0, 21.0, 21.0))
     else:
         ome_zarr.write_image(str(path), volume, "zyx", (21.0, 21.0, 21.0))
-    options = ["--probabilities", "--tile=32", "--overlap=8"]
-    for out, extra in (("whole", []), ("slabs", ["--block=2", f"--scheduler={dask_scheduler}"])):
-        result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={path}",
-                         f"--output={tmp_path / out}", *options, *extra)
-        assert result.returncode == 0, result.stderr
+    result = run_cli("biomodels.predict", "--task=cryoet", f"--model={model_dir}", f"--input={path}",
+                     f"--output={tmp_path / 'slabs'}", "--probabilities", "--tile=32", "--overlap=8", "--block=2",
+                     f"--scheduler={dask_scheduler}")
+    assert result.returncode == 0, result.stderr
+    predict_files("cryoet", model_dir, path, tmp_path / "whole", probabilities=True, tile=32, overlap=8)
     names = sorted(os.listdir(tmp_path / "whole"))
     assert sorted(os.listdir(tmp_path / "slabs")) == names and len(names) == 6
     for name in names:

@@ -143,37 +143,32 @@ def test_a_worker_that_differs_or_cannot_see_the_folders_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_on_local_workers_stops_at_a_damaged_input_and_keeps_the_rest(tmp_path):
+def test_predict_on_local_workers_stops_at_a_damaged_input_and_keeps_the_rest(tmp_path, monkeypatch):
     """The command on its own LocalCluster: one line naming the damaged image, exit 2,
-    the other images' files whole and kept."""
-    import test_cellular
+    the other images' files whole and kept. The model: Cellpose's cyto3 by name, a CPnet
+    that Cellpose 3.1.1.2 wrote (random weights) in a cache laid out as Cellpose's,
+    which the workers find as the command does (no training needed)."""
+    from conftest import run_reference_script
 
-    run = test_cellular.TestCellularConformance.trained(tmp_path_factory=_factory(tmp_path))
+    cache = tmp_path / "cellpose_models"
+    cache.mkdir()
+    run_reference_script("cpnet_outputs.py", cache, "2,4,8,16,32", 32, 3)
+    (cache / "cpnet.pth").rename(cache / "cyto3")
+    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(cache))
+    monkeypatch.setenv("BIOMODELS_CELLPOSE_MODELS_URL", "http://127.0.0.1:9/models")  # nothing listens
     images = tmp_path / "images"
     images.mkdir()
     for name in ("a", "b"):
         tifffile.imwrite(images / f"{name}.tif", np.random.default_rng(0).integers(0, 4000, (48, 40), np.uint16))
     (images / "z_damaged.tif").write_bytes((images / "a.tif").read_bytes()[:200])
     out = tmp_path / "out"
-    result = run_cli("biomodels.predict", "--task=cellular", f"--model={run.model_dir / 'export'}", f"--input={images}",
+    result = run_cli("biomodels.predict", "--task=cellular", "--model=cellpose:cyto3", f"--input={images}",
                      f"--output={out}", "--scheduler=local:2", "--diameter=24")
     assert_one_line_error(result, "z_damaged.tif", "not a readable image")
     assert "Traceback" not in result.stderr
     for name in ("a", "b"):
         assert tifffile.imread(out / f"{name}_cp_masks.tif").shape == (48, 40)
     assert not [name for name in os.listdir(out) if name.startswith("z_damaged") or name.startswith(".")]
-
-
-def _factory(tmp_path):
-    """A stand-in for pytest's tmp_path_factory whose folders live under `tmp_path`."""
-
-    class Factory:
-        def mktemp(self, name):
-            path = tmp_path / name
-            path.mkdir()
-            return path
-
-    return Factory()
 
 
 def prepared_examples(data_dir, task):
@@ -189,9 +184,10 @@ def prepared_examples(data_dir, task):
     ("cellular", []),
     ("ccp", []),  # split example by example: a second pass over the workers' held shards
 ])
-def test_prepare_on_workers_gives_the_serial_examples_splits_and_statistics(task_name, sets, dask_scheduler, tmp_path):
-    """The same synthetic raw files (the seeded generator's) prepared here in one
-    process and by the command on the workers, one task per source."""
+def test_prepare_on_workers_gives_the_serial_examples_splits_and_statistics(task_name, sets, executor, tmp_path):
+    """The same synthetic raw files (the seeded generator's) prepared in one process
+    and on the workers, one task per source (the command's --scheduler flag is in the
+    damaged-source test below)."""
     from biomodels import config as config_lib
     from biomodels import tasks
     from biomodels.prepare import prepare_dataset
@@ -199,10 +195,9 @@ def test_prepare_on_workers_gives_the_serial_examples_splits_and_statistics(task
 
     task = tasks.get(task_name)
     config = config_lib.resolve(task, "quick", sets)
-    prepare_dataset(task, config, str(tmp_path / "serial"), synthetic=True, num_examples=3, show_progress=False)
-    result = run_cli("biomodels.prepare", f"--task={task_name}", f"--output_dir={tmp_path / 'workers'}", "--synthetic",
-                     "--num_examples=3", f"--scheduler={dask_scheduler}", *[f"--set={value}" for value in sets])
-    assert result.returncode == 0, result.stderr
+    for folder, runs_on in (("serial", None), ("workers", executor)):
+        prepare_dataset(task, config, str(tmp_path / folder), synthetic=True, num_examples=3, show_progress=False,
+                        executor=runs_on)
     serial, serial_manifest = prepared_examples(tmp_path / "serial", task)
     spread, spread_manifest = prepared_examples(tmp_path / "workers", task)
     for split, examples in serial.items():
