@@ -106,3 +106,13 @@ def test_cells_straddling_the_seams_are_found_whole_as_in_the_whole_image(tmp_pa
         labels, counts = np.unique(found[truth == cell], return_counts=True)
         assert counts.max() >= 0.9 * counts.sum() and (labels[counts.argmax()] > 0), cell
     assert sorted(np.unique(found))[-1] == len(np.unique(found)) - 1  # numbered 1..N
+
+
+def test_blocks_need_a_known_diameter(tmp_path, stand_in):
+    from biomodels.errors import ConfigError
+
+    tifffile.imwrite(tmp_path / "large.tif", np.zeros((64, 64), np.uint16))
+    with pytest.raises(ConfigError, match="--block needs the cells' --diameter"):
+        blocks.segment_in_blocks(InProcess(), "cellular", "stand-in", str(tmp_path / "large.tif"), str(tmp_path / "out"),
+                                 settings=Settings(**{**stand_in.__dict__, "diameter": 0.0}), block=64)
+    assert not (tmp_path / "out").exists()

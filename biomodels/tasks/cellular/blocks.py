@@ -192,6 +192,9 @@ def segment_in_blocks(executor, task_name, model, path, output_dir, *, settings,
 
     if settings.in_graph:
         raise ConfigError("--block runs Cellpose's dynamics here, block by block: use --masks_in=python")
+    if settings.diameter == 0:
+        raise ConfigError("--block needs the cells' --diameter (its blocks' margin is twice that); --diameter=0 "
+                          "estimates it on whole images")
     image = image_regions.ImageRegions(path)
     blocks = plan_blocks(image.shape, block, margin=math.ceil(2 * settings.diameter))
     stride = percentile_stride(image.shape)
