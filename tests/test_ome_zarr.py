@@ -5,6 +5,7 @@ us; prepare reads OME-Zarr tomograms as it reads MRCs; damaged stores are one er
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -104,6 +105,14 @@ def test_damaged_stores_are_one_error_naming_them(tmp_path):
     ome_zarr.write_image(str(tmp_path / "flat.zarr"), np.zeros((8, 8), np.uint8), "yx", (1.0, 1.0))
     with pytest.raises(InputError, match="flat.zarr: has axes yx: a tomogram needs z, y and x"):
         ome_zarr.ZarrSlices(str(tmp_path / "flat.zarr"))
+    ome_zarr.write_image(str(tmp_path / "two.zarr"), np.zeros((2, 3, 8, 8), np.uint8), "czyx", (1.0, 1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="two.zarr: has 2 along axis 'c': expected one tomogram"):
+        ome_zarr.ZarrSlices(str(tmp_path / "two.zarr"))
+    from biomodels.pipelines.image_regions import ImageRegions
+
+    with pytest.raises(InputError, match="two.zarr: has 3 along axis 'z': expected one 2-D image"):
+        ImageRegions(str(tmp_path / "two.zarr"))
+    shutil.rmtree(tmp_path / "two.zarr")
     attributes = json.loads((tmp_path / "flat.zarr" / ".zattrs").read_text())
     attributes["multiscales"][0]["axes"][0]["unit"] = "furlong"
     (tmp_path / "flat.zarr" / ".zattrs").write_text(json.dumps(attributes))

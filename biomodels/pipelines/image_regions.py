@@ -34,11 +34,7 @@ class ImageRegions:
         else:
             data = readers.read_image(path)
             self._array, self._axes = data, "yx" if data.ndim == 2 else "yxc"
-        extra = [axis for axis in self._axes if axis not in "yxc"]
-        for axis in extra:
-            if self._array.shape[self._axes.index(axis)] != 1:
-                raise InputError(path, f"has {self._array.shape[self._axes.index(axis)]} along axis {axis!r}: "
-                                       "expected one 2-D image (axes y, x and channels)")
+        ome_zarr.require_single(path, self._axes, self._array.shape, "yxc", "one 2-D image (axes y, x and channels)")
         if "y" not in self._axes or "x" not in self._axes:
             raise InputError(path, f"has axes {self._axes}: expected a 2-D image with y and x")
         self.shape = (self._array.shape[self._axes.index("y")], self._array.shape[self._axes.index("x")])

@@ -35,6 +35,14 @@ def import_zarr():
     return zarr
 
 
+def require_single(path, axes, shape, kept, what):
+    """One line naming `path` when an axis of `axes` outside `kept` holds more than one
+    entry (a second time point or channel where `what` is expected)."""
+    for axis, size in zip(axes, shape):
+        if axis not in kept and size != 1:
+            raise InputError(path, f"has {size} along axis {axis!r}: expected {what}")
+
+
 def is_ome_zarr(path):
     """Whether `path` is a Zarr store (a folder named *.zarr, or holding Zarr's metadata)."""
     if not os.path.isdir(path):
@@ -104,10 +112,7 @@ class Image:
         axes of size 1 (a single time point or channel) dropped, "c" optional."""
         present = "".join(self.axes)
         extra = [axis for axis in present if axis not in wanted]
-        for axis in extra:
-            if self.shape[present.index(axis)] != 1:
-                raise InputError(self.path, f"has {self.shape[present.index(axis)]} along axis {axis!r}: expected "
-                                            f"a single {axis} in an image of axes {wanted}")
+        require_single(self.path, present, self.shape, wanted, f"one image of axes {wanted}")
         missing = [axis for axis in wanted if axis not in present and axis != "c"]
         if missing:
             raise InputError(self.path, f"has axes {present}: expected {wanted}")
@@ -149,10 +154,7 @@ class ZarrSlices:
         axes = "".join(self.image.axes)
         if not {"z", "y", "x"} <= set(axes):
             raise InputError(path, f"has axes {axes}: a tomogram needs z, y and x")
-        for axis in set(axes) - {"z", "y", "x"}:
-            if self.image.shape[axes.index(axis)] != 1:
-                raise InputError(path, f"has {self.image.shape[axes.index(axis)]} along axis {axis!r}: expected one "
-                                       "tomogram (axes z, y, x)")
+        require_single(path, axes, self.image.shape, "zyx", "one tomogram (axes z, y, x)")
         self.path, self.dtype = path, np.dtype(self.image.array.dtype)
         self._z = axes.index("z")
         self.shape = tuple(self.image.shape[axes.index(axis)] for axis in "zyx")
