@@ -1,6 +1,6 @@
 """Compiled (numba) loops behind biomodels.ops.flows: each cell's box and centre in one
 pass over the labels, heat diffusion inside each cell's box, Euler integration of
-positions along the flows and per-cell means, parallel over cells or points where that
+positions along the flows (in 2-D and 3-D) and per-cell means, parallel over cells or points where that
 pays. Compiled on first use and cached on disk.
 """
 
@@ -139,3 +139,36 @@ def follow(flows, positions, iterations):
                 xs[point] = min(max(x + dx, 0.0), width - 1.0)
         positions[first:last, 0] = ys
         positions[first:last, 1] = xs
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def follow_3d(flows, positions, iterations):
+    """`follow` in a volume: every (z, y, x) row of `positions` moved along `flows`
+    (Z, Y, X, 3: dZ, dY, dX), trilinearly interpolated, kept inside the volume."""
+    size = (flows.shape[0], flows.shape[1], flows.shape[2])
+    blocks = (positions.shape[0] + _FOLLOW_BLOCK - 1) // _FOLLOW_BLOCK
+    for block in numba.prange(blocks):
+        first = block * _FOLLOW_BLOCK
+        last = min(first + _FOLLOW_BLOCK, positions.shape[0])
+        points = positions[first:last].copy()
+        low, high = np.empty(3, np.int64), np.empty(3, np.int64)
+        fraction, step = np.empty(3, np.float64), np.empty(3, np.float64)
+        for _ in range(iterations):
+            for point in range(last - first):
+                for axis in range(3):
+                    low[axis] = min(int(points[point, axis]), max(size[axis] - 2, 0))  # >= 0: the floor
+                    high[axis] = min(low[axis] + 1, size[axis] - 1)
+                    fraction[axis] = points[point, axis] - low[axis]
+                step[:] = 0.0
+                for corner in range(8):
+                    z = high[0] if corner & 4 else low[0]
+                    y = high[1] if corner & 2 else low[1]
+                    x = high[2] if corner & 1 else low[2]
+                    weight = ((fraction[0] if corner & 4 else 1 - fraction[0])
+                              * (fraction[1] if corner & 2 else 1 - fraction[1])
+                              * (fraction[2] if corner & 1 else 1 - fraction[2]))
+                    for axis in range(3):
+                        step[axis] += flows[z, y, x, axis] * weight
+                for axis in range(3):
+                    points[point, axis] = min(max(points[point, axis] + step[axis], 0.0), size[axis] - 1.0)
+        positions[first:last] = points

@@ -95,3 +95,36 @@ def attribute_predictions(true_labels, pred_labels, true_classes):
     first[1:] = unique[1:, 0] != unique[:-1, 0]
     classes[unique[first, 0]] = np.asarray(true_classes)[unique[first, 1]]
     return classes
+
+
+def stitch_slices(masks, threshold):
+    """3-D labels from a stack of 2-D label images (Z, Y, X), as Cellpose's
+    stitch_threshold links them: slice by slice, a mask takes the label of the mask of the
+    slice before with which its IoU is highest, when that IoU reaches `threshold` and no
+    other mask of its slice overlaps that one more; every other mask starts a new label
+    (numbered on from the highest so far, in the order of its ids in its slice)."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"expected a stack of label images (Z, Y, X), got shape {masks.shape}")
+    stitched = np.zeros(masks.shape, np.int64)
+    highest = 0
+    for z in range(len(masks)):
+        ids = np.unique(masks[z])
+        ids = ids[ids > 0]
+        if not len(ids):
+            continue
+        labels = np.arange(highest + 1, highest + 1 + len(ids))  # new, unless linked below
+        previous = np.unique(stitched[z - 1]) if z else np.zeros(1, np.int64)
+        previous = previous[previous > 0]
+        if len(previous):
+            iou = intersection_over_union(masks[z], stitched[z - 1])  # [this slice's masks, the last slice's]
+            iou = np.where(iou >= threshold, iou, 0.0)
+            iou = np.where(iou >= iou.max(axis=0, keepdims=True), iou, 0.0)  # each earlier mask to its best match
+            linked = iou.max(axis=1) > 0
+            labels[linked] = previous[iou[linked].argmax(axis=1)]
+            labels[~linked] = np.arange(highest + 1, highest + 1 + np.count_nonzero(~linked))
+        highest = max(highest, int(labels.max()))
+        lookup = np.zeros(int(masks[z].max()) + 1, np.int64)
+        lookup[ids] = labels
+        stitched[z] = lookup[masks[z]]
+    return stitched
