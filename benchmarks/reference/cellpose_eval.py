@@ -20,18 +20,13 @@ import torch
 from cellpose import models
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cpnet_state import write_checkpoint  # noqa: E402
 from timing import best_time  # noqa: E402
 
 
 def main(folder, repeats):
     torch.set_num_threads(os.cpu_count())
-    with np.load(os.path.join(folder, "state.npz")) as arrays:
-        state = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
-    for key in [key for key in state if key.endswith(".running_var")]:
-        state[key.replace("running_var", "num_batches_tracked")] = torch.tensor(0)
-    path = os.path.join(folder, "cpnet.pth")
-    torch.save(state, path)
-    model = models.CellposeModel(gpu=False, pretrained_model=path)
+    model = models.CellposeModel(gpu=False, pretrained_model=write_checkpoint(folder))
     diameter = float(model.diam_mean)
     seconds = {}
     for image_path in sorted(glob.glob(os.path.join(folder, "image_*.npy"))):

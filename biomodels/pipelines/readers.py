@@ -109,15 +109,20 @@ def write_tiff(path, data, metadata=None):
         tifffile.imwrite(tmp, data, metadata=metadata)
 
 
-def write_imagej_tiff(path, data, axes, labels=None):
-    """Write `data` as an ImageJ TIFF (hyperstack) whose axes are `axes` (such as "YX" or
-    "CYX"; ImageJ takes uint8, uint16 and float32), with optional channel `labels` that
-    Fiji shows as slice names, atomically."""
+def write_imagej_tiff(path, data, axes, labels=None, voxel_size=None, unit=None):
+    """Write `data` as an ImageJ TIFF (hyperstack) whose axes are `axes` (such as "YX",
+    "CYX" or "ZCYX"; ImageJ takes uint8, uint16 and float32), with optional channel
+    `labels` that Fiji shows as slice names and a voxel size (z, y, x) in `unit` (the Z
+    spacing and pixel size ImageJ shows), atomically."""
     import tifffile
 
     metadata = {"axes": axes, **({"Labels": list(labels)} if labels else {})}
+    extra = {}
+    if voxel_size is not None:
+        metadata.update(spacing=float(voxel_size[0]), **({"unit": unit} if unit else {}))
+        extra["resolution"] = (1.0 / float(voxel_size[2]), 1.0 / float(voxel_size[1]))
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, imagej=True, metadata=metadata)
+        tifffile.imwrite(tmp, data, imagej=True, metadata=metadata, **extra)
 
 
 def write_png(path, data):

@@ -64,6 +64,13 @@ class CellularTask(Task):
                                            "a TF Serving address, so only masks travel, python otherwise.",
                parse=inference.parse_masks_in),
         *tiling_options(str(TILE_SIZE)),
+        Option("do_3D", "bool", False, "Segment Z-stacks (TIFF ZYX or ZCYX, OME-Zarr) in 3-D as Cellpose's do_3D: the "
+                                       "network on every YX, ZX and ZY slice, the flows combined and followed in 3-D."),
+        Option("anisotropy", "float", None, "The Z spacing over the pixel size, for --do_3D (default: from the stack's "
+                                            "ImageJ or OME-Zarr voxel size, else 1).", lower_bound=0.01),
+        Option("stitch_threshold", "float", 0.0, "Segment each Z slice of a stack in 2-D and link masks of consecutive "
+                                                 "slices whose IoU reaches this (Cellpose's stitch_threshold; 0: off).",
+               lower_bound=0.0, upper_bound=1.0),
         Option("block", "integer", None, "Segment each image in blocks of this many pixels a side, each a task (on the "
                                          "workers with --scheduler), with a margin of twice the diameter, cells "
                                          "stitched across the seams; writes NAME_cp_masks.zarr (OME-Zarr).",
@@ -173,6 +180,10 @@ class CellularTask(Task):
         from biomodels.predictors import process_predictor
         from biomodels.tasks.cellular import blocks
 
+        if options.get("do_3D") or options.get("stitch_threshold"):
+            from biomodels.errors import ConfigError
+
+            raise ConfigError("--block segments 2-D images: it does not take --do_3D or --stitch_threshold")
         predictor = process_predictor(self, model)
         settings = inference.resolve_settings(predictor, config_lib.model_config(self, predictor),
                                               {**options, "masks_in": options["masks_in"] or "python"})

@@ -87,18 +87,26 @@ def cell_channels(image, channels=(0, 1), gray=False, source="the image"):
     elif image.ndim == 3 and image.shape[0] <= 4 < min(image.shape[1:]) and image.shape[-1] > 4:
         image = np.moveaxis(image, 0, -1)
     if image.ndim != 3 or image.shape[-1] > 4:
-        raise InputError(source, f"expected a 2-D image with at most 4 channels, found shape {image.shape}")
+        hint = ": a Z-stack? segment it with --do_3D or --stitch_threshold" if image.ndim >= 3 else ""
+        raise InputError(source, f"expected a 2-D image with at most 4 channels, found shape {image.shape}{hint}")
     if image.shape[-1] == 4 and str(source).lower().endswith(".png"):
         image = image[..., :3]  # alpha
     readers.require_finite(source, image)
     if min(image.shape[:2]) < 8:
         raise InputError(source, f"is too small ({image.shape[1]}×{image.shape[0]})")
+    return choose_channels(image, channels, gray)
+
+
+def choose_channels(image, channels, gray):
+    """float32 [..., len(channels)] of `image` [..., C] (any leading axes): the
+    `channels` picked (zeros for one the image lacks), or with `gray` Cellpose's
+    channels=[0, 0], the mean of the image's channels and a channel of zeros."""
     if any(c < 0 for c in channels):
         raise ConfigError(f"channels must be non-negative indices, got {channels}")
     if gray:
-        chosen = [image.astype(np.float64).mean(axis=-1), np.zeros(image.shape[:2])]
+        chosen = [image.astype(np.float64).mean(axis=-1), np.zeros(image.shape[:-1])]
     else:
-        chosen = [image[..., c] if c < image.shape[-1] else np.zeros(image.shape[:2]) for c in channels]
+        chosen = [image[..., c] if c < image.shape[-1] else np.zeros(image.shape[:-1]) for c in channels]
     return np.stack(chosen, axis=-1).astype(np.float32)
 
 

@@ -52,12 +52,26 @@ class Settings:
     batch_size: int
     #: the size model that estimates `diameter` for each image when it is 0 (sizes.read_size_model's)
     size_model: dict = None
+    #: stacks (stacks.segment_stack): in 3-D, or each slice in 2-D linked at this IoU (0: neither)
+    do_3D: bool = False
+    stitch_threshold: float = 0.0
+    #: the Z spacing over the pixel size; None: the stack's own (stacks.Stack.anisotropy), else 1
+    anisotropy: float = None
+
+    @property
+    def for_stacks(self):
+        return self.do_3D or self.stitch_threshold > 0
 
 
 def resolve_settings(predictor, config, options):
     """The `Settings` for `predictor` (a Predictor) of a run trained with `config` under
     predict's `options` (every one of the task's predict options, by name)."""
     estimate = options["diameter"] == 0
+    for_stacks = options["do_3D"] or options["stitch_threshold"]
+    if for_stacks:
+        from biomodels.tasks.cellular.stacks import check_stack_settings
+
+        check_stack_settings(options["do_3D"], options["stitch_threshold"], options["diameter"], options["masks_in"])
     diameter = 0.0 if estimate else (options["diameter"] or predictor.calibration.get("training_diameter")
                                      or config.diameter_mean)
     size_model = predictor.calibration.get("size_model")
@@ -73,7 +87,7 @@ def resolve_settings(predictor, config, options):
     thresholds = {name: options[name] if options[name] is not None else getattr(config, name)
                   for name in ("flow_threshold", "cellprob_threshold", "min_size")}
     thresholds["min_size"] = int(thresholds["min_size"])
-    in_graph = (options["masks_in"] or ("graph" if predictor.remote and not estimate else "python")) == "graph"
+    in_graph = (options["masks_in"] or ("graph" if predictor.remote and not (estimate or for_stacks) else "python")) == "graph"
     if in_graph and estimate:
         raise ConfigError("--diameter=0 estimates sizes here, with the network's style: use --masks_in=python")
     if in_graph and "masks" not in predictor.signatures:
@@ -83,7 +97,8 @@ def resolve_settings(predictor, config, options):
                     gray=config.gray and not options["channels"], diameter=float(diameter),
                     diameter_mean=float(config.diameter_mean), thresholds=thresholds, in_graph=in_graph,
                     tile=options["tile"] or TILE_SIZE, overlap=options["overlap"], batch_size=options["batch_size"],
-                    size_model=size_model)
+                    size_model=size_model, do_3D=bool(options["do_3D"]), stitch_threshold=options["stitch_threshold"] or 0.0,
+                    anisotropy=options["anisotropy"])
 
 
 def segment_image(predictor, raw, settings, image=None):
@@ -205,8 +220,10 @@ class CellularModel(StudyModel):
     `predict(data, **options)` takes one image ([H, W], [H, W, C] or ImageJ's [C, H, W],
     any intensity scale) or the path of a TIFF or PNG image, and the options of
     `python -m biomodels.predict --task=cellular` (diameter, channels, flow_threshold,
-    cellprob_threshold, min_size, masks_in, tile, overlap, batch_size). It answers a
-    `Segmentation`.
+    cellprob_threshold, min_size, masks_in, tile, overlap, batch_size, do_3D,
+    anisotropy, stitch_threshold). It answers a `Segmentation`. With do_3D=True or
+    stitch_threshold > 0 it takes a Z-stack ([Z, Y, X], [Z, Y, X, C], ImageJ's
+    [Z, C, Y, X], or a TIFF or OME-Zarr stack) and answers 3-D masks (stacks).
 
     Example:
         >>> model = biomodels.load(cellular_run)
@@ -227,8 +244,23 @@ class CellularModel(StudyModel):
 
     def predict(self, image, **options):
         chosen = resolve_settings(self.predictor, self.config, self.options(options))
+        if chosen.for_stacks:
+            return self.predict_stack(image, chosen)
         if is_path(image):
             raw = data.read_cell_image(os.fspath(image), chosen.channels, chosen.gray)
         else:
             raw = data.cell_channels(image, chosen.channels, chosen.gray)
         return segment_image(self.predictor, raw, chosen)
+
+    def predict_stack(self, image, settings):
+        """The Segmentation of a Z-stack (a path, or an array (Z, Y, X), (Z, Y, X, C) or
+        ImageJ's (Z, C, Y, X)) with do_3D or stitch_threshold."""
+        from biomodels.tasks.cellular import stacks
+
+        if is_path(image):
+            stack = stacks.read_stack(os.fspath(image), settings.channels, settings.gray)
+        else:
+            image = np.asarray(image)
+            stack = stacks.Stack(stacks.stack_channels(image, stacks.array_axes(image.shape), settings.channels,
+                                                       settings.gray))
+        return stacks.segment_stack(self.predictor, stack.image, stacks.with_anisotropy(settings, stack))

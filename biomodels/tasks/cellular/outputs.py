@@ -10,7 +10,7 @@ import numpy as np
 
 from biomodels.ops.cellpose_parts import map_part, target_part
 from biomodels.pipelines import image_regions, ome_zarr, readers
-from biomodels.tasks.cellular import data, inference
+from biomodels.tasks.cellular import data, inference, stacks
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ def predict_images(predictor, config, input_path, output_dir, options):
     cell-probability logit, an ImageJ hyperstack; not with masks computed in the graph,
     which answers masks alone) and NAME_cp_output.png (the outlines over the image);
     returns the paths written. Cellpose reads none of them as an image or as training
-    masks or flows of a folder (its NAME_masks and NAME_flows)."""
+    masks or flows of a folder (its NAME_masks and NAME_flows). Z-stacks, with do_3D or
+    stitch_threshold, get 3-D masks and flows and no outlines (stacks)."""
     from biomodels.report import progress_bar, say
 
     paths = data.predict_inputs(input_path)
@@ -68,12 +69,17 @@ def predict_images(predictor, config, input_path, output_dir, options):
     written = []
     bar = progress_bar(len(paths), "images")
     for done, path in enumerate(paths, start=1):  # one image in memory at a time
-        raw = data.read_cell_image(path, settings.channels, settings.gray)
-        image = data.normalise(raw)  # once, for the network and the outlines
-        result = inference.segment_image(predictor, raw, settings, image)
         zarr_input = ome_zarr.Image(path) if ome_zarr.is_ome_zarr(path) else None
-        written += write_segmentation(os.path.join(output_dir, image_regions.output_name(path, "")), image, result,
-                                      like=zarr_input)
+        stem = os.path.join(output_dir, image_regions.output_name(path, ""))
+        if settings.for_stacks:
+            stack = stacks.read_stack(path, settings.channels, settings.gray)
+            result = stacks.segment_stack(predictor, stack.image, stacks.with_anisotropy(settings, stack))
+            written += write_stack_segmentation(stem, result, stack, like=zarr_input)
+        else:
+            raw = data.read_cell_image(path, settings.channels, settings.gray)
+            image = data.normalise(raw)  # once, for the network and the outlines
+            result = inference.segment_image(predictor, raw, settings, image)
+            written += write_segmentation(stem, image, result, like=zarr_input)
         log.info("%s: %d cells", path, int(result.masks.max()))
         if options["diameter"] == 0:
             say(f"{os.path.basename(path)}: cell diameter {result.diameter:.1f} pixels (estimated), "
@@ -103,6 +109,29 @@ def write_segmentation(stem, image, result, like=None):
         write_masks(names["masks"], result.masks)
     readers.write_png(names["outlines"], outlines(image, result.masks))
     return list(names.values())
+
+
+def write_stack_segmentation(stem, result, stack, like=None):
+    """STEM_cp_masks.tif (uint16 ImageJ stack ZYX, the voxel size kept) and
+    STEM_cp_flows.tif (float32 ImageJ hyperstack ZCYX: the flows and the logit) of a
+    stack's Segmentation; for an OME-Zarr input (`like`, its ome_zarr.Image) the masks
+    are STEM_cp_masks.zarr of its version and voxel size. Returns the paths."""
+    flows_path = f"{stem}{OUTPUT_NAMES['flows']}"
+    maps = np.concatenate([result.flows, result.cellprob[np.newaxis]]).transpose(1, 0, 2, 3)
+    names = FLOW_CHANNELS if len(result.flows) == 2 else ("dZ", *FLOW_CHANNELS)
+    readers.write_imagej_tiff(flows_path, np.ascontiguousarray(maps, np.float32), "ZCYX", labels=names * len(maps),
+                              voxel_size=stack.voxel_size, unit=stack.unit)
+    if like is not None:
+        masks_path = f"{stem}{ZARR_MASKS}"
+        ome_zarr.write_image(masks_path, result.masks, "zyx", like.voxel_size("zyx"), origin=like.origin("zyx"),
+                             version=like.version)
+    else:
+        masks_path = f"{stem}{OUTPUT_NAMES['masks']}"
+        if result.masks.dtype == np.uint16:
+            readers.write_imagej_tiff(masks_path, result.masks, "ZYX", voxel_size=stack.voxel_size, unit=stack.unit)
+        else:  # past 65535 cells: 32-bit, which ImageJ's TIFF does not take
+            readers.write_tiff(masks_path, result.masks)
+    return [masks_path, flows_path]
 
 
 def summary_images(model, inputs, targets):
