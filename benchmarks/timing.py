@@ -6,8 +6,10 @@ import time
 
 def best_time(function, repeats):
     """(fastest of `repeats` timed calls in seconds, the last result), after one untimed
-    call that compiles and warms caches."""
-    function()
+    call that compiles and warms caches; (None, its result) for 0 repeats."""
+    result = function()
+    if not repeats:
+        return None, result
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -6,7 +6,9 @@ usage: cellpose_3d.py DIR NBASE DIAMETER ANISOTROPY STITCH_THRESHOLD REPEATS
 DIR holds state.npz (cpnet_state.py) and stack.npy (Z, Y, X), and may hold labels.npy
 (a label volume). NBASE: the CPnet's widths, input channels first (comma-separated).
 Writes masks_3d.npy, flows_3d.npy (dZ, dY, dX: the summed network flows, as Cellpose
-follows them) and cellprob_3d.npy of eval(do_3D=True, anisotropy), masks_stitch.npy of
+follows them) and cellprob_3d.npy of eval(do_3D=True, anisotropy), masks_3d_isotropic.npy
+of the same with resample=False (the flows followed in the resampled, isotropic stack and
+the masks resized back), masks_stitch.npy of
 eval(stitch_threshold) when it is above 0, and flows_labels.npy of masks_to_flows(labels).
 Both evals: channels=[0, 0], the given diameter, Cellpose's defaults otherwise. Prints a
 JSON line of the best of REPEATS seconds of each and the process's peak memory (MiB)
@@ -39,6 +41,10 @@ def main(folder, nbase, diameter, anisotropy, stitch_threshold, repeats):
     np.save(os.path.join(folder, "masks_3d.npy"), np.asarray(masks))
     np.save(os.path.join(folder, "flows_3d.npy"), np.asarray(flows[1]))
     np.save(os.path.join(folder, "cellprob_3d.npy"), np.asarray(flows[2]))
+    found["do_3D_isotropic"], (masks, *_) = best_time(
+        lambda: model.eval(stack, channels=[0, 0], z_axis=0, diameter=diameter, do_3D=True, anisotropy=anisotropy,
+                           resample=False), int(repeats))
+    np.save(os.path.join(folder, "masks_3d_isotropic.npy"), np.asarray(masks))
     if stitch_threshold > 0:
         found["stitch"], (masks, *_) = best_time(
             lambda: model.eval(stack, channels=[0, 0], z_axis=0, diameter=diameter,

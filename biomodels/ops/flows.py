@@ -11,8 +11,9 @@ to unit length. The loops run compiled and in parallel over cells and points
 
 Z-stacks (3-D), as Cellpose 3 does them: a label volume's flows are the sums of the 2-D
 flows of its slices along each axis (so a component is the sum of two unit flows), and
-masks come from following such flows in 3-D, clustered in 3-D; the flow-error check is
-2-D only, as in Cellpose.
+masks come from following such flows in 3-D (`volume_steps`: halved, where Cellpose
+follows the sums and overshoots), clustered in 3-D; the flow-error check is 2-D only,
+as in Cellpose.
 """
 
 import numpy as np
@@ -69,6 +70,18 @@ def _image_flows(labels, iterations):
         steps = np.full(len(ids), int(iterations), np.int64)
     diffuse_cells(labels, ids, boxes, centres, steps, flows)
     return flows
+
+
+def volume_steps(flows, anisotropy=1.0):
+    """The steps to follow on a stack's own grid for a volume's summed flows (3, Z, Y, X)
+    (`masks_to_flows`', or do_3D's network flows): each component halved, the mean of
+    the two slice flows that hold it, and dZ divided by the `anisotropy` (the Z spacing
+    over the pixel size) of flows that point in the resampled, isotropic stack.
+    Cellpose 3 follows the sums unconverted: steps of up to two voxels overshoot a
+    cell's centre and, across the slices of an anisotropic stack, up to 2 × anisotropy;
+    the points of a cell then end in two clusters and the cell loses voxels or splits."""
+    divisors = np.array([2.0 * anisotropy, 2.0, 2.0], np.float32)[:, None, None, None]
+    return np.asarray(flows, np.float32) / divisors
 
 
 def follow_flows(flows, pixels, iterations=200):

@@ -5,8 +5,9 @@ Two ways, as Cellpose offers them:
   direction (Z by the anisotropy, the Z spacing over the pixel size), the network runs
   on every YX, ZX and ZY slice, and each direction's flow is the sum of the two kinds
   of slices that hold it (the cell probability the sum of all three); resampled back,
-  the flows are followed in 3-D (ops.flows) on the stack's own grid, their Z component
-  divided by the anisotropy (where Cellpose 3 follows it unconverted, overshooting in Z).
+  the flows are followed in 3-D on the stack's own grid (ops.flows.volume_steps: the
+  sums halved and the Z component divided by the anisotropy, where Cellpose 3 follows
+  the sums unconverted and overshoots).
 - stitch_threshold: every Z slice is segmented in 2-D and masks of consecutive slices
   whose IoU reaches the threshold share a label (ops.matching.stitch_slices).
 The whole stack is normalised at once (Cellpose's norm3D). Stacks are read from TIFF
@@ -199,7 +200,7 @@ def segment_stack(predictor, raw, settings):
     `settings` (do_3D, or stitch_threshold > 0; anisotropy resolved): masks [Z, Y, X];
     flows (3, Z, Y, X) (dZ, dY, dX) for do_3D, (2, Z, Y, X) each slice's for stitching;
     cellprob [Z, Y, X]."""
-    from biomodels.ops.flows import fill_holes_and_remove_small, masks_from_flows
+    from biomodels.ops.flows import fill_holes_and_remove_small, masks_from_flows, volume_steps
     from biomodels.ops.matching import stitch_slices
     from biomodels.tasks.cellular.inference import Segmentation
 
@@ -211,11 +212,7 @@ def segment_stack(predictor, raw, settings):
     if settings.do_3D:
         maps = network_maps_3d(normalised, image, scale, settings.anisotropy, **tiling)
         flows, cellprob = np.moveaxis(maps[..., :3], -1, 0), maps[..., 3]
-        # the flows point in the resampled (isotropic) stack; on the stack's own grid a
-        # step of dz there is dz / anisotropy slices (Cellpose 3 takes it as dz slices:
-        # points overshoot in Z and cells lose voxels, see docs/cellular.md)
-        in_slices = flows / np.array([settings.anisotropy, 1.0, 1.0], np.float32)[:, None, None, None]
-        masks = masks_from_flows(in_slices, cellprob, cellprob_threshold=thresholds["cellprob_threshold"],
+        masks = masks_from_flows(volume_steps(flows, settings.anisotropy), cellprob, cellprob_threshold=thresholds["cellprob_threshold"],
                                  min_size=thresholds["min_size"], niter=flow_steps(scale))
     else:
         depth, height, width = image.shape[:3]

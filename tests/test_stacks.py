@@ -1,0 +1,229 @@
+"""Z-stacks (biomodels.tasks.cellular.stacks): 3-D segmentation against Cellpose 3.1.1.2's
+own `eval(do_3D=True)` and `eval(stitch_threshold=...)` with the same network, a small
+CPnet trained here on discs (the slices of spheres) and handed to Cellpose as a state
+dict; the 3-D flows of a label volume against Cellpose's `masks_to_flows`; the command
+line on ImageJ and OME-Zarr stacks with the voxel size kept."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import assert_one_line_error, run_cli, run_reference_script
+
+NBASE = (16, 32, 256)  # Cellpose's eval takes styles of 256 only
+DIAMETER = 16.0
+ANISOTROPY = 2.0
+STITCH_THRESHOLD = 0.25
+
+
+def discs(rng, size=64):
+    """(image, labels): up to 12 bright discs of radius 3-9 on a dim noisy background."""
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.int32)
+    image = rng.normal(0.1, 0.03, (size, size))
+    for _ in range(12):
+        radius = rng.uniform(3, 9)
+        cy, cx = rng.uniform(radius, size - radius, 2)
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+        if not (labels[inside] > 0).any():
+            labels[inside] = labels.max() + 1
+            image[inside] += rng.uniform(0.6, 1.0)
+    return image.astype(np.float32), labels
+
+
+def blobs(rng, shape=(20, 64, 64), anisotropy=ANISOTROPY, count=10):
+    """(stack, labels): spheres and ellipsoids (radii 5-8 pixels, stretched up to 1.4× in
+    x) apart from each other, in a stack whose slices are `anisotropy` pixels apart."""
+    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    zz = zz * anisotropy
+    labels = np.zeros(shape, np.int32)
+    image = rng.normal(0.1, 0.03, shape)
+    for _ in range(60):
+        radii = rng.uniform(5, 8, 3) * np.array([1, 1, rng.uniform(1, 1.4)])
+        centre = [rng.uniform(r, n - r) for r, n in zip(radii, (shape[0] * anisotropy, *shape[1:]))]
+
+        def within(margin):
+            return sum(((c - middle) / (r + margin)) ** 2 for c, middle, r in zip((zz, yy, xx), centre, radii)) <= 1
+
+        if not (labels[within(2)] > 0).any():
+            labels[within(0)] = labels.max() + 1
+            image[within(0)] += rng.uniform(0.6, 1.0)
+        if labels.max() == count:
+            break
+    return (image * 1000).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A CellularModel of a small CPnet trained on discs (about 20 s), and Cellpose's 3-D
+    results with its weights on a stack of blobs."""
+    from biomodels import cli
+
+    cli.import_tensorflow()
+    import keras
+
+    from biomodels.models import CellposeLoss, CellposeNet
+    from biomodels.ops.flows import masks_to_flows
+    from biomodels.tasks import get
+    from biomodels.tasks.cellular import data, inference
+
+    rng = np.random.default_rng(0)
+    images, targets = [], []
+    for _ in range(64):
+        image, labels = discs(rng)
+        image = data.normalise(image[..., np.newaxis])[..., 0]
+        images.append(np.stack([image, np.zeros_like(image)], axis=-1))
+        targets.append(np.concatenate([masks_to_flows(labels).transpose(1, 2, 0), (labels > 0)[..., None],
+                                       labels[..., None], np.zeros_like(labels)[..., None]], -1).astype(np.float32))
+    keras.utils.set_random_seed(0)
+    network = CellposeNet(nchan=2, nbase=NBASE, diam_mean=DIAMETER)
+    network.compile(optimizer=keras.optimizers.Adam(3e-3), loss=CellposeLoss())
+    network.fit(np.stack(images), np.stack(targets), batch_size=8, epochs=20, verbose=0)
+    task = get("cellular")
+    model = inference.CellularModel(task, inference.cpnet_predictor(task, network, "discs"))
+
+    folder = tmp_path_factory.mktemp("cellpose_3d")
+    stack, labels = blobs(np.random.default_rng(1))
+    np.savez(folder / "state.npz", **network.cellpose_state())
+    np.save(folder / "stack.npy", stack)
+    np.save(folder / "labels.npy", labels)
+    run_reference_script("cellpose_3d.py", folder, ",".join(map(str, (2, *NBASE))), DIAMETER, ANISOTROPY,
+                         STITCH_THRESHOLD, 0)
+    cellpose = {name: np.load(folder / f"{name}.npy") for name in
+                ("masks_3d", "masks_3d_isotropic", "flows_3d", "cellprob_3d", "masks_stitch", "flows_labels")}
+    return {"model": model, "stack": stack, "labels": labels, "cellpose": cellpose, "folder": folder}
+
+
+def test_do_3D_follows_cellposes_eval(trained):
+    """The same network on the same stack (anisotropy 2): the summed 3-D flows and logits
+    equal Cellpose's to within its resampling, and our masks are the blobs (AP@0.75 ≥
+    0.95) and match them at least as well as Cellpose's at every IoU threshold, whether
+    Cellpose follows the flows on the stack's own grid (its default, the Z flow taken
+    unconverted: cells overshoot in Z and lose voxels) or in the resampled stack
+    (resample=False). The AP between the two is reported by benchmarks/cellular_3d.py."""
+    from biomodels.ops.matching import average_precision
+
+    result = trained["model"].predict(trained["stack"], do_3D=True, diameter=DIAMETER, anisotropy=ANISOTROPY)
+    cellpose, labels = trained["cellpose"], trained["labels"]
+    assert result.masks.shape == labels.shape and result.flows.shape == (3, *labels.shape)
+    scale = np.abs(cellpose["flows_3d"] / 5).max()
+    assert np.abs(result.flows - cellpose["flows_3d"] / 5).max() < 0.01 * scale
+    assert np.abs(result.cellprob - cellpose["cellprob_3d"]).max() < 0.01 * np.abs(cellpose["cellprob_3d"]).max()
+    ours = average_precision(labels, result.masks)[0]
+    assert ours[0] == 1.0 and ours[1] >= 0.95
+    for name in ("masks_3d", "masks_3d_isotropic"):
+        assert (ours >= average_precision(labels, cellpose[name])[0]).all(), name
+
+
+def test_stitching_follows_cellposes_eval(trained):
+    from biomodels.ops.matching import average_precision
+
+    result = trained["model"].predict(trained["stack"], stitch_threshold=STITCH_THRESHOLD, diameter=DIAMETER)
+    assert result.masks.shape == trained["labels"].shape and result.flows.shape == (2, *trained["labels"].shape)
+    assert average_precision(trained["cellpose"]["masks_stitch"], result.masks)[0][0] >= 0.95
+    assert average_precision(trained["labels"], result.masks)[0][0] >= 0.95
+
+
+def test_volume_flows_are_cellposes(trained):
+    """masks_to_flows of a label volume against Cellpose's: cosine ≥ 0.99 in 99 % of
+    the cells' voxels, 0.999 on average."""
+    from biomodels.ops.flows import masks_to_flows
+
+    labels, expected = trained["labels"], trained["cellpose"]["flows_labels"]
+    found = masks_to_flows(labels)
+    inside = labels > 0
+    cosine = (found * expected).sum(0)[inside] / (np.linalg.norm(found, axis=0) * np.linalg.norm(expected, axis=0))[inside]
+    assert np.percentile(cosine, 1) >= 0.99 and cosine.mean() >= 0.999
+    assert not found[:, ~inside].any()
+
+
+def test_a_label_volumes_flows_give_its_masks_back():
+    """Known answer without a network: the 3-D flows of a label volume, followed in 3-D
+    as volume_steps makes them, give the same cells (a cell-probability of +5 inside, -5
+    outside); followed as sums, as Cellpose follows them, they overshoot and cells lose
+    voxels. The same on a stack of every other slice, with anisotropy 2."""
+    from biomodels.ops.flows import masks_from_flows, masks_to_flows, volume_steps
+    from biomodels.ops.matching import average_precision
+
+    _, labels = blobs(np.random.default_rng(3), shape=(24, 48, 48), anisotropy=1.0, count=6)
+    flows, cellprob = masks_to_flows(labels), np.where(labels > 0, 5.0, -5.0)
+    masks = masks_from_flows(volume_steps(flows), cellprob, niter=200)
+    assert average_precision(labels, masks, thresholds=(0.9,))[0][0] == 1.0
+    assert average_precision(labels, masks_from_flows(flows, cellprob, niter=200), thresholds=(0.9,))[0][0] < 0.5
+    # every other slice: the flows of the isotropic volume, taken at the kept slices
+    sparse = masks_from_flows(volume_steps(flows[:, ::2], anisotropy=2.0), cellprob[::2], niter=200, min_size=5)
+    assert average_precision(labels[::2], sparse, thresholds=(0.75,))[0][0] == 1.0
+    with pytest.raises(ValueError, match="expected flows"):
+        masks_from_flows(np.zeros((2, 4, 8, 8)), np.zeros((4, 8, 8)))
+
+
+def test_stitching_links_by_iou_as_cellpose_does():
+    """Hand-made slices: a mask takes the label of the mask before it overlapping it most
+    at IoU ≥ the threshold; an earlier mask goes to one later mask only (the best); an
+    empty slice breaks the chain; new masks number on from the highest label."""
+    from biomodels.ops.matching import stitch_slices
+
+    masks = np.zeros((5, 12, 12), np.int32)
+    masks[0, 1:5, 1:5] = 4           # a
+    masks[1, 1:5, 1:6] = 7           # a again (IoU 0.8)
+    masks[1, 7:10, 7:10] = 2         # b, new
+    masks[2, 1:5, 1:3] = 1           # a's left half (IoU 0.4) ...
+    masks[2, 1:5, 3:6] = 3           # ... and right half (IoU 0.6): only the better is a
+    masks[4, 7:10, 7:10] = 5         # after an empty slice: new
+    stitched = stitch_slices(masks, 0.25)
+    assert stitched[0, 2, 2] == stitched[1, 2, 2] == stitched[2, 2, 4] == 1
+    assert stitched[1, 8, 8] == 2 and stitched[2, 2, 1] == 3 and stitched[4, 8, 8] == 4
+    assert stitch_slices(masks, 0.9)[1, 2, 2] != 1  # IoU 0.8 < 0.9: a new cell
+    with pytest.raises(ValueError, match="stack of label images"):
+        stitch_slices(masks[0], 0.25)
+
+
+def test_predict_segments_stacks_from_the_command_line(trained, tmp_path, monkeypatch):
+    """predict --do_3D on an ImageJ ZCYX stack and an OME-Zarr stack, the model by name
+    from a Cellpose cache: 3-D uint16 ImageJ masks with the voxel size kept (read back
+    by tifffile's ImageJ reader), the anisotropy taken from the files, the masks those of
+    Python's predict; flows as a ZCYX hyperstack. Stacks without --do_3D, 2-D images with
+    it and both ways at once are one line each."""
+    from biomodels.pipelines import ome_zarr
+
+    stack = trained["stack"]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(trained["folder"] / "cpnet.pth", cache / "cyto3")
+    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(cache))
+    monkeypatch.setenv("BIOMODELS_CELLPOSE_MODELS_URL", "http://127.0.0.1:9/models")
+    inputs = tmp_path / "stacks"
+    inputs.mkdir()
+    two_channels = np.stack([stack, np.zeros_like(stack)], axis=1).astype(np.uint16)  # Z, C, Y, X
+    tifffile.imwrite(inputs / "cells.tif", two_channels, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "micron"})
+    ome_zarr.write_image(str(inputs / "cells3.ome.zarr"), stack.astype(np.uint16), "zyx", (2e4, 1e4, 1e4))
+    out = tmp_path / "out"
+    result = run_cli("biomodels.predict", "--task=cellular", "--model=cellpose:cyto3", f"--input={inputs}",
+                     f"--output={out}", "--do_3D", f"--diameter={DIAMETER}", "--channels=0,1")
+    assert result.returncode == 0, result.stderr
+    expected = trained["model"].predict(stack.astype(np.uint16), do_3D=True, diameter=DIAMETER, anisotropy=ANISOTROPY)
+    with tifffile.TiffFile(out / "cells_cp_masks.tif") as masks:
+        assert masks.is_imagej and masks.series[0].axes == "ZYX" and masks.series[0].dtype == np.uint16
+        assert masks.imagej_metadata["spacing"] == 1.0 and masks.imagej_metadata["unit"] == "micron"
+        assert masks.pages[0].tags["XResolution"].value == (2, 1)
+        np.testing.assert_array_equal(masks.asarray(), expected.masks)
+    with tifffile.TiffFile(out / "cells_cp_flows.tif") as flows:
+        assert flows.series[0].axes == "ZCYX" and flows.series[0].shape == (20, 4, 64, 64)
+    zarr_masks = ome_zarr.Image(str(out / "cells3_cp_masks.zarr"))
+    assert zarr_masks.voxel_size("zyx") == (2e4, 1e4, 1e4)
+    np.testing.assert_array_equal(zarr_masks.spatial("zyx"), expected.masks)
+    assert not os.path.exists(out / "cells_cp_output.png")
+
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, stack[0].astype(np.uint16))
+    for path, flags, fragments in [
+            (inputs / "cells.tif", [], ("cells.tif", "Z-stack", "--do_3D")),
+            (flat, ["--do_3D"], ("flat.tif", "segment Z-stacks")),
+            (inputs / "cells.tif", ["--do_3D", "--stitch_threshold=0.3"], ("choose one",))]:
+        result = run_cli("biomodels.predict", "--task=cellular", "--model=cellpose:cyto3", f"--input={path}",
+                         f"--output={tmp_path / 'bad'}", f"--diameter={DIAMETER}", *flags)
+        assert_one_line_error(result, *fragments)
