@@ -1,8 +1,9 @@
 """Z-stacks (biomodels.tasks.cellular.stacks): 3-D segmentation against Cellpose 3.1.1.2's
 own `eval(do_3D=True)` and `eval(stitch_threshold=...)` with the same network, a small
-CPnet trained here on discs (the slices of spheres) and handed to Cellpose as a state
-dict; the 3-D flows of a label volume against Cellpose's `masks_to_flows`; the command
-line on ImageJ and OME-Zarr stacks with the voxel size kept."""
+CPnet trained here on discs (the slices of spheres; synthetic.cell_stacks) and handed to
+Cellpose as a state dict; the 3-D flows of a label volume against Cellpose's
+`masks_to_flows`; the command line on ImageJ and OME-Zarr stacks with the voxel size
+kept."""
 
 import os
 import shutil
@@ -11,49 +12,13 @@ import numpy as np
 import pytest
 import tifffile
 
+from biomodels.pipelines.synthetic.cell_stacks import blob_stack, disc_training_set
 from conftest import assert_one_line_error, run_cli, run_reference_script
 
 NBASE = (16, 32, 256)  # Cellpose's eval takes styles of 256 only
 DIAMETER = 16.0
 ANISOTROPY = 2.0
 STITCH_THRESHOLD = 0.25
-
-
-def discs(rng, size=64):
-    """(image, labels): up to 12 bright discs of radius 3-9 on a dim noisy background."""
-    yy, xx = np.mgrid[:size, :size]
-    labels = np.zeros((size, size), np.int32)
-    image = rng.normal(0.1, 0.03, (size, size))
-    for _ in range(12):
-        radius = rng.uniform(3, 9)
-        cy, cx = rng.uniform(radius, size - radius, 2)
-        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
-        if not (labels[inside] > 0).any():
-            labels[inside] = labels.max() + 1
-            image[inside] += rng.uniform(0.6, 1.0)
-    return image.astype(np.float32), labels
-
-
-def blobs(rng, shape=(20, 64, 64), anisotropy=ANISOTROPY, count=10):
-    """(stack, labels): spheres and ellipsoids (radii 5-8 pixels, stretched up to 1.4× in
-    x) apart from each other, in a stack whose slices are `anisotropy` pixels apart."""
-    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
-    zz = zz * anisotropy
-    labels = np.zeros(shape, np.int32)
-    image = rng.normal(0.1, 0.03, shape)
-    for _ in range(60):
-        radii = rng.uniform(5, 8, 3) * np.array([1, 1, rng.uniform(1, 1.4)])
-        centre = [rng.uniform(r, n - r) for r, n in zip(radii, (shape[0] * anisotropy, *shape[1:]))]
-
-        def within(margin):
-            return sum(((c - middle) / (r + margin)) ** 2 for c, middle, r in zip((zz, yy, xx), centre, radii)) <= 1
-
-        if not (labels[within(2)] > 0).any():
-            labels[within(0)] = labels.max() + 1
-            image[within(0)] += rng.uniform(0.6, 1.0)
-        if labels.max() == count:
-            break
-    return (image * 1000).astype(np.float32), labels
 
 
 @pytest.fixture(scope="module")
@@ -66,27 +31,19 @@ def trained(tmp_path_factory):
     import keras
 
     from biomodels.models import CellposeLoss, CellposeNet
-    from biomodels.ops.flows import masks_to_flows
     from biomodels.tasks import get
-    from biomodels.tasks.cellular import data, inference
+    from biomodels.tasks.cellular import inference
 
-    rng = np.random.default_rng(0)
-    images, targets = [], []
-    for _ in range(64):
-        image, labels = discs(rng)
-        image = data.normalise(image[..., np.newaxis])[..., 0]
-        images.append(np.stack([image, np.zeros_like(image)], axis=-1))
-        targets.append(np.concatenate([masks_to_flows(labels).transpose(1, 2, 0), (labels > 0)[..., None],
-                                       labels[..., None], np.zeros_like(labels)[..., None]], -1).astype(np.float32))
+    images, targets = disc_training_set(np.random.default_rng(0))
     keras.utils.set_random_seed(0)
     network = CellposeNet(nchan=2, nbase=NBASE, diam_mean=DIAMETER)
     network.compile(optimizer=keras.optimizers.Adam(3e-3), loss=CellposeLoss())
-    network.fit(np.stack(images), np.stack(targets), batch_size=8, epochs=20, verbose=0)
+    network.fit(images, targets, batch_size=8, epochs=20, verbose=0)
     task = get("cellular")
     model = inference.CellularModel(task, inference.cpnet_predictor(task, network, "discs"))
 
     folder = tmp_path_factory.mktemp("cellpose_3d")
-    stack, labels = blobs(np.random.default_rng(1))
+    stack, labels = blob_stack(np.random.default_rng(1), anisotropy=ANISOTROPY)
     np.savez(folder / "state.npz", **network.cellpose_state())
     np.save(folder / "stack.npy", stack)
     np.save(folder / "labels.npy", labels)
@@ -148,7 +105,7 @@ def test_a_label_volumes_flows_give_its_masks_back():
     from biomodels.ops.flows import masks_from_flows, masks_to_flows, volume_steps
     from biomodels.ops.matching import average_precision
 
-    _, labels = blobs(np.random.default_rng(3), shape=(24, 48, 48), anisotropy=1.0, count=6)
+    _, labels = blob_stack(np.random.default_rng(3), shape=(24, 48, 48), count=6)
     flows, cellprob = masks_to_flows(labels), np.where(labels > 0, 5.0, -5.0)
     masks = masks_from_flows(volume_steps(flows), cellprob, niter=200)
     assert average_precision(labels, masks, thresholds=(0.9,))[0][0] == 1.0
