@@ -39,7 +39,8 @@ def open_predictor(task, path):
     """The Predictor for a SavedModel directory, a training run's model_dir, or the
     address of a TF Serving server (http://host:8501/v1/models/NAME, grpc://host:8500;
     the task's name is the model's name when the address does not give one), or a
-    published model the task knows by name (cellular: cellpose:cyto3)."""
+    published model the task knows by name or a model file of the study's own format
+    (cellular: cellpose:cyto3, a Cellpose checkpoint)."""
     named = task.open_named_model(path)
     if named is not None:
         return named

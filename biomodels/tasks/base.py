@@ -225,7 +225,8 @@ class Task(abc.ABC):
 
     def open_named_model(self, source):
         """The Predictor of a published model the task knows by name (cellular:
-        "cellpose:cyto3"), None when `source` names none."""
+        "cellpose:cyto3") or of a model file in the study's own format (a Cellpose
+        checkpoint), None when `source` is neither."""
         return None
 
     def initial_model(self, path):

@@ -19,6 +19,8 @@ checkpoints (Cellpose checkpoints for --init_from), metrics, serving, outputs (f
 predict, TensorBoard images).
 """
 
+import os
+
 import numpy as np
 
 from biomodels import config as config_lib
@@ -125,9 +127,15 @@ class CellularTask(Task):
         return checkpoints.model_from_checkpoint(path, self.config)
 
     def open_named_model(self, source):
-        if not pretrained.is_named(source):
-            return None
-        return inference.cpnet_predictor(self, pretrained.converted_model(source), source)
+        """cellpose:NAME, or the path of a Cellpose CPnet checkpoint file (what Cellpose's
+        --pretrained_model takes, such as a model trained in its GUI)."""
+        if pretrained.is_named(source):
+            return inference.cpnet_predictor(self, pretrained.converted_model(source), source)
+        if os.path.isfile(source) and checkpoints.is_cellpose_checkpoint(source):
+            from biomodels.pipelines.torch_checkpoint import read_cellpose_net
+
+            return inference.cpnet_predictor(self, read_cellpose_net(source), source)
+        return None
 
     def compile_arguments(self, steps_per_epoch):
         import keras
