@@ -3,8 +3,9 @@ that say what they are.
 
     python -m biomodels.predict --task=cryoet --model=PATH --input=FILE_OR_DIR --output=DIR [task options]
 
---model takes a training run's model_dir, an exported SavedModel directory or a TF
-Serving address. Each task declares its own options (`Task.predict_options`); they are
+--model takes a training run's model_dir, an exported SavedModel directory, a TF
+Serving address, or a published model by name or a model file of the study's own format
+(cellular: cellpose:cyto3, a Cellpose checkpoint). Each task declares its own options (`Task.predict_options`); they are
 flags once --task names the task, and `--task=NAME --help` lists them.
 
 Inputs are read and predicted one at a time, each input's files written when it is
@@ -110,7 +111,10 @@ def define_flags():
     from biomodels import cli, tasks
 
     flags.DEFINE_string("task", None, "Task name: " + ", ".join(tasks.names()) + "; --task=NAME --help lists its options.")
-    flags.DEFINE_string("model", None, "A model_dir of biomodels.train, an exported SavedModel directory, or a TF Serving address (http://host:8501/v1/models/NAME, grpc://host:8500).")
+    flags.DEFINE_string("model", None, "A model_dir of biomodels.train, an exported SavedModel directory, a TF Serving "
+                                       "address (http://host:8501/v1/models/NAME, grpc://host:8500), or a published "
+                                       "model by name or a model file of the study's own format (cellular: "
+                                       "cellpose:cyto3, a Cellpose checkpoint).")
     flags.DEFINE_string("input", None, "Input file or folder.")
     flags.DEFINE_string("output", None, "Output folder.")
     cli.define_scheduler_flag()

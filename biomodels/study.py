@@ -47,7 +47,7 @@ def load(source, task=None):
     for prefix, name in NAMED_MODELS.items():
         if source.startswith(prefix):
             task = tasks.get(task or name)
-            return task.model_class(task, task.open_named_model(source))
+            return task.model_class(task, open_predictor(task, source))
     if source.startswith(SERVER_PREFIXES):
         task = tasks.get(task or _served_model_name(source))
         return task.model_class(task, open_predictor(task, source))

@@ -60,8 +60,14 @@ class StudyModel:
     @classmethod
     def from_file(cls, task, path):
         """The model of a single file in a study's own format (cellular: a Cellpose
-        checkpoint); other studies' models are folders."""
-        raise InputError(path, f"is a file: a {task.name} model is a run directory, an export or a server address")
+        checkpoint, converted to Keras in memory; `Task.named_model`); other studies'
+        models are folders."""
+        from biomodels.predictors import KerasPredictor
+
+        named = task.named_model(path)
+        if named is None:
+            raise InputError(path, f"is a file: a {task.name} model is a run directory, an export or a server address")
+        return cls(task, KerasPredictor(task, *named, source=path))
 
     def __repr__(self):
         return f"<{type(self).__name__} of {self.predictor.source}>"

@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
     import keras
 
     from biomodels.models import CellposeLoss, CellposeNet
+    from biomodels.predictors import KerasPredictor
     from biomodels.tasks import get
     from biomodels.tasks.cellular import inference
 
@@ -40,7 +41,7 @@ def trained(tmp_path_factory):
     network.compile(optimizer=keras.optimizers.Adam(3e-3), loss=CellposeLoss())
     network.fit(images, targets, batch_size=8, epochs=20, verbose=0)
     task = get("cellular")
-    model = inference.CellularModel(task, inference.cpnet_predictor(task, network, "discs"))
+    model = inference.CellularModel(task, KerasPredictor(task, network, inference.cpnet_config(task, network), source="discs"))
 
     folder = tmp_path_factory.mktemp("cellpose_3d")
     stack, labels = blob_stack(np.random.default_rng(1), anisotropy=ANISOTROPY)
@@ -184,3 +185,42 @@ def test_predict_segments_stacks_from_the_command_line(trained, tmp_path, monkey
         result = run_cli("biomodels.predict", "--task=cellular", "--model=cellpose:cyto3", f"--input={path}",
                          f"--output={tmp_path / 'bad'}", f"--diameter={DIAMETER}", *flags)
         assert_one_line_error(result, *fragments)
+
+
+def test_evaluate_takes_a_cellpose_checkpoint_file(trained, tmp_path, dask_scheduler):
+    """evaluate --model=CHECKPOINT --data_dir: the disc network, as the Cellpose file
+    Cellpose wrote, scores discs of a data set prepared from a Cellpose folder (AP@0.5 ≥
+    0.9) and writes the table under --output; the split in parts on two workers, which
+    open the file themselves, gives the same table. --model without --data_dir, or with
+    --model_dir, is one line."""
+    import json
+
+    from biomodels import cluster
+    from biomodels import config as config_lib
+    from biomodels.evaluation import evaluate_named
+    from biomodels.pipelines.synthetic.cell_stacks import disc_image
+    from biomodels.prepare import prepare_dataset
+    from biomodels.tasks import get
+
+    folder = tmp_path / "discs"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("train0", "train1", "test0", "test1", "test2"):
+        image, labels = disc_image(rng, 96, tries=20)
+        tifffile.imwrite(folder / f"{name}.tif", (image * 1000).astype(np.uint16))
+        tifffile.imwrite(folder / f"{name}_masks.tif", labels.astype(np.uint16))
+    task = get("cellular")
+    prepare_dataset(task, config_lib.resolve(task, "quick", ["test_pattern=test"]), str(tmp_path / "data"),
+                    input_path=str(folder), fractions=(1.0, 0.0, 0.0), show_progress=False)
+    checkpoint = trained["folder"] / "cpnet.pth"
+    result = run_cli("biomodels.evaluate", "--task=cellular", f"--model={checkpoint}", f"--data_dir={tmp_path / 'data'}",
+                     f"--output={tmp_path / 'scores'}")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "scores" / "metrics_test.json").read_text())
+    assert metrics["images"] == 3 and metrics["ap@0.5"] >= 0.9, metrics
+    with cluster.executor(dask_scheduler) as executor:
+        parted = evaluate_named(task, str(checkpoint), str(tmp_path / "data"), executor=executor)
+    assert parted == pytest.approx(metrics)
+    for flags, fragment in [([f"--model={checkpoint}"], "needs --data_dir"),
+                            ([f"--model={checkpoint}", f"--model_dir={tmp_path}"], "one of --model_dir")]:
+        assert_one_line_error(run_cli("biomodels.evaluate", "--task=cellular", *flags), fragment)

@@ -41,9 +41,9 @@ def open_predictor(task, path):
     the task's name is the model's name when the address does not give one), or a
     published model the task knows by name or a model file of the study's own format
     (cellular: cellpose:cyto3, a Cellpose checkpoint)."""
-    named = task.open_named_model(path)
+    named = task.named_model(path)
     if named is not None:
-        return named
+        return KerasPredictor(task, *named, source=path)
     if path.startswith(("http://", "https://")):
         return RestPredictor(path, model=task.name)
     if path.startswith("grpc://"):

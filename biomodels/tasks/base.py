@@ -223,10 +223,11 @@ class Task(abc.ABC):
 
         require_exists(path)
 
-    def open_named_model(self, source):
-        """The Predictor of a published model the task knows by name (cellular:
-        "cellpose:cyto3") or of a model file in the study's own format (a Cellpose
-        checkpoint), None when `source` is neither."""
+    def named_model(self, source):
+        """(Keras model, its configuration) of a published model the task knows by name
+        (cellular: "cellpose:cyto3") or of a model file in the study's own format (a
+        Cellpose checkpoint); None when `source` is neither. predict, evaluate and
+        biomodels.load take such a source wherever they take a run."""
         return None
 
     def initial_model(self, path):

@@ -126,16 +126,19 @@ class CellularTask(Task):
             return None
         return checkpoints.model_from_checkpoint(path, self.config)
 
-    def open_named_model(self, source):
+    def named_model(self, source):
         """cellpose:NAME, or the path of a Cellpose CPnet checkpoint file (what Cellpose's
-        --pretrained_model takes, such as a model trained in its GUI)."""
+        --pretrained_model takes, such as a model trained in its GUI): the network
+        converted, with its widths, channels and diameter and the paper preset's rest."""
         if pretrained.is_named(source):
-            return inference.cpnet_predictor(self, pretrained.converted_model(source), source)
-        if os.path.isfile(source) and checkpoints.is_cellpose_checkpoint(source):
+            model = pretrained.converted_model(source)
+        elif os.path.isfile(source) and checkpoints.is_cellpose_checkpoint(source):
             from biomodels.pipelines.torch_checkpoint import read_cellpose_net
 
-            return inference.cpnet_predictor(self, read_cellpose_net(source), source)
-        return None
+            model = read_cellpose_net(source)
+        else:
+            return None
+        return model, inference.cpnet_config(self, model)
 
     def compile_arguments(self, steps_per_epoch):
         import keras

@@ -204,14 +204,11 @@ def parse_channels(text, default):
     return channels
 
 
-def cpnet_predictor(task, model, source):
-    """The Predictor of a CellposeNet converted from a Cellpose checkpoint: its widths,
-    channels and diameter are the checkpoint's, the rest the paper preset."""
-    from biomodels.predictors import KerasPredictor
-
-    config = dataclasses.replace(task.presets()["paper"], nbase=tuple(model.nbase), channels=(0, 1)[:model.nchan],
-                                 diameter_mean=model.diam_mean)  # Cellpose's CPnets take two channels
-    return KerasPredictor(task, model, config, source=source)
+def cpnet_config(task, model):
+    """The configuration of a CellposeNet converted from a Cellpose checkpoint: its
+    widths, channels and diameter are the checkpoint's, the rest the paper preset."""
+    return dataclasses.replace(task.presets()["paper"], nbase=tuple(model.nbase), channels=(0, 1)[:model.nchan],
+                               diameter_mean=model.diam_mean)  # Cellpose's CPnets take two channels
 
 
 class CellularModel(StudyModel):
@@ -232,15 +229,6 @@ class CellularModel(StudyModel):
         >>> result.masks.shape, result.flows.shape, result.cellprob.shape, result.diameter
         ((64, 80), (2, 64, 80), (64, 80), 20.0)
     """
-
-    @classmethod
-    def from_file(cls, task, path):
-        """The model of a Cellpose CPnet checkpoint (a PyTorch state dict of Cellpose
-        1.x-3.x), converted to Keras in memory; its widths, channels and diameter are
-        read from the checkpoint, the rest is the paper preset."""
-        from biomodels.pipelines.torch_checkpoint import read_cellpose_net
-
-        return cls(task, cpnet_predictor(task, read_cellpose_net(path), path))
 
     def predict(self, image, **options):
         chosen = resolve_settings(self.predictor, self.config, self.options(options))
