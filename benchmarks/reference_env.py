@@ -1,11 +1,17 @@
-"""The reference environment: a separate virtual environment with PyTorch 2.13.0 (CPU)
-and Cellpose 3.1.1.2, the last Cellpose with the CPnet architecture. Cellpose needs
-numpy<2.1, so it never shares the main environment; tests and benchmarks run scripts
-in it as subprocesses and exchange .npy/.pth files.
+"""The reference environments: virtual environments beside the main one, for tools that
+cannot share it. Tests and benchmarks run scripts in them as subprocesses and exchange
+.npy/.pth files.
 
-`reference_python()` creates it on first use (about 1.5 minutes; a lock keeps parallel
-test workers from building it twice) at $BIOMODELS_REFERENCE_VENV, by default
-`.venv-cellpose` in the repository.
+- "cellpose" (`reference_python()`): PyTorch 2.13.0 (CPU) and Cellpose 3.1.1.2, the last
+  Cellpose with the CPnet architecture; Cellpose needs numpy<2.1, so it never shares the
+  main environment. At $BIOMODELS_REFERENCE_VENV, by default `.venv-cellpose`.
+- "bioimageio-cellpose": bioimage.io's own tools (bioimageio.core 0.11) with Cellpose
+  3.1.1.2 and TensorFlow 2.21 (numpy 2.0), where bioimageio.core runs a package's
+  cellpose_flow_dynamics. At $BIOMODELS_BIOIMAGEIO_VENV, by default
+  `.venv-bioimageio-cellpose`.
+
+Each is created on first use (a few minutes; a lock keeps parallel test workers from
+building it twice).
 """
 
 import fcntl
@@ -15,16 +21,25 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "benchmarks", "reference")
-REQUIREMENTS = ("torch==2.13.0", "cellpose==3.1.1.2")
+#: name -> (the variable that places it, its default folder, pip installs in order)
+ENVIRONMENTS = {
+    # torch first: pip takes the local CPU build of 2.13.0, which cellpose's torch>=1.6 then accepts
+    "cellpose": ("BIOMODELS_REFERENCE_VENV", ".venv-cellpose", (("torch==2.13.0",), ("cellpose==3.1.1.2",))),
+    # pydantic 2.13.5: bioimageio.spec 0.5.12 fails with 2.14
+    "bioimageio-cellpose": ("BIOMODELS_BIOIMAGEIO_VENV", ".venv-bioimageio-cellpose",
+                            (("tensorflow==2.21.*", "numpy<2.1", "torch==2.13.0", "cellpose==3.1.1.2",
+                              "bioimageio.core==0.11.0", "pydantic==2.13.5"),)),
+}
 
 
-def venv_path():
-    return os.environ.get("BIOMODELS_REFERENCE_VENV", os.path.join(ROOT, ".venv-cellpose"))
+def venv_path(name="cellpose"):
+    variable, default, _ = ENVIRONMENTS[name]
+    return os.environ.get(variable, os.path.join(ROOT, default))
 
 
-def reference_python():
-    """The reference environment's python, created if missing."""
-    venv = venv_path()
+def environment_python(name):
+    """The python of the environment `name` (ENVIRONMENTS), created if missing."""
+    venv = venv_path(name)
     python = os.path.join(venv, "bin", "python")
     ready = os.path.join(venv, ".biomodels-ready")
     os.makedirs(os.path.dirname(venv) or ".", exist_ok=True)
@@ -33,11 +48,15 @@ def reference_python():
         if not os.path.isfile(ready):
             subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True)
             pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            # torch first: pip takes the local CPU build of 2.13.0, which cellpose's torch>=1.6 then accepts
-            subprocess.run(pip + [REQUIREMENTS[0]], check=True)
-            subprocess.run(pip + [REQUIREMENTS[1]], check=True)
+            for requirements in ENVIRONMENTS[name][2]:
+                subprocess.run(pip + list(requirements), check=True)
             open(ready, "w").close()
     return python
+
+
+def reference_python():
+    """The Cellpose reference environment's python, created if missing."""
+    return environment_python("cellpose")
 
 
 def run_script(name, *args, timeout=600):

@@ -58,10 +58,19 @@ def run_cli(module, *args, cwd=None, timeout=600):
                           cwd=cwd, env=env, timeout=timeout)
 
 
+def reference_environment(name):
+    """The python of a reference environment (benchmarks/reference_env.py), created on
+    first use."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import reference_env
+
+    return reference_env.environment_python(name)
+
+
 def run_reference_script(name, *args):
     """Run benchmarks/reference/<name> in the Cellpose reference environment (created on
     first use, see benchmarks/reference_env.py); returns its stdout."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    reference_environment("cellpose")
     import reference_env
 
     return reference_env.run_script(name, *args)
@@ -253,21 +262,23 @@ def assert_same_json(a, b, name, atol=1e-5):
         assert a == b, (name, a, b)
 
 
-def assert_bioimageio_core_passes(package, seeds=(1,)):
+def assert_bioimageio_core_passes(package, seeds=(1,), environment=None):
     """bioimage.io's own test of `package` (bioimageio.core 0.11, what the model zoo
     runs) passes in a fresh process under each hash seed, and its `predict` on the test
-    input gives the test output."""
+    input gives the test output: in this environment, or in the reference environment
+    `environment` names (benchmarks/reference_env.py)."""
     import json
 
     import tempfile
 
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bioimageio_core_check.py")
+    python = reference_environment(environment) if environment else sys.executable
     for seed in seeds:
         env = dict(os.environ, PYTHONHASHSEED=str(seed), TF_CPP_MIN_LOG_LEVEL="2")
         # bioimageio.core unzips the weights into ./bioimageio_unzipped_tf_weights: a folder of its own per
         # run, or two test workers load each other's models
         with tempfile.TemporaryDirectory() as cwd:
-            result = subprocess.run([sys.executable, script, os.path.abspath(package)], capture_output=True, text=True,
+            result = subprocess.run([python, script, os.path.abspath(package)], capture_output=True, text=True,
                                     env=env, timeout=600, cwd=cwd)
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -10,8 +10,7 @@ import tifffile
 from PIL import Image
 
 from conformance import StudyConformance, predict_files
-from conftest import (assert_bioimageio_core_passes, assert_one_line_error, call_without_biomodels, export_package,
-                      run_cli, run_reference_script)
+from conftest import assert_one_line_error, call_without_biomodels, run_cli, run_reference_script
 
 TINY = ["nbase=4,8,16,32", "crop_size=32", "batch_size=2", "synthetic_images=6", "synthetic_shape=64,64"]
 
@@ -468,12 +467,10 @@ def test_init_from_cellpose_checkpoint(cellular_run, tmp_path, task, config):
 
 
 def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
-    import zipfile
-
     import tensorflow as tf
-    from bioimageio.spec import load_description
     from tensorflow_serving.apis import prediction_log_pb2
 
+    from biomodels.errors import InputError
     from biomodels.export import serving
     from biomodels.export.bioimageio import write_package
 
@@ -497,20 +494,10 @@ def test_serving_warmup_and_bioimageio_package(tmp_path, task, config):
             assert outputs["masks"].dtype == tf.int32 and outputs["masks"].shape[1:] == (32, 32)
             assert outputs["masks"].numpy().max() == 0
     assert warmed == {"serving_default", "instances", "masks"}  # `normalised` is serving_default after normalising
-    package = write_package(task, path, config, str(tmp_path / "1.bioimageio.zip"))
-    with zipfile.ZipFile(package) as archive:
-        assert {"test_input_images.npy", "test_output_maps.npy"} <= set(archive.namelist())
-        maps = np.load(archive.open("test_output_maps.npy"))
-        assert maps.shape == (1, 32, 32, 3) and maps[..., 2].max() < 0  # dY, dX, cellprob
-    summary = load_description(package, perform_io_checks=True).validation_summary
-    errors = [f"{error.loc}: {error.msg}" for detail in summary.details for error in detail.errors]
-    assert summary.status in ("passed", "valid-format"), errors
-
-
-@pytest.mark.slow
-def test_package_of_a_trained_run_passes_bioimageios_own_test(cellular_run, tmp_path):
-    _, model_dir, _ = cellular_run
-    assert_bioimageio_core_passes(export_package("cellular", model_dir, tmp_path), seeds=(2,))
+    # the package's test output would be masks of no cell, which bioimage.io refuses: one line, no package
+    with pytest.raises(InputError, match="only zeros"):
+        write_package(task, path, config, str(tmp_path / "1.bioimageio.zip"))
+    assert not os.path.exists(tmp_path / "1.bioimageio.zip")
 
 
 def test_blocks_on_workers_write_the_blocks_of_one_process_and_ome_zarr_in_gives_ome_zarr_out(

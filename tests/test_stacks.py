@@ -52,7 +52,8 @@ def trained(tmp_path_factory):
                          STITCH_THRESHOLD, 0)
     cellpose = {name: np.load(folder / f"{name}.npy") for name in
                 ("masks_3d", "masks_3d_isotropic", "flows_3d", "cellprob_3d", "masks_stitch", "flows_labels")}
-    return {"model": model, "stack": stack, "labels": labels, "cellpose": cellpose, "folder": folder}
+    return {"model": model, "network": network, "stack": stack, "labels": labels, "cellpose": cellpose,
+            "folder": folder}
 
 
 def test_do_3D_follows_cellposes_eval(trained):
@@ -224,3 +225,41 @@ def test_evaluate_takes_a_cellpose_checkpoint_file(trained, tmp_path, dask_sched
     for flags, fragment in [([f"--model={checkpoint}"], "needs --data_dir"),
                             ([f"--model={checkpoint}", f"--model_dir={tmp_path}"], "one of --model_dir")]:
         assert_one_line_error(run_cli("biomodels.evaluate", "--task=cellular", *flags), fragment)
+
+
+def test_the_bioimageio_package_answers_instance_masks(trained, tmp_path, monkeypatch):
+    """The package of the disc network declares Cellpose's flow dynamics on its output
+    (the run's thresholds): bioimage.io's validator accepts it; in an environment with
+    bioimageio.core 0.11 and Cellpose 3.1.1.2, bioimage.io's own test passes and its
+    predict gives the labels of the package's test output, which are our masks of the
+    test image (AP@0.5 ≥ 0.95 against predict's, with its tiles and border). The test
+    image is discs, what this network knows (a run's is a synthetic cell image)."""
+    import zipfile
+
+    from bioimageio.spec import load_description
+
+    from biomodels.export.bioimageio import write_package
+    from biomodels.export.savedmodel import export_saved_model
+    from biomodels.ops.matching import average_precision
+    from conftest import assert_bioimageio_core_passes
+
+    from biomodels.pipelines.synthetic.cell_stacks import disc_image
+    from biomodels.tasks.cellular import serving
+    from biomodels.tasks.cellular.inference import cpnet_config
+
+    discs, _ = disc_image(np.random.default_rng(7), 128, tries=40)
+    monkeypatch.setattr(serving, "bioimageio_test_input", lambda config: (
+        "images", np.stack([discs * 1000, np.zeros_like(discs)], axis=-1)[np.newaxis]))
+    model, network = trained["model"], trained["network"]
+    config = cpnet_config(model.task, network)
+    saved_model = export_saved_model(model.task, network, config, str(tmp_path / "saved_model"))
+    package = write_package(model.task, saved_model, config, str(tmp_path / "1.bioimageio.zip"))
+    summary = load_description(package, perform_io_checks=True).validation_summary
+    assert summary.status in ("passed", "valid-format"), [error.msg for d in summary.details for error in d.errors]
+    with zipfile.ZipFile(package) as archive:
+        image = np.load(archive.open("test_input_images.npy"))[0]
+        labels = np.load(archive.open("test_output_masks.npy"))[0, 0]
+    assert labels.dtype == np.uint16 and labels.max() >= 5
+    ours = model.predict(image, diameter=config.diameter_mean)
+    assert average_precision(ours.masks, labels)[0][0] >= 0.95
+    assert_bioimageio_core_passes(package, seeds=(1,), environment="bioimageio-cellpose")

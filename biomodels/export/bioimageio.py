@@ -21,6 +21,7 @@ import zipfile
 import numpy as np
 
 from biomodels.atomic import atomic_path
+from biomodels.errors import InputError
 
 FORMAT_VERSION = "0.5.4"
 DEFAULT_ABSOLUTE_TOLERANCE = 1e-3
@@ -44,7 +45,11 @@ def write_package(task, saved_model_dir, config, zip_path, pixel_size=None, lice
         packaged = os.path.join(staging, "saved_model")
         _save_one_output_model(task, saved_model_dir, packaged, output_tensor["id"])
         output = tf.saved_model.load(packaged).signatures["serving_default"](**{input_name: tf.constant(test_input)})
-        output = output[output_tensor["id"]].numpy()
+        output = task.bioimageio_postprocessing(output[output_tensor["id"]].numpy())
+        if not np.any(output):
+            raise InputError(saved_model_dir, "answers only zeros for the bioimage.io package's test input (cellular: "
+                                              "no cell in a synthetic image at the network's diameter), a test output "
+                                              "bioimage.io's validator refuses: train the model further")
         input_tensor["test_tensor"] = {"source": _save(staging, f"test_input_{input_tensor['id']}.npy", test_input)}
         output_tensor["test_tensor"] = {"source": _save(staging, f"test_output_{output_tensor['id']}.npy", output)}
         weights = shutil.make_archive(packaged, "zip", packaged)

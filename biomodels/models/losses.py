@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from biomodels.ops.cellpose_parts import map_part, target_part
+from biomodels.ops.cellpose_parts import FLOW_SCALE, map_part, target_part
 
 
 @keras.saving.register_keras_serializable(package="biomodels")
@@ -69,7 +69,7 @@ class CellposeLoss(keras.losses.Loss):
     (padding) count for nothing, and the class map is not used. `y_pred` is the
     network's maps [N, H, W, 3] of `MAP_PARTS`."""
 
-    def __init__(self, flow_scale=5.0, name="cellpose_loss", **kwargs):
+    def __init__(self, flow_scale=FLOW_SCALE, name="cellpose_loss", **kwargs):
         kwargs.pop("reduction", None)
         super().__init__(name=name, reduction="sum_over_batch_size", **kwargs)
         self.flow_scale = float(flow_scale)

@@ -10,6 +10,8 @@ TARGET_PARTS = {"flows": slice(0, 2), "cell": slice(2, 3), "label": slice(3, 4),
 #: the parts of the network's maps [..., 3]: the flows (5 × unit flows) and the cell
 #: probability's logits
 MAP_PARTS = {"flows": slice(0, 2), "cellprob": slice(2, 3)}
+#: the network's flow outputs are this many times the unit flows, as Cellpose trains them
+FLOW_SCALE = 5.0
 
 
 def target_part(targets, name):

@@ -336,6 +336,11 @@ class Task(abc.ABC):
         [(name, value)] = inputs.items()
         return name, value[:1]
 
+    def bioimageio_postprocessing(self, output):
+        """What the package's rdf postprocessing makes of its network's output (an
+        array), for the package's test output tensor; none by default."""
+        return output
+
     def bioimageio_output(self, outputs):
         """The one tensor a bioimage.io package answers, from `serving_default`'s outputs
         (TensorFlow tensors by name): by default its only output."""

@@ -156,6 +156,12 @@ class CellularTask(Task):
             optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
         return {"loss": CellposeLoss(), "optimizer": optimizer}
 
+    def bioimageio_test_input(self):
+        return serving.bioimageio_test_input(self.config)
+
+    def bioimageio_postprocessing(self, output):
+        return serving.bioimageio_postprocessing(output, self.config)
+
     def keep_for_training(self, example):
         return data.keep_for_training(example, self.config)
 

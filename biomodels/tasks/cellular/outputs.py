@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from biomodels.ops.cellpose_parts import map_part, target_part
+from biomodels.ops.cellpose_parts import FLOW_SCALE, map_part, target_part
 from biomodels.pipelines import image_regions, ome_zarr, readers
 from biomodels.tasks.cellular import data, inference, stacks
 
@@ -144,6 +144,6 @@ def summary_images(model, inputs, targets):
     return {
         "input": grey,
         "true_flows": np.stack([flow_colours(target_part(t, "flows").transpose(2, 0, 1)) for t in targets]),
-        "predicted_flows": np.stack([flow_colours(map_part(m, "flows").transpose(2, 0, 1) / 5) for m in maps]),
+        "predicted_flows": np.stack([flow_colours(map_part(m, "flows").transpose(2, 0, 1) / FLOW_SCALE) for m in maps]),
         "cell_probability": (np.repeat(probability[..., np.newaxis], 3, axis=-1) * 255).astype(np.uint8),
     }

@@ -14,8 +14,8 @@ Also the warm-up inputs and the bioimage.io description and output."""
 
 import numpy as np
 
-from biomodels.ops.cellpose_parts import map_part
-from biomodels.tasks.cellular.config import IMAGE_BORDER, size_multiple
+from biomodels.ops.cellpose_parts import FLOW_SCALE, map_part
+from biomodels.tasks.cellular.config import IMAGE_BORDER, mask_thresholds, size_multiple
 from biomodels.tasks.cellular.data import preprocess
 
 
@@ -55,7 +55,7 @@ def network_runner(model, config):
         x = pad_to_multiple(x[..., :channels], multiple, axes=(1, 2))
         maps, style = network(x, training=False)
         maps = tf.cast(maps, tf.float32)[:, border:border + height, border:border + width]
-        return {"flows": map_part(maps, "flows") / 5.0, "cellprob": map_part(maps, "cellprob"), "style": tf.cast(style, tf.float32)}
+        return {"flows": map_part(maps, "flows") / FLOW_SCALE, "cellprob": map_part(maps, "cellprob"), "style": tf.cast(style, tf.float32)}
 
     return run
 
@@ -147,16 +147,66 @@ def bioimageio_description(config, pixel_size=None):
             "preprocessing": [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": 1.0,
                                                                "max_percentile": 99.0}}],
         }],
-        "outputs": [
-            {"id": "maps", "description": "unit flows towards each cell's centre (dY, dX) and the cell-probability "
-                                          "logit, the channels of Cellpose's own network output",
-             "axes": [{"type": "batch"}, *like_input, {"type": "channel", "channel_names": ["dy", "dx", "cellprob"]}]},
-        ],
+        "outputs": [{
+            "id": "masks",
+            "description": "instance labels (0: background) by Cellpose's flow dynamics (needs Cellpose) from the "
+                           "network's flows and cell probability",
+            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["labels"]}, *like_input],
+            "data": {"type": "uint16"},
+            "postprocessing": [{"id": "cellpose_flow_dynamics", "kwargs": {
+                "cellprob_threshold": float(config.cellprob_threshold), "flow_threshold": float(config.flow_threshold),
+                "do_3D": False, "min_size": int(config.min_size), "output_dtype": "uint16"}}],
+        }],
     }
 
 
 def bioimageio_output(outputs):
-    """The package answers one tensor, [dY, dX, cell-probability logit] per pixel."""
+    """The package's network answers one tensor [batch, 3, height, width]: 5 × the unit
+    flows (dY, dX) and the cell-probability logit, Cellpose's own output, which the
+    package's cellpose_flow_dynamics turns into instance labels."""
     import tensorflow as tf
 
-    return tf.concat([outputs["flows"], outputs["cellprob"][..., tf.newaxis]], axis=-1)
+    maps = tf.concat([FLOW_SCALE * outputs["flows"], outputs["cellprob"][..., tf.newaxis]], axis=-1)
+    return tf.transpose(maps, [0, 3, 1, 2])
+
+
+#: the synthetic images' cell diameter in pixels, about (cell_labels' radii 11-19)
+SYNTHETIC_DIAMETER = 30.0
+
+
+def bioimageio_postprocessing(output, config):
+    """What the package's cellpose_flow_dynamics makes of the network's output [batch, 3,
+    height, width] (bioimageio_output), for its test tensor: each image's masks
+    (ops.flows.masks_from_flows with the run's thresholds) numbered in the order their
+    first pixels come in raster order, as Cellpose numbers them; uint16 [batch, 1,
+    height, width]."""
+    from biomodels.ops.flows import masks_from_flows
+
+    labels = []
+    for maps in np.asarray(output, np.float32):
+        masks = masks_from_flows(maps[:2] / FLOW_SCALE, maps[2], **mask_thresholds(config))
+        labels.append(numbered_in_raster_order(masks))
+    return np.stack(labels)[:, np.newaxis].astype(np.uint16)
+
+
+def numbered_in_raster_order(masks):
+    """Labels renumbered 1..N in the order of their first pixels in raster order."""
+    ids, first = np.unique(masks.reshape(-1), return_index=True)
+    order = ids[ids > 0][np.argsort(first[ids > 0])]
+    lookup = np.zeros(int(masks.max()) + 1, np.int64)
+    lookup[order] = np.arange(1, len(order) + 1)
+    return lookup[masks]
+
+
+def bioimageio_test_input(config):
+    """A synthetic cell image of the training crop's size, its cells of the network's
+    diameter: the package's test output must show cells (bioimage.io's validator refuses
+    one of zeros)."""
+    from biomodels.pipelines.synthetic.cellular import CELLS_PER_PIXEL, cell_labels, render
+
+    rng = np.random.default_rng(0)
+    size, scale = config.crop_size, config.diameter_mean / SYNTHETIC_DIAMETER
+    count = max(3, round(CELLS_PER_PIXEL * size * size / scale ** 2))
+    labels, centres, _ = cell_labels(rng, (size, size), count, radius_range=(11.0 * scale, 19.0 * scale))
+    image = render(rng, labels, centres, set())[..., :len(config.channels)]
+    return "images", (image * 60000 / image.max())[np.newaxis].astype(np.float32)
