@@ -1,7 +1,9 @@
 """Does the bioimage.io package of a run pass the model zoo's own test under several hash
 seeds? Exports the run with `--bioimageio`, then runs `bioimageio test PACKAGE` (the
 command of bioimageio.core, from the test extra) once per PYTHONHASHSEED, each in a fresh
-process, and prints one line per seed.
+process, and prints one line per seed. A cellular package's masks come from Cellpose's
+dynamics (cellpose_flow_dynamics), so its test runs in the reference environment that
+has bioimageio.core beside Cellpose (reference_env.py, "bioimageio-cellpose").
 
     python benchmarks/default_run.py --task=cryoet --keep=RUN
     python benchmarks/bioimageio_packages.py --task=cryoet --model_dir=RUN [--seeds=0,1,2,3]
@@ -23,6 +25,11 @@ def main():
     parser.add_argument("--seeds", default="0,1,2,3")
     args = parser.parse_args()
     bioimageio = shutil.which("bioimageio") or os.path.join(os.path.dirname(sys.executable), "bioimageio")
+    if args.task == "cellular":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import reference_env
+
+        bioimageio = os.path.join(os.path.dirname(reference_env.environment_python("bioimageio-cellpose")), "bioimageio")
     with tempfile.TemporaryDirectory() as scratch:
         export = subprocess.run([sys.executable, "-m", "biomodels.export", f"--task={args.task}",
                                  f"--model_dir={args.model_dir}", f"--export_dir={scratch}", "--bioimageio", "--warmup=0"],
