@@ -19,13 +19,17 @@ from biomodels.tasks.cellular.config import IMAGE_BORDER, TILE_SIZE
 
 @dataclasses.dataclass(frozen=True)
 class Segmentation:
-    """cellular's answer for one image.
+    """cellular's answer for one image or Z-stack.
 
     Attributes:
-        masks: instance labels [H, W] (0 background, cells 1..N), int32.
+        masks: instance labels [H, W] (0 background, cells 1..N), int32; a stack's
+            [Z, Y, X], uint16 (uint32 past 65535 cells).
         flows: unit flows towards each cell's centre [2, H, W] (dY, dX), float32;
             None when the masks were computed in the model's graph (it answers masks only).
-        cellprob: the cell-probability logit [H, W], float32; None as `flows`.
+            A stack's: [3, Z, Y, X] (dZ, dY, dX, each the sum of two slice kinds' flows)
+            with do_3D, [2, Z, Y, X] when slices are stitched.
+        cellprob: the cell-probability logit [H, W] ([Z, Y, X]; with do_3D the sum of
+            the three slice kinds'), float32; None as `flows`.
         diameter: the cell diameter in pixels the image was rescaled from.
     """
 
