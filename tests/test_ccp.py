@@ -14,6 +14,7 @@ from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, displa
 from biomodels.pipelines import track_files, track_writers
 from biomodels.pipelines.manifest import Manifest
 from biomodels.prepare import prepare_dataset, stratified_assignment
+from conftest import assert_one_line_error, run_cli
 
 TINY_CCP = ["synthetic_cells=2", "synthetic_tracks_per_cell=80", "batch_size=8", "filters=4", "gru_units=4",
             "dense_units=4", "conv_layers=1"]
@@ -278,6 +279,32 @@ def test_damaged_lifetime_data_labels_and_frame_interval(tmp_path):
         handle["lftData"]["label"] = np.array([[1.0], [np.nan], [0.0]])
     read, _ = track_files.read_lifetime_data(str(path), "c")
     assert [track.label for track in read] == [1, None, 0]
+
+
+def test_processed_tracks_with_text_fields(tmp_path):
+    """A MATLAB v5 ProcessedTracks.mat whose tracks hold text where the reader takes
+    numbers (tracks.A as a char array, or a nested startBuffer.A) is one line naming the
+    file, the track and the field, from Python and from prepare (exit 2); a text field
+    the reader does not use is left alone."""
+    path = tmp_path / "Cell1" / "TagRFP" / "Tracking" / "ProcessedTracks.mat"
+    path.parent.mkdir(parents=True)
+    track_writers.write_processed_tracks(str(path), random_tracks()[:2])
+    contents = scipy.io.loadmat(str(path))
+    records = contents["tracks"]
+    with_note = np.empty(records.shape, dtype=records.dtype.descr + [("note", object)])
+    for name in records.dtype.names:
+        with_note[name] = records[name]
+    for index in range(records.shape[1]):
+        with_note["note"][0, index] = "imaged on Tuesday"
+    scipy.io.savemat(str(path), {"tracks": with_note}, format="5")
+    assert len(track_files.read_processed_tracks(str(path), "c")[0]) == 2
+    with_note["A"][0, 1] = "12 30 41"
+    scipy.io.savemat(str(path), {"tracks": with_note}, format="5")
+    with pytest.raises(InputError, match=r"ProcessedTracks.mat: track 2: field 'A' holds text, not numbers"):
+        track_files.read_processed_tracks(str(path), "c")
+    result = run_cli("biomodels.prepare", "--task=ccp", f"--input={tmp_path}", f"--output_dir={tmp_path / 'data'}")
+    assert_one_line_error(result, "ProcessedTracks.mat", "track 2", "'A'", "text")
+    assert not (tmp_path / "data").exists()
 
 
 def test_lifetime_data_with_text_fields(tmp_path):

@@ -93,6 +93,7 @@ def read_processed_tracks(path, cell):
     for index, record in enumerate(records, start=1):
         if not isinstance(record, dict) or "A" not in record:
             raise InputError(path, f"track {index} has no field 'A' (intensity per channel)")
+        _require_numbers(path, index, record)
         frames = np.size(record.get("f", [])) or None
         amplitude = _channels_by_frames(record["A"], frames)
         if amplitude.shape[0] < 2:
@@ -116,6 +117,28 @@ def read_processed_tracks(path, cell):
         )
         _keep_or_count(track, tracks, skipped)
     return tracks, dict(skipped)
+
+
+#: the fields of a ProcessedTracks.mat track that the reader takes as numbers, and those of
+#: its nested structs
+_PROCESSED_FIELDS = ("A", "c", "pval_Ar", "x", "y", "f", "lifetime_s", "catIdx")
+_NESTED_FIELDS = {"startBuffer": ("A",), "endBuffer": ("A",), "MotionAnalysis": ("totalDisplacement", "MSD")}
+
+
+def _require_numbers(path, index, record):
+    """One line naming the file, the track and the field when a field the reader uses
+    holds text or anything but numbers."""
+    values = [(name, record.get(name)) for name in _PROCESSED_FIELDS]
+    for struct, names in _NESTED_FIELDS.items():
+        if isinstance(record.get(struct), dict):
+            values += [(f"{struct}.{name}", record[struct].get(name)) for name in names]
+    for name, value in values:
+        if value is None or np.size(value) == 0:
+            continue
+        kind = np.asarray(value).dtype.kind
+        if kind not in "biuf":
+            held = "text" if kind in "US" or isinstance(value, str) else f"{np.asarray(value).dtype} values"
+            raise InputError(path, f"track {index}: field {name!r} holds {held}, not numbers")
 
 
 def _channels_by_frames(value, frames):
