@@ -47,9 +47,11 @@ class TestCCPConformance(StudyConformance):
         np.testing.assert_allclose(result.probability, [by_track[(track.cell, track.track_id)] for track in tracks],
                                    atol=1e-5)
         np.testing.assert_array_equal(result.review, result.probability >= 0.5)
-        with TFServingStandIn({"ccp": {1: run / "export"}}) as server:
-            served = biomodels.load(f"{server.rest_url}/v1/models/ccp").predict(path, threshold=0.5)
-        np.testing.assert_allclose(served.probability, result.probability, atol=1e-5)
+        # the metadata in either spelling protobuf's JSON mapping allows (tensor_shape, tensorShape)
+        for names in ("proto", "json"):
+            with TFServingStandIn({"ccp": {1: run / "export"}}, metadata_names=names) as server:
+                served = biomodels.load(f"{server.rest_url}/v1/models/ccp").predict(path, threshold=0.5)
+            np.testing.assert_allclose(served.probability, result.probability, atol=1e-5, err_msg=names)
 
     def write_damaged_input(self, folder):
         folder.mkdir()

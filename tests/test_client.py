@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from biomodels.export import serving
-from biomodels.errors import ServingError
+from biomodels.errors import InputError, ServingError
 from biomodels.predictors import GrpcPredictor, RestPredictor, SavedModelPredictor
 from biomodels.predictors.tf_serving import rest_request
 from biomodels.models import CryoETUNet
@@ -69,6 +69,29 @@ def test_rest_predictions_match_the_saved_model_and_split_batches(export, server
     assert client.signatures["serving_default"].outputs["labels"].dtype == "int32"
     rows = RestPredictor(f"{server.rest_url}/v1/models/cryoet", rest_format="row")(images=images)
     np.testing.assert_array_equal(rows["labels"], expected["labels"].numpy())
+
+
+def test_rest_metadata_in_either_json_spelling_gives_the_same_signatures(export):
+    """Protobuf's JSON mapping lets a server write `tensorShape` for `tensor_shape`: the
+    metadata is parsed into TF Serving's message types, so both give the signatures'
+    shapes and dtypes; metadata that is not a GetModelMetadataResponse is one line."""
+    from biomodels.tasks.ccp.serving import served_trace_channels
+    from biomodels.predictors import Signature, TensorInfo
+
+    for names in ("proto", "json"):
+        with TFServingStandIn({"cryoet": {1: export[0]}}, metadata_names=names) as standin:
+            signatures = RestPredictor(f"{standin.rest_url}/v1/models/cryoet").signatures
+        assert signatures["serving_default"].inputs["images"] == TensorInfo("float32", (None, None, None, 1)), names
+        assert signatures["serving_default"].outputs["probabilities"].shape == (None, None, None, 6), names
+    client = RestPredictor("http://127.0.0.1:9/v1/models/cryoet", retries=0)
+    client.metadata = lambda: {"metadata": {"signature_def": {"@type": "type.googleapis.com/nothing.Known"}}}
+    with pytest.raises(ServingError, match="cryoet: its metadata is not a GetModelMetadataResponse"):
+        client.signatures
+    # a served ccp traces model whose width is not stated: one line, not a guess of two channels
+    unknown = type("Served", (), {"config": {}, "source": "http://host:8501/v1/models/ccp", "signatures": {
+        "serving_default": Signature(inputs={"traces": TensorInfo("float32", (None, None, None))}, outputs={})}})()
+    with pytest.raises(InputError, match="models/ccp: its `traces` input has no width"):
+        served_trace_channels(unknown)
 
 
 def test_rest_retries_while_unavailable_and_reports_refusals(export):

@@ -17,7 +17,9 @@ keeps the documented quirks a client must handle:
 - gRPC `Predict` and `GetModelMetadata`, with NOT_FOUND and INVALID_ARGUMENT the same way.
 
 `failures=N` answers the first N predict requests with 503 (a model still loading), and
-`requests` records (path, body) of every REST predict request.
+`requests` records (path, body) of every REST predict request. `metadata_names="json"`
+writes the metadata's fields in protobuf's JSON spelling (`tensorShape`), which its JSON
+mapping allows beside the proto field names TF Serving writes (`tensor_shape`).
 """
 
 import http.server
@@ -77,9 +79,10 @@ class Servable:
 class TFServingStandIn:
     """REST and gRPC servers over {model name: {version: SavedModel folder}}."""
 
-    def __init__(self, models, failures=0):
+    def __init__(self, models, failures=0, metadata_names="proto"):
         self.models = {name: {int(v): Servable(path) for v, path in versions.items()} for name, versions in models.items()}
         self.failures, self.requests = failures, []
+        self.metadata_names = metadata_names
         self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.rest_url = f"http://127.0.0.1:{self._http.server_address[1]}"
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
@@ -113,7 +116,7 @@ class TFServingStandIn:
 
         version, servable = self.servable(name, version)
         response = _metadata_response(name, version, servable)
-        return json_format.MessageToDict(response, preserving_proto_field_name=True)
+        return json_format.MessageToDict(response, preserving_proto_field_name=self.metadata_names == "proto")
 
     # -- REST ---------------------------------------------------------------------------
     def _handler(self):

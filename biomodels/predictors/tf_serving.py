@@ -4,7 +4,8 @@
     GrpcPredictor("grpc://host:8500", model="cryoet")
 
 Signatures come from the server's metadata (REST `GET /v1/models/NAME[/versions/V]/metadata`,
-gRPC `GetModelMetadata`), in TF Serving's documented SignatureDef form. Large batches are
+gRPC `GetModelMetadata`), parsed into TF Serving's own message types (REST's JSON by
+protobuf's JSON parser, which takes either spelling of a field). Large batches are
 split into requests of at most `max_batch_size`; unavailability (connection refused,
 HTTP 5xx, gRPC UNAVAILABLE) is retried with exponential back-off; a refusal is one clear
 error carrying the server's message. The REST wire format (columnar or row JSON, base64
@@ -88,7 +89,19 @@ class RestPredictor(_ServedPredictor):
         return self._with_retries(lambda: self._http("GET", f"{self._model_url()}/metadata"))
 
     def _signature_defs(self):
-        return self.metadata().get("metadata", {}).get("signature_def", {}).get("signature_def", {})
+        """The SignatureDef map of the metadata, parsed by protobuf's own JSON parser into
+        TF Serving's message types (it takes both spellings of a field, `tensor_shape`
+        and `tensorShape`, as protobuf's JSON mapping allows)."""
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        try:
+            json_format.ParseDict(self.metadata(), response, ignore_unknown_fields=True)
+        except json_format.ParseError as error:
+            raise ServingError(f"{self.source}: its metadata is not a GetModelMetadataResponse "
+                               f"({str(error).splitlines()[0]})") from None
+        return _signature_map(response, self.source)
 
     def _predict_once(self, signature, inputs):
         body = rest_request(inputs, signature, self.rest_format)
@@ -144,15 +157,11 @@ class GrpcPredictor(_ServedPredictor):
         self._stub = None
 
     def _signature_defs(self):
-        from google.protobuf import json_format
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=self._model_spec(None))
         request.metadata_field.append("signature_def")
-        response = self._call("GetModelMetadata", request)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signature_map)
-        return json_format.MessageToDict(signature_map, preserving_proto_field_name=True).get("signature_def", {})
+        return _signature_map(self._call("GetModelMetadata", request), self.source)
 
     def _predict_once(self, signature, inputs):
         import tensorflow as tf
@@ -196,25 +205,34 @@ class GrpcPredictor(_ServedPredictor):
         return self._stub
 
 
+def _signature_map(response, source):
+    """The SignatureDef map (name -> SignatureDef) of a GetModelMetadataResponse."""
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    if "signature_def" not in response.metadata or not response.metadata["signature_def"].Unpack(signature_map):
+        raise ServingError(f"{source}: its metadata holds no SignatureDefMap under signature_def")
+    return signature_map.signature_def
+
+
 def signatures_from_metadata(signature_defs):
-    """{name: Signature} from TF Serving's SignatureDef map as JSON (dtype "DT_FLOAT",
-    tensor_shape {dim: [{size: "-1"}, …]} or unknown_rank); TensorFlow's internal
-    signatures (`__saved_model_init_op`), which the map lists too, are left out."""
-    return {name: Signature(inputs={key: _tensor_info(value) for key, value in definition.get("inputs", {}).items()},
-                            outputs={key: _tensor_info(value) for key, value in definition.get("outputs", {}).items()})
+    """{name: Signature} from TF Serving's SignatureDef map (name -> tensorflow
+    SignatureDef message); TensorFlow's internal signatures (`__saved_model_init_op`),
+    which the map lists too, are left out."""
+    return {name: Signature(inputs={key: _tensor_info(value) for key, value in definition.inputs.items()},
+                            outputs={key: _tensor_info(value) for key, value in definition.outputs.items()})
             for name, definition in signature_defs.items() if not name.startswith("__")}
 
 
 def _tensor_info(value):
-    from tensorflow.core.framework import types_pb2
+    """TensorInfo of a tensorflow TensorInfo message: its dtype's name and shape (None
+    for an unknown rank, None for each unknown size)."""
     from tensorflow.python.framework import dtypes
 
-    dtype = dtypes.as_dtype(types_pb2.DataType.Value(value.get("dtype", "DT_INVALID"))).name
-    shape = value.get("tensor_shape", {})
-    if shape.get("unknown_rank"):
+    dtype = dtypes.as_dtype(value.dtype).name if value.dtype else "invalid"
+    if value.tensor_shape.unknown_rank:
         return TensorInfo(dtype, None)
-    sizes = [int(dim.get("size", -1)) for dim in shape.get("dim", [])]
-    return TensorInfo(dtype, tuple(size if size >= 0 else None for size in sizes))
+    return TensorInfo(dtype, tuple(dim.size if dim.size >= 0 else None for dim in value.tensor_shape.dim))
 
 
 def _server_message(error):

@@ -5,7 +5,7 @@ auxilin-positive; warm-up inputs; which model a predictor serves."""
 
 import numpy as np
 
-from biomodels.errors import ConfigError
+from biomodels.errors import ConfigError, InputError
 from biomodels.ops.track_features import NUM_FEATURES
 from biomodels.tasks.ccp.config import CHANNELS
 from biomodels.tasks.ccp.data import preprocess
@@ -50,12 +50,18 @@ def bioimageio_description(config, pixel_size=None):
 def served_trace_channels(predictor):
     """The trace channels the served traces model reads: from the training configuration
     when the predictor has it, else from the width of its `traces` input (a model
-    trained before the choice existed, or served remotely: 1 clathrin, 2 both)."""
+    trained before the choice existed, or served remotely: 1 clathrin, 2 both); a width
+    the signature does not state is one line, never a guess."""
     channels = predictor.config.get("trace_channels")
     if channels:
         return tuple(channels)
     shape = predictor.signatures["serving_default"].inputs["traces"].shape
-    return CHANNELS[:1] if shape and shape[-1] == 1 else CHANNELS
+    width = shape[-1] if shape else None
+    if width not in (1, 2):
+        stated = "no width" if width is None else f"width {width}"
+        raise InputError(predictor.source, f"its `traces` input has {stated}: its trace channels (1: clathrin, "
+                                           "2: clathrin and auxilin) cannot be told; serve a biomodels export of ccp")
+    return CHANNELS[:width]
 
 
 def served_model_kind(predictor):
