@@ -92,14 +92,51 @@ def trim_history(history_csv, epochs_done):
 def best_in_history(history_csv, monitor, mode):
     """The best `monitor` value logged so far by CSVLogger, or None: a resumed run
     must not replace best.keras with a worse model."""
-    if not os.path.isfile(history_csv):
-        return None
-    with open(history_csv, newline="") as handle:
-        values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor) not in (None, "")]
-    values = [value for value in values if np.isfinite(value)]
+    values = [value for value in logged_values(history_csv, monitor) if np.isfinite(value)]
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
+
+
+def logged_values(history_csv, monitor):
+    """The `monitor` value of each epoch CSVLogger logged, in order (NaN where missing)."""
+    if not os.path.isfile(history_csv):
+        return []
+    with open(history_csv, newline="") as handle:
+        return [float(row[monitor]) if row.get(monitor) not in (None, "") else float("nan")
+                for row in csv.DictReader(handle)]
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on val_loss (min) whose count goes on across a resume: the best value
+    and the epochs since it are replayed from the run's history.csv (the epochs already
+    done), as Keras's own rule counted them, so a resumed run stops at the epoch an
+    uninterrupted one stops at."""
+
+    def __init__(self, patience, history_csv):
+        super().__init__(monitor="val_loss", mode="min", patience=patience)
+        self.history_csv = history_csv
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.replay()
+
+    def replay(self):
+        """Count the logged epochs as Keras's on_epoch_end counts them; True when the
+        patience ran out in them (the run would have stopped already)."""
+        super().on_train_begin()
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        stopped = False
+        for epoch, value in enumerate(logged_values(self.history_csv, self.monitor)):
+            if not np.isfinite(value):
+                continue
+            self.wait += 1
+            if self._is_improvement(value, self.best):
+                self.best, self.best_epoch, self.wait = value, epoch, 0
+            elif self.wait >= self.patience and epoch > 0:
+                stopped = True
+        return stopped
 
 
 class ImageSummary(keras.callbacks.Callback):

@@ -149,7 +149,10 @@ class TrainingRun:
         epoch_checkpoint = callbacks_lib.EpochCheckpoint(self.model_dir, first_epoch)
         callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, epoch_checkpoint,
                                self.task.early_stopping_patience())
-        if first_epoch < config.epochs:
+        stopping = [callback for callback in callbacks if isinstance(callback, callbacks_lib.ResumableEarlyStopping)]
+        if stopping and stopping[0].replay():
+            log.info("early stopping had stopped this run after epoch %d: not training further", first_epoch)
+        elif first_epoch < config.epochs:
             val_steps = math.ceil(self.split_count("val") / config.batch_size) if val_data is not None else None
             model.fit(train_data, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=self.steps_per_epoch,
                       validation_data=val_data, validation_steps=val_steps, shuffle=False, callbacks=callbacks,
@@ -237,7 +240,8 @@ def _set_initial_weights(model, weights, path):
 def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint, patience=0):
     import keras
 
-    from biomodels.callbacks import AtomicCheckpoint, ImageSummary, best_in_history, trim_history
+    from biomodels.callbacks import (AtomicCheckpoint, ImageSummary, ResumableEarlyStopping, best_in_history,
+                                     trim_history)
 
     monitor, mode = task.checkpoint_monitor
     if val_data is None:
@@ -253,7 +257,7 @@ def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint, patience=
         keras.callbacks.CSVLogger(history, append=True),
     ]
     if patience and val_data is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
+        callbacks.append(ResumableEarlyStopping(patience, history))
     if val_data is not None:
         callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images"),
                                       count=task.summary_examples))

@@ -302,3 +302,40 @@ def test_init_from_a_run_copies_its_weights(tmp_path, prepared_cryoet, cryoet_ta
     other = cryoet_task.bind(_tiny(tiny_cryoet_config, depth=2)).build_model()
     with pytest.raises(InputError, match="do not fit this model"):
         _set_initial_weights(other, weights, str(tmp_path / "first"))
+
+
+def test_early_stopping_goes_on_counting_across_a_resume(tmp_path):
+    """Validation losses fed to Keras's own EarlyStopping (patience 3) stop it at some
+    epoch; a run resumed after any epoch, its earlier epochs replayed from history.csv,
+    stops at the same epoch, and one resumed after that epoch knows it had stopped."""
+    import keras
+
+    from biomodels.callbacks import ResumableEarlyStopping
+
+    losses = [1.0, 0.8, 0.85, 0.7, 0.71, 0.72, 0.69, 0.75, 0.76, 0.77, 0.78, 0.6]
+
+    def stop_epoch(callback, epochs):
+        callback.set_model(type("Model", (), {"stop_training": False})())
+        for epoch in epochs:
+            callback.on_epoch_end(epoch, {"val_loss": losses[epoch]})
+            if callback.model.stop_training:
+                return epoch
+        return None
+
+    keras_callback = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=3)
+    keras_callback.on_train_begin()
+    expected = stop_epoch(keras_callback, range(len(losses)))
+    assert expected == 9
+    history = tmp_path / "history.csv"
+    for resumed_after in range(1, len(losses)):
+        history.write_text("epoch,loss,val_loss\n" + "".join(f"{e},0.5,{losses[e]!r}\n" for e in range(resumed_after)))
+        callback = ResumableEarlyStopping(3, str(history))
+        if resumed_after <= expected:
+            callback.on_train_begin()
+            assert stop_epoch(callback, range(resumed_after, len(losses))) == expected, resumed_after
+        else:
+            assert callback.replay(), resumed_after
+    # a fresh EarlyStopping after the resume (the old behaviour) stops later
+    fresh = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=3)
+    fresh.on_train_begin()
+    assert stop_epoch(fresh, range(8, len(losses))) is None  # it never stops
