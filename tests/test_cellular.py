@@ -549,3 +549,80 @@ def test_a_trained_run_fits_its_own_size_model_and_estimates_sizes(cellular_run,
     for source in (model_dir, model_dir / "export"):
         result = biomodels.load(source).predict(image, diameter=0)
         assert 5.0 <= result.diameter and result.masks.shape == (64, 64)
+
+
+def test_the_synthetic_generator_draws_what_the_whole_image_formulation_draws(monkeypatch):
+    """cell_labels and render work in each cell's box: the pixels their per-cell array
+    operations visit for a 512×512 image of 180 cells are a few times the image (the
+    whole-image formulation visits each pixel once per cell, 180 times); and the same
+    seed gives the images of that straightforward formulation below, which compares
+    every placement with every cell and draws every cell over the whole image."""
+    from scipy import ndimage
+
+    from biomodels.pipelines.synthetic import cellular as synthetic
+
+    def whole_image_labels(rng, shape, count, radius_range=(11.0, 19.0)):
+        height, width = shape
+        centres, radii = [], []
+        for _ in range(count * 40):
+            if len(centres) == count:
+                break
+            radius = rng.uniform(*radius_range)
+            centre = rng.uniform([-radius * 0.3, -radius * 0.3], [height + radius * 0.3, width + radius * 0.3])
+            if all(np.hypot(*(centre - c)) > 0.68 * (radius + r) for c, r in zip(centres, radii)):
+                centres.append(centre)
+                radii.append(radius)
+        yy, xx = np.mgrid[:height, :width].astype(np.float32)
+        best, labels = np.full(shape, 1.0, np.float32), np.zeros(shape, np.int32)
+        for index, (centre, radius) in enumerate(zip(centres, radii), start=1):
+            dy, dx = yy - centre[0], xx - centre[1]
+            angle = np.arctan2(dy, dx)
+            outline = radius * (1 + sum(rng.uniform(0, 0.12) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
+                                        for k in (2, 3, 5)))
+            depth = np.hypot(dy, dx) / outline
+            inside = depth < best
+            labels[inside], best[inside] = index, depth[inside]
+        return synthetic._keep_largest_parts(labels), np.array(centres)
+
+    def whole_image_render(rng, labels, starved_cells):
+        height, width = labels.shape
+        cytoplasm, nuclei = np.zeros(labels.shape, np.float32), np.zeros(labels.shape, np.float32)
+        yy, xx = np.mgrid[:height, :width]
+        brightness = rng.uniform(0.5, 1.0, labels.max() + 1)
+        brightness[0] = 0
+        cytoplasm += brightness[labels]
+        puncta = np.zeros(labels.shape, np.float32)
+        for index, region in enumerate(ndimage.find_objects(labels), start=1):
+            pixels = np.argwhere(labels == index)
+            spread = np.sqrt(len(pixels) / np.pi)
+            nucleus_centre = pixels.mean(axis=0) + rng.normal(0, 0.15 * spread, 2)
+            axes = spread * rng.uniform(0.3, 0.45, 2)
+            inside = ((yy - nucleus_centre[0]) / axes[0]) ** 2 + ((xx - nucleus_centre[1]) / axes[1]) ** 2 < 1
+            nuclei[inside & (labels == index)] = rng.uniform(0.6, 1.0)
+            for y, x in pixels[rng.integers(0, len(pixels), rng.poisson(14 if index in starved_cells else 2))]:
+                puncta[y, x] += rng.uniform(3, 6)
+        cytoplasm += ndimage.gaussian_filter(puncta, 1.2) * 2.5
+        cytoplasm[ndimage.morphological_gradient(labels, size=3) > 0] *= 0.7
+        image = np.stack([ndimage.gaussian_filter(cytoplasm, 1.0), ndimage.gaussian_filter(nuclei, 1.5)], axis=-1)
+        tilt = 0.6 + 0.8 * (yy / height * rng.uniform(-0.5, 0.5) + xx / width * rng.uniform(-0.5, 0.5) + 0.5)
+        image = image * tilt[..., np.newaxis] + rng.uniform(0.05, 0.15)
+        photons = rng.uniform(60, 300)
+        image = rng.poisson(np.clip(image, 0, None) * photons) / photons + rng.normal(0, 0.02, image.shape)
+        return np.clip(image, 0, None).astype(np.float32)
+
+    for seed, shape, count in [(3, (96, 96), 7), (4, (120, 200), 16)]:
+        labels, centres, _ = synthetic.cell_labels(np.random.default_rng(seed), shape, count)
+        expected, expected_centres = whole_image_labels(np.random.default_rng(seed), shape, count)
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(centres, expected_centres)
+        starved = {1, 3}
+        np.testing.assert_array_equal(synthetic.render(np.random.default_rng(seed + 10), labels, centres, starved),
+                                      whole_image_render(np.random.default_rng(seed + 10), labels, starved))
+    visited = []
+    for name in ("arctan2", "argwhere"):
+        real = getattr(np, name)
+        monkeypatch.setattr(np, name, lambda *arrays, real=real: visited.append(np.size(arrays[0])) or real(*arrays))
+    rng = np.random.default_rng(0)
+    labels, centres, _ = synthetic.cell_labels(rng, (512, 512), 180)
+    synthetic.render(rng, labels, centres, set())
+    assert labels.max() > 150 and sum(visited) < 6 * 512 * 512

@@ -25,32 +25,51 @@ CLASSES = ("fed", "starved", "unidentified")
 CELLS_PER_PIXEL = 45 / 256**2
 
 
+#: the outline's three waves add at most this fraction to a cell's radius
+WAVE = 0.12
+WAVES = (2, 3, 5)
+
+
 def cell_labels(rng, shape, count, radius_range=(11.0, 19.0)):
-    """(int32 labels with touching star-shaped cells, centres [N, 2], radii [N])."""
+    """(int32 labels with touching star-shaped cells, centres [N, 2], radii [N]). Time
+    linear in the image's size: placements are checked against the cells of nearby grid
+    squares only, and each cell is drawn in its own box."""
     height, width = shape
     centres, radii = [], []
+    # close packing: neighbours may overlap by a third of their radii, so many touch;
+    # cells farther apart than `reach` never conflict, so a grid of that size finds all that may
+    reach = 0.68 * 2 * radius_range[1]
+    grid = {}
     for _ in range(count * 40):
         if len(centres) == count:
             break
         radius = rng.uniform(*radius_range)
         centre = rng.uniform([-radius * 0.3, -radius * 0.3], [height + radius * 0.3, width + radius * 0.3])
-        # close packing: neighbours may overlap by a third of their radii, so many touch
-        if all(np.hypot(*(centre - c)) > 0.68 * (radius + r) for c, r in zip(centres, radii)):
+        square = (int(np.floor(centre[0] / reach)), int(np.floor(centre[1] / reach)))
+        nearby = [index for dy in (-1, 0, 1) for dx in (-1, 0, 1) for index in grid.get((square[0] + dy, square[1] + dx), ())]
+        if all(np.hypot(*(centre - centres[i])) > 0.68 * (radius + radii[i]) for i in nearby):
+            grid.setdefault(square, []).append(len(centres))
             centres.append(centre)
             radii.append(radius)
     centres, radii = np.array(centres), np.array(radii)
-    yy, xx = np.mgrid[:height, :width].astype(np.float32)
     best = np.full(shape, 1.0, np.float32)
     labels = np.zeros(shape, np.int32)
     for index, (centre, radius) in enumerate(zip(centres, radii), start=1):
+        waves = [(rng.uniform(0, WAVE), k, rng.uniform(0, 2 * np.pi)) for k in WAVES]
+        extent = radius * (1 + WAVE * len(WAVES)) + 1  # no pixel beyond is inside the outline
+        top, left = max(0, int(centre[0] - extent)), max(0, int(centre[1] - extent))
+        bottom, right = min(height, int(centre[0] + extent) + 2), min(width, int(centre[1] + extent) + 2)
+        if top >= bottom or left >= right:
+            continue
+        yy, xx = np.mgrid[top:bottom, left:right].astype(np.float32)
         dy, dx = yy - centre[0], xx - centre[1]
         angle = np.arctan2(dy, dx)
-        outline = radius * (1 + sum(rng.uniform(0, 0.12) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
-                                    for k in (2, 3, 5)))
+        outline = radius * (1 + sum(amplitude * np.cos(k * angle + phase) for amplitude, k, phase in waves))
         depth = np.hypot(dy, dx) / outline  # < 1 inside the outline
-        inside = depth < best
-        labels[inside] = index
-        best[inside] = depth[inside]
+        box = (slice(top, bottom), slice(left, right))
+        inside = depth < best[box]
+        labels[box][inside] = index
+        best[box][inside] = depth[inside]
     labels = _keep_largest_parts(labels)
     return labels, centres, radii
 
@@ -87,13 +106,15 @@ def render(rng, labels, centres, starved_cells):
     for index, region in enumerate(ndimage.find_objects(labels), start=1):
         if region is None:
             continue
-        pixels = np.argwhere(labels == index)
+        cell = labels[region] == index  # the cell's box only: linear in the image's size
+        pixels = np.argwhere(cell) + [region[0].start, region[1].start]
         centre = pixels.mean(axis=0)
         spread = np.sqrt(len(pixels) / np.pi)
         nucleus_centre = centre + rng.normal(0, 0.15 * spread, 2)
         axes = spread * rng.uniform(0.3, 0.45, 2)
-        inside = ((yy - nucleus_centre[0]) / axes[0]) ** 2 + ((xx - nucleus_centre[1]) / axes[1]) ** 2 < 1
-        nuclei[inside & (labels == index)] = rng.uniform(0.6, 1.0)
+        inside = (((yy[region] - nucleus_centre[0]) / axes[0]) ** 2
+                  + ((xx[region] - nucleus_centre[1]) / axes[1]) ** 2 < 1)
+        nuclei[region][inside & cell] = rng.uniform(0.6, 1.0)
         number = rng.poisson(14 if index in starved_cells else 2)
         for y, x in pixels[rng.integers(0, len(pixels), number)]:
             puncta[y, x] += rng.uniform(3, 6)
