@@ -442,6 +442,33 @@ def test_bad_input_gives_one_line(lch_run, tmp_path, lch_task):
                                option_values(lch_task.predict_options, {"mode": "insilico", "cells": ["nowhere.png"]}))
 
 
+def test_predict_reads_and_sends_crops_a_batch_at_a_time(lch_run, tmp_path, lch_task, monkeypatch):
+    """embed over a folder with batch_size 5: the crops are read (and sent) at most 5 at a
+    time, so memory does not grow with their number, and embeddings.csv holds the codes
+    and probabilities of all of them at once (biomodels.load(run).predict)."""
+    import biomodels
+    from biomodels.predictors import RunPredictor
+    from biomodels.tasks.base import option_values
+    from biomodels.tasks.lch import data
+
+    model_dir, _ = lch_run
+    crops = write_tiny_folder(tmp_path / "crops", seed=3)
+    read = []
+    real = data.load_crops
+    monkeypatch.setattr(data, "load_crops", lambda paths, *args, **kwargs: read.append(len(paths)) or real(paths, *args,
+                                                                                                            **kwargs))
+    out = tmp_path / "out"
+    out.mkdir()
+    lch_task.predict_files(RunPredictor(lch_task, str(model_dir)), str(crops), str(out),
+                           option_values(lch_task.predict_options, {"batch_size": 5}))
+    assert sum(read) == 12 and max(read) <= 5
+    rows = list(csv.DictReader(open(out / "embeddings.csv")))
+    expected = biomodels.load(model_dir).predict(crops)
+    width = expected.codes.shape[1]
+    np.testing.assert_allclose([[float(row[f"z{i}"]) for i in range(width)] for row in rows], expected.codes, atol=1e-5)
+    np.testing.assert_allclose([float(row["probability_high"]) for row in rows], expected.probability_high, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_export_signatures_in_a_fresh_process(lch_run, tmp_path, lch_task, tiny_lch_config):
     import keras

@@ -241,14 +241,15 @@ def raw_image_statistics(images):
     return tf.stack([tf.reduce_mean(flat, axis=1), tf.math.reduce_std(flat, axis=1), *quantiles], axis=1)
 
 
-def load_crops(paths, size):
+def load_crops(paths, size, show_progress=True):
     """[N, size, size, 1] float32 crops in [0, 1]: centred, square, resized; the rest of
     the preprocessing happens in the model's graph."""
     from biomodels.report import progress_bar
 
     crops = []
-    bar = progress_bar(len(paths), "reading crops")
+    bar = progress_bar(len(paths), "reading crops") if show_progress else None
     for done, path in enumerate(paths, start=1):
         crops.append(fit_crop(read_crop(path), size))
-        bar.update(done)
+        if bar:
+            bar.update(done)
     return np.stack(crops)

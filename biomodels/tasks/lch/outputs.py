@@ -31,30 +31,40 @@ def write_predictions(predictor, config, input_path, output_dir, options):
     chosen = _chosen_cells(paths, options["cells"], mode)
     if mode == "interpolate":
         return write_interpolation(predictor, config, data.load_crops(chosen, crop_size), chosen, output_dir, options)
-    table = write_embeddings(predictor, config, paths, data.load_crops(paths, crop_size), output_dir, options)
+    table = write_embeddings(predictor, config, paths, crop_size, output_dir, options)
     if mode == "embed":
         return [table["path"]]
     return [table["path"], *write_insilico(predictor, config, chosen, table, output_dir, options)]
 
 
-def write_embeddings(predictor, config, paths, crops, output_dir, options):
+def write_embeddings(predictor, config, paths, crop_size, output_dir, options):
     """embeddings.csv: file, metadata, z0..z(n-1), probability_high; returns the table
-    as arrays too."""
-    metadata = [file_metadata(path, config) for path in paths]
-    result = inference.embed(predictor, crops, options["batch_size"])
-    codes, probabilities = result.codes, result.probability_high
-    fields = list(metadata[0]) if metadata else []
+    as arrays too (codes and probabilities, not crops). The crops are read, sent and
+    written `batch_size` at a time, so memory does not grow with their number."""
+    from biomodels.report import progress_bar
+
+    batch_size = options["batch_size"]
+    fields = list(file_metadata(paths[0], config)) if paths else []
+    codes, probabilities = [], []
     path = os.path.join(output_dir, "embeddings.csv")
+    bar = progress_bar(len(paths), "crops")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        # the codes' own width: a served model's configuration is not known
-        writer.writerow(["file", *fields, *latent_columns(codes.shape[1]), "probability_high"])
-        for index, file in enumerate(paths):
-            probability = "" if probabilities is None else f"{probabilities[index]:.6f}"
-            writer.writerow([os.path.basename(file), *(metadata[index][name] for name in fields),
-                             *(f"{value:.6f}" for value in codes[index]), probability])
-    return {"path": path, "files": paths, "model_inputs": np.asarray(preprocess(crops, config)), "codes": codes,
-            "probabilities": probabilities}
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start:start + batch_size]
+            result = inference.embed(predictor, data.load_crops(batch, crop_size, show_progress=False), batch_size)
+            if start == 0:  # the codes' own width: a served model's configuration is not known
+                writer.writerow(["file", *fields, *latent_columns(result.codes.shape[1]), "probability_high"])
+            for index, file in enumerate(batch):
+                metadata = file_metadata(file, config)
+                probability = "" if result.probability_high is None else f"{result.probability_high[index]:.6f}"
+                writer.writerow([os.path.basename(file), *(metadata[name] for name in fields),
+                                 *(f"{value:.6f}" for value in result.codes[index]), probability])
+            codes.append(result.codes)
+            probabilities.append(result.probability_high)
+            bar.update(start + len(batch))
+    return {"path": path, "files": paths, "codes": np.concatenate(codes),
+            "probabilities": None if probabilities[0] is None else np.concatenate(probabilities)}
 
 
 def write_insilico(predictor, config, chosen, table, output_dir, options):
@@ -71,6 +81,7 @@ def write_insilico(predictor, config, chosen, table, output_dir, options):
         chosen = sorted(set(int(i) for i in picks), key=picks.index)
     else:
         chosen = [table["files"].index(path) for path in chosen]
+    crop_size = inference.crop_size_of(predictor, config)
     steps = options["steps"]
     span = config.insilico_span
     targets = np.linspace(-span, span, steps)
@@ -81,7 +92,9 @@ def write_insilico(predictor, config, chosen, table, output_dir, options):
         moved = inference.along_direction(code, direction, targets)
         decoded = inference.decode(predictor, moved)
         name = os.path.splitext(os.path.basename(table["files"][index]))[0]
-        rows.append([table["model_inputs"][index], *decoded])
+        model_input = np.asarray(preprocess(data.load_crops([table["files"][index]], crop_size, show_progress=False),
+                                            config))[0]
+        rows.append([model_input, *decoded])
         gif = os.path.join(output_dir, f"insilico_{name}.gif")
         write_gif(gif, there_and_back(decoded))
         written.append(gif)
