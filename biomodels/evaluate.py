@@ -37,8 +37,8 @@ def main(argv):
             metrics = evaluate_run(task, flags.model_dir, flags.data_dir, flags.split, overrides, executor=executor)
             written = os.path.join(flags.model_dir, f"metrics_{flags.split}.json")
         else:
-            metrics = evaluate_named(task, flags.model, flags.data_dir, flags.split, overrides, executor=executor,
-                                     output_dir=flags.output)
+            metrics = evaluate_named(task, flags.model, flags.data_dir, flags.split, overrides=overrides,
+                                     executor=executor, output_dir=flags.output)
             written = flags.output and os.path.join(flags.output, f"metrics_{flags.split}.json")
     header, rows = task.metrics_table(metrics)
     report.say(f"{flags.split} split:\n" + report.format_table(rows, header))

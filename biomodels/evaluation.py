@@ -76,7 +76,7 @@ def evaluate_run(task, model_dir, data_dir=None, split="test", overrides=None, e
     return evaluate_split(bound, model, split, model_dir=model_dir, executor=executor)
 
 
-def evaluate_named(task, source, data_dir, split="test", overrides=None, executor=None, output_dir=None):
+def evaluate_named(task, source, data_dir, split="test", *, overrides=None, executor=None, output_dir=None):
     """The metrics of a published model by name or a model file of the study's own format
     (`Task.named_model`, cellular: cellpose:cyto3, a Cellpose checkpoint) on `split` of
     the prepared data set in `data_dir`, with no calibration (cellular rescales images

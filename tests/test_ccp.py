@@ -11,7 +11,7 @@ from biomodels import config as config_lib
 from biomodels.errors import ConfigError, InputError
 from biomodels.ops import classification_metrics as scores
 from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, displacement_statistics, track_features
-from biomodels.pipelines import track_files, track_writers
+from biomodels.pipelines import track_csv, track_files, track_writers
 from biomodels.pipelines.manifest import Manifest
 from biomodels.prepare import prepare_dataset, stratified_assignment
 from conftest import assert_one_line_error, run_cli
@@ -144,7 +144,7 @@ def random_tracks(count=4, seed=0):
 
 
 @pytest.mark.parametrize("writer, reader, name", [
-    (track_writers.write_track_csv, track_files.read_track_csv, "Cell1/tracks.csv"),
+    (track_writers.write_track_csv, track_csv.read_track_csv, "Cell1/tracks.csv"),
     (track_writers.write_lifetime_data, track_files.read_lifetime_data, "Cell1/TagRFP/Analysis/lifetimeData.mat"),
     (track_writers.write_processed_tracks, track_files.read_processed_tracks, "Cell1/TagRFP/Tracking/ProcessedTracks.mat"),
 ])
@@ -184,7 +184,7 @@ def test_short_and_empty_tracks_are_counted(tmp_path):
     for track in tracks:
         track.background = track.auxilin_pval = track.positions = None
     track_writers.write_track_csv(path, tracks)
-    read, skipped = track_files.read_track_csv(path)
+    read, skipped = track_csv.read_track_csv(path)
     assert [t.track_id for t in read] == ["1", "4"]
     assert skipped == {"clathrin or auxilin all NaN": 1, "shorter than 2 frames": 1}
 
@@ -207,7 +207,7 @@ def test_a_csv_of_many_cells_is_parsed_once(tmp_path, monkeypatch, ccp_task, tin
     assert len(sources) == 40
     read = [track for source in sources for track in data.read_tracks(source)[0]]
     assert len(calls) == 2  # the cells' names, then every track
-    assert sorted((t.cell, t.track_id) for t in read) == sorted((t.cell, t.track_id) for t in track_files.read_track_csv(str(path))[0])
+    assert sorted((t.cell, t.track_id) for t in read) == sorted((t.cell, t.track_id) for t in track_csv.read_track_csv(str(path))[0])
     assert {t.cell for t in read} == {f"cell{i:02d}" for i in range(40)}
     # the parsed file is cached: what a caller changes in its tracks stays its own
     read[0].auxilin = None
@@ -239,23 +239,23 @@ def test_reader_errors_name_the_file(tmp_path):
     columns = tmp_path / "columns.csv"
     columns.write_text("cell,lifetime,max_intensity\nc,3,4\n")
     with pytest.raises(InputError, match=r"columns.csv: has neither trace columns .*missing background"):
-        track_files.read_track_csv(str(columns))
+        track_csv.read_track_csv(str(columns))
     bad_number = tmp_path / "bad.csv"
     bad_number.write_text("clathrin_0,clathrin_1,auxilin_0,auxilin_1\n1,2,3,x\n")
     with pytest.raises(InputError, match=r"bad.csv: line 2: 'x' is not a number"):
-        track_files.read_track_csv(str(bad_number))
+        track_csv.read_track_csv(str(bad_number))
     bad_label = tmp_path / "label.csv"
     bad_label.write_text("label,clathrin_0,clathrin_1,auxilin_0,auxilin_1\nmaybe,1,2,3,4\n")
     with pytest.raises(InputError, match="label 'maybe'"):
-        track_files.read_track_csv(str(bad_label))
+        track_csv.read_track_csv(str(bad_label))
     for value in ("7", "-3", "0.6"):  # not read as 1 or 0
         bad_label.write_text(f"label,clathrin_0,clathrin_1,auxilin_0,auxilin_1\n{value},1,2,3,4\n")
         with pytest.raises(InputError, match=rf"label.csv: line 2: label {value} is not 0 or 1"):
-            track_files.read_track_csv(str(bad_label))
+            track_csv.read_track_csv(str(bad_label))
     for value in ("0", "nan", "-2"):  # no NaN features downstream
         bad_label.write_text(f"frame_interval_s,clathrin_0,clathrin_1,auxilin_0,auxilin_1\n{value},1,2,3,4\n")
         with pytest.raises(InputError, match=r"label.csv: line 2: frame interval .* is not a positive number"):
-            track_files.read_track_csv(str(bad_label))
+            track_csv.read_track_csv(str(bad_label))
 
 
 def test_damaged_lifetime_data_labels_and_frame_interval(tmp_path):

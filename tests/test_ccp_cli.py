@@ -10,7 +10,7 @@ import pytest
 
 from biomodels import config as config_lib
 from biomodels.export.savedmodel import export_saved_model
-from biomodels.pipelines import track_files
+from biomodels.pipelines import track_csv
 from biomodels.pipelines.synthetic import ccp as synthetic
 from conformance import StudyConformance, predict_files
 from conftest import assert_one_line_error, run_cli, run_without_biomodels
@@ -256,5 +256,5 @@ def test_triage_reads_a_features_only_table_with_the_features_model(tmp_path):
     assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["cells.csv", "triage.csv", "triage_summary.json"]
     summary = json.loads((tmp_path / "out" / "triage_summary.json").read_text())
     assert summary["model_kind"] == "features" and summary["threshold"] == 0.2 and summary["tracks"] == 10
-    tracks, _ = track_files.read_track_csv(str(table))
+    tracks, _ = track_csv.read_track_csv(str(table))
     assert len(tracks) == 10

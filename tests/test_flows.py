@@ -56,8 +56,8 @@ def test_ids_need_not_be_dense_nor_the_background_present():
 
 def test_no_cells_and_bad_labels():
     np.testing.assert_array_equal(masks_to_flows(np.zeros((5, 6), np.uint16)), np.zeros((2, 5, 6), np.float32))
-    with pytest.raises(ValueError, match="2-D"):
-        masks_to_flows(np.zeros((2, 5, 6), int))
+    with pytest.raises(ValueError, match="2-D label image or a 3-D label volume"):
+        masks_to_flows(np.zeros((2, 2, 5, 6), int))
     with pytest.raises(ValueError, match="negative"):
         masks_to_flows(-np.ones((5, 5), int))
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from biomodels.errors import ConfigError, InputError
 from biomodels.ops.track_features import FEATURE_NAMES, auxilin_positive, track_features
-from biomodels.pipelines import readers, track_files
+from biomodels.pipelines import readers, track_csv, track_files
 from biomodels.pipelines.partial_sums import Moments, median_of_counts
 from biomodels.tasks.base import Source
 from biomodels.tasks.ccp.config import CHANNELS
@@ -31,7 +31,7 @@ def find_sources(input_path):
     for path in paths:
         if path.lower().endswith(".csv"):
             sources += [Source(name=f"{_relative(path, root)}:{cell}", group=cell, paths=(path,))
-                        for cell in track_files.csv_cells(path)]
+                        for cell in track_csv.csv_cells(path)]
         elif path.lower().endswith(".mat"):
             cell = _cell_name(path, root)
             sources.append(Source(name=cell, group=cell, paths=(path,)))
@@ -44,7 +44,7 @@ def read_tracks(source):
     """(tracks, {reason: count} left out) of one source."""
     path = source.paths[0]
     if path.lower().endswith(".csv"):
-        return track_files.read_track_csv(path, cell=source.group)
+        return track_csv.read_track_csv(path, cell=source.group)
     if track_files.is_hdf5(path):
         return track_files.read_lifetime_data(path, source.group)
     return track_files.read_processed_tracks(path, source.group)

@@ -15,6 +15,9 @@ foreground-pixel precision, recall, F1 and Jaccard, per class where the data has
 
 Modules: config (Config, presets, checks), data (readers, examples, TF preprocessing and
 augmentation), inference (an image to its masks, as Cellpose's eval; `CellularModel`),
+image_maps (the network over one image; `Segmentation`), stacks (Z-stacks in 3-D or
+stitched), sizes (size estimation), pretrained (Cellpose's models by name), blocks (one
+large image in blocks),
 checkpoints (Cellpose checkpoints for --init_from), metrics, serving, outputs (files of
 predict, TensorBoard images).
 """

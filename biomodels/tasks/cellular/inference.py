@@ -14,29 +14,8 @@ from biomodels.ops.cellpose_parts import map_part
 from biomodels.study_model import StudyModel, is_path
 from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.cellular import data, pretrained
-from biomodels.tasks.cellular.config import IMAGE_BORDER, TILE_SIZE
-
-
-@dataclasses.dataclass(frozen=True)
-class Segmentation:
-    """cellular's answer for one image or Z-stack.
-
-    Attributes:
-        masks: instance labels [H, W] (0 background, cells 1..N), int32; a stack's
-            [Z, Y, X], uint16 (uint32 past 65535 cells).
-        flows: unit flows towards each cell's centre [2, H, W] (dY, dX), float32;
-            None when the masks were computed in the model's graph (it answers masks only).
-            A stack's: [3, Z, Y, X] (dZ, dY, dX, each the sum of two slice kinds' flows)
-            with do_3D, [2, Z, Y, X] when slices are stitched.
-        cellprob: the cell-probability logit [H, W] ([Z, Y, X]; with do_3D the sum of
-            the three slice kinds'), float32; None as `flows`.
-        diameter: the cell diameter in pixels the image was rescaled from.
-    """
-
-    masks: np.ndarray
-    flows: np.ndarray
-    cellprob: np.ndarray
-    diameter: float
+from biomodels.tasks.cellular.config import TILE_SIZE
+from biomodels.tasks.cellular.image_maps import Segmentation, network_maps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,31 +114,6 @@ def estimate_diameter(normalised, image, settings):
     masks, _ = segment(normalised, image, size_model["diam_mean"] / by_style, sizes.CELLPOSE_THRESHOLDS,
                        tile=settings.tile, overlap=settings.overlap, batch_size=settings.batch_size)
     return sizes.median_diameter(masks) or size_model["diam_mean"], by_style
-
-
-def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
-    """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
-    resized by `scale` (the network's diameter over the image's), given a border of
-    IMAGE_BORDER zero pixels, run in overlapping tiles of at most `tile` pixels through
-    `normalised` (tiles [N, h, w, C] -> {"flows", "cellprob"}, the model's `normalised`
-    signature), and cropped and resized back."""
-    from biomodels.ops.tiling import predict_tiled
-
-    height, width = image.shape[:2]
-    if abs(scale - 1.0) > 1e-3:
-        image = data.resize(image, max(8, round(height * scale)), max(8, round(width * scale)))
-    border = IMAGE_BORDER
-    image = np.pad(image, ((border, border), (border, border), (0, 0)))
-
-    def run(tiles):
-        outputs = normalised(tiles)
-        return np.concatenate([np.asarray(outputs["flows"]), np.asarray(outputs["cellprob"])[..., np.newaxis]], axis=-1)
-
-    tiles = (min(tile + 2 * border, image.shape[0]), min(tile + 2 * border, image.shape[1]))  # the border is extra
-    maps = predict_tiled(image, run, tile=tiles, overlap=overlap, batch_size=batch_size)[border:-border, border:-border]
-    if maps.shape[:2] != (height, width):
-        maps = data.resize(maps, height, width)
-    return maps
 
 
 def segment(normalised, image, scale, thresholds, *, tile, overlap, batch_size):

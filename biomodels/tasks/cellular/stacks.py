@@ -150,8 +150,8 @@ def slice_maps(normalised, volume, axis, *, tile, overlap, batch_size):
     cell-probability logit) of every slice of `volume` [Z, Y, X, C] across `axis`, at
     the network's scale. Slices that fit one tile go through the network `batch_size`
     at a time, each with the border the whole-image pass gives; larger ones in tiles
-    (inference.network_maps)."""
-    from biomodels.tasks.cellular.inference import network_maps
+    (image_maps.network_maps)."""
+    from biomodels.tasks.cellular.image_maps import network_maps
 
     slices = np.moveaxis(volume, axis, 0)
     height, width = slices.shape[1:3]
@@ -202,7 +202,7 @@ def segment_stack(predictor, raw, settings):
     cellprob [Z, Y, X]."""
     from biomodels.ops.flows import fill_holes_and_remove_small, masks_from_flows, volume_steps
     from biomodels.ops.matching import stitch_slices
-    from biomodels.tasks.cellular.inference import Segmentation
+    from biomodels.tasks.cellular.image_maps import Segmentation
 
     normalised = lambda tiles: predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))  # noqa: E731
     image = normalise_stack(raw)
