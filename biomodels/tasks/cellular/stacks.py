@@ -25,6 +25,7 @@ from biomodels.ops.cellpose_parts import map_part
 from biomodels.pipelines import ome_zarr, readers
 from biomodels.tasks.cellular import data
 from biomodels.tasks.cellular.config import IMAGE_BORDER
+from biomodels.tasks.cellular.image_maps import Segmentation, network_maps
 
 #: the flow steps Cellpose follows at the network's own scale (200 / scale at another)
 FLOW_STEPS = 200
@@ -151,8 +152,6 @@ def slice_maps(normalised, volume, axis, *, tile, overlap, batch_size):
     the network's scale. Slices that fit one tile go through the network `batch_size`
     at a time, each with the border the whole-image pass gives; larger ones in tiles
     (image_maps.network_maps)."""
-    from biomodels.tasks.cellular.image_maps import network_maps
-
     slices = np.moveaxis(volume, axis, 0)
     height, width = slices.shape[1:3]
     maps = np.empty((*slices.shape[:3], 3), np.float32)
@@ -202,7 +201,6 @@ def segment_stack(predictor, raw, settings):
     cellprob [Z, Y, X]."""
     from biomodels.ops.flows import fill_holes_and_remove_small, masks_from_flows, volume_steps
     from biomodels.ops.matching import stitch_slices
-    from biomodels.tasks.cellular.image_maps import Segmentation
 
     normalised = lambda tiles: predictor("normalised", images=np.ascontiguousarray(tiles, np.float32))  # noqa: E731
     image = normalise_stack(raw)
@@ -212,8 +210,9 @@ def segment_stack(predictor, raw, settings):
     if settings.do_3D:
         maps = network_maps_3d(normalised, image, scale, settings.anisotropy, **tiling)
         flows, cellprob = np.moveaxis(maps[..., :3], -1, 0), maps[..., 3]
-        masks = masks_from_flows(volume_steps(flows, settings.anisotropy), cellprob, cellprob_threshold=thresholds["cellprob_threshold"],
-                                 min_size=thresholds["min_size"], niter=flow_steps(scale))
+        masks = masks_from_flows(volume_steps(flows, settings.anisotropy), cellprob,
+                                 cellprob_threshold=thresholds["cellprob_threshold"], min_size=thresholds["min_size"],
+                                 niter=flow_steps(scale))
     else:
         depth, height, width = image.shape[:3]
         resized = resample(image, (depth, max(8, round(height * scale)), max(8, round(width * scale))))
