@@ -118,12 +118,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.history_csv = history_csv
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
         self.replay()
 
     def replay(self):
-        """Count the logged epochs as Keras's on_epoch_end counts them; True when the
-        patience ran out in them (the run would have stopped already)."""
+        """Start counting afresh, then count the logged epochs as Keras's on_epoch_end
+        counts them; True when the patience ran out in them (the run would have stopped
+        already)."""
         super().on_train_begin()
         if self.monitor_op is None:
             self._set_monitor_op()

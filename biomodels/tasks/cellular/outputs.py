@@ -45,10 +45,13 @@ ZARR_MASKS = "_cp_masks.zarr"
 FLOW_CHANNELS = ("dY", "dX", "cellprob")
 
 
-def write_masks(path, masks):
-    """Instance labels as a 16-bit ImageJ TIFF; beyond 65535 cells, 32-bit as Cellpose does."""
+def write_masks(path, masks, voxel_size=None, unit=None):
+    """Instance labels (an image YX or a stack ZYX) as a 16-bit ImageJ TIFF, a stack's
+    with its voxel size (z, y, x) in `unit`; beyond 65535 cells, 32-bit as Cellpose does
+    (ImageJ's TIFF does not take it)."""
     if masks.max() < 2**16:
-        readers.write_imagej_tiff(path, masks.astype(np.uint16), "YX")
+        readers.write_imagej_tiff(path, masks.astype(np.uint16), "ZYX" if masks.ndim == 3 else "YX",
+                                  voxel_size=voxel_size, unit=unit)
     else:
         readers.write_tiff(path, masks.astype(np.uint32))
 
@@ -127,10 +130,7 @@ def write_stack_segmentation(stem, result, stack, like=None):
                              version=like.version)
     else:
         masks_path = f"{stem}{OUTPUT_NAMES['masks']}"
-        if result.masks.dtype == np.uint16:
-            readers.write_imagej_tiff(masks_path, result.masks, "ZYX", voxel_size=stack.voxel_size, unit=stack.unit)
-        else:  # past 65535 cells: 32-bit, which ImageJ's TIFF does not take
-            readers.write_tiff(masks_path, result.masks)
+        write_masks(masks_path, result.masks, stack.voxel_size, stack.unit)
     return [masks_path, flows_path]
 
 
