@@ -1,6 +1,7 @@
-"""Keras callbacks of a training run: stop on NaN with the place it happened, atomic
-whole-model checkpoints and the epoch checkpoints a killed run resumes from (neither
-written once the weights stop being finite), and validation images in TensorBoard."""
+"""Keras callbacks of a training run: stop on NaN with the place it happened, the
+epoch's checkpoints (last.keras, best.keras and the epoch checkpoint a killed run resumes
+from, from one save, none written once the weights stop being finite), early stopping
+that counts across a resume, and validation images in TensorBoard."""
 
 import csv
 import os
@@ -30,49 +31,33 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """At the end of each whole epoch with finite weights, the run's state as run_state.save_epoch
-    writes it: what a rerun of the same command resumes from."""
+class EpochCheckpoints(keras.callbacks.Callback):
+    """The run's files at the end of each whole epoch with finite weights: the model
+    (weights, optimizer and configuration) saved once, to last.keras; best.keras, when
+    `monitor` improves, and the epoch checkpoint a rerun resumes from (run_state.save_epoch)
+    are hard links to that file. Each file is written under a temporary name and renamed,
+    so a killed run never leaves a half-written one. An epoch cut short (StopOnNaN) or
+    weights no longer finite are never saved."""
 
-    def __init__(self, model_dir, first_epoch=0):
+    def __init__(self, model_dir, first_epoch=0, monitor="loss", mode="min", best=None):
         super().__init__()
-        self.model_dir = model_dir
-        self.last_saved = first_epoch  # epochs held by the newest checkpoint
-
-    def on_epoch_end(self, epoch, logs=None):
-        if _whole_and_finite(self.model):
-            run_state.save_epoch(self.model, self.model_dir, epoch + 1)
-            self.last_saved = epoch + 1
-
-
-class AtomicCheckpoint(keras.callbacks.Callback):
-    """Save the whole model at each epoch end, or only when `monitor` improves, through
-    a temporary file and a rename, so a killed run never leaves a half-written file.
-    An epoch cut short or weights no longer finite are never saved."""
-
-    def __init__(self, path, monitor=None, mode="min", best=None):
-        super().__init__()
-        self.path, self.monitor, self.mode = path, monitor, mode
+        self.model_dir, self.monitor, self.mode = model_dir, monitor, mode
         self.best = best if best is not None else (-np.inf if mode == "max" else np.inf)
+        self.last_saved = first_epoch  # epochs held by the newest epoch checkpoint
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.monitor is not None:
-            value = (logs or {}).get(self.monitor)
-            if value is None or not np.isfinite(value):
-                return
-            if not (value > self.best if self.mode == "max" else value < self.best):
-                return
-        if not _whole_and_finite(self.model):
+        if self.model.stop_training or not run_state.weights_are_finite(self.model):
             return
-        if self.monitor is not None:
+        last = os.path.join(self.model_dir, "last.keras")
+        with atomic_path(last) as tmp:
+            run_state.save_model(self.model, tmp)
+        value = (logs or {}).get(self.monitor)
+        if value is not None and np.isfinite(value) and (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
-        with atomic_path(self.path) as tmp:
-            self.model.save(tmp)
-
-
-def _whole_and_finite(model):
-    """Whether the epoch ran to its end (StopOnNaN stops it early) with finite weights."""
-    return not model.stop_training and run_state.weights_are_finite(model)
+            with atomic_path(os.path.join(self.model_dir, "best.keras")) as tmp:
+                run_state.link_or_copy(last, tmp)
+        run_state.save_epoch(self.model, self.model_dir, epoch + 1, saved_model=last)
+        self.last_saved = epoch + 1
 
 
 def trim_history(history_csv, epochs_done):

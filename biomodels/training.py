@@ -146,9 +146,9 @@ class TrainingRun:
         train_data = dataset_lib.training_dataset(self.task, options.seed, steps_per_epoch=self.steps_per_epoch,
                                                   first_epoch=first_epoch, cache_bytes=options.cache_bytes)
         nan_guard = callbacks_lib.StopOnNaN()
-        epoch_checkpoint = callbacks_lib.EpochCheckpoint(self.model_dir, first_epoch)
-        callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, epoch_checkpoint,
+        callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, first_epoch,
                                self.task.early_stopping_patience())
+        epoch_checkpoint = callbacks[-1]
         stopping = [callback for callback in callbacks if isinstance(callback, callbacks_lib.ResumableEarlyStopping)]
         if stopping and stopping[0].replay():
             log.info("early stopping had stopped this run after epoch %d: not training further", first_epoch)
@@ -237,22 +237,20 @@ def _set_initial_weights(model, weights, path):
     log.info("initialised weights from %s", path)
 
 
-def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint, patience=0):
+def _callbacks(task, model_dir, val_data, nan_guard, first_epoch, patience=0):
+    """The run's callbacks; the last is its EpochCheckpoints."""
     import keras
 
-    from biomodels.callbacks import (AtomicCheckpoint, ImageSummary, ResumableEarlyStopping, best_in_history,
+    from biomodels.callbacks import (EpochCheckpoints, ImageSummary, ResumableEarlyStopping, best_in_history,
                                      trim_history)
 
     monitor, mode = task.checkpoint_monitor
     if val_data is None:
         monitor, mode = "loss", "min"
     history = os.path.join(model_dir, "history.csv")
-    trim_history(history, epoch_checkpoint.last_saved)
+    trim_history(history, first_epoch)
     callbacks = [
         nan_guard,
-        AtomicCheckpoint(os.path.join(model_dir, "last.keras")),
-        AtomicCheckpoint(os.path.join(model_dir, "best.keras"), monitor=monitor, mode=mode,
-                         best=best_in_history(history, monitor, mode)),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
         keras.callbacks.CSVLogger(history, append=True),
     ]
@@ -261,6 +259,5 @@ def _callbacks(task, model_dir, val_data, nan_guard, epoch_checkpoint, patience=
     if val_data is not None:
         callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images"),
                                       count=task.summary_examples))
-    return callbacks + [epoch_checkpoint]  # last: what it saves, the epoch's other outputs already hold
-
-
+    # last: what it saves, the epoch's other outputs (history.csv) already hold
+    return callbacks + [EpochCheckpoints(model_dir, first_epoch, monitor, mode, best_in_history(history, monitor, mode))]

@@ -28,12 +28,12 @@ def test_auto_precision_is_float32_on_cpu_and_jit_follows_the_task(cryoet_task):
 KILLED_AFTER_EPOCH = """
 import os, runpy, signal, sys
 from biomodels import callbacks
-save = callbacks.EpochCheckpoint.on_epoch_end
+save = callbacks.EpochCheckpoints.on_epoch_end
 def save_then_die(self, epoch, logs=None):
     save(self, epoch, logs)
     if epoch + 1 == int(os.environ["KILL_AFTER_EPOCH"]):
         os.kill(os.getpid(), signal.SIGKILL)
-callbacks.EpochCheckpoint.on_epoch_end = save_then_die
+callbacks.EpochCheckpoints.on_epoch_end = save_then_die
 sys.argv = ["train.py", *sys.argv[1:]]
 runpy.run_module("biomodels.train", run_name="__main__")
 """
@@ -272,6 +272,76 @@ def test_stop_on_nan_remembers_where():
     assert guard.stopped_at is None and not guard.model.stop_training
     guard.on_train_batch_end(6, {"loss": float("nan")})
     assert guard.stopped_at == (2, 6) and guard.model.stop_training
+
+
+def _small_compiled_model(seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                              keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+def test_an_epoch_saves_the_model_once_and_links_best_and_the_epoch_checkpoint(tmp_path, monkeypatch):
+    """Three epoch ends (validation loss better, worse, better): one Keras save each, to
+    last.keras; best.keras and backup/epoch-N/state.keras are that file (its inode) when
+    they are written, and the epoch checkpoint restores weights and optimizer state into a
+    fresh model."""
+    from biomodels import callbacks, run_state
+
+    model = _small_compiled_model()
+    x, y = np.random.default_rng(0).random((32, 4), np.float32), np.ones((32, 1), np.float32)
+    saves = []
+    monkeypatch.setattr(run_state, "save_model", lambda model, path, save=run_state.save_model: (
+        saves.append(path), save(model, path)))
+    checkpoints = callbacks.EpochCheckpoints(str(tmp_path), monitor="val_loss")
+    checkpoints.set_model(model)
+    inode = lambda name: os.stat(tmp_path / name).st_ino  # noqa: E731
+    for epoch, val_loss in enumerate((1.0, 2.0, 0.5)):
+        model.fit(x, y, epochs=1, verbose=0)
+        model.stop_training = False
+        checkpoints.on_epoch_end(epoch, {"val_loss": val_loss})
+        assert len(saves) == epoch + 1 and checkpoints.last_saved == epoch + 1
+        assert inode(f"backup/epoch-{epoch + 1:04d}/state.keras") == inode("last.keras")
+        assert (inode("best.keras") == inode("last.keras")) == (epoch != 1)
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-0002", "epoch-0003"]
+    fresh = _small_compiled_model(seed=1)
+    assert run_state.restore_latest(fresh, str(tmp_path)) == 3
+    for ours, theirs in zip(model.get_weights() + model.optimizer.variables, fresh.get_weights() + fresh.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    assert int(fresh.optimizer.iterations) == 3
+
+
+def test_a_save_does_not_rebuild_keras_attribute_skip_sets(tmp_path, monkeypatch):
+    """Keras 3 looks its skip sets up under another name than it caches them under, so
+    each save built a throwaway Layer() for every layer type it walked; run_state.save_model
+    builds none after the first."""
+    from keras.src.backend.common import global_state
+    from keras.src.layers.layer import Layer
+
+    from biomodels import run_state
+
+    model = _small_compiled_model()
+    for kind in ("Layer", "Sequential", "Optimizer", "Metric", "Loss"):  # as in a fresh process
+        global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", None)
+    model.save(str(tmp_path / "plain.keras"))
+    throwaway = []
+    original = Layer.__init__
+
+    def counting(self, *args, **kwargs):
+        if type(self) is Layer:
+            throwaway.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layer, "__init__", counting)
+    model.save(str(tmp_path / "plain.keras"))
+    assert len(throwaway) >= 3  # Keras's own save, as the bug stands
+    run_state.save_model(model, str(tmp_path / "first.keras"))
+    throwaway.clear()
+    run_state.save_model(model, str(tmp_path / "second.keras"))
+    assert throwaway == []
 
 
 def test_best_in_history_reads_the_csv_log(tmp_path):

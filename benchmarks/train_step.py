@@ -1,0 +1,170 @@
+"""What a training step costs as users run it: through the `train` command, against the
+bare compiled step, and (cellular) against Cellpose's PyTorch step; and what an epoch's
+checkpoints cost against a quick-preset epoch.
+
+    python benchmarks/train_step.py --task=cellular [--preset=paper] [--steps=5] [--short=2] [--extra=N] [--repeats=2]
+
+- command step: `python -m biomodels.train --epochs=1 --steps_per_epoch=S` run twice, with
+  S = --short and --short + --extra, in fresh processes on the task's built-in synthetic
+  data, the fastest of --repeats runs each; the difference of the two wall times over the
+  extra steps is one step, with start-up, evaluation and export cancelled out. --extra
+  defaults to enough steps for about 60 s of training (at least 8), from the bare step.
+- in-fit step: `model.fit` on the task's training pipeline, the median time between
+  batch ends (what the command's step is made of, without the command's callbacks).
+- bare step: `train_on_batch` of the compiled model (the task's loss, optimizer and XLA
+  choice) on one batch of that pipeline, median of --steps.
+- Cellpose's step (cellular): CPnet of the same widths, batch and crop, in the reference
+  environment (benchmarks/reference/cpnet_train_step.py).
+- checkpoints: what a run saves at an epoch end (last.keras, best.keras, the epoch
+  checkpoint), median of three epoch ends, against the quick preset's epoch
+  (its steps per epoch × the quick bare step).
+
+Targets (issue 27): command step ≤ 1.1 × the bare step for every task; the paper CPnet
+step through the command ≥ 1.5× faster than Cellpose's; checkpoints ≤ 5 % of an epoch.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from biomodels import cli  # noqa: E402
+
+tf = cli.import_tensorflow()
+
+import numpy as np  # noqa: E402
+
+import reference_env  # noqa: E402
+from biomodels import config as config_lib  # noqa: E402
+from biomodels import prepare, run_state, runtime, tasks  # noqa: E402
+from biomodels.pipelines import dataset as dataset_lib  # noqa: E402
+from biomodels.pipelines import manifest as manifest_lib  # noqa: E402
+
+
+def command_seconds(task_name, preset, data_dir, steps, repeats):
+    """Wall seconds of a `train` command of one epoch of `steps` steps in a fresh process,
+    the fastest of `repeats`."""
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as model_dir:
+            start = time.perf_counter()
+            result = subprocess.run([sys.executable, "-m", "biomodels.train", f"--task={task_name}",
+                                     f"--preset={preset}", "--epochs=1", f"--steps_per_epoch={steps}",
+                                     f"--data_dir={data_dir}", f"--model_dir={model_dir}"], capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+        if result.returncode:
+            sys.exit(f"the train command failed:\n{result.stderr[-3000:]}")
+    return min(times)
+
+
+def compiled_model(task):
+    model = task.build_model()
+    model.compile(**task.compile_arguments(steps_per_epoch=100), jit_compile=runtime.jit_compile("auto", task))
+    run_state.build_optimizer(model)
+    return model
+
+
+def bare_step_seconds(task, steps):
+    """Median seconds of `train_on_batch` on one batch of the training pipeline."""
+    batch = next(iter(dataset_lib.training_dataset(task, 0, steps_per_epoch=10**6)))
+    model = compiled_model(task)
+    model.train_on_batch(*batch)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(*batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), model
+
+
+def in_fit_step_seconds(task, model, steps):
+    """Median seconds between batch ends of `fit` on the training pipeline (after its first step)."""
+    import keras
+
+    class BatchEnds(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.times = [time.perf_counter()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
+
+    ends = BatchEnds()
+    data = dataset_lib.training_dataset(task, 0, steps_per_epoch=steps + 1)
+    model.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[ends])
+    return float(np.median(np.diff(ends.times)[1:]))
+
+
+def checkpoint_seconds(model, repeats=3):
+    """Median seconds of the epoch-end saves of a training run (its EpochCheckpoints), the
+    validation loss improving each epoch (so best.keras is written too)."""
+    from biomodels.callbacks import EpochCheckpoints
+
+    times = []
+    with tempfile.TemporaryDirectory() as model_dir:
+        saves = EpochCheckpoints(model_dir, monitor="val_loss")
+        saves.set_model(model)
+        model.stop_training = False
+        for epoch in range(repeats + 1):
+            start = time.perf_counter()
+            saves.on_epoch_end(epoch, {"val_loss": 1.0 / (epoch + 1)})
+            times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def cellpose_step_seconds(config, steps):
+    nbase = ",".join(map(str, (len(config.channels),) + tuple(config.nbase)))
+    out = reference_env.run_script("cpnet_train_step.py", nbase, config.batch_size, config.crop_size, steps)
+    return json.loads(out.strip().splitlines()[-1])["step_seconds"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="cellular")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--short", type=int, default=2)
+    parser.add_argument("--extra", type=int, default=0, help="default: about 60 s of steps, at least 8")
+    parser.add_argument("--repeats", type=int, default=2, help="command runs of each length (the fastest counts)")
+    args = parser.parse_args()
+    task = tasks.get(args.task)
+    config = config_lib.resolve(task, args.preset)
+    data_dir = prepare.synthetic_dataset(task, config)
+    bound = task.bind(config, manifest=manifest_lib.read(data_dir, task))
+    bare, model = bare_step_seconds(bound, args.steps)
+    in_fit = in_fit_step_seconds(bound, model, max(args.steps, 3))
+    extra = args.extra or max(8, math.ceil(60.0 / bare))
+    del model
+    short = command_seconds(task.name, args.preset, data_dir, args.short, args.repeats)
+    long = command_seconds(task.name, args.preset, data_dir, args.short + extra, args.repeats)
+    command = (long - short) / extra
+    rows = [("step through the train command", command, "bare compiled step", bare, command / bare, "≤ 1.1"),
+            ("step in fit on the pipeline", in_fit, "bare compiled step", bare, in_fit / bare, "")]
+    if task.name == "cellular":
+        cellpose = cellpose_step_seconds(config, args.steps)
+        rows.append(("step through the train command", command, "Cellpose 3.1.1.2 CPnet step", cellpose,
+                     cellpose / command, "≥ 1.5 (faster)" if args.preset == "paper" else ""))
+    quick = config_lib.resolve(task, "quick")
+    quick_task = task.bind(quick, manifest=manifest_lib.read(prepare.synthetic_dataset(task, quick), task))
+    quick_bare, quick_model = bare_step_seconds(quick_task, args.steps)
+    quick_steps = quick.steps_per_epoch or math.ceil(quick_task.manifest.count("train") / quick.batch_size)
+    saves = checkpoint_seconds(quick_model)
+    epoch = quick_steps * quick_bare
+    rows.append(("checkpoints of an epoch (quick)", saves, f"quick epoch ({quick_steps} steps)", epoch,
+                 saves / epoch, "≤ 0.05"))
+    print(f"{os.cpu_count()} CPU cores; task {task.name}, preset {args.preset} (batch {config.batch_size}); "
+          f"command runs of {args.short} and {args.short + extra} steps: {short:.1f} s and {long:.1f} s")
+    width = max(len(row[0]) for row in rows)
+    for name, ours, reference_name, reference, ratio, target in rows:
+        print(f"{name:<{width}}  {ours:9.4f} s   {reference_name:<30} {reference:9.4f} s   ratio {ratio:6.3f}"
+              + (f"   target {target}" if target else ""))
+
+
+if __name__ == "__main__":
+    main()
