@@ -2,17 +2,17 @@
 bare compiled step, and (cellular) against Cellpose's PyTorch step; and what an epoch's
 checkpoints cost against a quick-preset epoch.
 
-    python benchmarks/train_step.py --task=cellular [--preset=paper] [--steps=5] [--short=2] [--extra=N] [--repeats=2]
+    python benchmarks/train_step.py --task=cellular [--preset=paper] [--steps=8] [--short=2] [--extra=N] [--repeats=2]
 
 - command step: `python -m biomodels.train --epochs=1 --steps_per_epoch=S` run twice, with
   S = --short and --short + --extra, in fresh processes on the task's built-in synthetic
   data, the fastest of --repeats runs each; the difference of the two wall times over the
   extra steps is one step, with start-up, evaluation and export cancelled out. --extra
   defaults to enough steps for about 60 s of training (at least 8), from the bare step.
-- in-fit step: `model.fit` on the task's training pipeline, the median time between
+- in-fit step: `model.fit` on the task's training pipeline, the mean time between
   batch ends (what the command's step is made of, without the command's callbacks).
 - bare step: `train_on_batch` of the compiled model (the task's loss, optimizer and XLA
-  choice) on one batch of that pipeline, median of --steps.
+  choice) on --steps batches of that pipeline made beforehand, the mean.
 - Cellpose's step (cellular): CPnet of the same widths, batch and crop, in the reference
   environment (benchmarks/reference/cpnet_train_step.py).
 - checkpoints: what a run saves at an epoch end (last.keras, best.keras, the epoch
@@ -72,16 +72,17 @@ def compiled_model(task):
 
 
 def bare_step_seconds(task, steps):
-    """Median seconds of `train_on_batch` on one batch of the training pipeline."""
-    batch = next(iter(dataset_lib.training_dataset(task, 0, steps_per_epoch=10**6)))
+    """Mean seconds of `train_on_batch` over `steps` batches of the training pipeline,
+    made beforehand (each batch once untimed first: tasks whose batches differ in shape,
+    such as ccp's traces bucketed by length, trace the step for each)."""
+    batches = list(dataset_lib.training_dataset(task, 0, steps_per_epoch=10**6).take(steps))
     model = compiled_model(task)
-    model.train_on_batch(*batch)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+    for batch in batches:
         model.train_on_batch(*batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), model
+    start = time.perf_counter()
+    for batch in batches:
+        model.train_on_batch(*batch)
+    return (time.perf_counter() - start) / steps, model
 
 
 def in_fit_step_seconds(task, model, steps):
@@ -98,7 +99,7 @@ def in_fit_step_seconds(task, model, steps):
     ends = BatchEnds()
     data = dataset_lib.training_dataset(task, 0, steps_per_epoch=steps + 1)
     model.fit(data, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[ends])
-    return float(np.median(np.diff(ends.times)[1:]))
+    return float(np.mean(np.diff(ends.times)[1:]))
 
 
 def checkpoint_seconds(model, repeats=3):
@@ -128,7 +129,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="cellular")
     parser.add_argument("--preset", default="quick")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--short", type=int, default=2)
     parser.add_argument("--extra", type=int, default=0, help="default: about 60 s of steps, at least 8")
     parser.add_argument("--repeats", type=int, default=2, help="command runs of each length (the fastest counts)")

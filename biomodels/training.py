@@ -79,7 +79,11 @@ class TrainingRun:
         # read before anything is written, so a wrong file leaves no run directory behind
         self.initial_weights = _initial_weights(self.task, options.init_from) if options.init_from else None
         os.makedirs(model_dir, exist_ok=True)
-        self.steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(self.split_count("train") / config.batch_size))
+        # steps_per_epoch=0: a pass over the training examples; one-pass epochs (Cellpose's)
+        # count the examples training keeps, the last batch smaller
+        self.one_pass = not config.steps_per_epoch and self.task.one_pass_epochs
+        training_examples = dataset_lib.kept_count(self.task) if self.one_pass else self.split_count("train")
+        self.steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(training_examples / config.batch_size))
 
     def split_count(self, split):
         return self.manifest.count(split)
@@ -144,7 +148,8 @@ class TrainingRun:
 
         config, options = self.config, self.options
         train_data = dataset_lib.training_dataset(self.task, options.seed, steps_per_epoch=self.steps_per_epoch,
-                                                  first_epoch=first_epoch, cache_bytes=options.cache_bytes)
+                                                  first_epoch=first_epoch, cache_bytes=options.cache_bytes,
+                                                  one_pass=self.one_pass)
         nan_guard = callbacks_lib.StopOnNaN()
         callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, first_epoch,
                                self.task.early_stopping_patience())

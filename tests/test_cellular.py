@@ -106,6 +106,53 @@ def test_min_masks_leaves_out_training_images_only(task, cellular_dir):
         check_training_images(manifest, config_lib.resolve(task, "quick", ["min_masks=5"]))
 
 
+def test_an_epoch_of_steps_per_epoch_0_is_one_pass_with_a_smaller_last_batch(task, tmp_path):
+    """As Cellpose's train_seg: every kept training image once an epoch, in a new order
+    each epoch, the last batch smaller; the run counts the images min_masks keeps and
+    trains that many steps an epoch."""
+    import keras
+
+    from biomodels import config as config_lib
+    from biomodels.pipelines import dataset as dataset_lib
+    from biomodels.pipelines import manifest as manifest_lib
+    from biomodels.prepare import prepare_dataset
+    from biomodels.training import RunOptions, TrainingRun, train
+
+    # a Cellpose folder: image i holds 1 + i % 4 squares of side 6 + i (its mean diameter names it)
+    folder, rng = tmp_path / "images", np.random.default_rng(0)
+    folder.mkdir()
+    for index in range(14):
+        labels = np.zeros((64, 64), np.uint16)
+        for cell, (top, left) in enumerate([(2, 2), (2, 34), (34, 2), (34, 34)][:1 + index % 4]):
+            labels[top:top + 6 + index, left:left + 6 + index] = cell + 1
+        tifffile.imwrite(folder / f"img_{index:02d}.tif", (rng.integers(0, 50, (64, 64)) + 900 * (labels > 0)).astype(np.uint16))
+        tifffile.imwrite(folder / f"img_{index:02d}_masks.tif", labels)
+    config = config_lib.resolve(task, "quick", TINY + ["batch_size=4", "steps_per_epoch=0", "epochs=2", "min_masks=3",
+                                                       "val_pattern=img_12", "test_pattern=img_13"])
+    data_dir = str(tmp_path / "prepared")
+    prepare_dataset(task, config, data_dir, input_path=str(folder), show_progress=False)
+    bound = task.bind(config, manifest=manifest_lib.read(data_dir, task))
+    # images 2, 3, 6, 7, 10, 11, by diameter (Cellpose's: of the disc of a square's area)
+    kept = [2 * (6.0 + index) / np.sqrt(np.pi) for index in range(12) if 1 + index % 4 >= 3]
+    assert bound.manifest.count("train") == 12 and dataset_lib.kept_count(bound) == len(kept) == 6
+    bound.model_io = lambda example: (example["diameter"], example["diameter"])
+    batches = [batch[0].numpy().tolist() for batch in
+               dataset_lib.training_dataset(bound, 0, steps_per_epoch=2, one_pass=True).take(4)]
+    epochs = [batches[:2], batches[2:]]
+    for epoch in epochs:
+        assert [len(batch) for batch in epoch] == [4, 2]
+        assert sorted(sum(epoch, [])) == pytest.approx(kept, rel=1e-3)
+    assert sum(epochs[0], []) != sum(epochs[1], [])
+
+    run = TrainingRun(task, config, data_dir, str(tmp_path / "run"), RunOptions(export=False))
+    assert run.steps_per_epoch == 2 and run.one_pass
+    train(task, config, data_dir, str(tmp_path / "run"), RunOptions(export=False, verbose=0))
+    import biomodels.models  # noqa: F401  registers the custom classes
+
+    last = keras.saving.load_model(tmp_path / "run" / "last.keras")
+    assert int(last.optimizer.iterations) == 2 * 2
+
+
 def test_skip_classes_and_split_patterns(task, cellular_dir):
     from biomodels import config as config_lib
     from biomodels.errors import InputError

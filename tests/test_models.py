@@ -1,6 +1,7 @@
 """Architectures and layers: shapes, known values, and .keras / config round trips."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import keras
 
@@ -108,11 +109,12 @@ def test_unet_under_mixed_precision_keeps_float32_probabilities():
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_fused_batch_norm_is_keras_batch_norm():
+@pytest.mark.parametrize("shape", [(4, 6, 5, 3), (3, 4, 5, 2, 3), (16, 3)])
+def test_fused_batch_norm_is_keras_batch_norm(shape):
     """Same outputs, gradients and moving statistics as Keras's BatchNormalization, in
-    training and inference, from the same weights."""
+    training and inference, from the same weights: images, volumes and vectors."""
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(2.0, 3.0, (4, 6, 5, 3)).astype(np.float32))
+    x = tf.constant(rng.normal(2.0, 3.0, shape).astype(np.float32))
     settings = {"momentum": 0.9, "epsilon": 1e-5}
     keras_bn, fused = keras.layers.BatchNormalization(**settings), model_layers.BatchNormalization(**settings)
     keras_bn.build(x.shape)
@@ -133,9 +135,9 @@ def test_fused_batch_norm_is_keras_batch_norm():
     for ours, theirs in zip(fused.get_weights(), keras_bn.get_weights()):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
     assert not np.allclose(fused.get_weights()[2], weights[2])  # the moving mean moved
-    # another rank: Keras's own computation
-    np.testing.assert_allclose(model_layers.BatchNormalization()(x[0], training=True),
-                               keras.layers.BatchNormalization()(x[0], training=True), atol=1e-5)
+    # another rank or axis: Keras's own computation
+    np.testing.assert_allclose(model_layers.BatchNormalization(axis=1)(x, training=True),
+                               keras.layers.BatchNormalization(axis=1)(x, training=True), atol=1e-5)
 
 
 def test_cellpose_files_written_with_keras_batch_norm_still_load(tmp_path, monkeypatch):

@@ -25,6 +25,15 @@ def examples(manifest, split, portion=None):
     return records.map(tfrecord.example_decoder(manifest.features), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def kept_count(task, split="train"):
+    """How many of a split's examples training uses (those `keep_for_training` keeps):
+    one pass decoding the split."""
+    import tensorflow as tf
+
+    kept = examples(task.manifest, split).filter(task.keep_for_training)
+    return int(kept.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+
 def split_bytes(manifest, split):
     """The bytes of a split's shards: uncompressed, so about what it takes in memory."""
     return sum(os.path.getsize(path) for path in manifest.shard_paths(split))
@@ -35,10 +44,13 @@ def default_cache_bytes():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
-def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=None, split="train", batch_size=None):
+def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=None, split="train", batch_size=None,
+                     one_pass=False):
     """Augmented batches for `model.fit` of a task bound to its configuration and
     prepared data set (`Task.bind`), `steps_per_epoch` per epoch from `first_epoch` on, of
-    `batch_size` examples (default: the configuration's).
+    `batch_size` examples (default: the configuration's). With `one_pass`, an epoch is
+    each kept example once, the last batch smaller: `steps_per_epoch` must then be
+    ceil(kept_count / batch_size).
 
     Each epoch's batches depend on (seed, epoch) alone: the epoch's shuffle order comes
     from them, and each element's stateless augmentation seed from (seed, epoch,
@@ -82,14 +94,15 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
                                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             elements = elements.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         elements = elements.filter(task.keep_for_training)
-        elements = elements.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=True).repeat().enumerate()
+        elements = elements.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=True)
+        elements = (elements if one_pass else elements.repeat()).enumerate()
 
         def augment_and_split(index, example):
             element_seed = tf.stack([seed, epoch * 2**32 + index])
             return task.model_io(task.augment(example, element_seed))
 
         elements = elements.map(augment_and_split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return task.batch(elements, batch_size, training=True).take(steps_per_epoch)
+        return task.batch(elements, batch_size, training=True, whole=not one_pass).take(steps_per_epoch)
 
     epochs = tf.data.Dataset.range(first_epoch, 2**40).flat_map(one_epoch)
     return _shard_by_example(epochs.prefetch(tf.data.AUTOTUNE))

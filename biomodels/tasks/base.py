@@ -108,6 +108,10 @@ class Task(abc.ABC):
     jit_compile_default = False
     #: the validation metric that picks best.keras, and whether larger is better
     checkpoint_monitor = ("val_loss", "min")
+    #: with steps_per_epoch=0, whether an epoch is one pass over the training examples,
+    #: each once, the last batch smaller (Cellpose's epochs); otherwise it is as many whole
+    #: batches as a pass holds, examples repeating across the epoch's end
+    one_pass_epochs = False
     #: config fields that change the prepared data (they key the synthetic data cache)
     data_fields = ()
     #: TF Serving batching for this task's exports (BatchingParameters fields); None
@@ -263,10 +267,11 @@ class Task(abc.ABC):
         """(network inputs, targets) from a decoded example, preprocessing applied."""
         return self.data.model_io(example, self.config)
 
-    def batch(self, data, batch_size, training):
+    def batch(self, data, batch_size, training, whole=True):
         """Batches of a tf.data set of `model_io` elements; tasks whose examples differ
-        in size pad them here. Training batches are whole."""
-        return data.batch(batch_size, drop_remainder=training)
+        in size pad them here. Training batches are whole unless `whole` is False (the
+        last batch of a one-pass epoch)."""
+        return data.batch(batch_size, drop_remainder=training and whole)
 
     # -- results --------------------------------------------------------------
     def calibrate(self, model, dataset):

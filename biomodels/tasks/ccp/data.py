@@ -197,7 +197,9 @@ def model_io(example, config):
     return {"traces": traces, "lengths": tf.shape(traces)[0]}, target
 
 
-def batch(data, batch_size, training):
+def batch(data, batch_size, training, whole=True):
+    """Whole training batches always (`whole` is there for Task.batch's signature: ccp's
+    epochs are not one-pass, its buckets of lengths leave a pass's batch count unknown)."""
     if "lengths" not in data.element_spec[0]:
         return data.batch(batch_size, drop_remainder=training)
     if not training:

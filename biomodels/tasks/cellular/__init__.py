@@ -82,6 +82,7 @@ class CellularTask(Task):
                lower_bound=64),
     )
     evaluate_options = MASK_OPTIONS
+    one_pass_epochs = True  # Cellpose's train_seg: each image once an epoch, the last batch smaller
 
     data, serving = data, serving
     # the modules' functions this task is made of, where they need nothing of the task

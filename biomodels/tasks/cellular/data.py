@@ -370,9 +370,9 @@ def model_io(example, config):
     return image, targets
 
 
-def batch(data, batch_size, training):
+def batch(data, batch_size, training, whole=True):
     if training:
-        return data.batch(batch_size, drop_remainder=True)
+        return data.batch(batch_size, drop_remainder=whole)
     return data.padded_batch(batch_size, padding_values=(0.0, -1.0))
 
 
