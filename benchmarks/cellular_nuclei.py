@@ -114,7 +114,7 @@ def train_biomodels(folder, epochs):
 
 def train_cellpose(folder, epochs):
     out = os.path.join(folder, "cellpose_masks")
-    line = reference_env.run_script("cellpose_train.py", os.path.join(folder, "cellpose"), epochs, out)
+    line = reference_env.run_script("cellpose_train.py", os.path.join(folder, "cellpose"), epochs, out, timeout=4 * 3600)
     result = json.loads(line.strip().splitlines()[-1])
     return result["train_seconds"], {os.path.basename(path)[:-10]: np.load(path)
                                      for path in glob.glob(os.path.join(out, "*_masks.npy"))}

@@ -13,6 +13,8 @@ checkpoints cost against a quick-preset epoch.
   batch ends (what the command's step is made of, without the command's callbacks).
 - bare step: `train_on_batch` of the compiled model (the task's loss, optimizer and XLA
   choice) on --steps batches of that pipeline made beforehand, the mean.
+- Keras's batch norm: the bare step again with Keras's own batch norm computation in place
+  of TensorFlow's fused kernel (models whose batch norm goes through it).
 - Cellpose's step (cellular): CPnet of the same widths, batch and crop, in the reference
   environment (benchmarks/reference/cpnet_train_step.py).
 - checkpoints: what a run saves at an epoch end (last.keras, best.keras, the epoch
@@ -85,6 +87,20 @@ def bare_step_seconds(task, steps):
     return (time.perf_counter() - start) / steps, model
 
 
+def keras_batch_norm_step_seconds(task, model, steps):
+    """The bare step with Keras's own batch norm computation in place of the fused kernel
+    (biomodels.models.layers.BatchNormalization.fused); None for a model without it."""
+    from biomodels.models.layers import BatchNormalization
+
+    if not any(isinstance(layer, BatchNormalization) for layer in model._flatten_layers()):
+        return None
+    BatchNormalization.fused = False
+    try:
+        return bare_step_seconds(task, steps)[0]
+    finally:
+        BatchNormalization.fused = True
+
+
 def in_fit_step_seconds(task, model, steps):
     """Median seconds between batch ends of `fit` on the training pipeline (after its first step)."""
     import keras
@@ -140,6 +156,7 @@ def main():
     bound = task.bind(config, manifest=manifest_lib.read(data_dir, task))
     bare, model = bare_step_seconds(bound, args.steps)
     in_fit = in_fit_step_seconds(bound, model, max(args.steps, 3))
+    keras_batch_norm = keras_batch_norm_step_seconds(bound, model, args.steps)
     extra = args.extra or max(8, math.ceil(60.0 / bare))
     del model
     short = command_seconds(task.name, args.preset, data_dir, args.short, args.repeats)
@@ -147,6 +164,9 @@ def main():
     command = (long - short) / extra
     rows = [("step through the train command", command, "bare compiled step", bare, command / bare, "≤ 1.1"),
             ("step in fit on the pipeline", in_fit, "bare compiled step", bare, in_fit / bare, "")]
+    if keras_batch_norm is not None:
+        rows.append(("bare step, fused batch norm", bare, "bare step, Keras's batch norm", keras_batch_norm,
+                     keras_batch_norm / bare, "> 1: fused faster"))
     if task.name == "cellular":
         cellpose = cellpose_step_seconds(config, args.steps)
         rows.append(("step through the train command", command, "Cellpose 3.1.1.2 CPnet step", cellpose,

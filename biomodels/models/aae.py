@@ -21,6 +21,8 @@ strategy and under mixed precision. `model.encoder`, `model.decoder` and
 import keras
 from keras import layers, ops
 
+from biomodels.models import layers as model_layers
+
 def _normal_init(mean):
     """DCGAN's N(mean, 0.02), a new initializer for each layer. An initializer made
     without a seed draws one when it is made: one shared by every layer, made when this
@@ -32,7 +34,7 @@ def _normal_init(mean):
 
 def _batch_norm(name):
     # PyTorch/Torch defaults (momentum 0.1 of the new value, epsilon 1e-5)
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=_normal_init(1.0), name=name)
+    return model_layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=_normal_init(1.0), name=name)
 
 
 def _prelu(name):

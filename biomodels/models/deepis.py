@@ -16,6 +16,8 @@ multiples of 16.
 import keras
 from keras import layers, ops
 
+from biomodels.models import layers as model_layers
+
 GCN_CHANNELS = 24
 
 
@@ -50,7 +52,7 @@ def _double_along(x, axis):
 
 def _conv_bn(x, filters, kernel, name, strides=1, relu=True):
     x = layers.Conv3D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    x = model_layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)  # TensorFlow's fused kernel
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 

@@ -12,6 +12,7 @@ keeps exact probabilities. Height and width must be multiples of 2**(depth-1).
 import keras
 from keras import layers
 
+from biomodels.models import layers as model_layers
 from biomodels.models.layers import BilinearUpsample2D
 
 
@@ -19,7 +20,7 @@ def _double_conv(x, filters, name):
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
         # momentum 0.9 is PyTorch's BatchNorm2d default (0.1 there), the study's framework
-        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
+        x = model_layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)  # TensorFlow's fused kernel
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     return x
 
