@@ -83,6 +83,9 @@ class TrainingRun:
         # count the examples training keeps, the last batch smaller
         self.one_pass = not config.steps_per_epoch and self.task.one_pass_epochs
         training_examples = dataset_lib.kept_count(self.task) if self.one_pass else self.split_count("train")
+        if self.one_pass and not training_examples:
+            raise InputError(data_dir, "training uses none of the train split's examples (cellular leaves out "
+                                       "images with fewer masks than --set min_masks)")
         self.steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(training_examples / config.batch_size))
 
     def split_count(self, split):

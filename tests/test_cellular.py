@@ -110,6 +110,8 @@ def test_an_epoch_of_steps_per_epoch_0_is_one_pass_with_a_smaller_last_batch(tas
     """As Cellpose's train_seg: every kept training image once an epoch, in a new order
     each epoch, the last batch smaller; the run counts the images min_masks keeps and
     trains that many steps an epoch."""
+    import dataclasses
+
     import keras
 
     from biomodels import config as config_lib
@@ -146,6 +148,10 @@ def test_an_epoch_of_steps_per_epoch_0_is_one_pass_with_a_smaller_last_batch(tas
 
     run = TrainingRun(task, config, data_dir, str(tmp_path / "run"), RunOptions(export=False))
     assert run.steps_per_epoch == 2 and run.one_pass
+    from biomodels.errors import InputError
+
+    with pytest.raises(InputError, match="training uses none of the train split's examples"):
+        TrainingRun(task, dataclasses.replace(config, min_masks=5), data_dir, str(tmp_path / "none"))
     train(task, config, data_dir, str(tmp_path / "run"), RunOptions(export=False, verbose=0))
     import biomodels.models  # noqa: F401  registers the custom classes
 

@@ -23,6 +23,7 @@ from keras import layers, ops
 
 from biomodels.models import layers as model_layers
 
+
 def _normal_init(mean):
     """DCGAN's N(mean, 0.02), a new initializer for each layer. An initializer made
     without a seed draws one when it is made: one shared by every layer, made when this
