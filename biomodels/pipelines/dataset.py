@@ -64,20 +64,7 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
     import tensorflow as tf
 
     manifest, batch_size = task.manifest, batch_size or task.config.batch_size
-    count = manifest.count(split)
-    size = split_bytes(manifest, split)
-    budget = default_cache_bytes() if cache_bytes is None else cache_bytes
-    files = manifest.shard_paths(split)
-    decode = tfrecord.example_decoder(manifest.features)
-    if size <= budget:
-        cached = examples(manifest, split).cache()
-        buffer = min(count, 2048)
-        log.info("training split (%d examples, %.1f MB) cached in memory", count, size / 1e6)
-    else:
-        element_bytes = max(1, size // max(count, 1))
-        buffer = int(min(count, 2048, max(16, budget // 4 // element_bytes)))
-        log.info("training split (%d examples, %.1f MB) streamed from %d shard(s), shuffle buffer %d: "
-                 "over the cache budget of %.1f MB", count, size / 1e6, len(files), buffer, budget / 1e6)
+    source, buffer = _epoch_source(manifest, split, cache_bytes)
     seed_value, seed = seed, tf.constant(seed, tf.int64)
 
     def one_epoch(epoch):
@@ -86,13 +73,7 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
         # give this function's graph a seed of its own
         tf.compat.v1.get_default_graph().seed = 1 + abs(seed_value)
         epoch_seed = seed * 1_000_003 + epoch
-        if size <= budget:
-            elements = cached
-        else:
-            order = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
-            elements = order.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
-                                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            elements = elements.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        elements = source(epoch_seed)
         elements = elements.filter(task.keep_for_training)
         elements = elements.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=True)
         elements = (elements if one_pass else elements.repeat()).enumerate()
@@ -106,6 +87,35 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
 
     epochs = tf.data.Dataset.range(first_epoch, 2**40).flat_map(one_epoch)
     return _shard_by_example(epochs.prefetch(tf.data.AUTOTUNE))
+
+
+def _epoch_source(manifest, split, cache_bytes):
+    """(source, shuffle buffer) for `training_dataset`: source(epoch_seed) gives a split's
+    decoded examples for one epoch, from memory when the split fits `cache_bytes`
+    (default: a quarter of the machine's memory), otherwise read again from its shards,
+    interleaved in an order seeded by the epoch."""
+    import tensorflow as tf
+
+    count, size = manifest.count(split), split_bytes(manifest, split)
+    budget = default_cache_bytes() if cache_bytes is None else cache_bytes
+    if size <= budget:
+        cached = examples(manifest, split).cache()
+        log.info("training split (%d examples, %.1f MB) cached in memory", count, size / 1e6)
+        return (lambda epoch_seed: cached), min(count, 2048)
+    files = manifest.shard_paths(split)
+    decode = tfrecord.example_decoder(manifest.features)
+    element_bytes = max(1, size // max(count, 1))
+    buffer = int(min(count, 2048, max(16, budget // 4 // element_bytes)))
+    log.info("training split (%d examples, %.1f MB) streamed from %d shard(s), shuffle buffer %d: "
+             "over the cache budget of %.1f MB", count, size / 1e6, len(files), buffer, budget / 1e6)
+
+    def streamed(epoch_seed):
+        order = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
+        elements = order.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
+                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return elements.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return streamed, buffer
 
 
 def evaluation_dataset(task, split, batch_size=None, portion=None):
