@@ -286,10 +286,10 @@ def test_the_baseline_sees_raw_brightness_and_contrast(lch_task, tiny_lch_config
     dim, bright = (np.round(20 + 20 * pattern)).astype(np.uint8), (np.round(100 + 150 * pattern)).astype(np.uint8)
     seen, statistics = [], []
     for crop in (dim, bright):
-        example = {"image": crop, "efficiency": np.int64(0), "cell_line": np.int64(0)}
-        image, targets = lch_task.bind(tiny_lch_config).model_io(example)
-        seen.append(np.asarray(image))
-        statistics.append(np.asarray(targets["image_statistics"], np.float64))
+        batch = {"image": crop[None], "efficiency": np.int64([0]), "cell_line": np.int64([0])}
+        image, targets = lch_task.bind(tiny_lch_config).model_io(batch)
+        seen.append(np.asarray(image[0]))
+        statistics.append(np.asarray(targets["image_statistics"][0], np.float64))
     np.testing.assert_allclose(seen[0], seen[1], atol=0.06)  # the stretch removes brightness and contrast
     raw = [crop.astype(np.float64) / 255 for crop in (dim, bright)]
     for crop, found in zip(raw, statistics):  # numpy's mean, std and percentiles of the raw crop
@@ -556,3 +556,28 @@ def test_serving_layout_warmup_and_bioimageio(tmp_path, lch_task, tiny_lch_confi
 def test_package_of_a_trained_run_passes_bioimageios_own_test(lch_run, tmp_path):
     model_dir, _ = lch_run
     assert_bioimageio_core_passes(export_package("lch", model_dir, tmp_path), seeds=(3,))
+
+
+def test_training_batches_hold_the_stretched_crops_alone_and_evaluation_the_targets(lch_task, tiny_lch_config):
+    """lch's model_io runs once a batch (model_io_on_batches) and its training batches
+    hold the network's crops alone (the autoencoder reads no targets); evaluation batches
+    are model_io of the same examples batched, the baseline's statistics included."""
+    from biomodels import prepare
+    from biomodels.pipelines import dataset as dataset_lib
+    from biomodels.pipelines import manifest as manifest_lib
+
+    manifest = manifest_lib.read(prepare.synthetic_dataset(lch_task, tiny_lch_config), lch_task)
+    bound = lch_task.bind(tiny_lch_config, manifest=manifest)
+    [training] = dataset_lib.training_dataset(bound, 0, steps_per_epoch=1).take(1)
+    assert isinstance(training, tuple) and len(training) == 1
+    assert training[0].shape == (8, 32, 32, 1) and 0.0 <= float(np.min(training[0])) <= float(np.max(training[0])) <= 1.0
+    images, targets = next(iter(dataset_lib.evaluation_dataset(bound, "val")))
+    raw = next(iter(dataset_lib.examples(manifest, "val").batch(8)))
+    expected_images, expected_targets = bound.model_io(raw)
+    np.testing.assert_array_equal(images, expected_images)
+    assert sorted(targets) == ["cell_line", "efficiency", "image_statistics"]
+    assert targets["image_statistics"].shape == (8, 5)
+    np.testing.assert_array_equal(targets["image_statistics"], expected_targets["image_statistics"])
+    crop = np.asarray(raw["image"][0], np.float64) / 255  # image_size 32: stored at the model's size
+    np.testing.assert_allclose(targets["image_statistics"][0], [crop.mean(), crop.std(), *np.percentile(crop, [5, 50, 95])],
+                               atol=1e-5)

@@ -79,11 +79,11 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
         elements = (elements if one_pass else elements.repeat()).enumerate()
 
         def augment_and_split(index, example):
-            element_seed = tf.stack([seed, epoch * 2**32 + index])
-            return task.model_io(task.augment(example, element_seed))
+            augmented = task.augment(example, tf.stack([seed, epoch * 2**32 + index]))
+            return augmented if task.model_io_on_batches else _model_io(task, training=True)(augmented)
 
         elements = elements.map(augment_and_split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return task.batch(elements, batch_size, training=True, whole=not one_pass).take(steps_per_epoch)
+        return _batched(task, elements, batch_size, training=True, whole=not one_pass).take(steps_per_epoch)
 
     epochs = tf.data.Dataset.range(first_epoch, 2**40).flat_map(one_epoch)
     return _shard_by_example(epochs.prefetch(tf.data.AUTOTUNE))
@@ -126,8 +126,29 @@ def evaluation_dataset(task, split, batch_size=None, portion=None):
 
     batch_size = batch_size or task.config.batch_size
     data = examples(task.manifest, split, portion)
-    data = data.map(task.model_io, num_parallel_calls=tf.data.AUTOTUNE)
-    return _shard_by_example(task.batch(data, batch_size, training=False).prefetch(tf.data.AUTOTUNE))
+    if not task.model_io_on_batches:
+        data = data.map(task.model_io, num_parallel_calls=tf.data.AUTOTUNE)
+    return _shard_by_example(_batched(task, data, batch_size, training=False).prefetch(tf.data.AUTOTUNE))
+
+
+def _batched(task, elements, batch_size, training, whole=True):
+    """`task.batch` of model_io elements; of decoded examples, then model_io on each batch,
+    for a task whose model_io takes batches (`Task.model_io_on_batches`)."""
+    import tensorflow as tf
+
+    batches = task.batch(elements, batch_size, training=training, whole=whole)
+    if task.model_io_on_batches:
+        batches = batches.map(_model_io(task, training), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches
+
+
+def _model_io(task, training):
+    """`task.model_io`; for training a task whose step reads no targets
+    (`Task.training_reads_targets`), (inputs,) alone, in the same function so that
+    tf.data prunes the ops only the targets need."""
+    if training and not task.training_reads_targets:
+        return lambda example: (task.model_io(example)[0],)
+    return task.model_io
 
 
 def _shard_by_example(data):

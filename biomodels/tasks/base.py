@@ -112,6 +112,14 @@ class Task(abc.ABC):
     #: each once, the last batch smaller (Cellpose's epochs); otherwise it is as many whole
     #: batches as a pass holds, examples repeating across the epoch's end
     one_pass_epochs = False
+    #: whether `model_io` takes a batch of decoded examples (leading batch axis) rather
+    #: than one: the pipelines then batch first, so a task whose model_io is many small
+    #: ops on small examples pays tf.data's per-op cost once a batch, not once an example
+    model_io_on_batches = False
+    #: whether the model's training step reads model_io's targets; when not (lch's
+    #: autoencoder), training batches hold the inputs alone and tf.data prunes the ops
+    #: that only make targets (evaluation still gets them)
+    training_reads_targets = True
     #: config fields that change the prepared data (they key the synthetic data cache)
     data_fields = ()
     #: TF Serving batching for this task's exports (BatchingParameters fields); None
@@ -264,11 +272,13 @@ class Task(abc.ABC):
         return tf.constant(True)
 
     def model_io(self, example):
-        """(network inputs, targets) from a decoded example, preprocessing applied."""
+        """(network inputs, targets) from a decoded example (a batch of them with
+        `model_io_on_batches`), preprocessing applied."""
         return self.data.model_io(example, self.config)
 
     def batch(self, data, batch_size, training, whole=True):
-        """Batches of a tf.data set of `model_io` elements; tasks whose examples differ
+        """Batches of a tf.data set of `model_io` elements (of decoded examples with
+        `model_io_on_batches`); tasks whose examples differ
         in size pad them here. Training batches are whole unless `whole` is False (the
         last batch of a one-pass epoch)."""
         return data.batch(batch_size, drop_remainder=training and whole)

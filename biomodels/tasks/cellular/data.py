@@ -328,7 +328,7 @@ def preprocess(inputs):
     from biomodels.ops.normalisation import percentiles
 
     inputs = tf.cast(inputs, tf.float32)
-    low, high = percentiles(inputs, 1.0), percentiles(inputs, 99.0)
+    low, high = percentiles(inputs, 1.0, 99.0)
     spread = high - low
     scaled = (inputs - low) / tf.maximum(spread, 1e-6)
     return tf.where(spread > 1e-6, scaled, tf.zeros_like(scaled))

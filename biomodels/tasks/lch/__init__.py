@@ -46,6 +46,8 @@ class LCHTask(Task):
     data_fields = ("image_size", "filename_pattern", "cell_type_field", "efficiency_csv", "synthetic_cells",
                    "synthetic_cell_lines")
     summary_examples = 64
+    model_io_on_batches = True
+    training_reads_targets = False
     model_class = inference.LCHModel
     calibration_fields = {"classifier": dict}
     predict_options = (

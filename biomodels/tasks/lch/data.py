@@ -13,6 +13,7 @@ import numpy as np
 
 from biomodels import config as config_lib
 from biomodels.errors import ConfigError, InputError
+from biomodels.ops.normalisation import percentiles
 from biomodels.pipelines import readers
 from biomodels.tasks.base import Source
 from biomodels.tasks.lch.config import EFFICIENCIES, IMAGE_SUFFIXES, NORMALISATIONS, STUDY_CROP_SIZE
@@ -59,6 +60,8 @@ def resize_crops(images, size):
     import tensorflow as tf
 
     images = tf.cast(images, tf.float32)
+    if images.shape[1] == images.shape[2] == size:
+        return images  # resampling at scale 1 with antialiasing is the identity; skip its cost
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     side = tf.minimum(height, width)
     top, left = (height - side) // 2, (width - side) // 2
@@ -198,11 +201,9 @@ def stretch_intensities(images, config):
     [0, 1]; clipped to [0, 1]."""
     import tensorflow as tf
 
-    from biomodels.ops.normalisation import percentiles
-
     config_lib.check_choice("intensity_normalisation", config.intensity_normalisation, NORMALISATIONS)
     if config.intensity_normalisation == "percentile":
-        low, high = percentiles(images, 1.0), percentiles(images, 99.0)
+        low, high = percentiles(images, 1.0, 99.0)
         images = (images - low) / tf.maximum(high - low, 1e-3)
     return tf.clip_by_value(images, 0.0, 1.0)
 
@@ -217,16 +218,17 @@ def augment(example, seed, config):
     return {**example, "image": image}
 
 
-def model_io(example, config):
-    """(the network's image, {"efficiency", "cell_line", "image_statistics"}): the
-    statistics are of the crop's raw intensities (resized, not yet stretched), since the
-    baseline exists to show what brightness and contrast alone predict."""
+def model_io(examples, config):
+    """(the network's images, {"efficiency", "cell_line", "image_statistics"}) of a batch
+    of decoded examples (LCHTask.model_io_on_batches): the statistics are of each crop's
+    raw intensities (resized, not yet stretched), since the baseline exists to show what
+    brightness and contrast alone predict."""
     import tensorflow as tf
 
-    resized = resize_crops(tf.cast(example["image"], tf.float32)[None] / 255.0, config.image_size)
-    targets = {"efficiency": example["efficiency"], "cell_line": example["cell_line"],
-               "image_statistics": raw_image_statistics(resized)[0]}
-    return stretch_intensities(resized, config)[0], targets
+    resized = resize_crops(tf.cast(examples["image"], tf.float32) / 255.0, config.image_size)
+    targets = {"efficiency": examples["efficiency"], "cell_line": examples["cell_line"],
+               "image_statistics": raw_image_statistics(resized)}
+    return stretch_intensities(resized, config), targets
 
 
 def raw_image_statistics(images):
@@ -234,10 +236,8 @@ def raw_image_statistics(images):
     each image's intensities."""
     import tensorflow as tf
 
-    from biomodels.ops.normalisation import percentiles
-
     flat = tf.reshape(images, [tf.shape(images)[0], -1])
-    quantiles = [tf.reshape(percentiles(images, q), [-1]) for q in (5.0, 50.0, 95.0)]
+    quantiles = [tf.reshape(q, [-1]) for q in percentiles(images, 5.0, 50.0, 95.0)]
     return tf.stack([tf.reduce_mean(flat, axis=1), tf.math.reduce_std(flat, axis=1), *quantiles], axis=1)
 
 
