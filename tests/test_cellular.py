@@ -236,7 +236,7 @@ def test_whole_images_get_cellposes_border_of_background(task, config):
     cut by the edge of a 512×512 image, which Cellpose's eval found. Tiles of an image
     get no border of their own; predict adds it to the whole image before tiling."""
     from biomodels.models import CellposeNet
-    from biomodels.tasks.cellular.inference import network_maps
+    from biomodels.tasks.cellular.image_maps import network_maps, network_tiles
 
     calls = []
 
@@ -252,6 +252,14 @@ def test_whole_images_get_cellposes_border_of_background(task, config):
     np.testing.assert_allclose(maps, np.dstack([image * 0.5, image[..., 0] - image[..., 1]]), atol=1e-6)
     network_maps(normalised, np.zeros((600, 40, 2), np.float32), 1.0, tile=512, overlap=64, batch_size=4)
     assert [shape for _, shape in calls[1:]] == [(2, 528, 56, 2)]  # --tile counts the image's pixels, not the border
+    # no --tile: the fewest even tiles of at most TILE_PIXELS, as many a call as fit it
+    del calls[:]
+    network_maps(normalised, np.zeros((600, 40, 2), np.float32), 1.0, tile=None, overlap=64, batch_size=4)
+    assert [shape for _, shape in calls] == [(1, 616, 56, 2)]  # fits: whole, with its border
+    assert network_tiles((2064, 2064), None, 64, 8) == ((1064, 2064), 1)  # a 2048² image: two tiles, one a call
+    assert network_tiles((528, 528), None, 64, 8) == ((528, 528), 8)  # slices of a stack: 8 a call
+    assert network_tiles((4000, 3000), None, 64, 8) == ((1376, 1532), 1)  # six tiles of 2.1 million pixels
+    assert network_tiles((2064, 2064), 512, 64, 8) == ((528, 528), 8)  # --tile: square, batch_size a call
 
     model = CellposeNet(nchan=2, nbase=(4, 8, 16, 32))
     functions = task.bind(config).serving_functions(model)

@@ -31,7 +31,7 @@ from biomodels.tasks.base import Option, Task, tiling_options
 from biomodels.tasks.cellular import checkpoints, data, inference, outputs, pretrained, serving
 from biomodels.tasks.cellular import config as config_module
 from biomodels.tasks.cellular import metrics as scores
-from biomodels.tasks.cellular.config import TILE_SIZE, CellularConfig
+from biomodels.tasks.cellular.config import CellularConfig
 
 #: masks_from_flows' thresholds: options of predict and of evaluate (where each overrides
 #: the configuration field of its name)
@@ -68,7 +68,7 @@ class CellularTask(Task):
                                            "whole images) or python (tiled network, numba); default: graph for "
                                            "a TF Serving address, so only masks travel, python otherwise.",
                parse=inference.parse_masks_in),
-        *tiling_options(str(TILE_SIZE)),
+        *tiling_options("the fewest even tiles of about 2.3 million pixels, the whole image when it fits"),
         Option("do_3D", "bool", False, "Segment Z-stacks (TIFF ZYX or ZCYX, OME-Zarr) in 3-D as Cellpose's do_3D: the "
                                        "network on every YX, ZX and ZY slice, the flows combined and followed in 3-D."),
         Option("anisotropy", "float", None, "The Z spacing over the pixel size, for --do_3D (default: from the stack's "

@@ -10,8 +10,13 @@ AP_THRESHOLDS = (0.5, 0.75, 0.9)
 # before the network, as Cellpose's run_net pads: without them the network missed cells
 # cut by the image's edge (10 of 180 on a 512×512 synthetic image, benchmarks/cellular_predict.py)
 IMAGE_BORDER = 8
-# pixels per side of the tiles prediction runs the network on, when --tile is not given
-TILE_SIZE = 512
+# pixels the network sees in one call when --tile is not given: the fewest even tiles of
+# the bordered image holding at most this many (ops.tiling.plan_tiles), as many a batch
+# as fit it. CPnet of the paper's widths (32-256) took 1.0-1.5 KB a pixel on CPU
+# (peak RSS of one call on 528² to 2064² inputs, 2026-12-04), so a call stays near the
+# 3.3 GB of the eight 528² tiles it ran before; a 2048² image goes in two tiles, not 25,
+# and the network's time on it fell from 16.1 s to about 7 s (benchmarks/cellular_predict.py)
+TILE_PIXELS = 2_300_000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from biomodels.tasks.cellular import data
-from biomodels.tasks.cellular.config import IMAGE_BORDER
+from biomodels.tasks.cellular.config import IMAGE_BORDER, TILE_PIXELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Segmentation:
 def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
     """[H, W, 3] (unit dY, dX, cell-probability logit) of a normalised image [H, W, C]:
     resized by `scale` (the network's diameter over the image's), given a border of
-    IMAGE_BORDER zero pixels, run in overlapping tiles of at most `tile` pixels through
+    IMAGE_BORDER zero pixels, run in overlapping tiles (`network_tiles`) through
     `normalised` (tiles [N, h, w, C] -> {"flows", "cellprob"}, the model's `normalised`
     signature), and cropped and resized back."""
     from biomodels.ops.tiling import predict_tiled
@@ -51,8 +51,22 @@ def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
         outputs = normalised(tiles)
         return np.concatenate([np.asarray(outputs["flows"]), np.asarray(outputs["cellprob"])[..., np.newaxis]], axis=-1)
 
-    tiles = (min(tile + 2 * border, image.shape[0]), min(tile + 2 * border, image.shape[1]))  # the border is extra
+    tiles, batch_size = network_tiles(image.shape[:2], tile, overlap, batch_size)
     maps = predict_tiled(image, run, tile=tiles, overlap=overlap, batch_size=batch_size)[border:-border, border:-border]
     if maps.shape[:2] != (height, width):
         maps = data.resize(maps, height, width)
     return maps
+
+
+def network_tiles(shape, tile, overlap, batch_size):
+    """(tile shape, tiles a network call) for a bordered image of `shape` (H, W): with
+    `tile` (--tile), square tiles of `tile` pixels plus the border (the border is extra),
+    `batch_size` a call; without, the fewest even tiles of at most TILE_PIXELS
+    overlapping by `overlap` (the whole image when it fits), as many a call as fit
+    TILE_PIXELS, at most `batch_size`."""
+    from biomodels.ops.tiling import plan_tiles
+
+    if tile:
+        return (min(tile + 2 * IMAGE_BORDER, shape[0]), min(tile + 2 * IMAGE_BORDER, shape[1])), batch_size
+    tiles = plan_tiles(shape, TILE_PIXELS, overlap)
+    return tiles, max(1, min(batch_size, TILE_PIXELS // int(np.prod(tiles))))

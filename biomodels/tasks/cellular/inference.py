@@ -14,7 +14,6 @@ from biomodels.ops.cellpose_parts import map_part
 from biomodels.study_model import StudyModel, is_path
 from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.cellular import data, pretrained
-from biomodels.tasks.cellular.config import TILE_SIZE
 from biomodels.tasks.cellular.image_maps import Segmentation, network_maps
 
 
@@ -30,7 +29,7 @@ class Settings:
     diameter_mean: float
     thresholds: dict
     in_graph: bool
-    tile: int
+    tile: int  # None: planned (image_maps.network_tiles)
     overlap: int
     batch_size: int
     #: the size model that estimates `diameter` for each image when it is 0 (sizes.read_size_model's)
@@ -79,7 +78,7 @@ def resolve_settings(predictor, config, options):
     return Settings(channels=parse_channels(options["channels"], config.channels),
                     gray=config.gray and not options["channels"], diameter=float(diameter),
                     diameter_mean=float(config.diameter_mean), thresholds=thresholds, in_graph=in_graph,
-                    tile=options["tile"] or TILE_SIZE, overlap=options["overlap"], batch_size=options["batch_size"],
+                    tile=options["tile"], overlap=options["overlap"], batch_size=options["batch_size"],
                     size_model=size_model, do_3D=bool(options["do_3D"]), stitch_threshold=options["stitch_threshold"] or 0.0,
                     anisotropy=options["anisotropy"])
 

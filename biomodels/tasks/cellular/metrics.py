@@ -6,7 +6,7 @@ import numpy as np
 
 from biomodels.ops import matching
 from biomodels.tasks.base import TILING_DEFAULTS
-from biomodels.tasks.cellular.config import AP_THRESHOLDS, TILE_SIZE, mask_thresholds
+from biomodels.tasks.cellular.config import AP_THRESHOLDS, mask_thresholds
 
 
 def evaluation_part(model, dataset, manifest, config, calibration):
@@ -25,7 +25,7 @@ def evaluation_part(model, dataset, manifest, config, calibration):
             height, width = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
             image, target = image[:height, :width], target[:height, :width]
             masks, _ = segment(lambda tiles: normalised(images=np.float32(tiles)), image, config.diameter_mean / max(diameter, 1e-3),
-                               mask_thresholds(config), tile=TILE_SIZE, **TILING_DEFAULTS)
+                               mask_thresholds(config), tile=None, **TILING_DEFAULTS)
             true_labels.append(target_part(target, "label").astype(np.int32))
             pixel_classes.append(target_part(target, "pixel_class").astype(np.int32))
             predicted.append(masks)

@@ -25,7 +25,7 @@ from biomodels.ops.cellpose_parts import map_part
 from biomodels.pipelines import ome_zarr, readers
 from biomodels.tasks.cellular import data
 from biomodels.tasks.cellular.config import IMAGE_BORDER
-from biomodels.tasks.cellular.image_maps import Segmentation, network_maps
+from biomodels.tasks.cellular.image_maps import Segmentation, network_maps, network_tiles
 
 #: the flow steps Cellpose follows at the network's own scale (200 / scale at another)
 FLOW_STEPS = 200
@@ -149,22 +149,23 @@ def resample(volume, shape):
 def slice_maps(normalised, volume, axis, *, tile, overlap, batch_size):
     """[*volume's spatial shape, 3]: the maps (unit flows along the slice's two axes, the
     cell-probability logit) of every slice of `volume` [Z, Y, X, C] across `axis`, at
-    the network's scale. Slices that fit one tile go through the network `batch_size`
-    at a time, each with the border the whole-image pass gives; larger ones in tiles
-    (image_maps.network_maps)."""
+    the network's scale. Slices that fit one tile (image_maps.network_tiles) go through
+    the network as many at a time as its plan allows, each with the border the
+    whole-image pass gives; larger ones in tiles (image_maps.network_maps)."""
     slices = np.moveaxis(volume, axis, 0)
-    height, width = slices.shape[1:3]
+    border = IMAGE_BORDER
+    bordered = (slices.shape[1] + 2 * border, slices.shape[2] + 2 * border)
     maps = np.empty((*slices.shape[:3], 3), np.float32)
-    if max(height, width) > tile:
+    tiles, slices_a_call = network_tiles(bordered, tile, overlap, batch_size)
+    if tuple(tiles) != bordered:
         for index, plane in enumerate(slices):
             maps[index] = network_maps(normalised, plane, 1.0, tile=tile, overlap=overlap, batch_size=batch_size)
     else:
-        border = IMAGE_BORDER
-        for first in range(0, len(slices), batch_size):
-            batch = np.pad(slices[first:first + batch_size], ((0, 0), (border, border), (border, border), (0, 0)))
+        for first in range(0, len(slices), slices_a_call):
+            batch = np.pad(slices[first:first + slices_a_call], ((0, 0), (border, border), (border, border), (0, 0)))
             outputs = normalised(batch)
             found = np.concatenate([np.asarray(outputs["flows"]), np.asarray(outputs["cellprob"])[..., np.newaxis]], -1)
-            maps[first:first + batch_size] = found[:, border:-border, border:-border]
+            maps[first:first + slices_a_call] = found[:, border:-border, border:-border]
     return np.moveaxis(maps, 0, axis)
 
 
