@@ -12,7 +12,9 @@ checkpoints cost against a quick-preset epoch.
 - in-fit step: `model.fit` on the task's training pipeline, the mean time between
   batch ends (what the command's step is made of, without the command's callbacks).
 - bare step: `train_on_batch` of the compiled model (the task's loss, optimizer and XLA
-  choice) on --steps batches of that pipeline made beforehand, the mean.
+  choice) on batches of that pipeline made beforehand, the mean: --steps batches, or as
+  many as fill 10 s when they take less (batches of different shapes cost different
+  steps: ccp's).
 - Keras's batch norm: the bare step again with Keras's own batch norm computation in place
   of TensorFlow's fused kernel (models whose batch norm goes through it).
 - Cellpose's step (cellular): CPnet of the same widths, batch and crop, in the reference
@@ -87,6 +89,19 @@ def bare_step_seconds(task, steps):
     return (time.perf_counter() - start) / steps, model
 
 
+def representative_bare_step_seconds(task, steps, seconds=10.0):
+    """(seconds, model, batches) of `bare_step_seconds` over `steps` batches, or when those
+    take less than `seconds`, over as many as fill it: a step's cost follows its batch's shape where batches
+    differ (ccp's bucketed traces: 5 ms at 13 frames, 60 ms at 299), and a few batches
+    are no sample of the thousands a command trains on."""
+    bare, model = bare_step_seconds(task, steps)
+    if bare * steps < seconds:
+        del model
+        steps = math.ceil(seconds / bare)
+        bare, model = bare_step_seconds(task, steps)
+    return bare, model, steps
+
+
 def keras_batch_norm_step_seconds(task, model, steps):
     """The bare step with Keras's own batch norm computation in place of the fused kernel
     (biomodels.models.layers.BatchNormalization.fused); None for a model without it."""
@@ -154,9 +169,9 @@ def main():
     config = config_lib.resolve(task, args.preset)
     data_dir = prepare.synthetic_dataset(task, config)
     bound = task.bind(config, manifest=manifest_lib.read(data_dir, task))
-    bare, model = bare_step_seconds(bound, args.steps)
-    in_fit = in_fit_step_seconds(bound, model, max(args.steps, 3))
-    keras_batch_norm = keras_batch_norm_step_seconds(bound, model, args.steps)
+    bare, model, batches = representative_bare_step_seconds(bound, args.steps)
+    in_fit = in_fit_step_seconds(bound, model, max(batches, 3))
+    keras_batch_norm = keras_batch_norm_step_seconds(bound, model, batches)
     extra = args.extra or max(8, math.ceil(60.0 / bare))
     del model
     short = command_seconds(task.name, args.preset, data_dir, args.short, args.repeats)
@@ -173,7 +188,7 @@ def main():
                      cellpose / command, "≥ 1.5 (faster)" if args.preset == "paper" else ""))
     quick = config_lib.resolve(task, "quick")
     quick_task = task.bind(quick, manifest=manifest_lib.read(prepare.synthetic_dataset(task, quick), task))
-    quick_bare, quick_model = bare_step_seconds(quick_task, args.steps)
+    quick_bare, quick_model, _ = representative_bare_step_seconds(quick_task, args.steps)
     quick_steps = quick.steps_per_epoch or math.ceil(quick_task.manifest.count("train") / quick.batch_size)
     saves = checkpoint_seconds(quick_model)
     epoch = quick_steps * quick_bare
