@@ -230,6 +230,22 @@ def test_augmented_flows_agree_with_flows_recomputed_from_the_transformed_mask(t
 
 
 
+def test_masks_follow_the_flows_200_steps_over_the_scale_as_cellposes_eval(monkeypatch):
+    """Cellpose's eval (resample=True) follows 200 / rescale steps: cells of 20 pixels
+    under a network of 30 (scale 1.5) take 133, cells of 60 (scale 0.5) 400."""
+    from biomodels.ops import flows
+    from biomodels.tasks.cellular.image_maps import flow_steps
+    from biomodels.tasks.cellular.inference import segment
+
+    assert [flow_steps(scale) for scale in (1.0, 30 / 20, 0.5, 1000.0)] == [200, 133, 400, 1]
+    steps = []
+    monkeypatch.setattr(flows, "masks_from_flows", lambda *args, niter, **kwargs: steps.append(niter) or np.zeros((4, 4)))
+    network = lambda tiles: {"flows": tiles[..., :2] * 0, "cellprob": tiles[..., 0]}  # noqa: E731
+    for scale in (1.0, 1.5, 0.5):
+        segment(network, np.zeros((40, 40, 2), np.float32), scale, {}, tile=None, overlap=8, batch_size=2)
+    assert steps == [200, 133, 400]
+
+
 def test_whole_images_get_cellposes_border_of_background(task, config):
     """The network sees a whole image inside 8 pixels of zeros (background once
     normalised), as Cellpose's run_net pads it: without them it missed 10 of 180 cells

@@ -120,3 +120,19 @@ def test_holes_enclosed_by_one_cell_are_filled():
 def test_an_empty_image_gives_no_cells():
     expected, found = both_paths(np.zeros((2, 16, 16), np.float32), np.full((16, 16), -5.0, np.float32))
     assert expected.max() == 0 and found.max() == 0 and found.shape == (16, 16)
+
+
+def test_the_flow_steps_may_be_a_tensor():
+    """Cellpose follows 200 / scale steps (the cells' size over the network's), which the
+    `masks` signature computes in the graph: a tensor `niter` gives the numba path's masks
+    at that many steps (one step leaves the pixels too spread to make any cell)."""
+    import tensorflow as tf
+
+    labels = discs((96, 128), 12, 3, radii=(14, 20))
+    flows = numba_flows.masks_to_flows(labels)
+    cellprob = np.where(labels > 0, 4.0, -4.0).astype(np.float32)
+    for steps in (1, 4):
+        expected = numba_flows.masks_from_flows(flows, cellprob, 0.0, 0.0, 15, niter=steps)
+        found = graph_masks.masks_from_flows(flows.transpose(1, 2, 0), cellprob, 0.0, 0.0, 15, niter=tf.constant(steps))
+        np.testing.assert_array_equal(found.numpy(), expected)
+        assert expected.max() == (0 if steps == 1 else labels.max())

@@ -10,6 +10,9 @@ import numpy as np
 from biomodels.tasks.cellular import data
 from biomodels.tasks.cellular.config import IMAGE_BORDER, TILE_PIXELS
 
+#: the flow steps Cellpose follows at the network's own scale (200 / scale at another)
+FLOW_STEPS = 200
+
 
 @dataclasses.dataclass(frozen=True)
 class Segmentation:
@@ -56,6 +59,14 @@ def network_maps(normalised, image, scale, *, tile, overlap, batch_size):
     if maps.shape[:2] != (height, width):
         maps = data.resize(maps, height, width)
     return maps
+
+
+def flow_steps(scale):
+    """The steps masks follow the flows for at a scale (the network's diameter over the
+    cells'), as Cellpose's eval with its default resample: 200 at the network's diameter,
+    more for cells larger than it and fewer for smaller ones, since their flows are
+    followed at the image's own size."""
+    return max(1, int(FLOW_STEPS / scale))
 
 
 def network_tiles(shape, tile, overlap, batch_size):

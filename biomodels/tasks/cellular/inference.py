@@ -14,7 +14,7 @@ from biomodels.ops.cellpose_parts import map_part
 from biomodels.study_model import StudyModel, is_path
 from biomodels.tasks.base import comma_numbers
 from biomodels.tasks.cellular import data, pretrained
-from biomodels.tasks.cellular.image_maps import Segmentation, network_maps
+from biomodels.tasks.cellular.image_maps import Segmentation, flow_steps, network_maps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,8 @@ def segment(normalised, image, scale, thresholds, *, tile, overlap, batch_size):
     from biomodels.ops.flows import masks_from_flows
 
     maps = network_maps(normalised, image, scale, tile=tile, overlap=overlap, batch_size=batch_size)
-    masks = masks_from_flows(map_part(maps, "flows").transpose(2, 0, 1), map_part(maps, "cellprob"), **thresholds)
+    masks = masks_from_flows(map_part(maps, "flows").transpose(2, 0, 1), map_part(maps, "cellprob"), **thresholds,
+                             niter=flow_steps(scale))
     return masks, maps
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from biomodels.ops.cellpose_parts import FLOW_SCALE, map_part
 from biomodels.tasks.cellular.config import IMAGE_BORDER, mask_thresholds, size_multiple
 from biomodels.tasks.cellular.data import preprocess
+from biomodels.tasks.cellular.image_maps import FLOW_STEPS
 
 
 def serving_functions(model, config, calibration=None):
@@ -79,15 +80,18 @@ def mask_signatures(run, config, training_diameter):
         maps = tf.concat([outputs["flows"], outputs["cellprob"][..., tf.newaxis]], axis=-1)
         return tf.cond(rescale, lambda: tf.image.resize(maps, size, method="bilinear"), lambda: maps)
 
-    def masks_of(maps, flow_threshold, cellprob_threshold, min_size):
+    def masks_of(maps, diameter, flow_threshold, cellprob_threshold, min_size):
+        # flow steps as image_maps.flow_steps: FLOW_STEPS at the network's diameter, scaled with the cells'
+        steps = tf.maximum(1, tf.cast(tf.floor(FLOW_STEPS * diameter / config.diameter_mean), tf.int32))
         return graph_masks.masks_from_flows(map_part(maps, "flows"), map_part(maps, "cellprob"), flow_threshold,
-                                           cellprob_threshold, min_size)
+                                           cellprob_threshold, min_size, niter=steps)
 
     # no AutoGraph: the loops are explicit TensorFlow ones, and converting them took seconds
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")], autograph=False)
     def instances(images):
         maps = maps_at_cell_size(preprocess(images), tf.constant(training_diameter))
-        masks = tf.map_fn(lambda m: masks_of(m, config.flow_threshold, config.cellprob_threshold, config.min_size),
+        masks = tf.map_fn(lambda m: masks_of(m, training_diameter, config.flow_threshold, config.cellprob_threshold,
+                                             config.min_size),
                           maps, fn_output_signature=tf.TensorSpec([None, None], tf.int32))
         return {"masks": masks, "flows": map_part(maps, "flows"), "cellprob": map_part(maps, "cellprob")}
 
@@ -101,7 +105,7 @@ def mask_signatures(run, config, training_diameter):
             image, diameter, flow_threshold, cellprob_threshold, min_size = item
             diameter = tf.where(diameter > 0, diameter, training_diameter)
             maps = maps_at_cell_size(preprocess(image[tf.newaxis]), diameter)[0]
-            return masks_of(maps, flow_threshold, cellprob_threshold, min_size)
+            return masks_of(maps, diameter, flow_threshold, cellprob_threshold, min_size)
 
         return {"masks": tf.map_fn(one, (images, diameter, flow_threshold, cellprob_threshold, min_size),
                                    fn_output_signature=tf.TensorSpec([None, None], tf.int32))}

@@ -25,10 +25,8 @@ from biomodels.ops.cellpose_parts import map_part
 from biomodels.pipelines import ome_zarr, readers
 from biomodels.tasks.cellular import data
 from biomodels.tasks.cellular.config import IMAGE_BORDER
-from biomodels.tasks.cellular.image_maps import Segmentation, network_maps, network_tiles
+from biomodels.tasks.cellular.image_maps import Segmentation, flow_steps, network_maps, network_tiles
 
-#: the flow steps Cellpose follows at the network's own scale (200 / scale at another)
-FLOW_STEPS = 200
 #: tifffile's names for an axis of pages, taken as Z when a stack names no Z
 PAGE_AXES = "QI"
 
@@ -187,12 +185,6 @@ def network_maps_3d(normalised, image, scale, anisotropy, *, tile, overlap, batc
         summed[..., 3] += maps[..., 2]
         del maps
     return resample(summed, (depth, height, width))
-
-
-def flow_steps(scale):
-    """The flow steps at a scale, as Cellpose's eval: 200 at the network's diameter, more
-    for cells larger than it (their flows are followed at the image's own size)."""
-    return max(1, int(FLOW_STEPS / scale))
 
 
 def segment_stack(predictor, raw, settings):
