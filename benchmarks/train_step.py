@@ -91,9 +91,9 @@ def bare_step_seconds(task, steps):
 
 def representative_bare_step_seconds(task, steps, seconds=10.0):
     """(seconds, model, batches) of `bare_step_seconds` over `steps` batches, or when those
-    take less than `seconds`, over as many as fill it: a step's cost follows its batch's shape where batches
-    differ (ccp's bucketed traces: 5 ms at 13 frames, 60 ms at 299), and a few batches
-    are no sample of the thousands a command trains on."""
+    take less than `seconds`, over as many as fill it: a step's cost follows its batch's
+    shape where batches differ (ccp's bucketed traces: 5 ms at 13 frames, 60 ms at 299),
+    and a few batches are no sample of the thousands a command trains on."""
     bare, model = bare_step_seconds(task, steps)
     if bare * steps < seconds:
         del model
