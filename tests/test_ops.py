@@ -86,17 +86,18 @@ def test_class_scores_absent_class_is_nan_and_false_positives_count():
 
 def test_percentiles_match_numpys_on_both_sides_of_the_median():
     """Each q from its top_k side (q < 50 from the smallest values, q ≥ 50 from the
-    largest), interpolated as numpy.percentile: on odd sizes, ties, one value, and
-    several qs sharing one top_k."""
+    largest), or all from one sort when a q lies in the middle half, interpolated as
+    numpy.percentile: on odd sizes, ties, one value, and several qs sharing one top_k."""
     from biomodels.ops.normalisation import percentiles
 
     rng = np.random.default_rng(0)
     ties = np.repeat(np.arange(6, dtype=np.float32), 4).reshape(1, 4, 6, 1)
     for images in (rng.random((2, 7, 5, 3)).astype(np.float32), ties, np.float32([[[[3.5]]]]),
                    rng.gamma(2.0, 100.0, (3, 64, 64, 1)).astype(np.float32)):
-        qs = (0.0, 1.0, 5.0, 49.9, 50.0, 95.0, 99.0, 100.0)
-        for q, found in zip(qs, percentiles(images, *qs)):
-            expected = np.percentile(images, q, axis=(1, 2), keepdims=True)
-            np.testing.assert_allclose(np.asarray(found), expected, rtol=1e-6, atol=1e-5)
+        # both top_k sides; the bottom side alone; the top side alone; the sort (a middle q)
+        for qs in ((0.0, 1.0, 5.0, 95.0, 99.0, 100.0), (1.0, 24.0), (75.0, 99.0), (0.0, 1.0, 49.9, 50.0, 99.0)):
+            for q, found in zip(qs, percentiles(images, *qs)):
+                expected = np.percentile(images, q, axis=(1, 2), keepdims=True)
+                np.testing.assert_allclose(np.asarray(found), expected, rtol=1e-6, atol=1e-5)
     with_one = percentiles(np.float32([[[[1.0], [2.0], [4.0]]]]), 75.0)
     assert len(with_one) == 1 and float(with_one[0][0, 0, 0, 0]) == 3.0  # halfway between 2 and 4
