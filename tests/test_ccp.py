@@ -501,3 +501,116 @@ def test_balanced_loss_weighs_both_classes_equally(ccp_task, tiny_ccp_config):
     probabilities = np.full((10, 1), 0.5, np.float32)
     # one positive and nine negatives at p=0.5 contribute ln 2 · (5 + 9 · 0.5/0.9) / 10
     assert float(loss(labels, probabilities)) == pytest.approx(np.log(2) * (5 + 5) / 10, rel=1e-5)
+
+
+# -- training batches gathered from the split held in memory -------------------------------
+def decoded_tracks(lengths, seed=0):
+    """A tf.data set of decoded examples as prepared: traces [frames, 2] with NaN frames,
+    features, labels."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    traces = [rng.uniform(1.0, 2.0, (length, 2)).astype(np.float32) for length in lengths]
+    for trace in traces[::3]:
+        trace[0, 1] = np.nan
+    labels = rng.integers(0, 2, len(lengths))
+    return tf.data.Dataset.from_generator(
+        lambda: ({"traces": trace, "features": np.full(len(FEATURE_NAMES), float(index), np.float32), "label": label}
+                 for index, (trace, label) in enumerate(zip(traces, labels))),
+        output_signature={"traces": tf.TensorSpec([None, 2], tf.float32),
+                          "features": tf.TensorSpec([len(FEATURE_NAMES)], tf.float32),
+                          "label": tf.TensorSpec([], tf.int64)})
+
+
+@pytest.fixture(scope="module")
+def track_lengths():
+    return np.random.default_rng(1).integers(1, 200, 150)
+
+
+def test_memory_batches_are_the_buckets_tfdata_makes_of_the_same_order(ccp_task, track_lengths):
+    """The traces model's batches gathered in memory equal bucket_by_sequence_length's
+    (the streamed pipeline's `batch`) fed the same shuffled order: same rows, same
+    order, each cut to its longest track, NaN frames zero; no track twice in a pass."""
+    import tensorflow as tf
+
+    from biomodels.tasks.ccp import data
+
+    config = config_lib.resolve(ccp_task, "quick", ["intensity_augmentation=0", "trace_channels=clathrin,auxilin"])
+    arrays = data.training_arrays(decoded_tracks(track_lengths), config)
+    inputs, targets = arrays
+    assert inputs["traces"].shape == (150, track_lengths.max(), 2) and not np.isnan(inputs["traces"]).any()
+    np.testing.assert_array_equal(inputs["lengths"], track_lengths)
+    seed = tf.constant([3, 4], tf.int64)
+    gathered = list(data.epoch_batches(arrays, seed, 8, config))
+    order = tf.random.experimental.stateless_shuffle(tf.range(150), seed)
+    streamed = data.batch(tf.data.Dataset.from_tensor_slices(order).map(
+        lambda row: ({"traces": inputs["traces"][row, :inputs["lengths"][row]], "lengths": inputs["lengths"][row]},
+                     targets[row])), 8, training=True)
+    streamed = list(streamed)
+    buckets = np.searchsorted(data.BUCKET_BOUNDARIES, track_lengths, side="right")
+    assert len(gathered) == len(streamed) == sum(np.bincount(buckets) // 8) > 5
+    for (ours, our_targets), (theirs, their_targets) in zip(gathered, streamed):
+        np.testing.assert_array_equal(ours["traces"], theirs["traces"])
+        np.testing.assert_array_equal(ours["lengths"], theirs["lengths"])
+        np.testing.assert_array_equal(our_targets, their_targets)
+    rows = [int(np.flatnonzero((inputs["traces"][:, 0, 0] == trace[0, 0]))[0]) for batch, _ in gathered
+            for trace in batch["traces"].numpy()]
+    assert len(set(rows)) == len(rows)
+
+
+def test_memory_batches_gain_each_tracks_channels_and_follow_the_seed(ccp_task, track_lengths):
+    import tensorflow as tf
+
+    from biomodels.tasks.ccp import data
+
+    config = config_lib.resolve(ccp_task, "quick", ["intensity_augmentation=0.2", "trace_channels=clathrin,auxilin"])
+    arrays = data.training_arrays(decoded_tracks(track_lengths), config)
+    plain = config_lib.resolve(ccp_task, "quick", ["intensity_augmentation=0", "trace_channels=clathrin,auxilin"])
+    seed = tf.constant([5, 6], tf.int64)
+    for (augmented, _), (original, _) in zip(data.epoch_batches(arrays, seed, 8, config),
+                                             data.epoch_batches(arrays, seed, 8, plain)):
+        valid = original["traces"].numpy() > 0
+        gains = np.where(valid, augmented["traces"].numpy() / np.where(valid, original["traces"].numpy(), 1), np.nan)
+        assert np.all(augmented["traces"].numpy()[~valid] == 0)
+        assert np.nanmin(gains) >= 0.8 - 1e-6 and np.nanmax(gains) <= 1.2 + 1e-6
+        np.testing.assert_allclose(np.nanmax(gains, axis=1), np.nanmin(gains, axis=1), rtol=1e-5)
+        assert np.unique(np.round(np.nanmax(gains, axis=1), 5)).size > 8
+    def lengths(seed):
+        return np.concatenate([batch["lengths"].numpy() for batch, _ in data.epoch_batches(arrays, seed, 8, config)])
+
+    np.testing.assert_array_equal(lengths(seed), lengths(seed))
+    assert not np.array_equal(lengths(seed), lengths(tf.constant([5, 7], tf.int64)))
+
+
+def test_memory_batches_of_the_features_model_are_whole_plain_batches(ccp_task, track_lengths):
+    import tensorflow as tf
+
+    from biomodels.tasks.ccp import data
+
+    config = config_lib.resolve(ccp_task, "quick", ["model=features"])
+    arrays = data.training_arrays(decoded_tracks(track_lengths), config)
+    batches = list(data.epoch_batches(arrays, tf.constant([1, 2], tf.int64), 16, config))
+    assert len(batches) == 150 // 16 and all(set(inputs) == {"features"} for inputs, _ in batches)
+    rows = np.concatenate([inputs["features"].numpy()[:, 0] for inputs, _ in batches]).astype(int)
+    assert len(set(rows)) == len(rows) == 144 and set(rows) <= set(range(150))
+    labels = np.concatenate([targets.numpy()[:, 0] for _, targets in batches])
+    np.testing.assert_array_equal(labels, arrays[1].numpy()[rows, 0])
+
+
+def test_training_batches_from_memory_resume_as_they_run(tmp_path, ccp_task, tiny_ccp_config):
+    """A ccp run resumed at epoch 1 sees the batches an uninterrupted run sees from epoch
+    1; a split over the cache budget is streamed, in batches of the same structure."""
+    from biomodels.pipelines import dataset as dataset_lib
+    from biomodels.pipelines import manifest as manifest_lib
+
+    manifest = prepare_dataset(ccp_task, tiny_ccp_config, str(tmp_path / "data"), synthetic=True, show_progress=False)
+    task = ccp_task.bind(tiny_ccp_config, manifest=manifest_lib.read(str(tmp_path / "data"), ccp_task))
+    whole = list(dataset_lib.training_dataset(task, 7, steps_per_epoch=3).take(9))
+    resumed = list(dataset_lib.training_dataset(task, 7, steps_per_epoch=3, first_epoch=1).take(6))
+    for (ours, our_targets), (theirs, their_targets) in zip(whole[3:], resumed):
+        np.testing.assert_array_equal(ours["traces"], theirs["traces"])
+        np.testing.assert_array_equal(our_targets, their_targets)
+    assert not np.array_equal(whole[0][0]["lengths"], whole[3][0]["lengths"])
+    [(streamed, targets)] = dataset_lib.training_dataset(task, 7, steps_per_epoch=3, cache_bytes=0).take(1)
+    assert streamed.keys() == whole[0][0].keys() and targets.shape == (8, 1)
+    assert streamed["traces"].shape[-1] == whole[0][0]["traces"].shape[-1]

@@ -153,6 +153,10 @@ def test_training_dataset_shapes_dtypes_and_seeded_order(prepared_cryoet, cryoet
     for (x1, y1), (x2, y2) in zip(batches, again):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
+    # tf.data's autotuner off: with it, deleting fit's iterator could wait up to a minute
+    bound = cryoet_task.bind(tiny_cryoet_config, manifest=manifest)
+    for data in (dataset_lib.training_dataset(bound, 0, steps_per_epoch=3), dataset_lib.evaluation_dataset(bound, "val")):
+        assert data.options().autotune.enabled is False
 
 
 def _batches(data, count):

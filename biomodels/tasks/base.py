@@ -271,6 +271,17 @@ class Task(abc.ABC):
 
         return tf.constant(True)
 
+    def training_arrays(self, examples):
+        """The kept training examples (a tf.data set of decoded ones) as tensors held in
+        memory, for a task whose examples are so small that tf.data's cost per example
+        rivals its training step (ccp's traces); None (the default): they are streamed."""
+        return None
+
+    def epoch_batches(self, arrays, seed, batch_size):
+        """(inputs, targets) training batches of one pass over `training_arrays`, whole,
+        ordered and augmented from the stateless [2] int64 `seed`."""
+        raise NotImplementedError
+
     def model_io(self, example):
         """(network inputs, targets) from a decoded example (a batch of them with
         `model_io_on_batches`), preprocessing applied."""

@@ -129,6 +129,12 @@ class CCPTask(Task):
             "metrics": [keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")],
         }
 
+    def training_arrays(self, examples):
+        return data.training_arrays(examples, self.config)
+
+    def epoch_batches(self, arrays, seed, batch_size):
+        return data.epoch_batches(arrays, seed, batch_size, self.config)
+
     # -- results --------------------------------------------------------------
     def evaluation_part(self, model, dataset, split, portion):
         return scores.evaluation_part(model, dataset)

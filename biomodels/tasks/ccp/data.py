@@ -178,13 +178,18 @@ def preprocess(inputs):
 
 
 def augment(example, seed, config):
-    import tensorflow as tf
-
     if config.model != "traces" or not config.intensity_augmentation:
         return example
+    return {**example, "traces": example["traces"] * _channel_gains([1, len(CHANNELS)], seed, config)}
+
+
+def _channel_gains(shape, seed, config):
+    """Gains of the trace channels, uniform in 1 ± intensity_augmentation: the same
+    factor for every frame of a channel of a track."""
+    import tensorflow as tf
+
     spread = config.intensity_augmentation
-    gains = tf.random.stateless_uniform([1, len(CHANNELS)], seed, 1.0 - spread, 1.0 + spread)
-    return {**example, "traces": example["traces"] * gains}
+    return tf.random.stateless_uniform(shape, seed, 1.0 - spread, 1.0 + spread)
 
 
 def model_io(example, config):
@@ -209,6 +214,66 @@ def batch(data, batch_size, training, whole=True):
         lambda inputs, label: inputs["lengths"], bucket_boundaries=list(BUCKET_BOUNDARIES),
         bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1), drop_remainder=True,
     )
+
+
+def training_arrays(examples, config):
+    """The kept training tracks in memory for `epoch_batches`: `model_io` of every one,
+    stacked, the traces zero-padded to the longest (as padded batches pad them)."""
+    import tensorflow as tf
+
+    chunks = list(examples.map(lambda example: model_io(example, config), num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=True).padded_batch(4096))
+    if not chunks:
+        return None
+    inputs = {name: [chunk[0][name] for chunk in chunks] for name in chunks[0][0]}
+    if "traces" in inputs:
+        frames = max(int(traces.shape[1]) for traces in inputs["traces"])
+        inputs["traces"] = [tf.pad(traces, [[0, 0], [0, frames - traces.shape[1]], [0, 0]]) for traces in inputs["traces"]]
+    return {name: tf.concat(parts, 0) for name, parts in inputs.items()}, tf.concat([chunk[1] for chunk in chunks], 0)
+
+
+def epoch_batches(arrays, seed, batch_size, config):
+    """One pass over the tracks of `training_arrays` in an order shuffled from the
+    stateless `seed`, as whole batches: for the traces model, of tracks of one bucket of
+    lengths (those of `batch`, in the order the buckets fill), each cut to its longest
+    track and its channels given `augment`'s gains; the remainder of each bucket waits
+    for another pass. The work is a gather a batch, not tf.data's steps an example: ccp's
+    steps are short enough (5-60 ms) that those steps would show."""
+    import tensorflow as tf
+
+    inputs, targets = arrays
+    order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(targets)[0]), seed)
+    if "lengths" not in inputs:
+        rows = tf.reshape(order[:tf.size(order) // batch_size * batch_size], [-1, batch_size])
+    else:
+        rows = tf.gather(order, _bucket_batches(tf.gather(inputs["lengths"], order), batch_size))
+
+    def gathered(index, rows):
+        batch = {name: tf.gather(values, rows) for name, values in inputs.items()}
+        if "lengths" in batch:
+            batch["traces"] = batch["traces"][:, :tf.reduce_max(batch["lengths"])]
+            if config.intensity_augmentation:
+                gains_seed = tf.random.experimental.stateless_fold_in(seed, index)
+                batch["traces"] *= _channel_gains([batch_size, 1, batch["traces"].shape[-1]], gains_seed, config)
+        return batch, tf.gather(targets, rows)
+
+    return tf.data.Dataset.from_tensor_slices(rows).enumerate().map(gathered, num_parallel_calls=tf.data.AUTOTUNE,
+                                                                    deterministic=True)
+
+
+def _bucket_batches(lengths, batch_size):
+    """[batches, batch_size] positions in `lengths` grouped as `batch`'s buckets group
+    tracks arriving in that order: whole batches of one bucket, ordered by the position
+    of their last track (when bucket_by_sequence_length would emit them)."""
+    import tensorflow as tf
+
+    bucket = tf.searchsorted(tf.constant(BUCKET_BOUNDARIES, lengths.dtype), lengths, side="right")
+    groups = []
+    for index in range(len(BUCKET_BOUNDARIES) + 1):
+        positions = tf.cast(tf.where(tf.equal(bucket, index))[:, 0], tf.int32)
+        groups.append(tf.reshape(positions[:tf.size(positions) // batch_size * batch_size], [-1, batch_size]))
+    groups = tf.concat(groups, 0)
+    return tf.gather(groups, tf.argsort(groups[:, -1]))
 
 
 def trace_array(track, channels=CHANNELS):
