@@ -218,27 +218,28 @@ def batch(data, batch_size, training, whole=True):
 
 def training_arrays(examples, config):
     """The kept training tracks in memory for `epoch_batches`: `model_io` of every one,
-    stacked, the traces zero-padded to the longest (as padded batches pad them)."""
+    stacked; the traces as one ragged tensor [tracks, frames, channels], so memory is
+    what the frames take, however the lengths spread."""
     import tensorflow as tf
 
     chunks = list(examples.map(lambda example: model_io(example, config), num_parallel_calls=tf.data.AUTOTUNE,
                                deterministic=True).padded_batch(4096))
     if not chunks:
         return None
-    inputs = {name: [chunk[0][name] for chunk in chunks] for name in chunks[0][0]}
-    if "traces" in inputs:
-        frames = max(int(traces.shape[1]) for traces in inputs["traces"])
-        inputs["traces"] = [tf.pad(traces, [[0, 0], [0, frames - traces.shape[1]], [0, 0]]) for traces in inputs["traces"]]
-    return {name: tf.concat(parts, 0) for name, parts in inputs.items()}, tf.concat([chunk[1] for chunk in chunks], 0)
+    inputs = {name: tf.concat([chunk[0][name] for chunk in chunks], 0) for name in chunks[0][0] if name != "traces"}
+    if "lengths" in inputs:
+        inputs["traces"] = tf.concat([tf.RaggedTensor.from_tensor(chunk[0]["traces"], lengths=chunk[0]["lengths"])
+                                      for chunk in chunks], 0)
+    return inputs, tf.concat([chunk[1] for chunk in chunks], 0)
 
 
 def epoch_batches(arrays, seed, batch_size, config):
     """One pass over the tracks of `training_arrays` in an order shuffled from the
     stateless `seed`, as whole batches: for the traces model, of tracks of one bucket of
-    lengths (those of `batch`, in the order the buckets fill), each cut to its longest
-    track and its channels given `augment`'s gains; the remainder of each bucket waits
-    for another pass. The work is a gather a batch, not tf.data's steps an example: ccp's
-    steps are short enough (5-60 ms) that those steps would show."""
+    lengths (those of `batch`, in the order the buckets fill), zero-padded to the batch's
+    longest track and each track's channels given `augment`'s gains; the remainder of each
+    bucket waits for another pass. The work is a gather a batch, not tf.data's steps an
+    example: ccp's steps are short enough (5-60 ms) that those steps would show."""
     import tensorflow as tf
 
     inputs, targets = arrays
@@ -249,13 +250,13 @@ def epoch_batches(arrays, seed, batch_size, config):
         rows = tf.gather(order, _bucket_batches(tf.gather(inputs["lengths"], order), batch_size))
 
     def gathered(index, rows):
-        batch = {name: tf.gather(values, rows) for name, values in inputs.items()}
-        if "lengths" in batch:
-            batch["traces"] = batch["traces"][:, :tf.reduce_max(batch["lengths"])]
+        chosen = {name: tf.gather(values, rows) for name, values in inputs.items()}
+        if "lengths" in chosen:
+            chosen["traces"] = chosen["traces"].to_tensor()
             if config.intensity_augmentation:
                 gains_seed = tf.random.experimental.stateless_fold_in(seed, index)
-                batch["traces"] *= _channel_gains([batch_size, 1, batch["traces"].shape[-1]], gains_seed, config)
-        return batch, tf.gather(targets, rows)
+                chosen["traces"] *= _channel_gains([batch_size, 1, chosen["traces"].shape[-1]], gains_seed, config)
+        return chosen, tf.gather(targets, rows)
 
     return tf.data.Dataset.from_tensor_slices(rows).enumerate().map(gathered, num_parallel_calls=tf.data.AUTOTUNE,
                                                                     deterministic=True)
