@@ -530,7 +530,8 @@ def track_lengths():
 def test_memory_batches_are_the_buckets_tfdata_makes_of_the_same_order(ccp_task, track_lengths):
     """The traces model's batches gathered in memory equal bucket_by_sequence_length's
     (the streamed pipeline's `batch`) fed the same shuffled order: same rows, same
-    order, each cut to its longest track, NaN frames zero; no track twice in a pass."""
+    order, each zero-padded to its longest track, NaN frames zero; no track twice in a
+    pass."""
     import tensorflow as tf
 
     from biomodels.tasks.ccp import data
@@ -545,10 +546,9 @@ def test_memory_batches_are_the_buckets_tfdata_makes_of_the_same_order(ccp_task,
     seed = tf.constant([3, 4], tf.int64)
     gathered = list(data.epoch_batches(arrays, seed, 8, config))
     order = tf.random.experimental.stateless_shuffle(tf.range(150), seed)
-    streamed = data.batch(tf.data.Dataset.from_tensor_slices(order).map(
+    streamed = list(data.batch(tf.data.Dataset.from_tensor_slices(order).map(
         lambda row: ({"traces": inputs["traces"][row], "lengths": inputs["lengths"][row]}, targets[row])),
-        8, training=True)
-    streamed = list(streamed)
+        8, training=True))
     buckets = np.searchsorted(data.BUCKET_BOUNDARIES, track_lengths, side="right")
     assert len(gathered) == len(streamed) == sum(np.bincount(buckets) // 8) > 5
     for (ours, our_targets), (theirs, their_targets) in zip(gathered, streamed):
@@ -562,6 +562,8 @@ def test_memory_batches_are_the_buckets_tfdata_makes_of_the_same_order(ccp_task,
 
 
 def test_memory_batches_gain_each_tracks_channels_and_follow_the_seed(ccp_task, track_lengths):
+    """Augmented batches are the plain ones times a gain in 1 ± 0.2 for each track and
+    channel, the same over its frames, padding left zero; the order follows the seed."""
     import tensorflow as tf
 
     from biomodels.tasks.ccp import data
@@ -578,6 +580,7 @@ def test_memory_batches_gain_each_tracks_channels_and_follow_the_seed(ccp_task, 
         assert np.nanmin(gains) >= 0.8 - 1e-6 and np.nanmax(gains) <= 1.2 + 1e-6
         np.testing.assert_allclose(np.nanmax(gains, axis=1), np.nanmin(gains, axis=1), rtol=1e-5)
         assert np.unique(np.round(np.nanmax(gains, axis=1), 5)).size > 8
+
     def lengths(seed):
         return np.concatenate([batch["lengths"].numpy() for batch, _ in data.epoch_batches(arrays, seed, 8, config)])
 
