@@ -1,10 +1,12 @@
 """Keras callbacks of a training run: stop on NaN with the place it happened, the
-epoch's checkpoints (last.keras, best.keras and the epoch checkpoint a killed run resumes
-from, from one save, none written once the weights stop being finite), early stopping
+epoch checkpoints (last.keras, best.keras and the epoch checkpoint a killed run resumes
+from, from one save, as often as a save costs at most 5 % of the run, none written once
+the weights stop being finite), early stopping
 that counts across a resume, and validation images in TensorBoard."""
 
 import csv
 import os
+import time
 
 import keras
 import numpy as np
@@ -32,32 +34,90 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 class EpochCheckpoints(keras.callbacks.Callback):
-    """The run's files at the end of each whole epoch with finite weights: the model
-    (weights, optimizer and configuration) saved once, to last.keras; best.keras, when
-    `monitor` improves, and the epoch checkpoint a rerun resumes from (run_state.save_epoch)
-    are hard links to that file. Each file is written under a temporary name and renamed,
-    so a killed run never leaves a half-written one. An epoch cut short (StopOnNaN) or
-    weights no longer finite are never saved."""
+    """The run's files at the end of an epoch with finite weights, when a save is due: the
+    model (weights, optimizer and configuration) saved once, to last.keras; best.keras
+    and the epoch checkpoint a rerun resumes from (run_state.save_epoch) are hard links
+    to that file. Each file is written under a temporary name and renamed, so a killed run
+    never leaves a half-written one.
 
-    def __init__(self, model_dir, first_epoch=0, monitor="loss", mode="min", best=None):
+    When a save is due: every `every` epochs; with `every=0`, whenever the last save took
+    at most `budget` of the time since it ended (so saving costs at most that share of the
+    run whatever the model's size; the first epoch is always saved, to measure it), and
+    always after the last epoch trained (the last of the run, or early stopping's). An
+    epoch that `monitor` improves but that is not saved keeps its weights in memory until
+    the next save writes them to best.keras; a killed run retrains the epochs since its
+    last checkpoint (trim_history forgets them), so best.keras, the history and the
+    checkpoint always agree. An epoch cut short (`nan_guard`, a StopOnNaN, fired) or with
+    weights no longer finite is never saved."""
+
+    def __init__(self, model_dir, first_epoch=0, monitor="loss", mode="min", best=None, every=0, budget=0.05,
+                 nan_guard=None, clock=time.perf_counter):
         super().__init__()
         self.model_dir, self.monitor, self.mode = model_dir, monitor, mode
         self.best = best if best is not None else (-np.inf if mode == "max" else np.inf)
+        self.every, self.budget, self.nan_guard, self.clock = every, budget, nan_guard, clock
         self.last_saved = first_epoch  # epochs held by the newest epoch checkpoint
+        self.saves = 0  # saves made by this callback (this process)
+        self._unsaved = None  # epochs done by the weights as they are, when more than last_saved
+        self._best_weights = None  # (epoch, weights) of a best epoch not yet in best.keras
+        self._save_seconds = None  # what the last save took
+        self._since = None  # when it ended (or training began)
+
+    def on_train_begin(self, logs=None):
+        self._since = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.model.stop_training or not run_state.weights_are_finite(self.model):
+        if self._cut_short() or not run_state.weights_are_finite(self.model):
+            self._unsaved = None  # those weights are gone
             return
-        last = os.path.join(self.model_dir, "last.keras")
-        with atomic_path(last) as tmp:
-            run_state.save_model(self.model, tmp)
+        self._unsaved = epoch + 1
         value = (logs or {}).get(self.monitor)
         if value is not None and np.isfinite(value) and (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
-            with atomic_path(os.path.join(self.model_dir, "best.keras")) as tmp:
+            self._best_weights = (epoch + 1, None)  # None: the weights as they are
+        if self.model.stop_training or self._due(epoch + 1):
+            self._save()
+        elif self._best_weights is not None and self._best_weights[1] is None:
+            self._best_weights = (epoch + 1, self.model.get_weights())
+
+    def on_train_end(self, logs=None):
+        """Save the last epoch trained, if it was not (the weights are still its own)."""
+        if self._unsaved is not None and not self._cut_short() and run_state.weights_are_finite(self.model):
+            self._save()
+
+    def _cut_short(self):
+        if self.nan_guard is not None:
+            return self.nan_guard.stopped_at is not None
+        return self.model.stop_training  # without a guard, any stop may be one
+
+    def _due(self, epochs_done):
+        if self.every:
+            return epochs_done % self.every == 0
+        if self._save_seconds is None or self._since is None:
+            return True
+        return self._save_seconds <= self.budget * (self.clock() - self._since)
+
+    def _save(self):
+        start = self.clock()
+        epochs_done, best = self._unsaved, self._best_weights
+        best_path, last = os.path.join(self.model_dir, "best.keras"), os.path.join(self.model_dir, "last.keras")
+        if best is not None and best[1] is not None:  # an earlier epoch's weights: save them first
+            current = self.model.get_weights()
+            self.model.set_weights(best[1])
+            try:
+                with atomic_path(best_path) as tmp:
+                    run_state.save_model(self.model, tmp)
+            finally:
+                self.model.set_weights(current)
+        with atomic_path(last) as tmp:
+            run_state.save_model(self.model, tmp)
+        if best is not None and best[1] is None:
+            with atomic_path(best_path) as tmp:
                 run_state.link_or_copy(last, tmp)
-        run_state.save_epoch(self.model, self.model_dir, epoch + 1, saved_model=last)
-        self.last_saved = epoch + 1
+        run_state.save_epoch(self.model, self.model_dir, epochs_done, saved_model=last)
+        self.last_saved, self.saves, self._unsaved, self._best_weights = epochs_done, self.saves + 1, None, None
+        self._since = self.clock()
+        self._save_seconds = self._since - start
 
 
 def trim_history(history_csv, epochs_done):

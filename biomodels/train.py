@@ -5,7 +5,9 @@
 Without --data_dir the task's built-in synthetic data set is prepared once and reused.
 Without --model_dir the run goes into runs/<task>/<timestamp>, unless an unfinished run
 of the same task, preset, configuration, data and seed is there: then the same command
-continues it from its last whole epoch, to the weights an uninterrupted run would reach.
+continues it from its last epoch checkpoint, to the weights an uninterrupted run would
+reach (checkpoints are saved as often as a save costs at most 5 % of the run; with
+--checkpoint_every=N every N epochs).
 The run directory holds config.json, TensorBoard logs, best.keras and last.keras, the
 epoch checkpoints in backup/, metrics_test.json, log.txt, the SavedModel in export/ and,
 once all of that is written, finished.json.
@@ -55,6 +57,7 @@ def main(argv):
         seed=flags.seed, deterministic=flags.deterministic, precision=flags.precision, strategy=flags.strategy,
         jit_compile=flags.jit_compile, init_from=flags.init_from or "",
         cache_bytes=None if flags.cache_mb is None else int(flags.cache_mb * 1e6),
+        checkpoint_every=flags.checkpoint_every,
     )
     train(task, config, data_dir, model_dir, options, preset=flags.preset, lock=lock)
 
@@ -79,6 +82,9 @@ def define_flags():
     flags.DEFINE_bool("deterministic", False, "Deterministic kernels: identical runs on CPU.")
     flags.DEFINE_float("cache_mb", None, "Cache the training split in memory up to this size (MB; default: a quarter "
                        "of the machine's memory); a larger split is streamed from its shards.", lower_bound=0)
+    flags.DEFINE_integer("checkpoint_every", 0, "Save the epoch checkpoint every N epochs; 0: whenever the last save took "
+                         "at most 5 % of the training time since it ended (a killed run retrains the epochs since).",
+                         lower_bound=0)
     flags.DEFINE_string("init_from", None, "Start from the weights of a model_dir or .keras file (cellular: also a Cellpose PyTorch checkpoint).")
     flags.mark_flag_as_required("task")
 

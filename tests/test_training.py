@@ -49,9 +49,10 @@ def _weights(path):
 
 @pytest.mark.slow
 def test_the_plain_command_resumes_a_killed_run_to_the_weights_of_an_uninterrupted_one(tmp_path):
-    """ccp (dropout and augmentation are random) killed with SIGKILL after epoch 2 of 4,
-    then the same command again: it continues that run and ends where a run never
-    interrupted ends."""
+    """ccp (dropout and augmentation are random), checkpointed every second epoch, killed
+    with SIGKILL after epoch 3 of 4, then the same command again: it continues from epoch
+    2's checkpoint, trains epoch 3 again (its logged row forgotten) and ends where a run
+    never interrupted ends."""
     from conftest import run_cli
     from test_ccp import TINY_CCP
 
@@ -59,15 +60,18 @@ def test_the_plain_command_resumes_a_killed_run_to_the_weights_of_an_uninterrupt
     data_dir = tmp_path / "data"
     result = run_cli("biomodels.prepare", "--task=ccp", f"--output_dir={data_dir}", "--synthetic", "--num_examples=3", *sets)
     assert result.returncode == 0, result.stderr
-    command = ["--task=ccp", f"--data_dir={data_dir}", "--epochs=4", "--steps_per_epoch=3", "--deterministic", *sets]
+    command = ["--task=ccp", f"--data_dir={data_dir}", "--epochs=4", "--steps_per_epoch=3", "--deterministic",
+               "--checkpoint_every=2", *sets]
     work = tmp_path / "work"
     work.mkdir()
     (work / "killed.py").write_text(KILLED_AFTER_EPOCH)
     killed = subprocess.run([sys.executable, "killed.py", *command], cwd=work, capture_output=True, text=True,
-                            env=dict(os.environ, KILL_AFTER_EPOCH="2"), timeout=600)
+                            env=dict(os.environ, KILL_AFTER_EPOCH="3"), timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     (run,) = (work / "runs" / "ccp").iterdir()
-    assert sorted(os.listdir(run / "backup")) == ["epoch-0001", "epoch-0002"]
+    assert sorted(os.listdir(run / "backup")) == ["epoch-0002"]
+    with open(run / "history.csv") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [0, 1, 2]
     assert not (run / "finished.json").exists()
 
     resumed = run_cli("biomodels.train", *command, cwd=work)
@@ -296,7 +300,7 @@ def test_an_epoch_saves_the_model_once_and_links_best_and_the_epoch_checkpoint(t
     saves = []
     monkeypatch.setattr(run_state, "save_model", lambda model, path, save=run_state.save_model: (
         saves.append(path), save(model, path)))
-    checkpoints = callbacks.EpochCheckpoints(str(tmp_path), monitor="val_loss")
+    checkpoints = callbacks.EpochCheckpoints(str(tmp_path), monitor="val_loss", every=1)
     checkpoints.set_model(model)
     inode = lambda name: os.stat(tmp_path / name).st_ino  # noqa: E731
     for epoch, val_loss in enumerate((1.0, 2.0, 0.5)):
@@ -312,6 +316,74 @@ def test_an_epoch_saves_the_model_once_and_links_best_and_the_epoch_checkpoint(t
     for ours, theirs in zip(model.get_weights() + model.optimizer.variables, fresh.get_weights() + fresh.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     assert int(fresh.optimizer.iterations) == 3
+
+
+def test_checkpoints_are_saved_as_often_as_they_cost_at_most_their_budget(tmp_path, monkeypatch):
+    """On a clock where an epoch takes 1 s and a Keras save 1/16 s, a 5 % budget saves
+    epoch 1 (to measure a save), then the first epoch end at which the last save took at
+    most 5 % of the time since it ended: epoch 3 (2 s after a 1/16 s save), epoch 6 (3 s
+    after epoch 3's save, which also wrote epoch 2's weights to best.keras: 1/8 s), and
+    the last epoch when training ends. An improved epoch that is not saved reaches
+    best.keras with the next save, with its own weights, and the model keeps training
+    from the weights it had."""
+    from biomodels import callbacks, run_state
+
+    clock = [0.0]
+    model = _small_compiled_model()
+    x, y = np.random.default_rng(0).random((32, 4), np.float32), np.ones((32, 1), np.float32)
+    monkeypatch.setattr(run_state, "save_model", lambda model, path, save=run_state.save_model: (
+        clock.__setitem__(0, clock[0] + 1 / 16), save(model, path)))
+    checkpoints = callbacks.EpochCheckpoints(str(tmp_path), monitor="val_loss", clock=lambda: clock[0])
+    checkpoints.set_model(model)
+    model.stop_training = False
+    checkpoints.on_train_begin()
+    weights, saved_after = {}, []
+
+    def assert_holds(name, epochs):
+        for ours, theirs in zip(_weights(tmp_path / name), weights[epochs], strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+
+    for epoch, val_loss in enumerate((1.0, 0.5, 0.7, 0.9, 0.6, 0.8, 0.8)):
+        model.fit(x, y, epochs=1, verbose=0)
+        clock[0] += 1.0
+        weights[epoch + 1] = model.get_weights()
+        checkpoints.on_epoch_end(epoch, {"val_loss": val_loss})
+        saved_after.append(checkpoints.last_saved)
+        for ours, theirs in zip(model.get_weights(), weights[epoch + 1], strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+        if epoch + 1 == 3:
+            assert_holds("best.keras", 2)
+            assert_holds("last.keras", 3)
+    assert saved_after == [1, 1, 3, 3, 3, 6, 6] and checkpoints.saves == 3
+    checkpoints.on_train_end()
+    assert checkpoints.last_saved == 7 and checkpoints.saves == 4
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch-0006", "epoch-0007"]
+    assert_holds("best.keras", 2)
+    assert_holds("last.keras", 7)
+
+
+def test_checkpoints_skip_an_epoch_cut_short_and_save_one_ended_by_early_stopping(tmp_path):
+    """With the run's StopOnNaN: an epoch it stopped is never saved, not even at the end of
+    training (its weights are not the last whole epoch's), while an epoch after which
+    early stopping stopped the run is saved although a save was not yet due."""
+    from biomodels import callbacks
+
+    model = _small_compiled_model()
+    guard = callbacks.StopOnNaN()
+    checkpoints = callbacks.EpochCheckpoints(str(tmp_path), every=10, nan_guard=guard)
+    checkpoints.set_model(model)
+    model.stop_training = False
+    checkpoints.on_epoch_end(0, {"loss": 1.0})
+    model.stop_training = True  # early stopping's verdict after epoch 2
+    checkpoints.on_epoch_end(1, {"loss": 1.0})
+    assert checkpoints.last_saved == 2 and sorted(os.listdir(tmp_path / "backup")) == ["epoch-0002"]
+    model.stop_training = False
+    checkpoints.on_epoch_end(2, {"loss": 1.0})
+    guard.stopped_at = (3, 1)
+    model.stop_training = True
+    checkpoints.on_epoch_end(3, {"loss": float("nan")})
+    checkpoints.on_train_end()
+    assert checkpoints.last_saved == 2 and checkpoints.saves == 1
 
 
 def test_a_save_does_not_rebuild_keras_attribute_skip_sets(tmp_path, monkeypatch):
