@@ -3,6 +3,7 @@ bare compiled step, and (cellular) against Cellpose's PyTorch step; and what an 
 checkpoints cost against a quick-preset epoch.
 
     python benchmarks/train_step.py --task=cellular [--preset=paper] [--steps=8] [--short=2] [--extra=N] [--repeats=2]
+    python benchmarks/train_step.py --task=lch --checkpoints_only
 
 - command step: `python -m biomodels.train --epochs=1 --steps_per_epoch=S` run twice, with
   S = --short and --short + --extra, in fresh processes on the task's built-in synthetic
@@ -180,17 +181,9 @@ def cellpose_step_seconds(config, steps):
     return json.loads(out.strip().splitlines()[-1])["step_seconds"]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="cellular")
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--short", type=int, default=2)
-    parser.add_argument("--extra", type=int, default=0, help="default: about 60 s of steps, at least 8")
-    parser.add_argument("--repeats", type=int, default=2, help="command runs of each length (the fastest counts)")
-    args = parser.parse_args()
-    task = tasks.get(args.task)
-    config = config_lib.resolve(task, args.preset)
+def step_rows(task, config, args):
+    """The rows of the step through the command, in fit, bare, with Keras's batch norm
+    and (cellular) Cellpose's."""
     data_dir = prepare.synthetic_dataset(task, config)
     bound = task.bind(config, manifest=manifest_lib.read(data_dir, task))
     bare, model, batches = representative_bare_step_seconds(bound, args.steps)
@@ -201,6 +194,7 @@ def main():
     short = command_seconds(task.name, args.preset, data_dir, args.short, args.repeats)
     long = command_seconds(task.name, args.preset, data_dir, args.short + extra, args.repeats)
     command = (long - short) / extra
+    print(f"command runs of {args.short} and {args.short + extra} steps: {short:.1f} s and {long:.1f} s")
     rows = [("step through the train command", command, "bare compiled step", bare, command / bare, "≤ 1.1"),
             ("step in fit on the pipeline", in_fit, "bare compiled step", bare, in_fit / bare, "")]
     if keras_batch_norm is not None:
@@ -210,6 +204,22 @@ def main():
         cellpose = cellpose_step_seconds(config, args.steps)
         rows.append(("step through the train command", command, "Cellpose 3.1.1.2 CPnet step", cellpose,
                      cellpose / command, "≥ 1.5 (faster)" if args.preset == "paper" else ""))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="cellular")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--short", type=int, default=2)
+    parser.add_argument("--extra", type=int, default=0, help="default: about 60 s of steps, at least 8")
+    parser.add_argument("--repeats", type=int, default=2, help="command runs of each length (the fastest counts)")
+    parser.add_argument("--checkpoints_only", action="store_true", help="measure the quick preset's checkpoints alone")
+    args = parser.parse_args()
+    task = tasks.get(args.task)
+    config = config_lib.resolve(task, args.preset)
+    rows = [] if args.checkpoints_only else step_rows(task, config, args)
     quick = config_lib.resolve(task, "quick")
     quick_task = task.bind(quick, manifest=manifest_lib.read(prepare.synthetic_dataset(task, quick), task))
     quick_bare, quick_model, _ = representative_bare_step_seconds(quick_task, args.steps)
@@ -218,8 +228,7 @@ def main():
     saves, epoch, saves_made = checkpoint_cost(quick_task, quick_model, quick_steps, epochs)
     rows.append((f"checkpoints an epoch (quick; {saves_made} saves in {epochs} epochs)", saves,
                  f"quick epoch ({quick_steps} steps)", epoch, saves / epoch, "≤ 0.05"))
-    print(f"{os.cpu_count()} CPU cores; task {task.name}, preset {args.preset} (batch {config.batch_size}); "
-          f"command runs of {args.short} and {args.short + extra} steps: {short:.1f} s and {long:.1f} s")
+    print(f"{os.cpu_count()} CPU cores; task {task.name}, preset {args.preset} (batch {config.batch_size})")
     width = max(len(row[0]) for row in rows)
     for name, ours, reference_name, reference, ratio, target in rows:
         print(f"{name:<{width}}  {ours:9.4f} s   {reference_name:<30} {reference:9.4f} s   ratio {ratio:6.3f}"

@@ -9,7 +9,8 @@ saved one; runs of earlier versions wrote the variables alone, `state.weights.h5
 the states of the model's random-number generators (`random.npz`, e.g. dropout's),
 written under a temporary name and renamed in one step,
 so its name is the only record of how many epochs it holds: a run killed at any moment
-resumes from a complete checkpoint. The two newest are kept.
+resumes from a complete checkpoint. The two newest are kept; how often one is written is
+callbacks.EpochCheckpoints's choice.
 """
 
 import glob

@@ -1,13 +1,14 @@
 """In the reference environment: train Cellpose 3.1.1.2's CPnet from scratch with its own
 `train_seg` on a Cellpose training folder, time it, and segment the test images.
 
-usage: cellpose_train.py FOLDER EPOCHS OUT
+usage: cellpose_train.py FOLDER EPOCHS OUT [SEED]
 FOLDER holds train/, val/ and test/, each NAME.tif beside NAME_masks.tif (one gray
 channel). Training: channels [0, 0], SGD (learning rate 0.2, momentum 0.9, weight decay
 1e-5), batch 8, 224² crops, min_train_masks 5, the val images as its test data; each
 epoch is one pass over the training images (train_seg's default). The test images are
 segmented at the training masks' mean diameter (what the trained net holds), and
-OUT/NAME_masks.npy written for each. Prints a JSON line: training seconds, diameter.
+OUT/NAME_masks.npy written for each. SEED (default 0) seeds torch's initial weights and
+numpy's draws (train_seg's order and augmentation). Prints a JSON line: training seconds, diameter.
 """
 
 import glob
@@ -31,11 +32,11 @@ def read_folder(folder):
             [os.path.basename(path)[:-4] for path in images])
 
 
-def main(folder, epochs, out):
+def main(folder, epochs, out, seed=0):
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(os.cpu_count())
-    torch.manual_seed(0)
-    np.random.seed(0)
+    torch.manual_seed(int(seed))
+    np.random.seed(int(seed))
     train_images, train_labels, _ = read_folder(os.path.join(folder, "train"))
     val_images, val_labels, _ = read_folder(os.path.join(folder, "val"))
     test_images, _, test_names = read_folder(os.path.join(folder, "test"))
