@@ -99,11 +99,16 @@ def slurm_resolver():
     return resolver(port_base=port, gpus_per_node=per_node, gpus_per_task=1, auto_set_gpu=False)
 
 
-def is_chief(strategy):
-    """Whether this process writes the shared outputs (worker 0, or a single process)."""
+def is_multi_worker(strategy):
+    """Whether the strategy spans several processes (workers that each run `train`)."""
     import tensorflow as tf
 
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy):
+    """Whether this process writes the shared outputs (worker 0, or a single process)."""
+    if not is_multi_worker(strategy):
         return True
     resolver = strategy.cluster_resolver
     return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
@@ -125,6 +130,11 @@ def _let_keras_fit_run_multi_worker():
        local copy instead.
     2. it averages the per-replica metric scalars with `strategy.reduce("MEAN", v,
        axis=0)`, and a scalar has no axis 0; reduce them with axis=None instead.
+    3. that build takes its batch from the epoch iterator it is given, and `fit` gives
+       every epoch's validation the same one, which starts a new pass over the data only
+       when it knows how many batches a pass holds: a multi-worker dataset does not say,
+       so the second validation met the first one's finished pass (StopIteration, any
+       run of more than one epoch with validation). Start a new pass for the build.
 
     Both fixes only act when the strategy is multi-worker; other strategies run
     Keras's code unchanged.
@@ -155,6 +165,7 @@ def _let_keras_fit_run_multi_worker():
         strategy = self._distribute_strategy
         if iterator is None or not tf_trainer._collective_all_reduce_multi_worker(strategy):
             return keras_symbolic_build(self, iterator=iterator, data_batch=data_batch)
+        iterator._current_iterator = None  # a new pass (the caller resets the iterator after)
         for _, _, batches in iterator:
             batch = next(batches)
             break

@@ -156,8 +156,10 @@ class TrainingRun:
                                                   first_epoch=first_epoch, cache_bytes=options.cache_bytes,
                                                   one_pass=self.one_pass)
         nan_guard = callbacks_lib.StopOnNaN()
+        # workers time their saves apart: a fixed interval keeps their checkpoints at one epoch
+        every = options.checkpoint_every or (1 if runtime.is_multi_worker(self.strategy) else 0)
         callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, first_epoch,
-                               self.task.early_stopping_patience(), options.checkpoint_every)
+                               self.task.early_stopping_patience(), every)
         epoch_checkpoint = callbacks[-1]
         stopping = [callback for callback in callbacks if isinstance(callback, callbacks_lib.ResumableEarlyStopping)]
         if stopping and stopping[0].replay():

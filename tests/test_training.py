@@ -219,11 +219,14 @@ def worker_environments(launcher, ports):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["tf_config", "slurm"])
 def test_two_workers_train_to_the_weights_of_one_process_on_the_same_global_batch(tmp_path, launcher):
-    """ccp's feature network (no batch norm, no dropout) for 3 steps of global batch 8:
-    two workers on 127.0.0.1 (4 examples each, gradients all-reduced) must end with the
-    weights one process reaches on the same batches, so the test fails if the workers'
-    gradients were never applied or never combined. The workers learn of each other
-    from TF_CONFIG, or from SLURM's job step as `srun` starts them."""
+    """ccp's feature network (no batch norm, no dropout) for 3 epochs of two steps of
+    global batch 8: two workers on 127.0.0.1 (4 examples each, gradients all-reduced) must
+    end with the weights one process reaches on the same batches, so the test fails if the
+    workers' gradients were never applied or never combined. The workers learn of each
+    other from TF_CONFIG, or from SLURM's job step as `srun` starts them. Every epoch's
+    validation runs (the second used to find the first one's pass finished). Both
+    checkpoint every epoch (epochs this short would space out one process's saves): each
+    resumes from its own checkpoints, so they must hold the same epochs."""
     from conftest import run_cli
     from test_ccp import TINY_CCP
 
@@ -231,8 +234,8 @@ def test_two_workers_train_to_the_weights_of_one_process_on_the_same_global_batc
     data_dir = tmp_path / "data"
     result = run_cli("biomodels.prepare", "--task=ccp", f"--output_dir={data_dir}", "--synthetic", "--num_examples=2", *sets)
     assert result.returncode == 0, result.stderr
-    command = [sys.executable, "-m", "biomodels.train", "--task=ccp", f"--data_dir={data_dir}", "--epochs=1",
-               "--steps_per_epoch=3", "--batch_size=8", "--deterministic", *sets]
+    command = [sys.executable, "-m", "biomodels.train", "--task=ccp", f"--data_dir={data_dir}", "--epochs=3",
+               "--steps_per_epoch=2", "--batch_size=8", "--deterministic", *sets]
     single = subprocess.run([*command, f"--model_dir={tmp_path / 'single'}"], capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     ports = _free_ports(2)
@@ -250,6 +253,8 @@ def test_two_workers_train_to_the_weights_of_one_process_on_the_same_global_batc
     for path in (tmp_path / "run" / "last.keras", tmp_path / "run" / "worker-1" / "last.keras"):
         for a, b in zip(_weights(path), one, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    for run in (tmp_path / "run", tmp_path / "run" / "worker-1"):
+        assert sorted(os.listdir(run / "backup")) == ["epoch-0002", "epoch-0003"]
     assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
     assert not (tmp_path / "run" / "worker-1" / "export").exists()
 
