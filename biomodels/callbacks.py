@@ -33,6 +33,9 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+_CURRENT = "the weights as they are"
+
+
 class EpochCheckpoints(keras.callbacks.Callback):
     """The run's files at the end of an epoch with finite weights, when a save is due: the
     model (weights, optimizer and configuration) saved once, to last.keras; best.keras
@@ -59,7 +62,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
         self.last_saved = first_epoch  # epochs held by the newest epoch checkpoint
         self.saves = 0  # saves made by this callback (this process)
         self._unsaved = None  # epochs done by the weights as they are, when more than last_saved
-        self._best_weights = None  # (epoch, weights) of a best epoch not yet in best.keras
+        self._best_weights = None  # a best epoch not yet in best.keras: _CURRENT or its weights
         self._save_seconds = None  # what the last save took
         self._since = None  # when it ended (or training began)
 
@@ -74,11 +77,11 @@ class EpochCheckpoints(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is not None and np.isfinite(value) and (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
-            self._best_weights = (epoch + 1, None)  # None: the weights as they are
+            self._best_weights = _CURRENT
         if self.model.stop_training or self._due(epoch + 1):
             self._save()
-        elif self._best_weights is not None and self._best_weights[1] is None:
-            self._best_weights = (epoch + 1, self.model.get_weights())
+        elif self._best_weights is _CURRENT:  # kept for the next save
+            self._best_weights = self.model.get_weights()
 
     def on_train_end(self, logs=None):
         """Save the last epoch trained, if it was not (the weights are still its own)."""
@@ -101,9 +104,9 @@ class EpochCheckpoints(keras.callbacks.Callback):
         start = self.clock()
         epochs_done, best = self._unsaved, self._best_weights
         best_path, last = os.path.join(self.model_dir, "best.keras"), os.path.join(self.model_dir, "last.keras")
-        if best is not None and best[1] is not None:  # an earlier epoch's weights: save them first
+        if best is not None and best is not _CURRENT:  # an earlier epoch's weights (with today's optimizer)
             current = self.model.get_weights()
-            self.model.set_weights(best[1])
+            self.model.set_weights(best)
             try:
                 with atomic_path(best_path) as tmp:
                     run_state.save_model(self.model, tmp)
@@ -111,7 +114,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
                 self.model.set_weights(current)
         with atomic_path(last) as tmp:
             run_state.save_model(self.model, tmp)
-        if best is not None and best[1] is None:
+        if best is _CURRENT:
             with atomic_path(best_path) as tmp:
                 run_state.link_or_copy(last, tmp)
         run_state.save_epoch(self.model, self.model_dir, epochs_done, saved_model=last)
