@@ -121,7 +121,7 @@ PATCHED_KERAS = ("3.15",)
 
 
 def _let_keras_fit_run_multi_worker():
-    """Keras 3's TensorFlow trainer breaks under MultiWorkerMirroredStrategy in two places:
+    """Keras 3's TensorFlow trainer breaks under MultiWorkerMirroredStrategy in three places:
 
     1. before the first step it builds the model from one batch, averaged across
        workers with `strategy.reduce("MEAN", batch, axis=None)`, which collective ops
@@ -136,7 +136,7 @@ def _let_keras_fit_run_multi_worker():
        so the second validation met the first one's finished pass (StopIteration, any
        run of more than one epoch with validation). Start a new pass for the build.
 
-    Both fixes only act when the strategy is multi-worker; other strategies run
+    All three act only when the strategy is multi-worker; other strategies run
     Keras's code unchanged.
     """
     global _PATCHED
