@@ -53,7 +53,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
     checkpoint always agree. An epoch cut short (`nan_guard`, a StopOnNaN, fired) or with
     weights no longer finite is never saved."""
 
-    def __init__(self, model_dir, first_epoch=0, monitor="loss", mode="min", best=None, every=0, budget=0.05,
+    def __init__(self, model_dir, *, first_epoch=0, monitor="loss", mode="min", best=None, every=0, budget=0.05,
                  nan_guard=None, clock=time.perf_counter):
         super().__init__()
         self.model_dir, self.monitor, self.mode = model_dir, monitor, mode

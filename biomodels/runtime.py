@@ -120,6 +120,17 @@ _PATCHED = False
 PATCHED_KERAS = ("3.15",)
 
 
+def _require_patched_keras():
+    """Refuse, in one line, a Keras release the multi-worker fix was not written for."""
+    import keras
+
+    release = ".".join(keras.version().split(".")[:2])
+    if release not in PATCHED_KERAS:
+        raise ConfigError(f"--strategy=multi_worker: its fix of keras-team/keras#20585 was made for Keras "
+                          f"{' or '.join(PATCHED_KERAS)}, and this is Keras {keras.version()}; install "
+                          f"keras=={PATCHED_KERAS[-1]}.* or train with --strategy=mirrored")
+
+
 def _let_keras_fit_run_multi_worker():
     """Keras 3's TensorFlow trainer breaks under MultiWorkerMirroredStrategy in three places:
 
@@ -142,13 +153,7 @@ def _let_keras_fit_run_multi_worker():
     global _PATCHED
     if _PATCHED:
         return
-    import keras
-
-    release = ".".join(keras.version().split(".")[:2])
-    if release not in PATCHED_KERAS:
-        raise ConfigError(f"--strategy=multi_worker: its fix of keras-team/keras#20585 was made for Keras "
-                          f"{' or '.join(PATCHED_KERAS)}, and this is Keras {keras.version()}; install "
-                          f"keras=={PATCHED_KERAS[-1]}.* or train with --strategy=mirrored")
+    _require_patched_keras()
     import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer

@@ -158,8 +158,8 @@ class TrainingRun:
         nan_guard = callbacks_lib.StopOnNaN()
         # workers time their saves apart: a fixed interval keeps their checkpoints at one epoch
         every = options.checkpoint_every or (1 if runtime.is_multi_worker(self.strategy) else 0)
-        callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard, first_epoch,
-                               self.task.early_stopping_patience(), every)
+        callbacks = _callbacks(self.task, self.model_dir, val_data, nan_guard=nan_guard, first_epoch=first_epoch,
+                               patience=self.task.early_stopping_patience(), checkpoint_every=every)
         epoch_checkpoint = callbacks[-1]
         stopping = [callback for callback in callbacks if isinstance(callback, callbacks_lib.ResumableEarlyStopping)]
         if stopping and stopping[0].replay():
@@ -249,7 +249,7 @@ def _set_initial_weights(model, weights, path):
     log.info("initialised weights from %s", path)
 
 
-def _callbacks(task, model_dir, val_data, nan_guard, first_epoch, patience=0, checkpoint_every=0):
+def _callbacks(task, model_dir, val_data, *, nan_guard, first_epoch, patience=0, checkpoint_every=0):
     """The run's callbacks; the last is its EpochCheckpoints."""
     import keras
 
@@ -272,5 +272,6 @@ def _callbacks(task, model_dir, val_data, nan_guard, first_epoch, patience=0, ch
         callbacks.append(ImageSummary(task, val_data, os.path.join(model_dir, "logs", "validation_images"),
                                       count=task.summary_examples))
     # last: what it saves, the epoch's other outputs (history.csv) already hold
-    return callbacks + [EpochCheckpoints(model_dir, first_epoch, monitor, mode, best_in_history(history, monitor, mode),
-                                         every=checkpoint_every, nan_guard=nan_guard)]
+    return callbacks + [EpochCheckpoints(model_dir, first_epoch=first_epoch, monitor=monitor, mode=mode,
+                                         best=best_in_history(history, monitor, mode), every=checkpoint_every,
+                                         nan_guard=nan_guard)]
