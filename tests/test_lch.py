@@ -581,3 +581,51 @@ def test_training_batches_hold_the_stretched_crops_alone_and_evaluation_the_targ
     crop = np.asarray(raw["image"][0], np.float64) / 255  # image_size 32: stored at the model's size
     np.testing.assert_allclose(targets["image_statistics"][0], [crop.mean(), crop.std(), *np.percentile(crop, [5, 50, 95])],
                                atol=1e-5)
+
+
+def test_training_batches_from_memory_are_the_crops_turned_and_mirrored(lch_task, tiny_lch_config):
+    """lch holds its training split in memory as the network's crops (training_arrays)
+    and gathers each pass's batches from them: every crop of a pass is a training crop
+    once, as model_io makes it, turned by quarter turns and mirrored as `augment` does;
+    every turn and both mirrorings appear; a resumed run sees the same batches, and a split whose
+    float32 crops exceed the cache budget (four times its 8-bit shards) is streamed."""
+    import tensorflow as tf
+
+    from biomodels import prepare
+    from biomodels.pipelines import dataset as dataset_lib
+    from biomodels.pipelines import manifest as manifest_lib
+    from biomodels.tasks.lch import data
+
+    manifest = manifest_lib.read(prepare.synthetic_dataset(lch_task, tiny_lch_config), lch_task)
+    bound = lch_task.bind(tiny_lch_config, manifest=manifest)
+    raw = next(iter(dataset_lib.examples(manifest, "train").batch(10_000)))
+    crops = bound.training_arrays(dataset_lib.examples(manifest, "train"))
+    np.testing.assert_array_equal(crops, bound.model_io(raw)[0])
+
+    def variants(crop):  # the eight turns and mirrors, as augment makes them of one crop
+        turns = [tf.image.rot90(crop, k) for k in range(4)]
+        return [np.asarray(image) for image in turns + [tf.image.flip_left_right(image) for image in turns]]
+
+    batches = list(bound.epoch_batches(crops, tf.constant([3, 4], tf.int64), 8))
+    assert len(batches) == len(crops) // 8 and all(len(batch) == 1 and batch[0].shape == (8, 32, 32, 1)
+                                                    for batch in batches)
+    seen, kinds = [], set()
+    for image in np.concatenate([batch[0] for batch in batches]):
+        matches = [(row, kind) for row in range(len(crops)) for kind, variant in enumerate(variants(crops[row]))
+                   if np.array_equal(variant, image)]
+        assert len(matches) == 1, "each crop of a batch is one turn or mirror of one training crop"
+        seen.append(matches[0][0])
+        kinds.add(matches[0][1])
+    assert len(set(seen)) == len(seen) == len(batches) * 8
+    assert {kind % 4 for kind in kinds} == {0, 1, 2, 3} and {kind // 4 for kind in kinds} == {0, 1}  # turns, mirrors
+
+    whole = list(dataset_lib.training_dataset(bound, 7, steps_per_epoch=3).take(6))
+    resumed = list(dataset_lib.training_dataset(bound, 7, steps_per_epoch=3, first_epoch=1).take(3))
+    for ours, theirs in zip(whole[3:], resumed):
+        np.testing.assert_array_equal(ours[0], theirs[0])
+    assert not np.array_equal(whole[0][0], whole[3][0])
+    shard_bytes = dataset_lib.split_bytes(manifest, "train")
+    assert dataset_lib._training_arrays(bound, "train", cache_bytes=4 * shard_bytes) is not None
+    assert dataset_lib._training_arrays(bound, "train", cache_bytes=4 * shard_bytes - 1) is None
+    [streamed] = dataset_lib.training_dataset(bound, 7, steps_per_epoch=3, cache_bytes=shard_bytes).take(1)
+    assert len(streamed) == 1 and streamed[0].shape == whole[0][0].shape

@@ -60,7 +60,7 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
     The split is cached in memory when its shards fit `cache_bytes` (default: a quarter
     of the machine's memory); otherwise each epoch reads the shards again, interleaved in
     a seeded order and shuffled through a buffer of bounded size. A task that gathers
-    batches from arrays (`Task.training_arrays`, ccp) holds a split that fits as those
+    batches from arrays (`Task.training_arrays`: ccp, lch) holds a split that fits as those
     arrays instead, and each epoch's batches still depend on (seed, epoch) alone.
     """
     import tensorflow as tf
@@ -95,10 +95,11 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
 
 
 def _training_arrays(task, split, cache_bytes):
-    """`Task.training_arrays` of the kept examples of a split whose shards fit
-    `cache_bytes` (default: a quarter of the machine's memory); None when they do not fit,
-    or for a task that streams its examples."""
-    if split_bytes(task.manifest, split) > _cache_budget(cache_bytes):
+    """`Task.training_arrays` of the kept examples of a split whose arrays fit
+    `cache_bytes` (default: a quarter of the machine's memory; the arrays take the shards'
+    bytes times `Task.training_arrays_scale`); None when they do not fit, or for a task
+    that streams its examples."""
+    if split_bytes(task.manifest, split) * task.training_arrays_scale > _cache_budget(cache_bytes):
         return None
     return task.training_arrays(examples(task.manifest, split).filter(task.keep_for_training))
 

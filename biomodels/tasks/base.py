@@ -120,6 +120,10 @@ class Task(abc.ABC):
     #: autoencoder), training batches hold the inputs alone and tf.data prunes the ops
     #: that only make targets (evaluation still gets them)
     training_reads_targets = True
+    #: bytes `training_arrays` takes per byte of the training split's shards (lch: 8-bit
+    #: pixels held as float32, 4); a split whose arrays would exceed the cache budget is
+    #: streamed
+    training_arrays_scale = 1
     #: config fields that change the prepared data (they key the synthetic data cache)
     data_fields = ()
     #: TF Serving batching for this task's exports (BatchingParameters fields); None
@@ -274,12 +278,14 @@ class Task(abc.ABC):
     def training_arrays(self, examples):
         """The kept training examples (a tf.data set of decoded ones) as tensors held in
         memory, for a task whose examples are so small that tf.data's cost per example
-        rivals its training step (ccp's traces); None (the default): they are streamed."""
+        rivals its training step (ccp's traces, lch's crops); None (the default): they
+        are streamed."""
         return None
 
     def epoch_batches(self, arrays, seed, batch_size):
-        """(inputs, targets) training batches of one pass over `training_arrays`, whole,
-        ordered and augmented from the stateless [2] int64 `seed`."""
+        """Training batches of one pass over `training_arrays`, whole, ordered and
+        augmented from the stateless [2] int64 `seed`: (inputs, targets), or (inputs,)
+        for a task whose step reads no targets (`training_reads_targets`)."""
         raise NotImplementedError
 
     def model_io(self, example):

@@ -48,6 +48,7 @@ class LCHTask(Task):
     summary_examples = 64
     model_io_on_batches = True
     training_reads_targets = False
+    training_arrays_scale = 4  # 8-bit crops held as float32
     model_class = inference.LCHModel
     calibration_fields = {"classifier": dict}
     predict_options = (
@@ -99,6 +100,12 @@ class LCHTask(Task):
         config = self.config
         return {"optimizer": keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1),
                 "discriminator_optimizer": keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1)}
+
+    def training_arrays(self, examples):
+        return data.training_arrays(examples, self.config)
+
+    def epoch_batches(self, arrays, seed, batch_size):
+        return data.epoch_batches(arrays, seed, batch_size, self.config)
 
     def preprocess(self, inputs):
         """Gray crops [batch, height, width, 1] with intensities in [0, 1] (8-bit values
