@@ -234,7 +234,8 @@ def epoch_batches(crops, seed, batch_size, config):
     stateless `seed`, the remainder left for another pass; with `augment`, each crop
     turned a random number of quarter turns and mirrored left-right or not, as `augment`
     does one crop at a time. A batch is one gather and a few whole-batch ops instead of
-    tf.data's steps for each of its crops, which cost about a sixth of lch's quick step."""
+    tf.data's steps for each of its crops (measured on the quick preset: 1.7 ms of CPU a
+    batch of 32 against 7.7-9.1 ms, beside a 47 ms step on the same two cores)."""
     import tensorflow as tf
 
     order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(crops)[0]), seed)
