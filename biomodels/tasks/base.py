@@ -120,9 +120,7 @@ class Task(abc.ABC):
     #: autoencoder), training batches hold the inputs alone and tf.data prunes the ops
     #: that only make targets (evaluation still gets them)
     training_reads_targets = True
-    #: bytes `training_arrays` takes per byte of the training split's shards (lch: 8-bit
-    #: pixels held as float32, 4); a split whose arrays would exceed the cache budget is
-    #: streamed
+    #: `training_arrays`'s bytes per byte of the split's shards (lch's 8-bit crops as float32: 4)
     training_arrays_scale = 1
     #: config fields that change the prepared data (they key the synthetic data cache)
     data_fields = ()
@@ -278,8 +276,7 @@ class Task(abc.ABC):
     def training_arrays(self, examples):
         """The kept training examples (a tf.data set of decoded ones) as tensors held in
         memory, for a task whose examples are so small that tf.data's cost per example
-        rivals its training step (ccp's traces, lch's crops); None (the default): they
-        are streamed."""
+        rivals its training step (ccp, lch); None (the default): they are streamed."""
         return None
 
     def epoch_batches(self, arrays, seed, batch_size):
