@@ -625,7 +625,11 @@ def test_training_batches_from_memory_are_the_crops_turned_and_mirrored(lch_task
         np.testing.assert_array_equal(ours[0], theirs[0])
     assert not np.array_equal(whole[0][0], whole[3][0])
     shard_bytes = dataset_lib.split_bytes(manifest, "train")
-    assert dataset_lib._training_arrays(bound, "train", cache_bytes=4 * shard_bytes) is not None
-    assert dataset_lib._training_arrays(bound, "train", cache_bytes=4 * shard_bytes - 1) is None
+    assert dataset_lib._training_arrays(bound, "train", 4 * shard_bytes, 8) is not None
+    assert dataset_lib._training_arrays(bound, "train", 4 * shard_bytes - 1, 8) is None
     [streamed] = dataset_lib.training_dataset(bound, 7, steps_per_epoch=3, cache_bytes=shard_bytes).take(1)
     assert len(streamed) == 1 and streamed[0].shape == whole[0][0].shape
+    # fewer crops than a batch: no pass of the arrays holds one, so the split is streamed
+    # (repeating crops to fill it) rather than searched for a batch forever
+    [larger] = dataset_lib.training_dataset(bound, 7, steps_per_epoch=1, batch_size=len(crops) + 1).take(1)
+    assert larger[0].shape == (len(crops) + 1, 32, 32, 1)

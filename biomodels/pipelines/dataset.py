@@ -66,7 +66,7 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
     import tensorflow as tf
 
     manifest, batch_size = task.manifest, batch_size or task.config.batch_size
-    arrays = None if one_pass else _training_arrays(task, split, cache_bytes)
+    arrays = None if one_pass else _training_arrays(task, split, cache_bytes, batch_size)
     if arrays is not None:
         return _with_pipeline_options(_batches_from_memory(task, arrays, seed, steps_per_epoch, first_epoch, batch_size))
     source, buffer = _epoch_source(manifest, split, cache_bytes)
@@ -94,14 +94,20 @@ def training_dataset(task, seed, *, steps_per_epoch, first_epoch=0, cache_bytes=
     return _with_pipeline_options(epochs.prefetch(tf.data.AUTOTUNE))
 
 
-def _training_arrays(task, split, cache_bytes):
+def _training_arrays(task, split, cache_bytes, batch_size):
     """`Task.training_arrays` of the kept examples of a split whose arrays fit
     `cache_bytes` (default: a quarter of the machine's memory; the arrays take the shards'
-    bytes times `Task.training_arrays_scale`); None when they do not fit, or for a task
-    that streams its examples."""
+    bytes times `Task.training_arrays_scale`); None when they do not fit, for a task that
+    streams its examples, or when they hold less than one whole batch (a pass would give
+    none; the streamed split repeats examples to fill one)."""
+    import tensorflow as tf
+
     if split_bytes(task.manifest, split) * task.training_arrays_scale > _cache_budget(cache_bytes):
         return None
-    return task.training_arrays(examples(task.manifest, split).filter(task.keep_for_training))
+    arrays = task.training_arrays(examples(task.manifest, split).filter(task.keep_for_training))
+    if arrays is None or tf.nest.flatten(arrays)[0].shape[0] < batch_size:
+        return None
+    return arrays
 
 
 def _batches_from_memory(task, arrays, seed, steps_per_epoch, first_epoch, batch_size):
