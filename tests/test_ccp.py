@@ -605,9 +605,11 @@ def test_memory_batches_of_the_features_model_are_whole_plain_batches(ccp_task, 
 
 def test_training_batches_from_memory_resume_as_they_run(tmp_path, ccp_task, tiny_ccp_config):
     """A ccp run resumed at epoch 1 sees the batches an uninterrupted run sees from epoch
-    1; a split over the cache budget is streamed, in batches of the same structure."""
+    1; a split over the cache budget is streamed, in batches of the same structure, and so
+    is one whose buckets of lengths hold no whole batch (its passes would hold none)."""
     from biomodels.pipelines import dataset as dataset_lib
     from biomodels.pipelines import manifest as manifest_lib
+    from biomodels.tasks.ccp import data
 
     manifest = prepare_dataset(ccp_task, tiny_ccp_config, str(tmp_path / "data"), synthetic=True, show_progress=False)
     task = ccp_task.bind(tiny_ccp_config, manifest=manifest_lib.read(str(tmp_path / "data"), ccp_task))
@@ -620,3 +622,9 @@ def test_training_batches_from_memory_resume_as_they_run(tmp_path, ccp_task, tin
     [(streamed, targets)] = dataset_lib.training_dataset(task, 7, steps_per_epoch=3, cache_bytes=0).take(1)
     assert streamed.keys() == whole[0][0].keys() and targets.shape == (8, 1)
     assert streamed["traces"].shape[-1] == whole[0][0]["traces"].shape[-1]
+    inputs, _ = task.training_arrays(dataset_lib.examples(task.manifest, "train").filter(task.keep_for_training))
+    in_buckets = np.bincount(np.searchsorted(data.BUCKET_BOUNDARIES, inputs["lengths"].numpy(), side="right"))
+    batch = in_buckets.max() + 1
+    assert batch <= in_buckets.sum()  # the split holds a batch; no bucket does
+    [(_, targets)] = dataset_lib.training_dataset(task, 7, steps_per_epoch=1, batch_size=int(batch)).take(1)
+    assert targets.shape == (batch, 1)

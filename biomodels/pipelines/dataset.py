@@ -98,14 +98,16 @@ def _training_arrays(task, split, cache_bytes, batch_size):
     """`Task.training_arrays` of the kept examples of a split whose arrays fit
     `cache_bytes` (default: a quarter of the machine's memory; the arrays take the shards'
     bytes times `Task.training_arrays_scale`); None when they do not fit, for a task that
-    streams its examples, or when they hold less than one whole batch (a pass would give
-    none; the streamed split repeats examples to fill one)."""
+    streams its examples, or when a pass of them holds no whole batch (fewer examples than
+    a batch, or for ccp no bucket of lengths filling one: the passes would be searched for
+    a batch forever; the streamed split repeats examples until batches fill)."""
     import tensorflow as tf
 
     if split_bytes(task.manifest, split) * task.training_arrays_scale > _cache_budget(cache_bytes):
         return None
     arrays = task.training_arrays(examples(task.manifest, split).filter(task.keep_for_training))
-    if arrays is None or tf.nest.flatten(arrays)[0].shape[0] < batch_size:
+    # a pass's batches are as many whatever its order (whole batches of each bucket)
+    if arrays is None or task.epoch_batches(arrays, tf.constant([0, 0], tf.int64), batch_size).cardinality() < 1:
         return None
     return arrays
 
