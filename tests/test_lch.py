@@ -587,14 +587,14 @@ def test_training_batches_from_memory_are_the_crops_turned_and_mirrored(lch_task
     """lch holds its training split in memory as the network's crops (training_arrays)
     and gathers each pass's batches from them: every crop of a pass is a training crop
     once, as model_io makes it, turned by quarter turns and mirrored as `augment` does;
-    every turn and both mirrorings appear; a resumed run sees the same batches, and a split whose
-    float32 crops exceed the cache budget (four times its 8-bit shards) is streamed."""
+    every turn and both mirrorings appear, as they do when `augment` turns a streamed crop;
+    a resumed run sees the same batches, and a split whose float32 crops exceed the cache
+    budget (four times its 8-bit shards) is streamed."""
     import tensorflow as tf
 
     from biomodels import prepare
     from biomodels.pipelines import dataset as dataset_lib
     from biomodels.pipelines import manifest as manifest_lib
-    from biomodels.tasks.lch import data
 
     manifest = manifest_lib.read(prepare.synthetic_dataset(lch_task, tiny_lch_config), lch_task)
     bound = lch_task.bind(tiny_lch_config, manifest=manifest)
@@ -618,6 +618,10 @@ def test_training_batches_from_memory_are_the_crops_turned_and_mirrored(lch_task
         kinds.add(matches[0][1])
     assert len(set(seen)) == len(seen) == len(batches) * 8
     assert {kind % 4 for kind in kinds} == {0, 1, 2, 3} and {kind // 4 for kind in kinds} == {0, 1}  # turns, mirrors
+    raw_crop = raw["image"][0]  # a streamed crop: augment turns and mirrors it the same way
+    streamed_kinds = {[np.array_equal(variant, bound.augment({"image": raw_crop}, tf.constant([seed, 1], tf.int64))["image"])
+                       for variant in variants(raw_crop)].index(True) for seed in range(24)}
+    assert {kind % 4 for kind in streamed_kinds} == {0, 1, 2, 3} and {kind // 4 for kind in streamed_kinds} == {0, 1}
 
     whole = list(dataset_lib.training_dataset(bound, 7, steps_per_epoch=3).take(6))
     resumed = list(dataset_lib.training_dataset(bound, 7, steps_per_epoch=3, first_epoch=1).take(3))
