@@ -130,6 +130,23 @@ def _batches_from_memory(task, arrays, seed, steps_per_epoch, first_epoch, batch
     return tf.data.Dataset.range(first_epoch, 2**40).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
+def shuffled_rows(count, seed, batch_size):
+    """[batches, batch_size] positions of `count` examples in an order shuffled from the
+    stateless [2] `seed`, whole batches only (the remainder waits for another pass)."""
+    import tensorflow as tf
+
+    order = tf.random.experimental.stateless_shuffle(tf.range(count), seed)
+    return tf.reshape(order[:tf.size(order) // batch_size * batch_size], [-1, batch_size])
+
+
+def gathered_batches(rows, gather):
+    """A `Task.epoch_batches` pass: gather(index, positions) for each row of `rows`, in order."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(rows).enumerate().map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                                                                    deterministic=True)
+
+
 def _cache_budget(cache_bytes):
     return default_cache_bytes() if cache_bytes is None else cache_bytes
 

@@ -242,11 +242,13 @@ def epoch_batches(arrays, seed, batch_size, config):
     example: ccp's steps are short enough (5-60 ms) that those steps would show."""
     import tensorflow as tf
 
+    from biomodels.pipelines.dataset import gathered_batches, shuffled_rows
+
     inputs, targets = arrays
-    order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(targets)[0]), seed)
     if "lengths" not in inputs:
-        rows = tf.reshape(order[:tf.size(order) // batch_size * batch_size], [-1, batch_size])
+        rows = shuffled_rows(tf.shape(targets)[0], seed, batch_size)
     else:
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(targets)[0]), seed)
         rows = tf.gather(order, _bucket_batches(tf.gather(inputs["lengths"], order), batch_size))
 
     def gathered(index, rows):
@@ -258,8 +260,7 @@ def epoch_batches(arrays, seed, batch_size, config):
                 chosen["traces"] *= _channel_gains([batch_size, 1, chosen["traces"].shape[-1]], gains_seed, config)
         return chosen, tf.gather(targets, rows)
 
-    return tf.data.Dataset.from_tensor_slices(rows).enumerate().map(gathered, num_parallel_calls=tf.data.AUTOTUNE,
-                                                                    deterministic=True)
+    return gathered_batches(rows, gathered)
 
 
 def _bucket_batches(lengths, batch_size):

@@ -229,15 +229,14 @@ def training_arrays(examples, config):
 
 def epoch_batches(crops, seed, batch_size, config):
     """(crops,) batches of one pass over `training_arrays` in an order shuffled from the
-    stateless `seed`, the remainder (fewer than a batch) left out of this pass; with
-    `augment`, each crop turned a random number of quarter turns and mirrored left-right
-    or not (`augment` does the same to a streamed crop). A batch is one gather and a few whole-batch ops instead of
-    tf.data's steps for each of its crops (measured on the quick preset: 1.7 ms of CPU a
-    batch of 32 against 7.7-9.1 ms, beside a 47 ms step on the same two cores)."""
+    stateless `seed`, whole batches only; with `augment`, each crop turned a random number
+    of quarter turns and mirrored left-right or not (`augment` does the same to a
+    streamed crop). A batch is one gather and a few whole-batch ops instead of tf.data's
+    steps for each of its crops (measured on the quick preset: 1.7 ms of CPU a batch of
+    32 against 7.7-9.1 ms, beside a 47 ms step on the same two cores)."""
     import tensorflow as tf
 
-    order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(crops)[0]), seed)
-    rows = tf.reshape(order[:tf.size(order) // batch_size * batch_size], [-1, batch_size])
+    from biomodels.pipelines.dataset import gathered_batches, shuffled_rows
 
     def gathered(index, rows):
         batch = tf.gather(crops, rows)
@@ -245,8 +244,7 @@ def epoch_batches(crops, seed, batch_size, config):
             batch = _turn_and_mirror(batch, tf.random.experimental.stateless_fold_in(seed, index))
         return (batch,)
 
-    return tf.data.Dataset.from_tensor_slices(rows).enumerate().map(gathered, num_parallel_calls=tf.data.AUTOTUNE,
-                                                                    deterministic=True)
+    return gathered_batches(shuffled_rows(tf.shape(crops)[0], seed, batch_size), gathered)
 
 
 def _turn_and_mirror(batch, seed):
